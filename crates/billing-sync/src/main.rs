@@ -1,0 +1,38 @@
+//! The `billing-sync` binary: parse and validate the configuration, then hand over to the library.
+
+use std::process::ExitCode;
+
+use billing_sync::config::{Cli, CommonSettings};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = match CommonSettings::from_cli(&cli) {
+        Ok(settings) => settings,
+        Err(err) => return config_failure(&err),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("billing-sync: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(billing_sync::run(cli.command, common)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(billing_sync::RunError::Config(err)) => config_failure(&err),
+        Err(billing_sync::RunError::Failed(err)) => {
+            eprintln!("billing-sync: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A bad configuration value is a usage error: exit status 2, one line.
+fn config_failure(err: &billing_sync::config::ConfigError) -> ExitCode {
+    eprintln!("billing-sync: {err}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,83 @@
+//! Building the HTTP application and serving it until a shutdown signal.
+
+use std::future::Future;
+use std::time::Duration;
+
+use billing_sync_store::Store;
+use poem::listener::TcpAcceptor;
+use poem::{EndpointExt, IntoEndpoint, Route, Server};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// The billing-sync HTTP application, ready to serve.
+pub struct App {
+    store: Store,
+}
+
+impl App {
+    /// The application on `store` (migrated or not: that is the caller's choice).
+    pub fn build(store: Store) -> App {
+        App { store }
+    }
+
+    /// The OpenAPI document of the HTTP API, exactly as served at `/api/v1/openapi.json`.
+    pub fn openapi_json(&self) -> String {
+        billing_sync_api::service(self.store.clone()).spec()
+    }
+
+    fn routes(&self) -> impl poem::Endpoint + 'static {
+        let api = billing_sync_api::service(self.store.clone());
+        let spec = api.spec_endpoint();
+        let docs = api.swagger_ui();
+        Route::new()
+            .at(billing_sync_api::OPENAPI_JSON_PATH, spec)
+            .nest("/docs", docs)
+            .nest("/", api)
+            .into_endpoint()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (up to a grace period) and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        // Logged as a plain host:port so that scripts and tests can read the bound port.
+        let addr = listener.local_addr()?;
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        tracing::info!(addr = %addr, "listening");
+        let routes = self.routes();
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(routes.boxed(), shutdown, Some(GRACE_PERIOD))
+            .await;
+        tracing::info!("stopped accepting; in-flight requests finished");
+        if let Err(err) = self.store.close().await {
+            tracing::warn!(error = %err, "closing the database pool");
+        }
+        result
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+///
+/// The handlers are installed here, before the server starts listening, not when the future is
+/// first polled: a SIGTERM that arrives right after startup must still mean "shut down
+/// gracefully", not the default "die at once".
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    })
+}

@@ -1,0 +1,228 @@
+//! Opening the database, the embedded SQLite default included, and running migrations.
+
+use std::time::Duration;
+
+use billing_sync_migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+use crate::error::{StoreError, is_connection_error};
+
+/// A handle on the billing-sync database. Cheap to clone: it shares one connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    target: String,
+}
+
+/// One migration and whether it has been applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationState {
+    /// The migration's name, e.g. `m20261122_000001_synced_state`.
+    pub name: String,
+    /// Whether it is applied to this database.
+    pub applied: bool,
+}
+
+impl Store {
+    /// Connects to `url`: `sqlite://path` (the file is created when missing) or
+    /// `postgres://…`. Fails with [`StoreError::Unavailable`] naming the host, never the
+    /// password, when the database does not answer.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let target = describe_target(url)?;
+        let is_sqlite = url.starts_with("sqlite:");
+        let url = if is_sqlite {
+            sqlite_url_creating_file(url)
+        } else {
+            url.to_owned()
+        };
+        let mut options = ConnectOptions::new(url);
+        options
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            // sqlx logs every statement at info otherwise, payloads included.
+            .sqlx_logging(false);
+        if is_sqlite {
+            // One writer at a time is SQLite's model; a small pool keeps readers concurrent
+            // with it in WAL mode without piling up writers that only wait on the lock.
+            options.max_connections(4).min_connections(1);
+            if url_is_sqlite_memory(&target) {
+                // Each connection to `sqlite::memory:` is its own empty database.
+                options.max_connections(1);
+            }
+        } else {
+            options.max_connections(32).min_connections(1);
+        }
+        let db = Database::connect(options)
+            .await
+            .map_err(|source| StoreError::Unavailable {
+                target: target.clone(),
+                source,
+            })?;
+        let store = Store { db, target };
+        if is_sqlite {
+            store.tune_sqlite().await?;
+        }
+        Ok(store)
+    }
+
+    /// Checks that `url` is one billing-sync can use, without connecting, and returns where it
+    /// points without credentials.
+    pub fn validate_url(url: &str) -> Result<String, StoreError> {
+        describe_target(url)
+    }
+
+    /// The connection, for the queries in this crate and for tests.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Which database this is (`sqlite` or `postgres`).
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Where this store points, without credentials: `postgres://host:port/db` or the SQLite path.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Applies every pending migration. Safe to call on an up-to-date database.
+    pub async fn migrate_up(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None)
+            .await
+            .map_err(|err| self.classify(err))
+    }
+
+    /// Every known migration with whether it is applied.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationState>, StoreError> {
+        let pending: Vec<String> = Migrator::get_pending_migrations(&self.db)
+            .await
+            .map_err(|err| self.classify(err))?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        Ok(Migrator::migrations()
+            .iter()
+            .map(|m| MigrationState {
+                name: m.name().to_owned(),
+                applied: !pending.iter().any(|p| p == m.name()),
+            })
+            .collect())
+    }
+
+    /// Answers when the database answers a trivial query: what `/readyz` asks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(|err| self.classify(err))
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await.map_err(StoreError::from)
+    }
+
+    pub(crate) fn classify(&self, err: sea_orm::DbErr) -> StoreError {
+        if is_connection_error(&err) {
+            StoreError::Unavailable {
+                target: self.target.clone(),
+                source: err,
+            }
+        } else {
+            StoreError::Database(err)
+        }
+    }
+
+    async fn tune_sqlite(&self) -> Result<(), StoreError> {
+        // WAL lets readers (probes, the portal) proceed while a webhook transaction writes;
+        // NORMAL synchronous is durable across application crashes in WAL mode.
+        for pragma in [
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA foreign_keys = ON",
+        ] {
+            self.db
+                .execute_unprepared(pragma)
+                .await
+                .map_err(|err| self.classify(err))?;
+        }
+        Ok(())
+    }
+}
+
+/// The URL without its password, for messages and logs.
+fn describe_target(url: &str) -> Result<String, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl(
+                "an sqlite URL needs a path, e.g. sqlite://billing-sync.db".into(),
+            ));
+        }
+        return Ok(format!("sqlite://{path}"));
+    }
+    let parsed = url::Url::parse(url).map_err(|err| {
+        StoreError::InvalidUrl(format!(
+            "not a URL ({err}); expected postgres://user:password@host:port/database or sqlite://path"
+        ))
+    })?;
+    match parsed.scheme() {
+        "postgres" | "postgresql" => {}
+        other => {
+            return Err(StoreError::InvalidUrl(format!(
+                "unsupported scheme `{other}`; expected postgres:// or sqlite://"
+            )));
+        }
+    }
+    let host = parsed.host_str().unwrap_or("localhost");
+    let port = parsed.port().unwrap_or(5432);
+    Ok(format!("postgres://{host}:{port}{}", parsed.path()))
+}
+
+fn url_is_sqlite_memory(target: &str) -> bool {
+    target.contains(":memory:")
+}
+
+/// sqlx refuses to open a missing SQLite file unless asked to create it (`mode=rwc`).
+fn sqlite_url_creating_file(url: &str) -> String {
+    if url.contains(":memory:") || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describing_a_postgres_url_drops_the_password() {
+        let target = describe_target("postgres://billing:s3cret@db.internal:6543/billing").unwrap();
+        assert_eq!(target, "postgres://db.internal:6543/billing");
+        assert!(!target.contains("s3cret"));
+    }
+
+    #[test]
+    fn describing_an_unsupported_scheme_is_an_invalid_url() {
+        let err = describe_target("mysql://root:pw@localhost/db").unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported scheme `mysql`"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn sqlite_urls_are_opened_in_create_mode() {
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://billing-sync.db"),
+            "sqlite://billing-sync.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating_file("sqlite::memory:"),
+            "sqlite::memory:"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! SeaORM entities of the contract tables. Applications read these tables directly, so their
+//! names and columns are part of billing-sync's interface.
+
+pub mod organization_memberships;
+pub mod organizations;
+pub mod stripe_customers;
+pub mod stripe_subscriptions;
+pub mod users;
+pub mod webhook_events;

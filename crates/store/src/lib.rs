@@ -1,0 +1,10 @@
+//! The synced billing state of billing-sync: SeaORM entities, the webhook ledger and the
+//! guarded queries on them. This crate is the one place that writes SQL.
+
+mod connect;
+pub mod entities;
+mod error;
+
+pub use connect::{MigrationState, Store};
+pub use error::StoreError;
+pub use sea_orm;

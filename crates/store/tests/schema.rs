@@ -1,0 +1,120 @@
+//! The migrations: idempotent, and producing the contract tables with their keys, on both backends.
+
+use billing_sync_store::Store;
+use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use billing_sync_testkit::{TestDatabase, each_backend, schema_fingerprint};
+
+each_backend!(
+    migrations_applied_twice_end_in_the_same_schema,
+    every_contract_table_exists_with_its_unique_keys,
+    migration_status_tells_pending_from_applied,
+);
+
+const CONTRACT_TABLES: [&str; 6] = [
+    "webhook_events",
+    "organizations",
+    "users",
+    "organization_memberships",
+    "stripe_customers",
+    "stripe_subscriptions",
+];
+
+async fn migrations_applied_twice_end_in_the_same_schema(db: TestDatabase) {
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate_up().await.expect("first migration");
+    let first = schema_fingerprint(store.connection()).await;
+    store.migrate_up().await.expect("second migration");
+    let second = schema_fingerprint(store.connection()).await;
+    assert!(
+        first.len() > CONTRACT_TABLES.len(),
+        "schema read: {first:?}"
+    );
+    assert_eq!(first, second);
+}
+
+async fn exec(store: &Store, sql: &str) -> Result<(), sea_orm::DbErr> {
+    let backend = store.backend();
+    store
+        .connection()
+        .execute_raw(Statement::from_string(backend, sql))
+        .await
+        .map(|_| ())
+}
+
+async fn every_contract_table_exists_with_its_unique_keys(db: TestDatabase) {
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate_up().await.expect("migrate");
+    for table in CONTRACT_TABLES {
+        exec(&store, &format!("SELECT * FROM {table} WHERE 1 = 0"))
+            .await
+            .unwrap_or_else(|err| panic!("table {table} is missing: {err}"));
+    }
+
+    let now = match store.backend() {
+        DbBackend::Sqlite => "'2026-11-22T00:00:00+00:00'",
+        _ => "now()",
+    };
+    let ledger_row = |provider: &str| {
+        format!(
+            "INSERT INTO webhook_events (provider, event_id, event_type, payload, received_at, status) \
+             VALUES ('{provider}', 'evt_1', 'customer.created', '{{}}', {now}, 'processed')"
+        )
+    };
+    exec(&store, &ledger_row("stripe"))
+        .await
+        .expect("first delivery");
+    exec(&store, &ledger_row("clerk"))
+        .await
+        .expect("the same id from another provider is another event");
+    assert!(
+        exec(&store, &ledger_row("stripe")).await.is_err(),
+        "(provider, event_id) must be unique"
+    );
+
+    let synced_rows = [
+        (
+            "organizations",
+            "id, ordering_key, synced_at",
+            "'org_1', 1, {now}",
+        ),
+        ("users", "id, ordering_key, synced_at", "'user_1', 1, {now}"),
+        (
+            "organization_memberships",
+            "id, organization_id, user_id, ordering_key, synced_at",
+            "'orgmem_1', 'org_1', 'user_1', 1, {now}",
+        ),
+        (
+            "stripe_customers",
+            "id, ordering_key, ordering_rank, livemode, synced_at",
+            "'cus_1', 1, 0, false, {now}",
+        ),
+        (
+            "stripe_subscriptions",
+            "id, customer_id, status, cancel_at_period_end, items, ordering_key, ordering_rank, livemode, synced_at",
+            "'sub_1', 'cus_1', 'active', false, '[]', 1, 0, false, {now}",
+        ),
+    ];
+    for (table, columns, values) in synced_rows {
+        let insert = format!(
+            "INSERT INTO {table} ({columns}) VALUES ({})",
+            values.replace("{now}", now)
+        );
+        exec(&store, &insert)
+            .await
+            .unwrap_or_else(|err| panic!("insert into {table}: {err}"));
+        assert!(
+            exec(&store, &insert).await.is_err(),
+            "{table}.id must be unique"
+        );
+    }
+}
+
+async fn migration_status_tells_pending_from_applied(db: TestDatabase) {
+    let store = Store::connect(&db.url).await.expect("connect");
+    let before = store.migration_status().await.expect("status");
+    assert!(!before.is_empty());
+    assert!(before.iter().all(|m| !m.applied), "{before:?}");
+    store.migrate_up().await.expect("migrate");
+    let after = store.migration_status().await.expect("status");
+    assert!(after.iter().all(|m| m.applied), "{after:?}");
+}

@@ -1,0 +1,18 @@
+//! Schema migrations of billing-sync.
+//!
+//! Written with `sea-orm-migration` only, so that the same migrations run unchanged on
+//! PostgreSQL (15+) and on the embedded SQLite default.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_synced_state;
+
+/// Every migration of billing-sync, in the order they apply.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_synced_state::Migration)]
+    }
+}

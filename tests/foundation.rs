@@ -1,0 +1,207 @@
+//! End-to-end tests of the foundation: the real binary, its configuration, probes, migrations
+//! and shutdown, on SQLite and PostgreSQL.
+
+mod support;
+
+use billing_sync_testkit::{Backend, TestDatabase, each_backend};
+use support::{Server, http, run};
+
+each_backend!(
+    serve_migrates_and_answers_both_probes,
+    sigterm_stops_the_server_with_status_zero,
+    migrate_status_and_up_report_each_migration,
+);
+
+async fn serve_migrates_and_answers_both_probes(db: TestDatabase) {
+    let server = Server::start(&db.url, &[]).await;
+    let client = http();
+    for path in ["/healthz", "/readyz"] {
+        let response = client.get(server.url(path)).send().await.expect("probe");
+        assert_eq!(response.status(), 200, "{path}");
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert_eq!(body["status"], "ok", "{path}");
+    }
+    let status = run(&["migrate", "status"], &[("DATABASE_URL", &db.url)]).await;
+    assert!(status.status.success(), "{}", status.stderr);
+    assert!(status.stdout.contains("applied"), "{}", status.stdout);
+    assert!(!status.stdout.contains("pending"), "{}", status.stdout);
+}
+
+async fn sigterm_stops_the_server_with_status_zero(db: TestDatabase) {
+    let server = Server::start(&db.url, &[]).await;
+    let status = server.terminate().await;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+async fn migrate_status_and_up_report_each_migration(db: TestDatabase) {
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let before = run(&["migrate", "status"], &env).await;
+    assert!(before.status.success(), "{}", before.stderr);
+    assert!(before.stdout.starts_with("pending"), "{}", before.stdout);
+    let up = run(&["migrate", "up"], &env).await;
+    assert!(up.status.success(), "{}", up.stderr);
+    let after = run(&["migrate", "status"], &env).await;
+    assert!(after.stdout.starts_with("applied"), "{}", after.stdout);
+}
+
+#[tokio::test]
+async fn readyz_answers_503_with_a_reason_when_postgres_goes_away() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = Server::start(&db.url, &[]).await;
+    let client = http();
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("probe")
+            .status(),
+        200
+    );
+
+    let database = db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_owned();
+    let admin = std::env::var(billing_sync_testkit::POSTGRES_URL_VAR).expect("admin URL");
+    let admin = billing_sync_store::Store::connect(&admin)
+        .await
+        .expect("admin connection");
+    use billing_sync_store::sea_orm::ConnectionTrait;
+    admin
+        .connection()
+        .execute_unprepared(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+        .await
+        .expect("drop the server's database under it");
+
+    let response = client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("JSON reason");
+    assert_eq!(body["status"], "unavailable");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("127.0.0.1")),
+        "{body}"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .expect("probe")
+            .status(),
+        200,
+        "liveness does not depend on the database"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_startup_naming_the_host_not_the_password() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let url = "postgres://billing:sup3rs3cret@127.0.0.1:1/billing";
+    let finished = run(
+        &["serve"],
+        &[("DATABASE_URL", url), ("LISTEN_ADDR", "127.0.0.1:0")],
+    )
+    .await;
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    let last = finished.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("127.0.0.1:1"), "{last}");
+    assert!(
+        !finished.stderr.contains("sup3rs3cret"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[tokio::test]
+async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("LISTEN_ADDR", "localhost", &["serve"]),
+        ("LOG_FORMAT", "xml", &["serve"]),
+        ("RUST_LOG", "info,[bad", &["serve"]),
+        (
+            "DATABASE_URL",
+            "mysql://root:hunter2@db/x",
+            &["migrate", "status"],
+        ),
+        ("DATABASE_URL", "not a url with pa55word", &["serve"]),
+    ];
+    for (variable, value, args) in cases {
+        let finished = run(args, &[(variable, value)]).await;
+        assert_eq!(
+            finished.status.code(),
+            Some(2),
+            "{variable}={value}: {}",
+            finished.stderr
+        );
+        let lines: Vec<&str> = finished.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{variable}: {lines:?}");
+        assert!(lines[0].contains(variable), "{variable}: {}", lines[0]);
+        for secret in ["hunter2", "pa55word"] {
+            assert!(
+                !lines[0].contains(secret),
+                "{variable} echoed a secret: {}",
+                lines[0]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn help_and_version_are_readable() {
+    let help = run(&["--help"], &[]).await;
+    assert!(help.status.success());
+    for word in ["serve", "migrate", "DATABASE_URL", "LOG_FORMAT"] {
+        assert!(
+            help.stdout.contains(word),
+            "--help lacks {word}:\n{}",
+            help.stdout
+        );
+    }
+    let version = run(&["--version"], &[]).await;
+    assert_eq!(
+        version.stdout.trim(),
+        format!("billing-sync {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_matches_the_generated_and_served_one() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../openapi/openapi.json"
+    ))
+    .expect("openapi/openapi.json is committed");
+    let generated = run(&["openapi"], &[]).await;
+    assert!(generated.status.success(), "{}", generated.stderr);
+    assert!(
+        generated.stdout == committed,
+        "openapi/openapi.json is stale: regenerate it with \
+         `cargo run -- openapi > openapi/openapi.json` and commit it"
+    );
+
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let server = Server::start(&db.url, &[]).await;
+    let served: serde_json::Value = http()
+        .get(server.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("JSON spec");
+    let committed: serde_json::Value = serde_json::from_str(&committed).expect("JSON");
+    assert_eq!(served, committed);
+    let docs = http().get(server.url("/docs")).send().await.expect("docs");
+    assert_eq!(docs.status(), 200);
+}

@@ -1,0 +1,159 @@
+//! Starting the real `billing-sync` binary for end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The binary Cargo built for these tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_billing-sync");
+
+/// How long a server gets to start listening before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `billing-sync` command with a clean environment: only what the test sets.
+pub fn command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// What a finished command printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `billing-sync ARGS` to completion.
+pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let output = tokio::time::timeout(
+        START_TIMEOUT,
+        command(env).args(args).stdin(Stdio::null()).output(),
+    )
+    .await
+    .expect("billing-sync finishes")
+    .expect("billing-sync runs");
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A running `billing-sync serve`, stopped when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `billing-sync serve` on a free port with `DATABASE_URL=database_url` and `env`,
+    /// and waits (bounded) until it logs the address it listens on.
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+        let mut full_env: HashMap<&str, &str> = HashMap::from([
+            ("DATABASE_URL", database_url),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+        ]);
+        full_env.extend(env.iter().copied());
+        let env: Vec<(&str, &str)> = full_env.into_iter().collect();
+        let mut child = command(&env)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn billing-sync serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = listening_addr(&line)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("[billing-sync] {line}");
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match tokio::time::timeout(START_TIMEOUT, addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                panic!(
+                    "billing-sync did not start listening (exit: {status:?}); logs:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            base_url: format!("http://{addr}"),
+            logs,
+        }
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("a running child");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+        tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .expect("billing-sync exits after SIGTERM")
+            .expect("wait for billing-sync")
+    }
+}
+
+fn listening_addr(line: &str) -> Option<String> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    if event.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    Some(event.get("addr")?.as_str()?.to_owned())
+}
+
+/// An HTTP client that does not follow redirects, with a timeout.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
