@@ -106,8 +106,10 @@ fn timestamp_null(name: impl IntoIden) -> ColumnDef {
 }
 
 /// A table of synced objects keyed by the source's id, with the columns every projection keeps.
-/// `ranked` adds `ordering_rank`, the tie-break Stripe needs for its one-second `created`.
-fn synced_table(table: impl IntoIden, ranked: bool) -> TableCreateStatement {
+/// `ordering_rank` breaks ties between states with the same `ordering_key` (0: a `*.created`
+/// event or an embedded snapshot, 1: an update, 2: a terminal state such as a deletion).
+/// `stripe` adds `livemode`.
+fn synced_table(table: impl IntoIden, stripe: bool) -> TableCreateStatement {
     let mut statement = Table::create();
     statement
         .table(table)
@@ -119,21 +121,24 @@ fn synced_table(table: impl IntoIden, ranked: bool) -> TableCreateStatement {
                 .primary_key(),
         )
         .col(ColumnDef::new(SyncedColumns::Raw).json_binary().null())
-        .col(ColumnDef::new(SyncedColumns::OrderingKey).big_integer().not_null())
+        .col(
+            ColumnDef::new(SyncedColumns::OrderingKey)
+                .big_integer()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(SyncedColumns::OrderingRank)
+                .small_integer()
+                .not_null(),
+        )
         .col(timestamp_null(SyncedColumns::DeletedAt))
         .col(
             ColumnDef::new(SyncedColumns::SyncedAt)
                 .timestamp_with_time_zone()
                 .not_null(),
         );
-    if ranked {
-        statement
-            .col(
-                ColumnDef::new(SyncedColumns::OrderingRank)
-                    .small_integer()
-                    .not_null(),
-            )
-            .col(ColumnDef::new(SyncedColumns::Livemode).boolean().not_null());
+    if stripe {
+        statement.col(ColumnDef::new(SyncedColumns::Livemode).boolean().not_null());
     }
     statement.to_owned()
 }

@@ -7,7 +7,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use billing_sync_webhooks::clerk::ClerkVerifier;
 use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
 /// billing-sync keeps a SaaS app's billing state true: it ingests Stripe and Clerk webhooks
@@ -34,6 +36,16 @@ pub struct Cli {
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
 
+    /// Metadata key that names the Clerk organization on Stripe customers, subscriptions and
+    /// checkout sessions.
+    #[arg(
+        long,
+        env = "STRIPE_ORG_METADATA_KEY",
+        default_value = "organization_id",
+        global = true
+    )]
+    pub stripe_org_metadata_key: String,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +64,38 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the HTTP API to standard output.
     Openapi,
+    /// Inspect the ledger of webhook events, or replay events after a fix.
+    Events {
+        /// `list` or `replay`.
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+}
+
+/// The `events` actions.
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Show ledger rows, newest first.
+    List {
+        /// Only rows with this status: `processed`, `ignored` or `failed`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only rows of this event type, e.g. `customer.updated`.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Apply recorded events again, with the same ordering rules as live delivery.
+    Replay {
+        /// The event id (`evt_…` for Stripe, the `svix-id` for Clerk).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        event_id: Option<String>,
+        /// Replay every event whose status is `failed`, oldest first.
+        #[arg(long)]
+        failed: bool,
+    },
 }
 
 /// Flags of `serve`.
@@ -64,6 +108,24 @@ pub struct ServeArgs {
     /// Do not apply pending migrations at start (for deployments that run `migrate up` as a job).
     #[arg(long)]
     pub no_migrate: bool,
+
+    /// Stripe webhook signing secrets (`whsec_…`), comma-separated while rolling a secret.
+    /// Without it the Stripe webhook route answers 503 and accepts nothing.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// How far (seconds) a Stripe signature's timestamp may be from now, either way.
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value = "300")]
+    pub stripe_webhook_tolerance_secs: String,
+
+    /// Clerk (Svix) webhook signing secrets (`whsec_…`, base64), comma-separated.
+    /// Without it the Clerk webhook route answers 503 and accepts nothing.
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true)]
+    pub clerk_webhook_secret: Option<String>,
+
+    /// Largest webhook body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "WEBHOOK_BODY_LIMIT_BYTES", default_value = "1048576")]
+    pub webhook_body_limit_bytes: String,
 }
 
 /// The `migrate` actions.
@@ -110,15 +172,60 @@ pub struct CommonSettings {
     pub log_format: LogFormat,
     /// The log filter from `RUST_LOG` (default `info`).
     pub log_filter: String,
+    /// The metadata key naming an organization on Stripe objects.
+    pub stripe_org_metadata_key: String,
 }
 
 /// The validated settings of `serve`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeSettings {
     /// Where to listen.
     pub listen_addr: SocketAddr,
     /// Whether to apply pending migrations at start.
     pub migrate: bool,
+    /// The Stripe secrets, when configured.
+    pub stripe_webhook_secrets: Option<Vec<SecretString>>,
+    /// Stripe's timestamp tolerance.
+    pub stripe_webhook_tolerance_secs: u64,
+    /// The Clerk secrets, when configured.
+    pub clerk_webhook_secrets: Option<Vec<SecretString>>,
+    /// The webhook body limit.
+    pub webhook_body_limit: usize,
+}
+
+/// Splits a comma-separated list of secrets; `None` when unset or blank.
+fn secret_list(
+    variable: &'static str,
+    value: Option<&str>,
+) -> Result<Option<Vec<SecretString>>, ConfigError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut secrets = Vec::new();
+    for (index, entry) in value.split(',').enumerate() {
+        let entry = entry.trim();
+        if !entry.starts_with("whsec_") || entry.len() <= "whsec_".len() {
+            return Err(ConfigError {
+                variable,
+                problem: format!("entry {} is not a whsec_… secret", index + 1),
+            });
+        }
+        secrets.push(SecretString::from(entry));
+    }
+    Ok(Some(secrets))
+}
+
+fn positive_number<T: std::str::FromStr + PartialOrd + Default>(
+    variable: &'static str,
+    value: &str,
+) -> Result<T, ConfigError> {
+    match value.trim().parse::<T>() {
+        Ok(number) if number > T::default() => Ok(number),
+        _ => Err(ConfigError {
+            variable,
+            problem: format!("`{value}` is not a positive whole number"),
+        }),
+    }
 }
 
 impl CommonSettings {
@@ -149,6 +256,7 @@ impl CommonSettings {
             database_url: cli.database_url.clone(),
             log_format,
             log_filter,
+            stripe_org_metadata_key: cli.stripe_org_metadata_key.clone(),
         })
     }
 }
@@ -163,9 +271,32 @@ impl ServeSettings {
                 args.listen_addr
             ),
         })?;
+        let clerk_webhook_secrets =
+            secret_list("CLERK_WEBHOOK_SECRET", args.clerk_webhook_secret.as_deref())?;
+        if let Some(secrets) = &clerk_webhook_secrets {
+            ClerkVerifier::new(secrets.iter().map(|s| s.expose_secret())).map_err(|err| {
+                ConfigError {
+                    variable: "CLERK_WEBHOOK_SECRET",
+                    problem: err.to_string(),
+                }
+            })?;
+        }
         Ok(ServeSettings {
             listen_addr,
             migrate: !args.no_migrate,
+            stripe_webhook_secrets: secret_list(
+                "STRIPE_WEBHOOK_SECRET",
+                args.stripe_webhook_secret.as_deref(),
+            )?,
+            stripe_webhook_tolerance_secs: positive_number(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                &args.stripe_webhook_tolerance_secs,
+            )?,
+            clerk_webhook_secrets,
+            webhook_body_limit: positive_number(
+                "WEBHOOK_BODY_LIMIT_BYTES",
+                &args.webhook_body_limit_bytes,
+            )?,
         })
     }
 }
@@ -203,6 +334,23 @@ mod tests {
         let err = CommonSettings::from_cli(&parsed).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_webhook_secret_without_its_prefix_is_rejected_without_echoing_it() {
+        let Command::Serve(args) = cli(&[
+            "serve",
+            "--stripe-webhook-secret",
+            "whsec_good,plain-s3cret",
+        ])
+        .command
+        else {
+            panic!("serve expected");
+        };
+        let err = ServeSettings::from_args(&args).unwrap_err();
+        assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
+        assert!(err.problem.contains("entry 2"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

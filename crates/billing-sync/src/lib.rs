@@ -2,11 +2,18 @@
 //! start on a listener of their own.
 
 pub mod config;
+mod events;
 mod startup;
 mod telemetry;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use billing_sync_store::Store;
+use billing_sync_webhooks::clerk::ClerkVerifier;
+use billing_sync_webhooks::stripe::StripeVerifier;
+use billing_sync_webhooks::{Ingestor, Projectors};
+use secrecy::ExposeSecret;
 
 use crate::config::{Command, CommonSettings, ConfigError, MigrateAction, ServeSettings};
 pub use crate::startup::App;
@@ -26,12 +33,7 @@ pub enum RunError {
 pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunError> {
     match command {
         Command::Openapi => {
-            // The document does not depend on the data; an in-memory store stands in so that
-            // generating it needs no database.
-            let store = Store::connect("sqlite::memory:")
-                .await
-                .context("opening an in-memory database")?;
-            println!("{}", App::build(store).openapi_json());
+            println!("{}", openapi_json().await?);
             Ok(())
         }
         Command::Serve(args) => {
@@ -45,11 +47,12 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
                     .context("applying database migrations")?;
                 tracing::info!(database = store.target(), "database schema is up to date");
             }
+            let ingestor = Arc::new(build_ingestor(&settings, &common, store.clone())?);
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let listener = tokio::net::TcpListener::bind(settings.listen_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
-            App::build(store)
+            App::build(store, ingestor)
                 .serve(listener, shutdown)
                 .await
                 .context("serving HTTP")?;
@@ -81,7 +84,61 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
             store.close().await.context("closing the database")?;
             Ok(())
         }
+        Command::Events { action } => {
+            telemetry::init(&common);
+            let store = open_store(&common).await?;
+            let result = events::run(&store, &projectors(&common), action).await;
+            store.close().await.context("closing the database")?;
+            result
+        }
     }
+}
+
+/// The OpenAPI document of the HTTP API, exactly as served at `/api/v1/openapi.json`.
+pub async fn openapi_json() -> anyhow::Result<String> {
+    // The document does not depend on the data; an in-memory store stands in so that
+    // generating it needs no database.
+    let store = Store::connect("sqlite::memory:")
+        .await
+        .context("opening an in-memory database")?;
+    Ok(billing_sync_api::service(store).spec())
+}
+
+fn projectors(common: &CommonSettings) -> Projectors {
+    Projectors {
+        stripe_org_metadata_key: common.stripe_org_metadata_key.clone(),
+    }
+}
+
+fn build_ingestor(
+    settings: &ServeSettings,
+    common: &CommonSettings,
+    store: Store,
+) -> anyhow::Result<Ingestor> {
+    let stripe = settings.stripe_webhook_secrets.as_ref().map(|secrets| {
+        StripeVerifier::new(secrets.clone(), settings.stripe_webhook_tolerance_secs)
+    });
+    let clerk = settings
+        .clerk_webhook_secrets
+        .as_ref()
+        .map(|secrets| ClerkVerifier::new(secrets.iter().map(|s| s.expose_secret())))
+        .transpose()
+        .context("CLERK_WEBHOOK_SECRET")?;
+    if stripe.is_none() {
+        tracing::warn!(
+            "STRIPE_WEBHOOK_SECRET is not set: the Stripe webhook route accepts nothing"
+        );
+    }
+    if clerk.is_none() {
+        tracing::warn!("CLERK_WEBHOOK_SECRET is not set: the Clerk webhook route accepts nothing");
+    }
+    Ok(Ingestor::new(
+        store,
+        projectors(common),
+        stripe,
+        clerk,
+        settings.webhook_body_limit,
+    ))
 }
 
 async fn open_store(common: &CommonSettings) -> anyhow::Result<Store> {

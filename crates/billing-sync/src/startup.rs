@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use billing_sync_store::Store;
 use poem::listener::TcpAcceptor;
-use poem::{EndpointExt, IntoEndpoint, Route, Server};
+use std::sync::Arc;
+
+use billing_sync_webhooks::Ingestor;
+use poem::{EndpointExt, IntoEndpoint, Server};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -13,24 +16,21 @@ const GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// The billing-sync HTTP application, ready to serve.
 pub struct App {
     store: Store,
+    ingestor: Arc<Ingestor>,
 }
 
 impl App {
-    /// The application on `store` (migrated or not: that is the caller's choice).
-    pub fn build(store: Store) -> App {
-        App { store }
-    }
-
-    /// The OpenAPI document of the HTTP API, exactly as served at `/api/v1/openapi.json`.
-    pub fn openapi_json(&self) -> String {
-        billing_sync_api::service(self.store.clone()).spec()
+    /// The application on `store` (migrated or not: that is the caller's choice), ingesting
+    /// webhooks through `ingestor`.
+    pub fn build(store: Store, ingestor: Arc<Ingestor>) -> App {
+        App { store, ingestor }
     }
 
     fn routes(&self) -> impl poem::Endpoint + 'static {
         let api = billing_sync_api::service(self.store.clone());
         let spec = api.spec_endpoint();
         let docs = api.swagger_ui();
-        Route::new()
+        billing_sync_webhooks::routes(self.ingestor.clone())
             .at(billing_sync_api::OPENAPI_JSON_PATH, spec)
             .nest("/docs", docs)
             .nest("/", api)

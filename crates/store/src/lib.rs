@@ -4,6 +4,9 @@
 mod connect;
 pub mod entities;
 mod error;
+pub mod ledger;
+mod memberships;
+pub mod sync;
 
 pub use connect::{MigrationState, Store};
 pub use error::StoreError;

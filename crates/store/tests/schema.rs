@@ -74,14 +74,18 @@ async fn every_contract_table_exists_with_its_unique_keys(db: TestDatabase) {
     let synced_rows = [
         (
             "organizations",
-            "id, ordering_key, synced_at",
-            "'org_1', 1, {now}",
+            "id, ordering_key, ordering_rank, synced_at",
+            "'org_1', 1, 1, {now}",
         ),
-        ("users", "id, ordering_key, synced_at", "'user_1', 1, {now}"),
+        (
+            "users",
+            "id, ordering_key, ordering_rank, synced_at",
+            "'user_1', 1, 1, {now}",
+        ),
         (
             "organization_memberships",
-            "id, organization_id, user_id, ordering_key, synced_at",
-            "'orgmem_1', 'org_1', 'user_1', 1, {now}",
+            "id, organization_id, user_id, ordering_key, ordering_rank, synced_at",
+            "'orgmem_1', 'org_1', 'user_1', 1, 1, {now}",
         ),
         (
             "stripe_customers",

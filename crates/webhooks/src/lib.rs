@@ -1,1 +1,18 @@
-//! placeholder
+//! Webhook ingestion for billing-sync: verify Stripe and Clerk deliveries on their raw bytes,
+//! record each verified event in the ledger and apply it to the synced state in one
+//! transaction, then acknowledge.
+//!
+//! Both providers go through one pipeline ([`pipeline`]); what differs is only how a delivery is
+//! verified ([`stripe::StripeVerifier`], [`clerk::ClerkVerifier`]) and how an event becomes
+//! changes to the synced state ([`stripe::project`], [`clerk::project`]).
+
+pub mod clerk;
+mod json;
+pub mod pipeline;
+mod rejection;
+mod routes;
+pub mod stripe;
+
+pub use pipeline::{Ingestor, Projectors, ReplayError};
+pub use rejection::Rejection;
+pub use routes::routes;

@@ -17,6 +17,8 @@ pub struct Model {
     pub deleted_at: Option<DateTimeUtc>,
     /// When billing-sync last wrote this row.
     pub synced_at: DateTimeUtc,
+    /// Tie-break at equal `ordering_key`: 0 embedded snapshot, 1 own event, 2 deletion.
+    pub ordering_rank: i16,
     /// The address of `email_addresses` whose id is `primary_email_address_id`.
     pub primary_email: Option<String>,
     /// Given name.

@@ -1,0 +1,7 @@
+//! Clerk: Svix-signed deliveries and the projection of Clerk events.
+
+mod projection;
+mod signature;
+
+pub use projection::{CLERK, project};
+pub use signature::{ClerkDelivery, ClerkVerifier, InvalidClerkSecret};

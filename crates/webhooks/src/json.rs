@@ -1,0 +1,54 @@
+//! Lenient reading of webhook JSON: only the fields we project are typed, and a missing
+//! optional field is `None`, never an error, so new source fields never break ingestion.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// The text at `field`, if it is a string.
+pub(crate) fn text(value: &Value, field: &str) -> Option<String> {
+    value.get(field)?.as_str().map(str::to_owned)
+}
+
+/// The text at `field`, which the projection cannot do without.
+pub(crate) fn required_text(value: &Value, field: &str, what: &str) -> Result<String, String> {
+    text(value, field).ok_or_else(|| format!("{what} has no string `{field}`"))
+}
+
+/// The integer at `field`.
+pub(crate) fn integer(value: &Value, field: &str) -> Option<i64> {
+    value.get(field)?.as_i64()
+}
+
+/// The boolean at `field`, `false` when absent.
+pub(crate) fn flag(value: &Value, field: &str) -> bool {
+    value.get(field).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Unix seconds as a UTC time.
+pub(crate) fn unix_seconds(seconds: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(seconds, 0)
+}
+
+/// The unix-seconds time at `field`.
+pub(crate) fn time(value: &Value, field: &str) -> Option<DateTime<Utc>> {
+    integer(value, field).and_then(unix_seconds)
+}
+
+/// An id that Stripe sends either as a string or, when expanded, as an object with `id`.
+pub(crate) fn id_or_object(value: &Value, field: &str) -> Option<String> {
+    match value.get(field)? {
+        Value::String(id) => Some(id.clone()),
+        Value::Object(object) => object.get("id")?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// `value.metadata[key]`, when it is a non-empty string.
+pub(crate) fn metadata(value: &Value, key: &str) -> Option<String> {
+    value
+        .get("metadata")?
+        .get(key)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}

@@ -1,0 +1,227 @@
+//! The one pipeline both providers go through: verify → record in the ledger and apply, in one
+//! transaction → acknowledge. Replay re-applies a recorded event through the same projections.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use billing_sync_store::entities::webhook_events;
+use billing_sync_store::ledger::{EventStatus, NewEvent, Plan, Recorded};
+use billing_sync_store::{Store, StoreError};
+use poem::http::HeaderMap;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::clerk::{CLERK, ClerkVerifier};
+use crate::json::{integer, text};
+use crate::stripe::{STRIPE, StripeVerifier};
+use crate::{Rejection, clerk, stripe};
+
+/// Turns recorded events into changes; needs no secret, so replay can use it alone.
+#[derive(Clone, Debug)]
+pub struct Projectors {
+    /// The metadata key naming a Stripe object's organization (`STRIPE_ORG_METADATA_KEY`).
+    pub stripe_org_metadata_key: String,
+}
+
+impl Projectors {
+    /// What `event` changes, by its provider's projection.
+    pub fn plan(&self, event: &NewEvent) -> Plan {
+        match event.provider {
+            STRIPE => stripe::project(event, &self.stripe_org_metadata_key),
+            CLERK => clerk::project(event),
+            other => Plan::Fail(format!("unknown provider `{other}`")),
+        }
+    }
+}
+
+/// What happened to an accepted delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The event's id in the ledger.
+    pub event_id: String,
+    /// New (with its status) or a duplicate.
+    pub recorded: Recorded,
+}
+
+/// Accepts verified deliveries into the store.
+pub struct Ingestor {
+    store: Store,
+    projectors: Projectors,
+    stripe: Option<StripeVerifier>,
+    clerk: Option<ClerkVerifier>,
+    body_limit: usize,
+}
+
+impl Ingestor {
+    /// An ingestor writing to `store`. A provider whose verifier is `None` is not configured
+    /// and accepts nothing.
+    pub fn new(
+        store: Store,
+        projectors: Projectors,
+        stripe: Option<StripeVerifier>,
+        clerk: Option<ClerkVerifier>,
+        body_limit: usize,
+    ) -> Self {
+        Ingestor {
+            store,
+            projectors,
+            stripe,
+            clerk,
+            body_limit,
+        }
+    }
+
+    /// The largest body accepted, in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// Whether Stripe deliveries can be verified.
+    pub fn stripe_configured(&self) -> bool {
+        self.stripe.is_some()
+    }
+
+    /// Whether Clerk deliveries can be verified.
+    pub fn clerk_configured(&self) -> bool {
+        self.clerk.is_some()
+    }
+
+    /// Verifies a Stripe delivery on its raw bytes, then records and applies it.
+    pub async fn ingest_stripe(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Accepted, Rejection> {
+        let verifier = self.stripe.as_ref().ok_or(Rejection::NotConfigured)?;
+        let signature = headers
+            .get("stripe-signature")
+            .map(|value| value.to_str())
+            .transpose()
+            .map_err(|_| Rejection::SignatureInvalid("Stripe-Signature is not text"))?;
+        verifier.verify(signature, body, unix_now())?;
+        let payload = parse_json(body)?;
+        let event = NewEvent {
+            provider: STRIPE,
+            event_id: text(&payload, "id")
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| Rejection::InvalidPayload("no string `id`".into()))?,
+            event_type: text(&payload, "type")
+                .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
+            api_version: text(&payload, "api_version"),
+            livemode: payload.get("livemode").and_then(Value::as_bool),
+            event_created: Some(
+                integer(&payload, "created")
+                    .ok_or_else(|| Rejection::InvalidPayload("no integer `created`".into()))?,
+            ),
+            payload,
+        };
+        self.record(event).await
+    }
+
+    /// Verifies a Clerk (Svix) delivery on its raw bytes, then records and applies it.
+    pub async fn ingest_clerk(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Accepted, Rejection> {
+        let verifier = self.clerk.as_ref().ok_or(Rejection::NotConfigured)?;
+        let delivery = verifier.verify(headers, body)?;
+        let payload = parse_json(body)?;
+        let event = NewEvent {
+            provider: CLERK,
+            event_id: delivery.message_id,
+            event_type: text(&payload, "type")
+                .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
+            api_version: None,
+            livemode: None,
+            event_created: Some(delivery.timestamp),
+            payload,
+        };
+        self.record(event).await
+    }
+
+    async fn record(&self, event: NewEvent) -> Result<Accepted, Rejection> {
+        let span = tracing::info_span!(
+            "webhook_event",
+            provider = event.provider,
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+        );
+        async {
+            let plan = self.projectors.plan(&event);
+            if let Plan::Fail(reason) = &plan {
+                tracing::warn!(reason = %reason, "event cannot be projected; recording it as failed");
+            }
+            match self.store.record_and_apply(&event, &plan).await {
+                Ok(recorded) => {
+                    tracing::info!(outcome = ?recorded, "event recorded");
+                    Ok(Accepted {
+                        event_id: event.event_id.clone(),
+                        recorded,
+                    })
+                }
+                Err(err) if err.is_unavailable() => {
+                    tracing::warn!(error = %err, "database unavailable; asking the sender to retry");
+                    Err(Rejection::Unavailable)
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "recording the event failed");
+                    Err(Rejection::Internal)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Why a replay did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The ledger row names a provider this build does not know.
+    #[error("ledger row {0} has an unknown provider")]
+    UnknownProvider(i64),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies a recorded event again through the same projection and ordering rules as live
+/// delivery, and updates its ledger status.
+pub async fn replay(
+    store: &Store,
+    projectors: &Projectors,
+    row: &webhook_events::Model,
+) -> Result<EventStatus, ReplayError> {
+    let provider = match row.provider.as_str() {
+        STRIPE => STRIPE,
+        CLERK => CLERK,
+        _ => return Err(ReplayError::UnknownProvider(row.id)),
+    };
+    let event = NewEvent {
+        provider,
+        event_id: row.event_id.clone(),
+        event_type: row.event_type.clone(),
+        api_version: row.api_version.clone(),
+        livemode: row.livemode,
+        event_created: row.event_created,
+        payload: row.payload.clone(),
+    };
+    let plan = projectors.plan(&event);
+    Ok(store.replay(row, &plan).await?)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| Rejection::InvalidPayload(format!("not JSON: {err}")))?;
+    if !value.is_object() {
+        return Err(Rejection::InvalidPayload("not a JSON object".into()));
+    }
+    Ok(value)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

@@ -1,0 +1,77 @@
+//! Why a delivery was not accepted, and the one place that maps it to an HTTP answer.
+
+use poem::http::StatusCode;
+use serde::Serialize;
+
+/// A delivery refused before anything was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No webhook secret is configured for this provider: accept nothing (fail closed).
+    #[error("webhook secret is not configured")]
+    NotConfigured,
+    /// The signature header is absent.
+    #[error("signature header is missing: {0}")]
+    SignatureMissing(&'static str),
+    /// The signature header is malformed, or no signature matches any configured secret.
+    #[error("signature is invalid: {0}")]
+    SignatureInvalid(&'static str),
+    /// The signed timestamp is further from now than the tolerance.
+    #[error("signature timestamp is outside the tolerance")]
+    TimestampOutOfTolerance,
+    /// The body is larger than the configured limit.
+    #[error("body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The signature is valid but the body is not an event we can read.
+    #[error("payload is not an event: {0}")]
+    InvalidPayload(String),
+    /// The database is unavailable: nothing was stored, retry later.
+    #[error("database is unavailable")]
+    Unavailable,
+    /// An unexpected server error: nothing was acknowledged, retry later.
+    #[error("internal error")]
+    Internal,
+}
+
+/// The JSON body of every refusal.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl Rejection {
+    /// The HTTP status and stable code of this refusal.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Rejection::NotConfigured => (StatusCode::SERVICE_UNAVAILABLE, "NOT_CONFIGURED"),
+            Rejection::SignatureMissing(_) => (StatusCode::BAD_REQUEST, "SIGNATURE_MISSING"),
+            Rejection::SignatureInvalid(_) => (StatusCode::BAD_REQUEST, "SIGNATURE_INVALID"),
+            Rejection::TimestampOutOfTolerance => {
+                (StatusCode::BAD_REQUEST, "TIMESTAMP_OUT_OF_TOLERANCE")
+            }
+            Rejection::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
+            Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Rejection::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
+    }
+
+    /// The HTTP answer.
+    pub fn into_response(self) -> poem::Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Rejection::Unavailable => {
+                "the database is unavailable; nothing was stored, retry later".to_owned()
+            }
+            Rejection::Internal => "internal error; nothing was stored, retry later".to_owned(),
+            other => other.to_string(),
+        };
+        let body = serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default();
+        poem::Response::builder()
+            .status(status)
+            .content_type("application/json")
+            .body(body)
+    }
+}

@@ -1,0 +1,103 @@
+//! The webhook endpoints: read the raw body within the limit, hand it to the pipeline, answer.
+
+use std::sync::Arc;
+
+use billing_sync_store::ledger::{EventStatus, Recorded};
+use poem::web::Data;
+use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, post};
+use serde::Serialize;
+
+use crate::pipeline::Accepted;
+use crate::{Ingestor, Rejection};
+
+/// `POST /api/v1/webhooks/stripe` and `POST /api/v1/webhooks/clerk`.
+pub fn routes(ingestor: Arc<Ingestor>) -> Route {
+    Route::new()
+        .at(
+            "/api/v1/webhooks/stripe",
+            post(stripe_webhook).data(ingestor.clone()),
+        )
+        .at("/api/v1/webhooks/clerk", post(clerk_webhook).data(ingestor))
+}
+
+/// The body of an acknowledgement.
+#[derive(Serialize)]
+struct Acknowledgement<'a> {
+    /// `processed`, `ignored`, `failed` (recorded; replay after a fix) or `duplicate`.
+    status: &'static str,
+    event_id: &'a str,
+}
+
+#[derive(Clone, Copy)]
+enum Provider {
+    Stripe,
+    Clerk,
+}
+
+#[handler]
+async fn stripe_webhook(request: &Request, body: Body, ingestor: Data<&Arc<Ingestor>>) -> Response {
+    receive(Provider::Stripe, request, body, &ingestor).await
+}
+
+#[handler]
+async fn clerk_webhook(request: &Request, body: Body, ingestor: Data<&Arc<Ingestor>>) -> Response {
+    receive(Provider::Clerk, request, body, &ingestor).await
+}
+
+async fn receive(
+    provider: Provider,
+    request: &Request,
+    body: Body,
+    ingestor: &Ingestor,
+) -> Response {
+    let configured = match provider {
+        Provider::Stripe => ingestor.stripe_configured(),
+        Provider::Clerk => ingestor.clerk_configured(),
+    };
+    let result = if !configured {
+        Err(Rejection::NotConfigured)
+    } else {
+        match body.into_bytes_limit(ingestor.body_limit()).await {
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+                Err(Rejection::PayloadTooLarge(ingestor.body_limit()))
+            }
+            Err(_) => Err(Rejection::InvalidPayload(
+                "the body could not be read".into(),
+            )),
+            Ok(bytes) => match provider {
+                Provider::Stripe => ingestor.ingest_stripe(request.headers(), &bytes).await,
+                Provider::Clerk => ingestor.ingest_clerk(request.headers(), &bytes).await,
+            },
+        }
+    };
+    match result {
+        Ok(accepted) => acknowledge(&accepted),
+        Err(rejection) => {
+            let provider = match provider {
+                Provider::Stripe => "stripe",
+                Provider::Clerk => "clerk",
+            };
+            // The reason only: never the body, a header value or a secret.
+            tracing::warn!(provider, reason = %rejection, "webhook delivery refused");
+            rejection.into_response()
+        }
+    }
+}
+
+fn acknowledge(accepted: &Accepted) -> Response {
+    let status = match accepted.recorded {
+        Recorded::Duplicate => "duplicate",
+        Recorded::New(EventStatus::Processed) => "processed",
+        Recorded::New(EventStatus::Ignored) => "ignored",
+        Recorded::New(EventStatus::Failed) => "failed",
+    };
+    let body = serde_json::to_vec(&Acknowledgement {
+        status,
+        event_id: &accepted.event_id,
+    })
+    .unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("application/json")
+        .body(body)
+}

@@ -1,0 +1,7 @@
+//! Stripe: the `Stripe-Signature` scheme and the projection of Stripe events.
+
+mod projection;
+mod signature;
+
+pub use projection::{STRIPE, project};
+pub use signature::{SignatureHeader, StripeVerifier, parse_signature_header, sign};

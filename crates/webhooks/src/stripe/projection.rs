@@ -1,0 +1,283 @@
+//! Stripe events → changes to the synced state.
+//!
+//! Ordering: every change carries the event's `created` (one-second resolution) and a rank for
+//! ties within a second: a terminal state (deleted customer; `canceled` or `incomplete_expired`
+//! subscription) beats everything and is never resurrected, a `*.created` event loses to any
+//! other event of the object, and two other updates of one object within one second are left to
+//! arrival order (a documented limit).
+
+use billing_sync_store::ledger::{NewEvent, Plan};
+use billing_sync_store::sync::{
+    Change, CustomerLink, CustomerState, Rank, SubscriptionState, Version,
+};
+use serde_json::{Value, json};
+
+use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
+
+/// The ledger's provider name for Stripe.
+pub const STRIPE: &str = "stripe";
+
+const SUBSCRIPTION_EVENTS: [&str; 8] = [
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
+    "customer.subscription.trial_will_end",
+];
+
+/// What `event` changes, reading the organization from `metadata[org_metadata_key]`.
+pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
+    let result = match event.event_type.as_str() {
+        "customer.created" | "customer.updated" | "customer.deleted" => {
+            customer(event, org_metadata_key)
+        }
+        "checkout.session.completed" => checkout_link(event, org_metadata_key),
+        other if SUBSCRIPTION_EVENTS.contains(&other) => subscription(event, org_metadata_key),
+        _ => return Plan::Ignore,
+    };
+    match result {
+        Ok(changes) => Plan::Apply(changes),
+        Err(reason) => Plan::Fail(reason),
+    }
+}
+
+fn object(event: &NewEvent) -> Result<&Value, String> {
+    event
+        .payload
+        .get("data")
+        .and_then(|data| data.get("object"))
+        .filter(|object| object.is_object())
+        .ok_or_else(|| "event has no `data.object`".to_owned())
+}
+
+fn created(event: &NewEvent) -> Result<i64, String> {
+    event
+        .event_created
+        .ok_or_else(|| "event has no integer `created`".to_owned())
+}
+
+fn rank(event_type: &str, terminal: bool) -> Rank {
+    if terminal {
+        Rank::Terminal
+    } else if event_type.ends_with(".created") {
+        Rank::Initial
+    } else {
+        Rank::Update
+    }
+}
+
+fn customer(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
+    let object = object(event)?;
+    let created = created(event)?;
+    let deleted = event.event_type == "customer.deleted" || flag(object, "deleted");
+    Ok(vec![Change::Customer(CustomerState {
+        id: required_text(object, "id", "customer")?,
+        organization_id: metadata(object, org_key),
+        email: text(object, "email"),
+        name: text(object, "name"),
+        livemode: flag(object, "livemode"),
+        raw: object.clone(),
+        version: Version {
+            key: created,
+            rank: rank(&event.event_type, deleted),
+        },
+        deleted_at: if deleted { unix_seconds(created) } else { None },
+    })])
+}
+
+fn subscription(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
+    let object = object(event)?;
+    let created = created(event)?;
+    let status = required_text(object, "status", "subscription")?;
+    let terminal = matches!(status.as_str(), "canceled" | "incomplete_expired");
+    let items = items(object);
+    // Since API version 2025-03-31 the current period lives on the items.
+    let period_start = time(object, "current_period_start")
+        .or_else(|| first_item(object).and_then(|item| time(item, "current_period_start")));
+    let period_end = time(object, "current_period_end")
+        .or_else(|| first_item(object).and_then(|item| time(item, "current_period_end")));
+    let deleted = event.event_type == "customer.subscription.deleted";
+    Ok(vec![Change::Subscription(SubscriptionState {
+        id: required_text(object, "id", "subscription")?,
+        customer_id: id_or_object(object, "customer")
+            .ok_or_else(|| "subscription has no `customer`".to_owned())?,
+        organization_id: metadata(object, org_key),
+        status,
+        cancel_at_period_end: flag(object, "cancel_at_period_end"),
+        cancel_at: time(object, "cancel_at"),
+        canceled_at: time(object, "canceled_at"),
+        ended_at: time(object, "ended_at"),
+        trial_end: time(object, "trial_end"),
+        current_period_start: period_start,
+        current_period_end: period_end,
+        items,
+        livemode: flag(object, "livemode"),
+        raw: object.clone(),
+        version: Version {
+            key: created,
+            rank: rank(&event.event_type, terminal),
+        },
+        deleted_at: if deleted { unix_seconds(created) } else { None },
+    })])
+}
+
+fn first_item(subscription: &Value) -> Option<&Value> {
+    subscription.get("items")?.get("data")?.get(0)
+}
+
+fn items(subscription: &Value) -> Value {
+    let items = subscription
+        .get("items")
+        .and_then(|items| items.get("data"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Value::Array(
+        items
+            .iter()
+            .map(|item| {
+                let price = item.get("price").unwrap_or(&Value::Null);
+                json!({
+                    "id": text(item, "id"),
+                    "price_id": text(price, "id"),
+                    "product_id": id_or_object(price, "product"),
+                    "quantity": integer(item, "quantity"),
+                    "current_period_start": integer(item, "current_period_start"),
+                    "current_period_end": integer(item, "current_period_end"),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn checkout_link(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
+    let object = object(event)?;
+    let organization_id = text(object, "client_reference_id")
+        .filter(|id| !id.is_empty())
+        .or_else(|| metadata(object, org_key));
+    // A guest checkout has no customer, and a checkout for no organization links nothing:
+    // both are recorded as processed with no change.
+    let (Some(customer_id), Some(organization_id)) =
+        (id_or_object(object, "customer"), organization_id)
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![Change::CustomerLink(CustomerLink {
+        customer_id,
+        organization_id,
+        livemode: flag(object, "livemode"),
+    })])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, created: i64, object: Value) -> NewEvent {
+        NewEvent {
+            provider: STRIPE,
+            event_id: "evt_test".into(),
+            event_type: event_type.into(),
+            api_version: Some("2026-07-29.dahlia".into()),
+            livemode: Some(false),
+            event_created: Some(created),
+            payload: json!({"id": "evt_test", "type": event_type, "created": created,
+                            "data": {"object": object}}),
+        }
+    }
+
+    fn only_change(plan: Plan) -> Change {
+        match plan {
+            Plan::Apply(mut changes) if changes.len() == 1 => changes.remove(0),
+            other => panic!("expected one change, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_current_period_is_read_from_the_items_when_absent_at_the_top() {
+        let object = json!({
+            "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active",
+            "items": {"data": [{"id": "si_1", "quantity": 2,
+                "current_period_start": 1_721_954_054, "current_period_end": 1_724_632_454,
+                "price": {"id": "price_1", "product": "prod_1"}}]}
+        });
+        let Change::Subscription(sub) = only_change(project(
+            &event("customer.subscription.updated", 10, object),
+            "organization_id",
+        )) else {
+            panic!("subscription expected")
+        };
+        assert_eq!(sub.current_period_start, unix_seconds(1_721_954_054));
+        assert_eq!(sub.current_period_end, unix_seconds(1_724_632_454));
+        assert_eq!(sub.items[0]["price_id"], "price_1");
+        assert_eq!(sub.items[0]["product_id"], "prod_1");
+        assert_eq!(sub.items[0]["quantity"], 2);
+        assert_eq!(sub.version.rank, Rank::Update);
+    }
+
+    #[test]
+    fn unknown_subscription_statuses_are_stored_as_they_come() {
+        let object = json!({"id": "sub_1", "customer": "cus_1", "status": "some_future_status"});
+        let Change::Subscription(sub) = only_change(project(
+            &event("customer.subscription.updated", 10, object),
+            "organization_id",
+        )) else {
+            panic!("subscription expected")
+        };
+        assert_eq!(sub.status, "some_future_status");
+    }
+
+    #[test]
+    fn terminal_states_and_created_events_get_their_ranks() {
+        let canceled = json!({"id": "sub_1", "customer": "cus_1", "status": "canceled"});
+        let Change::Subscription(sub) = only_change(project(
+            &event("customer.subscription.updated", 10, canceled),
+            "k",
+        )) else {
+            panic!()
+        };
+        assert_eq!(sub.version.rank, Rank::Terminal);
+        let Change::Customer(created) = only_change(project(
+            &event("customer.created", 10, json!({"id": "cus_1"})),
+            "k",
+        )) else {
+            panic!()
+        };
+        assert_eq!(created.version.rank, Rank::Initial);
+    }
+
+    #[test]
+    fn checkout_links_by_client_reference_id_then_metadata() {
+        let object = json!({"id": "cs_1", "customer": "cus_1", "client_reference_id": null,
+                            "metadata": {"organization_id": "org_1"}});
+        assert_eq!(
+            only_change(project(
+                &event("checkout.session.completed", 10, object),
+                "organization_id"
+            )),
+            Change::CustomerLink(CustomerLink {
+                customer_id: "cus_1".into(),
+                organization_id: "org_1".into(),
+                livemode: false,
+            })
+        );
+    }
+
+    #[test]
+    fn a_shape_we_cannot_read_fails_and_an_unknown_type_is_ignored() {
+        assert!(matches!(
+            project(
+                &event("customer.subscription.updated", 10, json!({"id": "sub_1"})),
+                "k"
+            ),
+            Plan::Fail(_)
+        ));
+        assert_eq!(
+            project(&event("invoice.paid", 10, json!({})), "k"),
+            Plan::Ignore
+        );
+    }
+}
