@@ -1,0 +1,245 @@
+//! The rules of the synced state that the permutation property does not single out: terminal
+//! states stay terminal, replay obeys live ordering, and tombstones end memberships.
+
+mod common;
+
+use billing_sync_store::entities::{stripe_customers, webhook_events};
+use billing_sync_store::ledger::{EventStatus, Plan, Recorded};
+use billing_sync_store::sea_orm::EntityTrait;
+use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
+use billing_sync_testkit::{TestDatabase, each_backend};
+use billing_sync_webhooks::pipeline;
+use common::{deliver, migrated_store, new_event, projectors};
+use serde_json::json;
+
+each_backend!(
+    a_deleted_customer_is_never_resurrected_by_a_later_update,
+    replaying_a_failed_event_applies_it_and_counts_the_attempt,
+    replay_obeys_the_ordering_of_live_delivery,
+    an_active_membership_ends_with_its_own_or_its_organization_or_user_tombstone,
+    several_memberships_are_all_listed_and_deleted_ones_are_not,
+);
+
+fn customer_event(id: &str, event_type: &str, created: i64, email: &str) -> ScenarioEvent {
+    ScenarioEvent {
+        provider: "stripe",
+        event_id: format!("evt_{id}_{created}_{event_type}"),
+        event_type: event_type.into(),
+        timestamp: created,
+        payload: json!({"id": format!("evt_{id}_{created}"), "object": "event", "created": created,
+            "type": event_type, "livemode": false,
+            "data": {"object": {"id": id, "object": "customer", "email": email,
+                                "metadata": {"organization_id": "org_1"}}}}),
+    }
+}
+
+async fn customer(store: &billing_sync_store::Store, id: &str) -> stripe_customers::Model {
+    stripe_customers::Entity::find_by_id(id.to_owned())
+        .one(store.connection())
+        .await
+        .expect("query")
+        .expect("customer row")
+}
+
+async fn a_deleted_customer_is_never_resurrected_by_a_later_update(db: TestDatabase) {
+    let store = migrated_store(&db.url).await;
+    deliver(
+        &store,
+        &customer_event("cus_1", "customer.deleted", 10, "gone@example.com"),
+    )
+    .await;
+    deliver(
+        &store,
+        &customer_event("cus_1", "customer.updated", 20, "back@example.com"),
+    )
+    .await;
+    let row = customer(&store, "cus_1").await;
+    assert!(row.deleted_at.is_some());
+    assert_eq!(row.email.as_deref(), Some("gone@example.com"));
+    assert_eq!(row.ordering_key, 10);
+}
+
+async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestDatabase) {
+    let store = migrated_store(&db.url).await;
+    let event = new_event(&customer_event(
+        "cus_2",
+        "customer.updated",
+        10,
+        "a@example.com",
+    ));
+    // As if an older build could not project it.
+    let recorded = store
+        .record_and_apply(&event, &Plan::Fail("simulated projection bug".into()))
+        .await
+        .expect("record");
+    assert_eq!(recorded, Recorded::New(EventStatus::Failed));
+    assert!(
+        stripe_customers::Entity::find_by_id("cus_2".to_owned())
+            .one(store.connection())
+            .await
+            .expect("query")
+            .is_none(),
+        "a failed event changes nothing"
+    );
+
+    let row = store
+        .find_event("stripe", &event.event_id)
+        .await
+        .expect("find")
+        .expect("row");
+    let status = pipeline::replay(&store, &projectors(), &row)
+        .await
+        .expect("replay");
+    assert_eq!(status, EventStatus::Processed);
+    assert_eq!(
+        customer(&store, "cus_2").await.email.as_deref(),
+        Some("a@example.com")
+    );
+    let row: webhook_events::Model = store
+        .find_event("stripe", &event.event_id)
+        .await
+        .expect("find")
+        .expect("row");
+    assert_eq!(row.status, "processed");
+    assert_eq!(row.error, None);
+    assert_eq!(row.attempts, 2);
+}
+
+async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
+    let store = migrated_store(&db.url).await;
+    deliver(
+        &store,
+        &customer_event("cus_3", "customer.updated", 20, "new@example.com"),
+    )
+    .await;
+    let old = new_event(&customer_event(
+        "cus_3",
+        "customer.updated",
+        10,
+        "old@example.com",
+    ));
+    store
+        .record_and_apply(&old, &Plan::Fail("simulated".into()))
+        .await
+        .expect("record");
+    let row = store
+        .find_event("stripe", &old.event_id)
+        .await
+        .expect("find")
+        .expect("row");
+    pipeline::replay(&store, &projectors(), &row)
+        .await
+        .expect("replay");
+    assert_eq!(
+        customer(&store, "cus_3").await.email.as_deref(),
+        Some("new@example.com")
+    );
+}
+
+async fn an_active_membership_ends_with_its_own_or_its_organization_or_user_tombstone(
+    db: TestDatabase,
+) {
+    let store = migrated_store(&db.url).await;
+    let ids = ClerkIds::new("m1");
+    for event in clerk_lifecycle("m1") {
+        deliver(&store, &event).await;
+    }
+    let admin = store
+        .active_membership(&ids.admin, &ids.organization)
+        .await
+        .expect("query")
+        .expect("the admin is an active member");
+    assert_eq!(admin.role.as_deref(), Some("org:admin"));
+    assert!(
+        store
+            .active_membership(&ids.member, &ids.organization)
+            .await
+            .expect("query")
+            .is_none(),
+        "the member's membership was deleted"
+    );
+
+    // Deleting the user ends the admin's membership for every reader.
+    let user_deleted = ScenarioEvent {
+        provider: "clerk",
+        event_id: "msg_user_deleted".into(),
+        event_type: "user.deleted".into(),
+        timestamp: 1_716_883_300,
+        payload: json!({"type": "user.deleted", "object": "event",
+                        "data": {"id": ids.admin, "object": "user", "deleted": true}}),
+    };
+    deliver(&store, &user_deleted).await;
+    assert!(
+        store
+            .active_membership(&ids.admin, &ids.organization)
+            .await
+            .expect("query")
+            .is_none()
+    );
+    assert!(
+        store
+            .active_memberships(&ids.admin)
+            .await
+            .expect("query")
+            .is_empty()
+    );
+}
+
+async fn several_memberships_are_all_listed_and_deleted_ones_are_not(db: TestDatabase) {
+    let store = migrated_store(&db.url).await;
+    let first = ClerkIds::new("a");
+    for event in clerk_lifecycle("a") {
+        deliver(&store, &event).await;
+    }
+    // The same admin in a second organization, which is then deleted.
+    let org = json!({"id": "org_second", "name": "Second", "updated_at": 1_716_883_200_000_i64});
+    let membership = |n: &str, event_type: &str, ts: i64, data: serde_json::Value| ScenarioEvent {
+        provider: "clerk",
+        event_id: format!("msg_second_{n}"),
+        event_type: event_type.into(),
+        timestamp: ts,
+        payload: json!({"type": event_type, "object": "event", "data": data}),
+    };
+    deliver(
+        &store,
+        &membership(
+            "1",
+            "organizationMembership.created",
+            1_716_883_210,
+            json!({
+        "id": "orgmem_second", "role": "org:member", "organization": org,
+        "public_user_data": {"user_id": first.admin}, "updated_at": 1_716_883_210_000_i64}),
+        ),
+    )
+    .await;
+    let orgs: Vec<String> = store
+        .active_memberships(&first.admin)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|m| m.organization_id)
+        .collect();
+    assert_eq!(
+        orgs,
+        vec![first.organization.clone(), "org_second".to_owned()]
+    );
+
+    deliver(
+        &store,
+        &membership(
+            "2",
+            "organization.deleted",
+            1_716_883_400,
+            json!({"id": "org_second", "deleted": true}),
+        ),
+    )
+    .await;
+    let orgs: Vec<String> = store
+        .active_memberships(&first.admin)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|m| m.organization_id)
+        .collect();
+    assert_eq!(orgs, vec![first.organization]);
+}
