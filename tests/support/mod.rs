@@ -157,3 +157,83 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("an HTTP client")
 }
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Posts `body` to the Stripe webhook route, signed with `secret` at time `t` (or unsigned).
+pub async fn post_stripe(
+    server: &Server,
+    body: &[u8],
+    signature: Option<String>,
+) -> reqwest::Response {
+    let mut request = http()
+        .post(server.url("/api/v1/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("stripe-signature", signature);
+    }
+    request.send().await.expect("POST the Stripe webhook")
+}
+
+/// A valid `Stripe-Signature` header for `body` at time `t`.
+pub fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
+    format!(
+        "t={t},v1={}",
+        billing_sync_webhooks::stripe::sign(secret, t, body)
+    )
+}
+
+/// Posts `body` to the Clerk webhook route as Svix would, signed with `secret` by the svix
+/// crate's own signer.
+pub async fn post_clerk(
+    server: &Server,
+    secret: &str,
+    message_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> reqwest::Response {
+    let signature = svix::webhooks::Webhook::new(secret)
+        .expect("a whsec_ secret")
+        .sign(message_id, timestamp, body)
+        .expect("sign");
+    post_clerk_raw(
+        server,
+        &[
+            ("svix-id", message_id.to_owned()),
+            ("svix-timestamp", timestamp.to_string()),
+            ("svix-signature", signature),
+        ],
+        body,
+    )
+    .await
+}
+
+/// Posts `body` to the Clerk webhook route with exactly these headers.
+pub async fn post_clerk_raw(
+    server: &Server,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> reqwest::Response {
+    let mut request = http()
+        .post(server.url("/api/v1/webhooks/clerk"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request.send().await.expect("POST the Clerk webhook")
+}
+
+/// The JSON body of a response, with its status.
+pub async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}

@@ -1,0 +1,698 @@
+//! End-to-end tests of webhook ingestion through the real server: the rejection contract,
+//! secret rotation, concurrent duplicates, the database going away, failed events and replay,
+//! and conformance with the shared real-world payloads.
+
+mod support;
+
+use std::path::PathBuf;
+
+use billing_sync_store::Store;
+use billing_sync_store::entities::{
+    organization_memberships, organizations, stripe_customers, stripe_subscriptions, users,
+};
+use billing_sync_store::ledger::EventFilter;
+use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
+use billing_sync_testkit::{Backend, TestDatabase, each_backend};
+use serde_json::json;
+use support::{
+    Server, now, post_clerk, post_clerk_raw, post_stripe, run, status_and_json, stripe_signature,
+};
+
+const STRIPE_SECRET: &str = "whsec_stripe_test_secret";
+const CLERK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CLERK_SECRET_2: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
+
+each_backend!(
+    stripe_rejections_answer_their_code_and_store_nothing,
+    clerk_rejections_answer_their_code_and_store_nothing,
+    stripe_accepts_a_signature_by_either_rolled_secret,
+    clerk_accepts_a_signature_by_either_rolled_secret,
+    concurrent_duplicate_deliveries_are_applied_once,
+    an_event_that_cannot_be_applied_is_acknowledged_as_failed_and_listed_for_replay,
+    the_shared_stripe_fixtures_tell_their_story_in_any_order,
+    the_shared_clerk_fixtures_all_ingest,
+);
+
+async fn start(db: &TestDatabase, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
+        ("CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+        ("WEBHOOK_BODY_LIMIT_BYTES", "65536"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&db.url, &env).await
+}
+
+async fn ledger_len(db: &TestDatabase) -> usize {
+    let store = Store::connect(&db.url).await.expect("connect");
+    store
+        .list_events(&EventFilter::default())
+        .await
+        .expect("list")
+        .len()
+}
+
+fn stripe_event(id: &str, event_type: &str, object: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"id": id, "object": "event", "type": event_type,
+        "created": now(), "livemode": false, "api_version": "2026-07-29.dahlia",
+        "data": {"object": object}}))
+    .expect("JSON")
+}
+
+fn clerk_event(event_type: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"type": event_type, "object": "event", "data": data})).expect("JSON")
+}
+
+/// A rejection case: name, body, `Stripe-Signature`, expected status and code.
+type StripeCase = (&'static str, Vec<u8>, Option<String>, u16, &'static str);
+/// A rejection case: name, headers, body, expected status and code.
+type ClerkCase = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u16, &'static str);
+
+async fn stripe_rejections_answer_their_code_and_store_nothing(db: TestDatabase) {
+    let server = start(&db, &[]).await;
+    let body = stripe_event("evt_reject", "customer.created", json!({"id": "cus_r"}));
+    let t = now();
+    let cases: Vec<StripeCase> = vec![
+        ("no header", body.clone(), None, 400, "SIGNATURE_MISSING"),
+        (
+            "malformed header",
+            body.clone(),
+            Some("garbage".into()),
+            400,
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "wrong secret",
+            body.clone(),
+            Some(stripe_signature("whsec_other", t, &body)),
+            400,
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "body changed after signing",
+            b"{}".to_vec(),
+            Some(stripe_signature(STRIPE_SECRET, t, &body)),
+            400,
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "stale",
+            body.clone(),
+            Some(stripe_signature(STRIPE_SECRET, t - 400, &body)),
+            400,
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        (
+            "future",
+            body.clone(),
+            Some(stripe_signature(STRIPE_SECRET, t + 400, &body)),
+            400,
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        (
+            "not JSON",
+            b"not json".to_vec(),
+            Some(stripe_signature(STRIPE_SECRET, t, b"not json")),
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        (
+            "not an event",
+            b"{\"a\":1}".to_vec(),
+            Some(stripe_signature(STRIPE_SECRET, t, b"{\"a\":1}")),
+            400,
+            "INVALID_PAYLOAD",
+        ),
+    ];
+    for (name, body, signature, status, code) in cases {
+        let (actual, json) = status_and_json(post_stripe(&server, &body, signature).await).await;
+        assert_eq!(
+            (actual, json["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {json}"
+        );
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}: {json}"
+        );
+    }
+    let big = vec![b' '; 70_000];
+    let response = post_stripe(
+        &server,
+        &big,
+        Some(stripe_signature(STRIPE_SECRET, t, &big)),
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        ledger_len(&db).await,
+        0,
+        "a rejected delivery stores nothing"
+    );
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains("webhook delivery refused"),
+        "rejections are logged"
+    );
+    assert!(!logs.contains(STRIPE_SECRET), "the secret is never logged");
+}
+
+async fn clerk_rejections_answer_their_code_and_store_nothing(db: TestDatabase) {
+    let server = start(&db, &[]).await;
+    let body = clerk_event("user.created", json!({"id": "user_r", "updated_at": 1}));
+    let t = now();
+    let good = svix::webhooks::Webhook::new(CLERK_SECRET)
+        .expect("secret")
+        .sign("msg_reject", t, &body)
+        .expect("sign");
+    let headers = |id: &str, ts: i64, signature: &str| {
+        vec![
+            ("svix-id", id.to_owned()),
+            ("svix-timestamp", ts.to_string()),
+            ("svix-signature", signature.to_owned()),
+        ]
+    };
+    let cases: Vec<ClerkCase> = vec![
+        ("no headers", vec![], body.clone(), 400, "SIGNATURE_MISSING"),
+        (
+            "bad signature",
+            headers("msg_reject", t, "v1,AAAA"),
+            body.clone(),
+            400,
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "other message id",
+            headers("msg_other", t, &good),
+            body.clone(),
+            400,
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "changed body",
+            headers("msg_reject", t, &good),
+            b"{}".to_vec(),
+            400,
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "stale",
+            headers("msg_reject", t - 400, &good),
+            body.clone(),
+            400,
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+    ];
+    for (name, headers, body, status, code) in cases {
+        let (actual, json) = status_and_json(post_clerk_raw(&server, &headers, &body).await).await;
+        assert_eq!(
+            (actual, json["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {json}"
+        );
+    }
+    let response = post_clerk(&server, CLERK_SECRET, "msg_nojson", t, b"[1, 2]").await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("INVALID_PAYLOAD"))
+    );
+    let big = vec![b' '; 70_000];
+    assert_eq!(
+        post_clerk(&server, CLERK_SECRET, "msg_big", t, &big)
+            .await
+            .status(),
+        413
+    );
+    assert_eq!(
+        ledger_len(&db).await,
+        0,
+        "a rejected delivery stores nothing"
+    );
+}
+
+async fn stripe_accepts_a_signature_by_either_rolled_secret(db: TestDatabase) {
+    let server = Server::start(
+        &db.url,
+        &[(
+            "STRIPE_WEBHOOK_SECRET",
+            "whsec_old_secret, whsec_new_secret",
+        )],
+    )
+    .await;
+    let t = now();
+    let body = stripe_event("evt_roll_1", "customer.created", json!({"id": "cus_roll"}));
+    let header = format!(
+        "t={t},v1={},v1={},v0={}",
+        billing_sync_webhooks::stripe::sign("whsec_unknown", t, &body),
+        billing_sync_webhooks::stripe::sign("whsec_new_secret", t, &body),
+        billing_sync_webhooks::stripe::sign("whsec_old_secret", t, &body),
+    );
+    let (status, json) = status_and_json(post_stripe(&server, &body, Some(header)).await).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    let body = stripe_event("evt_roll_2", "customer.updated", json!({"id": "cus_roll"}));
+    let header = stripe_signature("whsec_old_secret", t, &body);
+    assert_eq!(
+        post_stripe(&server, &body, Some(header)).await.status(),
+        200
+    );
+}
+
+async fn clerk_accepts_a_signature_by_either_rolled_secret(db: TestDatabase) {
+    let secrets = format!("{CLERK_SECRET},{CLERK_SECRET_2}");
+    let server = Server::start(&db.url, &[("CLERK_WEBHOOK_SECRET", &secrets)]).await;
+    let t = now();
+    let body = clerk_event("user.created", json!({"id": "user_roll", "updated_at": 1}));
+    let sign = |secret: &str| {
+        svix::webhooks::Webhook::new(secret)
+            .expect("secret")
+            .sign("msg_roll", t, &body)
+            .expect("sign")
+    };
+    // Svix sends one entry per active secret, space-separated.
+    let both = format!(
+        "v1,bm90LXRoZS1yaWdodC1zaWduYXR1cmU= {}",
+        sign(CLERK_SECRET_2)
+    );
+    let headers = [
+        ("webhook-id", "msg_roll".to_owned()),
+        ("webhook-timestamp", t.to_string()),
+        ("webhook-signature", both),
+    ];
+    let (status, json) = status_and_json(post_clerk_raw(&server, &headers, &body).await).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    let (status, json) =
+        status_and_json(post_clerk(&server, CLERK_SECRET, "msg_roll_2", t, &body).await).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+}
+
+async fn concurrent_duplicate_deliveries_are_applied_once(db: TestDatabase) {
+    let server = start(&db, &[]).await;
+    let t = now();
+    let stripe_body = stripe_event("evt_dup", "customer.created", json!({"id": "cus_dup"}));
+    let clerk_body = clerk_event("user.created", json!({"id": "user_dup", "updated_at": 5}));
+    let mut requests = Vec::new();
+    for _ in 0..16 {
+        requests.push(tokio::spawn({
+            let (url, body) = (server.url("/api/v1/webhooks/stripe"), stripe_body.clone());
+            let header = stripe_signature(STRIPE_SECRET, t, &body);
+            async move {
+                let response = support::http()
+                    .post(url)
+                    .header("stripe-signature", header)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("POST");
+                status_and_json(response).await
+            }
+        }));
+    }
+    let clerk_responses = futures::future::join_all(
+        (0..16).map(|_| post_clerk(&server, CLERK_SECRET, "msg_dup", t, &clerk_body)),
+    )
+    .await;
+    let mut stripe_statuses = Vec::new();
+    for request in requests {
+        let (status, json) = request.await.expect("task");
+        assert_eq!(status, 200, "{json}");
+        stripe_statuses.push(json["status"].as_str().unwrap_or_default().to_owned());
+    }
+    let mut clerk_statuses = Vec::new();
+    for response in clerk_responses {
+        let (status, json) = status_and_json(response).await;
+        assert_eq!(status, 200, "{json}");
+        clerk_statuses.push(json["status"].as_str().unwrap_or_default().to_owned());
+    }
+    for statuses in [stripe_statuses, clerk_statuses] {
+        assert_eq!(
+            statuses.iter().filter(|s| *s == "processed").count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| *s == "duplicate").count(),
+            15,
+            "{statuses:?}"
+        );
+    }
+    assert_eq!(ledger_len(&db).await, 2);
+}
+
+async fn an_event_that_cannot_be_applied_is_acknowledged_as_failed_and_listed_for_replay(
+    db: TestDatabase,
+) {
+    let server = start(&db, &[]).await;
+    let t = now();
+    // A subscription without `status` or `customer`: a shape we do not understand.
+    let body = stripe_event(
+        "evt_bad_shape",
+        "customer.subscription.updated",
+        json!({"id": "sub_x"}),
+    );
+    let response = post_stripe(
+        &server,
+        &body,
+        Some(stripe_signature(STRIPE_SECRET, t, &body)),
+    )
+    .await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("failed")),
+        "{json}"
+    );
+    let ignored = stripe_event("evt_ignored", "invoice.paid", json!({"id": "in_1"}));
+    let response = post_stripe(
+        &server,
+        &ignored,
+        Some(stripe_signature(STRIPE_SECRET, t, &ignored)),
+    )
+    .await;
+    assert_eq!(status_and_json(response).await.1["status"], "ignored");
+
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let listed = run(&["events", "list", "--status", "failed"], &env).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert!(listed.stdout.contains("evt_bad_shape"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains("evt_ignored"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("has no string `status`"),
+        "{}",
+        listed.stdout
+    );
+
+    // The shape is still not understood, so the replay says so and fails.
+    let replay = run(&["events", "replay", "evt_bad_shape"], &env).await;
+    assert_eq!(replay.status.code(), Some(1), "{}", replay.stdout);
+    assert!(
+        replay
+            .stdout
+            .contains("evt_bad_shape customer.subscription.updated -> failed")
+    );
+    let replay_all = run(&["events", "replay", "--failed"], &env).await;
+    assert!(
+        replay_all
+            .stdout
+            .contains("replayed 1 event(s), 1 still failed"),
+        "{}",
+        replay_all.stdout
+    );
+    let store = Store::connect(&db.url).await.expect("connect");
+    let row = store
+        .find_event("stripe", "evt_bad_shape")
+        .await
+        .expect("find")
+        .expect("row");
+    assert_eq!(row.attempts, 3, "each replay is counted");
+    let unknown = run(&["events", "replay", "evt_missing"], &env).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        unknown.stderr.contains("no event `evt_missing`"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+/// `../shared/fixtures` beside the repository, where CI puts it; `None` (said plainly) if absent.
+fn shared_fixtures(provider: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let dir = std::env::var_os("BILLING_SYNC_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures"
+            ))
+        })
+        .join(provider);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!(
+            "SKIPPED conformance: no shared fixtures at {}",
+            dir.display()
+        );
+        return None;
+    };
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).expect("read fixture"))
+        })
+        .collect();
+    files.sort();
+    Some(files)
+}
+
+async fn the_shared_stripe_fixtures_tell_their_story_in_any_order(db: TestDatabase) {
+    let Some(mut fixtures) = shared_fixtures("stripe") else {
+        return;
+    };
+    assert!(fixtures.len() >= 10, "{} Stripe fixtures", fixtures.len());
+    // Newest first: the worst order for a sync that trusts arrival order.
+    fixtures.sort_by_key(|(_, body)| {
+        let event: serde_json::Value = serde_json::from_slice(body).expect("fixture JSON");
+        std::cmp::Reverse(event["created"].as_i64().expect("created"))
+    });
+    let server = start(&db, &[]).await;
+    for (name, body) in &fixtures {
+        let response = post_stripe(
+            &server,
+            body,
+            Some(stripe_signature(STRIPE_SECRET, now(), body)),
+        )
+        .await;
+        let (status, json) = status_and_json(response).await;
+        assert_eq!(status, 200, "{name}: {json}");
+        let expected = if name.starts_with("invoice.") {
+            "ignored"
+        } else {
+            "processed"
+        };
+        assert_eq!(json["status"], expected, "{name}: {json}");
+    }
+    let store = Store::connect(&db.url).await.expect("connect");
+    let db_conn = store.connection();
+    let customer = stripe_customers::Entity::find_by_id("cus_QXg1o8vcGmoR32".to_owned())
+        .one(db_conn)
+        .await
+        .expect("query")
+        .expect("customer");
+    assert_eq!(
+        customer.organization_id.as_deref(),
+        Some("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S")
+    );
+    assert!(
+        customer.deleted_at.is_some(),
+        "customer.deleted is the last word"
+    );
+    let subscription =
+        stripe_subscriptions::Entity::find_by_id("sub_1Pgc6rB7WZ01zgkWNy0Cn5nw".to_owned())
+            .one(db_conn)
+            .await
+            .expect("query")
+            .expect("subscription");
+    assert_eq!(subscription.status, "canceled");
+    assert_eq!(
+        subscription.organization_id.as_deref(),
+        Some("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S")
+    );
+    assert_eq!(
+        subscription.current_period_start.map(|t| t.timestamp()),
+        Some(1_721_954_054)
+    );
+    assert_eq!(
+        subscription.current_period_end.map(|t| t.timestamp()),
+        Some(1_724_632_454)
+    );
+    assert_eq!(
+        subscription.items[0]["price_id"],
+        "price_1PgafmB7WZ01zgkW6dKueIc5"
+    );
+    assert_eq!(subscription.items[0]["product_id"], "prod_QXg1hqf4jFNsqG");
+}
+
+async fn the_shared_clerk_fixtures_all_ingest(db: TestDatabase) {
+    let Some(fixtures) = shared_fixtures("clerk") else {
+        return;
+    };
+    assert!(fixtures.len() >= 10, "{} Clerk fixtures", fixtures.len());
+    let server = start(&db, &[]).await;
+    let t = now();
+    for (index, (name, body)) in fixtures.iter().enumerate() {
+        let response = post_clerk(
+            &server,
+            CLERK_SECRET,
+            &format!("msg_fixture_{index}"),
+            t,
+            body,
+        )
+        .await;
+        let (status, json) = status_and_json(response).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (200, Some("processed")),
+            "{name}: {json}"
+        );
+    }
+    let store = Store::connect(&db.url).await.expect("connect");
+    let db_conn = store.connection();
+    let org = organizations::Entity::find_by_id("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S".to_owned())
+        .one(db_conn)
+        .await
+        .expect("query")
+        .expect("organization");
+    assert!(
+        org.deleted_at.is_some(),
+        "organization.deleted is among the fixtures"
+    );
+    let member = organization_memberships::Entity::find_by_id(
+        "orgmem_2g7np7Hrk0SN6kj5EDMLDaKNL0S".to_owned(),
+    )
+    .one(db_conn)
+    .await
+    .expect("query")
+    .expect("membership");
+    assert_eq!(member.user_id, "user_2h8op3Isl1QR7tKu5FGNfaLKEoU");
+    assert!(member.deleted_at.is_some());
+    let docs_user = users::Entity::find_by_id("user_29w83sxmDNGwOuEthce5gg56FcC".to_owned())
+        .one(db_conn)
+        .await
+        .expect("query")
+        .expect("the docs example's user");
+    assert_eq!(
+        docs_user.primary_email.as_deref(),
+        Some("example@example.org")
+    );
+    assert!(
+        store
+            .active_memberships("user_2h8op3Isl1QR7tKu5FGNfaLKEoU")
+            .await
+            .expect("query")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn unconfigured_webhook_routes_fail_closed_with_503() {
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let server = Server::start(&db.url, &[]).await;
+    let body = stripe_event("evt_nc", "customer.created", json!({"id": "cus_nc"}));
+    let (status, json) = status_and_json(
+        post_stripe(
+            &server,
+            &body,
+            Some(stripe_signature("whsec_x", now(), &body)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("NOT_CONFIGURED"))
+    );
+    let (status, json) =
+        status_and_json(post_clerk(&server, CLERK_SECRET, "msg_nc", now(), &body).await).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("NOT_CONFIGURED"))
+    );
+    assert_eq!(ledger_len(&db).await, 0);
+}
+
+#[tokio::test]
+async fn database_down_answers_503_and_the_retry_is_applied_once_it_is_back() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = start(&db, &[]).await;
+    let database = db.url.rsplit('/').next().expect("name").to_owned();
+    let admin_url = std::env::var(billing_sync_testkit::POSTGRES_URL_VAR).expect("admin URL");
+    let admin = Store::connect(&admin_url).await.expect("admin");
+    let admin = admin.connection();
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .expect("refuse connections");
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        ))
+        .await
+        .expect("drop the server's connections");
+
+    let t = now();
+    let stripe_body = stripe_event("evt_down", "customer.created", json!({"id": "cus_down"}));
+    let clerk_body = clerk_event("user.created", json!({"id": "user_down", "updated_at": 7}));
+    let (status, json) = status_and_json(
+        post_stripe(
+            &server,
+            &stripe_body,
+            Some(stripe_signature(STRIPE_SECRET, t, &stripe_body)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{json}"
+    );
+    let (status, json) =
+        status_and_json(post_clerk(&server, CLERK_SECRET, "msg_down", t, &clerk_body).await).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{json}"
+    );
+    let ready = support::http()
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(ready.status(), 503);
+
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .expect("accept connections again");
+    // The sender's retry.
+    let (status, json) = status_and_json(
+        post_stripe(
+            &server,
+            &stripe_body,
+            Some(stripe_signature(STRIPE_SECRET, t, &stripe_body)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    let (status, json) =
+        status_and_json(post_clerk(&server, CLERK_SECRET, "msg_down", t, &clerk_body).await).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    assert_eq!(ledger_len(&db).await, 2);
+}
