@@ -66,7 +66,13 @@ fn clerk_event(event_type: &str, data: serde_json::Value) -> Vec<u8> {
 /// A rejection case: name, body, `Stripe-Signature`, expected status and code.
 type StripeCase = (&'static str, Vec<u8>, Option<String>, u16, &'static str);
 /// A rejection case: name, headers, body, expected status and code.
-type ClerkCase = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u16, &'static str);
+type ClerkCase = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
 
 async fn stripe_rejections_answer_their_code_and_store_nothing(db: TestDatabase) {
     let server = start(&db, &[]).await;
