@@ -55,7 +55,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (webhooks, API, probes), applying pending migrations first.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect or apply the database schema migrations.
     Migrate {
         /// `up` applies pending migrations; `status` lists them.
@@ -126,6 +126,48 @@ pub struct ServeArgs {
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "WEBHOOK_BODY_LIMIT_BYTES", default_value = "1048576")]
     pub webhook_body_limit_bytes: String,
+
+    /// Clerk's JWKS URL (e.g. `https://<your-app>.clerk.accounts.dev/.well-known/jwks.json`),
+    /// for verifying session tokens. Fetched on first use and cached.
+    #[arg(long, env = "CLERK_JWKS_URL")]
+    pub clerk_jwks_url: Option<String>,
+
+    /// Clerk's PEM public key, for verifying session tokens without any network call
+    /// (takes precedence over CLERK_JWKS_URL).
+    #[arg(long, env = "CLERK_JWT_KEY", hide_env_values = true)]
+    pub clerk_jwt_key: Option<String>,
+
+    /// When set, session tokens must carry this `iss`.
+    #[arg(long, env = "CLERK_ISSUER")]
+    pub clerk_issuer: Option<String>,
+
+    /// When set, session tokens' `azp` must be one of these origins (comma-separated).
+    #[arg(long, env = "CLERK_AUTHORIZED_PARTIES")]
+    pub clerk_authorized_parties: Option<String>,
+
+    /// Stripe secret API key (`sk_…` or `rk_…`), for creating portal sessions.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Base URL of the Stripe API.
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+
+    /// Total time allowed for one Stripe API call, in milliseconds.
+    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value = "10000")]
+    pub stripe_timeout_ms: String,
+
+    /// Base URL of the web app; the portal's return URL is this + `/organization#/plans`.
+    #[arg(long, env = "APP_BASE_URL")]
+    pub app_base_url: Option<String>,
+
+    /// Stripe Billing Portal configuration id (`bpc_…`) to use instead of the default one.
+    #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION")]
+    pub stripe_portal_configuration: Option<String>,
 }
 
 /// The `migrate` actions.
@@ -191,6 +233,47 @@ pub struct ServeSettings {
     pub clerk_webhook_secrets: Option<Vec<SecretString>>,
     /// The webhook body limit.
     pub webhook_body_limit: usize,
+    /// How session tokens are verified, when configured.
+    pub clerk_keys: Option<ClerkKeys>,
+    /// `CLERK_ISSUER`.
+    pub clerk_issuer: Option<String>,
+    /// `CLERK_AUTHORIZED_PARTIES`.
+    pub clerk_authorized_parties: Vec<String>,
+    /// The Stripe API key, when configured.
+    pub stripe_secret_key: Option<SecretString>,
+    /// `STRIPE_API_BASE`, without a trailing slash.
+    pub stripe_api_base: String,
+    /// `STRIPE_TIMEOUT_MS`.
+    pub stripe_timeout: std::time::Duration,
+    /// `APP_BASE_URL` + `/organization#/plans`, when configured.
+    pub portal_return_url: Option<String>,
+    /// `STRIPE_PORTAL_CONFIGURATION`.
+    pub stripe_portal_configuration: Option<String>,
+}
+
+/// Where Clerk session-token keys come from.
+#[derive(Debug)]
+pub enum ClerkKeys {
+    /// A PEM public key.
+    Pem(SecretString),
+    /// A JWKS URL.
+    Jwks(String),
+}
+
+fn absolute_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(ConfigError {
+            variable,
+            problem: format!("`{value}` is not an absolute http(s) URL"),
+        }),
+    }
+}
+
+fn non_empty(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
 /// Splits a comma-separated list of secrets; `None` when unset or blank.
@@ -281,7 +364,49 @@ impl ServeSettings {
                 }
             })?;
         }
+        let clerk_keys = match (
+            non_empty(args.clerk_jwt_key.as_ref()),
+            non_empty(args.clerk_jwks_url.as_ref()),
+        ) {
+            (Some(pem), _) => {
+                // Environment files often carry the PEM on one line with literal `\n`.
+                let pem = pem.replace("\\n", "\n");
+                jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+                    ConfigError {
+                        variable: "CLERK_JWT_KEY",
+                        problem: "not an RSA public key in PEM format".into(),
+                    }
+                })?;
+                Some(ClerkKeys::Pem(SecretString::from(pem)))
+            }
+            (None, Some(url)) => Some(ClerkKeys::Jwks(absolute_url("CLERK_JWKS_URL", url)?)),
+            (None, None) => None,
+        };
+        let portal_return_url = non_empty(args.app_base_url.as_ref())
+            .map(|base| absolute_url("APP_BASE_URL", base))
+            .transpose()?
+            .map(|base| format!("{base}/organization#/plans"));
         Ok(ServeSettings {
+            clerk_keys,
+            clerk_issuer: non_empty(args.clerk_issuer.as_ref()).map(str::to_owned),
+            clerk_authorized_parties: non_empty(args.clerk_authorized_parties.as_ref())
+                .map(|list| {
+                    list.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            stripe_secret_key: non_empty(args.stripe_secret_key.as_ref())
+                .map(|key| SecretString::from(key.to_owned())),
+            stripe_api_base: absolute_url("STRIPE_API_BASE", &args.stripe_api_base)?,
+            stripe_timeout: std::time::Duration::from_millis(positive_number(
+                "STRIPE_TIMEOUT_MS",
+                &args.stripe_timeout_ms,
+            )?),
+            portal_return_url,
+            stripe_portal_configuration: non_empty(args.stripe_portal_configuration.as_ref())
+                .map(str::to_owned),
             listen_addr,
             migrate: !args.no_migrate,
             stripe_webhook_secrets: secret_list(

@@ -13,9 +13,16 @@ use billing_sync_store::Store;
 use billing_sync_webhooks::clerk::ClerkVerifier;
 use billing_sync_webhooks::stripe::StripeVerifier;
 use billing_sync_webhooks::{Ingestor, Projectors};
+use std::time::Duration;
+
+use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
+use billing_sync_api::portal::{Portal, PortalSettings};
+use billing_sync_api::stripe::StripeClient;
 use secrecy::ExposeSecret;
 
-use crate::config::{Command, CommonSettings, ConfigError, MigrateAction, ServeSettings};
+use crate::config::{
+    ClerkKeys, Command, CommonSettings, ConfigError, MigrateAction, ServeSettings,
+};
 pub use crate::startup::App;
 
 /// Why a subcommand did not succeed.
@@ -48,11 +55,12 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
                 tracing::info!(database = store.target(), "database schema is up to date");
             }
             let ingestor = Arc::new(build_ingestor(&settings, &common, store.clone())?);
+            let portal = Arc::new(build_portal(&settings, store.clone())?);
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let listener = tokio::net::TcpListener::bind(settings.listen_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
-            App::build(store, ingestor)
+            App::build(store, ingestor, portal)
                 .serve(listener, shutdown)
                 .await
                 .context("serving HTTP")?;
@@ -101,7 +109,8 @@ pub async fn openapi_json() -> anyhow::Result<String> {
     let store = Store::connect("sqlite::memory:")
         .await
         .context("opening an in-memory database")?;
-    Ok(billing_sync_api::service(store).spec())
+    let portal = Arc::new(Portal::new(store.clone(), None, None));
+    Ok(billing_sync_api::service(store, portal).spec())
 }
 
 fn projectors(common: &CommonSettings) -> Projectors {
@@ -139,6 +148,58 @@ fn build_ingestor(
         clerk,
         settings.webhook_body_limit,
     ))
+}
+
+fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal> {
+    let verifier = match &settings.clerk_keys {
+        Some(ClerkKeys::Pem(pem)) => Some(KeySource::Pem(Box::new(
+            jsonwebtoken::DecodingKey::from_rsa_pem(pem.expose_secret().as_bytes())
+                .context("CLERK_JWT_KEY")?,
+        ))),
+        Some(ClerkKeys::Jwks(url)) => {
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("building the JWKS client")?;
+            Some(KeySource::Jwks(JwksCache::new(url.clone(), client)))
+        }
+        None => None,
+    }
+    .map(|keys| {
+        SessionVerifier::new(
+            keys,
+            settings.clerk_issuer.clone(),
+            settings.clerk_authorized_parties.clone(),
+        )
+    });
+    let stripe = match (&settings.stripe_secret_key, &settings.portal_return_url) {
+        (Some(key), Some(return_url)) => Some((
+            StripeClient::new(
+                &settings.stripe_api_base,
+                key.clone(),
+                Duration::from_secs(3).min(settings.stripe_timeout),
+                settings.stripe_timeout,
+            )
+            .context("building the Stripe client")?,
+            PortalSettings {
+                return_url: return_url.clone(),
+                configuration: settings.stripe_portal_configuration.clone(),
+            },
+        )),
+        _ => None,
+    };
+    if verifier.is_none() {
+        tracing::warn!(
+            "neither CLERK_JWT_KEY nor CLERK_JWKS_URL is set: the customer portal answers 500 (not configured)"
+        );
+    }
+    if stripe.is_none() {
+        tracing::warn!(
+            "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal answers 500 (billing is not configured)"
+        );
+    }
+    Ok(Portal::new(store, verifier, stripe))
 }
 
 async fn open_store(common: &CommonSettings) -> anyhow::Result<Store> {

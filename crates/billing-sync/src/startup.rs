@@ -7,6 +7,7 @@ use billing_sync_store::Store;
 use poem::listener::TcpAcceptor;
 use std::sync::Arc;
 
+use billing_sync_api::portal::Portal;
 use billing_sync_webhooks::Ingestor;
 use poem::{EndpointExt, IntoEndpoint, Server};
 
@@ -17,23 +18,32 @@ const GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub struct App {
     store: Store,
     ingestor: Arc<Ingestor>,
+    portal: Arc<Portal>,
 }
 
 impl App {
     /// The application on `store` (migrated or not: that is the caller's choice), ingesting
-    /// webhooks through `ingestor`.
-    pub fn build(store: Store, ingestor: Arc<Ingestor>) -> App {
-        App { store, ingestor }
+    /// webhooks through `ingestor` and serving the customer portal through `portal`.
+    pub fn build(store: Store, ingestor: Arc<Ingestor>, portal: Arc<Portal>) -> App {
+        App {
+            store,
+            ingestor,
+            portal,
+        }
     }
 
     fn routes(&self) -> impl poem::Endpoint + 'static {
-        let api = billing_sync_api::service(self.store.clone());
+        let api = billing_sync_api::service(self.store.clone(), self.portal.clone());
         let spec = api.spec_endpoint();
         let docs = api.swagger_ui();
         billing_sync_webhooks::routes(self.ingestor.clone())
             .at(billing_sync_api::OPENAPI_JSON_PATH, spec)
             .nest("/docs", docs)
-            .nest("/", api)
+            .nest(
+                "/",
+                api.into_endpoint()
+                    .catch_error(billing_sync_api::portal::api::unauthorized),
+            )
             .into_endpoint()
     }
 

@@ -1,0 +1,193 @@
+//! Clerk session tokens: RS256 JWTs verified with keys from Clerk's JWKS (fetched on first use,
+//! cached, refetched for an unknown `kid` at most once per 30 s) or from a configured PEM.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+/// How often an unknown `kid` may trigger a JWKS refetch.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
+/// Why a token was not accepted. Every variant is a 401 for the caller; the detail is logged.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Not a JWT, wrong algorithm, bad signature, expired, not yet valid, wrong issuer.
+    #[error("invalid session token: {0}")]
+    Invalid(String),
+    /// `azp` is not one of the authorized parties.
+    #[error("session token's azp is not an authorized party")]
+    UnauthorizedParty,
+    /// No key with the token's `kid`, even after a refetch.
+    #[error("no signing key with the token's kid")]
+    UnknownKey,
+    /// The JWKS could not be fetched.
+    #[error("the JWKS could not be fetched: {0}")]
+    KeysUnavailable(String),
+}
+
+/// The claims of a Clerk session token we use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionClaims {
+    /// The user id.
+    pub sub: String,
+    /// Issued at, unix seconds.
+    pub iat: i64,
+    /// The authorized party (the origin that requested the token).
+    #[serde(default)]
+    pub azp: Option<String>,
+    /// Session token v1: the active organization.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// Session token v2: `o.id` is the active organization.
+    #[serde(default)]
+    pub o: Option<OrganizationClaim>,
+}
+
+/// Session token v2's organization claim.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrganizationClaim {
+    /// The active organization.
+    pub id: Option<String>,
+}
+
+impl SessionClaims {
+    /// The active organization of the session, from v2's `o.id` or v1's `org_id`.
+    pub fn organization_id(&self) -> Option<&str> {
+        self.o
+            .as_ref()
+            .and_then(|o| o.id.as_deref())
+            .or(self.org_id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+}
+
+/// Where verification keys come from.
+pub enum KeySource {
+    /// A PEM public key (`CLERK_JWT_KEY`): no network at all.
+    Pem(Box<DecodingKey>),
+    /// Clerk's JWKS endpoint (`CLERK_JWKS_URL`).
+    Jwks(JwksCache),
+}
+
+/// Keys fetched from a JWKS URL, by `kid`.
+pub struct JwksCache {
+    url: String,
+    client: reqwest::Client,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// When the keys were last fetched; held across a fetch so that fetches are single-flight.
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl JwksCache {
+    /// A cache for `url`, fetched lazily.
+    pub fn new(url: String, client: reqwest::Client) -> Self {
+        JwksCache {
+            url,
+            client,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: Mutex::new(None),
+        }
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        let mut last_fetch = self.last_fetch.lock().await;
+        // Another request may have fetched while this one waited for the lock.
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+            return Err(AuthError::UnknownKey);
+        }
+        *last_fetch = Some(Instant::now());
+        let set: JwkSet = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|err| AuthError::KeysUnavailable(err.without_url().to_string()))?
+            .json()
+            .await
+            .map_err(|err| AuthError::KeysUnavailable(err.without_url().to_string()))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) {
+                keys.insert(kid, key);
+            }
+        }
+        tracing::info!(keys = keys.len(), "fetched Clerk's JWKS");
+        let found = keys.get(kid).cloned();
+        *self.keys.write().await = keys;
+        found.ok_or(AuthError::UnknownKey)
+    }
+}
+
+/// Verifies Clerk session tokens.
+pub struct SessionVerifier {
+    keys: KeySource,
+    validation: Validation,
+    authorized_parties: Vec<String>,
+}
+
+impl SessionVerifier {
+    /// A verifier with `keys`, checking `iss` when `issuer` is set and `azp` when
+    /// `authorized_parties` is not empty.
+    pub fn new(keys: KeySource, issuer: Option<String>, authorized_parties: Vec<String>) -> Self {
+        // RS256 only: `none`, HS* (including HS256 "signed" with the public key) and every other
+        // algorithm are refused before any key is used.
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        SessionVerifier {
+            keys,
+            validation,
+            authorized_parties,
+        }
+    }
+
+    /// The claims of `token` when it is valid now.
+    pub async fn verify(&self, token: &str) -> Result<SessionClaims, AuthError> {
+        let header = decode_header(token).map_err(|err| AuthError::Invalid(err.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not RS256",
+                header.alg
+            )));
+        }
+        let key = match &self.keys {
+            KeySource::Pem(key) => (**key).clone(),
+            KeySource::Jwks(cache) => {
+                let kid = header
+                    .kid
+                    .ok_or_else(|| AuthError::Invalid("no kid in the header".into()))?;
+                cache.key(&kid).await?
+            }
+        };
+        let claims = decode::<SessionClaims>(token, &key, &self.validation)
+            .map_err(|err| AuthError::Invalid(err.to_string()))?
+            .claims;
+        if !self.authorized_parties.is_empty()
+            && !claims
+                .azp
+                .as_ref()
+                .is_some_and(|azp| self.authorized_parties.contains(azp))
+        {
+            return Err(AuthError::UnauthorizedParty);
+        }
+        Ok(claims)
+    }
+}

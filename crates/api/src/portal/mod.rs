@@ -1,0 +1,116 @@
+//! The customer portal: from a Clerk session to a fresh Stripe Billing Portal session for the
+//! caller's organization. Transport-free: the HTTP mapping lives in [`api`].
+
+pub mod api;
+
+use billing_sync_store::billing::Revocation;
+use billing_sync_store::{Store, StoreError};
+use chrono::DateTime;
+
+use crate::auth::{AuthError, SessionVerifier};
+use crate::stripe::{StripeClient, StripeError};
+
+/// Where Stripe sends the customer back, and which portal configuration to use.
+pub struct PortalSettings {
+    /// `APP_BASE_URL` + `/organization#/plans`, from configuration, never from the request.
+    pub return_url: String,
+    /// `STRIPE_PORTAL_CONFIGURATION`.
+    pub configuration: Option<String>,
+}
+
+/// Everything the portal needs; what is missing makes it answer "not configured".
+pub struct Portal {
+    store: Store,
+    verifier: Option<SessionVerifier>,
+    stripe: Option<(StripeClient, PortalSettings)>,
+}
+
+/// Why no portal URL was produced.
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    /// The caller is not authenticated.
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    /// No active organization in the token and no active membership in the synced state.
+    #[error("the user is not associated with an organization")]
+    NoOrganization,
+    /// No active organization in the token and several active memberships.
+    #[error("the user belongs to several organizations")]
+    SeveralOrganizations,
+    /// The synced state withdrew access the token still grants.
+    #[error("access revoked: {0:?}")]
+    Revoked(Revocation),
+    /// The organization has no Stripe customer.
+    #[error("the organization has no Stripe customer record")]
+    NoCustomer,
+    /// Authentication or Stripe is not configured.
+    #[error("{0} is not configured")]
+    NotConfigured(&'static str),
+    /// Stripe failed.
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Portal {
+    /// A portal on `store`. Without `verifier` or `stripe`, every request answers that billing is
+    /// not configured.
+    pub fn new(
+        store: Store,
+        verifier: Option<SessionVerifier>,
+        stripe: Option<(StripeClient, PortalSettings)>,
+    ) -> Self {
+        Portal {
+            store,
+            verifier,
+            stripe,
+        }
+    }
+
+    /// The URL of a fresh portal session for the holder of `token`.
+    pub async fn session_url(&self, token: &str) -> Result<String, PortalError> {
+        let verifier = self
+            .verifier
+            .as_ref()
+            .ok_or(PortalError::NotConfigured("Clerk authentication"))?;
+        let claims = verifier.verify(token).await?;
+        let (stripe, settings) = self
+            .stripe
+            .as_ref()
+            .ok_or(PortalError::NotConfigured("billing"))?;
+        let organization_id = match claims.organization_id() {
+            Some(id) => id.to_owned(),
+            None => {
+                let memberships = self.store.active_memberships(&claims.sub).await?;
+                match memberships.as_slice() {
+                    [] => return Err(PortalError::NoOrganization),
+                    [only] => only.organization_id.clone(),
+                    _ => return Err(PortalError::SeveralOrganizations),
+                }
+            }
+        };
+        let issued_at = DateTime::from_timestamp(claims.iat, 0)
+            .ok_or_else(|| AuthError::Invalid("iat out of range".into()))?;
+        if let Some(revocation) = self
+            .store
+            .revocation(&claims.sub, &organization_id, issued_at)
+            .await?
+        {
+            return Err(PortalError::Revoked(revocation));
+        }
+        let customer = self
+            .store
+            .billing_customer(&organization_id)
+            .await?
+            .ok_or(PortalError::NoCustomer)?;
+        Ok(stripe
+            .create_portal_session(
+                &customer,
+                &settings.return_url,
+                settings.configuration.as_deref(),
+            )
+            .await?)
+    }
+}
