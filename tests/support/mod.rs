@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod standins;
+
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};

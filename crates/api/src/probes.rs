@@ -53,7 +53,7 @@ impl ProbesApi {
 #[OpenApi(tag = "ApiTags::Probes")]
 impl ProbesApi {
     /// Liveness: 200 for as long as the process runs.
-    #[oai(path = "/healthz", method = "get")]
+    #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
         HealthResponse::Alive(Json(ProbeStatus {
             status: "ok".into(),
@@ -62,7 +62,7 @@ impl ProbesApi {
     }
 
     /// Readiness: 200 when the database answers, 503 with a reason otherwise.
-    #[oai(path = "/readyz", method = "get")]
+    #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> ReadyResponse {
         match self.store.ping().await {
             Ok(()) => ReadyResponse::Ready(Json(ProbeStatus {

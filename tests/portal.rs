@@ -1,0 +1,594 @@
+//! End-to-end tests of the customer-portal endpoint on the real server, with a local JWKS and a
+//! local Stripe stand-in, state seeded through the real webhook routes, and the generated client.
+
+#[allow(dead_code)]
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use billing_sync_client::Client;
+use billing_sync_testkit::{Backend, TestDatabase, each_backend};
+use serde_json::{Value, json};
+use support::standins::{JwksStandIn, SigningKey, StripeAnswer, StripeStandIn};
+use support::{Server, now, post_clerk, post_stripe, stripe_signature};
+
+const PORTAL: &str = "/api/v1/operations/payment/customer-portal";
+const STRIPE_WEBHOOK_SECRET: &str = "whsec_portal_stripe";
+const CLERK_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const STRIPE_KEY: &str = "sk_test_portal_secret_key";
+const ISSUER: &str = "https://clerk.app.example.com";
+const APP: &str = "https://app.example.com";
+
+/// Key generation is the slow part of these tests: one key (and one impostor) per test binary.
+fn key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate("ins_key_1"))
+}
+
+fn impostor() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    // Same kid as the real key: only the signature can tell them apart.
+    KEY.get_or_init(|| SigningKey::generate("ins_key_1"))
+}
+
+struct Setup {
+    server: Server,
+    stripe: StripeStandIn,
+    jwks: JwksStandIn,
+}
+
+async fn setup(db: &TestDatabase, script: &[StripeAnswer], extra: &[(&str, &str)]) -> Setup {
+    let jwks = JwksStandIn::start(&[key()]).await;
+    let stripe = StripeStandIn::start(script).await;
+    let mut env = vec![
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
+        ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
+        ("CLERK_JWKS_URL", jwks.url.as_str()),
+        ("CLERK_ISSUER", ISSUER),
+        (
+            "CLERK_AUTHORIZED_PARTIES",
+            "https://app.example.com,https://admin.example.com",
+        ),
+        ("STRIPE_SECRET_KEY", STRIPE_KEY),
+        ("STRIPE_API_BASE", stripe.base_url.as_str()),
+        ("APP_BASE_URL", APP),
+        ("STRIPE_TIMEOUT_MS", "1500"),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start(&db.url, &env).await;
+    Setup {
+        server,
+        stripe,
+        jwks,
+    }
+}
+
+fn claims(user: &str, org: Option<&str>) -> Value {
+    let t = now();
+    let mut claims = json!({"sub": user, "iat": t - 10, "nbf": t - 10, "exp": t + 120,
+        "iss": ISSUER, "azp": APP, "sid": "sess_1", "v": 2});
+    if let Some(org) = org {
+        claims["o"] = json!({"id": org, "rol": "admin", "slg": "acme"});
+    }
+    claims
+}
+
+async fn clerk_webhook(server: &Server, id: &str, event_type: &str, data: Value) {
+    let body = serde_json::to_vec(&json!({"type": event_type, "object": "event", "data": data}))
+        .expect("JSON");
+    let response = post_clerk(server, CLERK_WEBHOOK_SECRET, id, now(), &body).await;
+    assert_eq!(response.status(), 200, "{event_type}");
+}
+
+async fn add_member(server: &Server, org: &str, user: &str) {
+    let updated = now() * 1000 - 60_000;
+    clerk_webhook(
+        server,
+        &format!("msg_add_{org}_{user}"),
+        "organizationMembership.created",
+        json!({
+        "id": format!("orgmem_{org}_{user}"), "role": "org:admin",
+        "organization": {"id": org, "name": "Acme", "slug": "acme", "updated_at": updated},
+        "public_user_data": {"user_id": user, "identifier": "jane@acme.example"},
+        "created_at": updated, "updated_at": updated}),
+    )
+    .await;
+}
+
+async fn remove_member(server: &Server, org: &str, user: &str) {
+    let updated = now() * 1000 - 60_000;
+    clerk_webhook(
+        server,
+        &format!("msg_remove_{org}_{user}"),
+        "organizationMembership.deleted",
+        json!({
+        "id": format!("orgmem_{org}_{user}"), "role": "org:admin",
+        "organization": {"id": org, "name": "Acme", "slug": "acme", "updated_at": updated},
+        "public_user_data": {"user_id": user},
+        "created_at": updated, "updated_at": updated}),
+    )
+    .await;
+}
+
+/// Links a customer to an organization the way it happens in production: a completed checkout.
+async fn checkout(server: &Server, customer: &str, org: &str) {
+    let body = serde_json::to_vec(
+        &json!({"id": format!("evt_checkout_{customer}"), "object": "event",
+        "type": "checkout.session.completed", "created": now(), "livemode": false,
+        "data": {"object": {"id": format!("cs_{customer}"), "object": "checkout.session",
+            "customer": customer, "client_reference_id": org, "mode": "subscription"}}}),
+    )
+    .expect("JSON");
+    let response = post_stripe(
+        server,
+        &body,
+        Some(stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body)),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}
+
+async fn get_portal(
+    server: &Server,
+    token: Option<&str>,
+    accept: Option<&str>,
+) -> reqwest::Response {
+    let mut request = support::http().get(server.url(PORTAL));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    request.send().await.expect("GET the portal")
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("a JSON error body");
+    (
+        status,
+        body["code"].as_str().unwrap_or_default().to_owned(),
+        body["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn client(server: &Server, token: &str) -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    Client::new_with_client(&server.base_url, http)
+}
+
+each_backend!(
+    a_member_is_redirected_to_a_fresh_session_for_the_checkout_linked_customer,
+    the_organization_comes_from_the_only_active_membership_when_the_token_has_none,
+    a_member_removed_by_a_clerk_webhook_loses_access_before_the_token_expires,
+    an_organization_without_a_customer_is_not_found,
+);
+
+async fn a_member_is_redirected_to_a_fresh_session_for_the_checkout_linked_customer(
+    db: TestDatabase,
+) {
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_a", "user_a").await;
+    checkout(&s.server, "cus_a", "org_a").await;
+    let token = key().sign(&claims("user_a", Some("org_a")));
+
+    let first = get_portal(&s.server, Some(&token), None).await;
+    assert_eq!(first.status(), 302);
+    let location = first.headers()["location"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert_eq!(
+        location,
+        "https://billing.stripe.com/p/session/test_standin0000"
+    );
+    assert_eq!(first.headers()["cache-control"], "no-store");
+    assert!(
+        first.bytes().await.expect("body").is_empty(),
+        "no body on success"
+    );
+
+    let second = get_portal(&s.server, Some(&token), None).await;
+    assert_eq!(second.status(), 302);
+    assert_ne!(
+        second.headers()["location"].to_str().expect("text"),
+        location,
+        "never cached"
+    );
+
+    let received = s.stripe.received();
+    assert_eq!(received.len(), 2);
+    let request = &received[0];
+    assert_eq!(request.field("customer"), Some("cus_a"));
+    assert_eq!(
+        request.field("return_url"),
+        Some("https://app.example.com/organization#/plans")
+    );
+    assert_eq!(request.field("configuration"), None);
+    assert_eq!(
+        request.form.len(),
+        2,
+        "exactly customer and return_url: {:?}",
+        request.form
+    );
+    assert_eq!(
+        request.authorization.as_deref(),
+        Some(format!("Bearer {STRIPE_KEY}").as_str())
+    );
+    assert_eq!(
+        request.stripe_version.as_deref(),
+        Some(billing_sync_api::stripe::STRIPE_VERSION)
+    );
+    assert!(
+        request
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    );
+    assert_ne!(received[0].idempotency_key, received[1].idempotency_key);
+    assert!(
+        !s.server.logs().join("\n").contains(STRIPE_KEY),
+        "the Stripe key is never logged"
+    );
+}
+
+async fn the_organization_comes_from_the_only_active_membership_when_the_token_has_none(
+    db: TestDatabase,
+) {
+    let s = setup(&db, &[], &[]).await;
+    let token = key().sign(&claims("user_b", None));
+    let (status, code, message) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION_ERROR"));
+    assert!(
+        message.contains("not associated with an organization"),
+        "{message}"
+    );
+
+    add_member(&s.server, "org_b1", "user_b").await;
+    checkout(&s.server, "cus_b1", "org_b1").await;
+    let response = get_portal(&s.server, Some(&token), None).await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(s.stripe.received()[0].field("customer"), Some("cus_b1"));
+
+    add_member(&s.server, "org_b2", "user_b").await;
+    let (status, code, message) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION_ERROR"));
+    assert!(
+        message.contains("select an active organization"),
+        "{message}"
+    );
+}
+
+async fn a_member_removed_by_a_clerk_webhook_loses_access_before_the_token_expires(
+    db: TestDatabase,
+) {
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_c", "user_c").await;
+    checkout(&s.server, "cus_c", "org_c").await;
+    let token = key().sign(&claims("user_c", Some("org_c")));
+    assert_eq!(
+        get_portal(&s.server, Some(&token), None).await.status(),
+        302
+    );
+
+    remove_member(&s.server, "org_c", "user_c").await;
+    let (status, code, message) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION_ERROR"));
+    assert!(message.contains("no longer a member"), "{message}");
+    assert_eq!(
+        s.stripe.received().len(),
+        1,
+        "no session is created for a removed member"
+    );
+
+    // The organization deleted in Clerk: also refused.
+    add_member(&s.server, "org_c2", "user_c").await;
+    checkout(&s.server, "cus_c2", "org_c2").await;
+    clerk_webhook(
+        &s.server,
+        "msg_org_c2_deleted",
+        "organization.deleted",
+        json!({"id": "org_c2", "object": "organization", "deleted": true}),
+    )
+    .await;
+    let token = key().sign(&claims("user_c", Some("org_c2")));
+    let (status, code, _) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION_ERROR"));
+}
+
+async fn an_organization_without_a_customer_is_not_found(db: TestDatabase) {
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_d", "user_d").await;
+    let token = key().sign(&claims("user_d", Some("org_d")));
+    let (status, code, message) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!((status, code.as_str()), (404, "NOT_FOUND"));
+    assert!(message.contains("no Stripe customer"), "{message}");
+    assert!(s.stripe.received().is_empty());
+}
+
+async fn sqlite() -> TestDatabase {
+    TestDatabase::create(Backend::Sqlite).await.expect("sqlite")
+}
+
+#[tokio::test]
+async fn the_session_cookie_and_a_v1_token_are_accepted() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_e", "user_e").await;
+    checkout(&s.server, "cus_e", "org_e").await;
+    let mut v1 = claims("user_e", None);
+    v1["org_id"] = json!("org_e");
+    v1["v"] = json!(1);
+    let token = key().sign(&v1);
+    let response = support::http()
+        .get(s.server.url(PORTAL))
+        .header("cookie", format!("__session={token}; other=1"))
+        .header(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 302);
+}
+
+#[tokio::test]
+async fn the_generated_client_gets_the_json_variant_and_every_error_row() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[("STRIPE_PORTAL_CONFIGURATION", "bpc_custom")]).await;
+    add_member(&s.server, "org_f", "user_f").await;
+    checkout(&s.server, "cus_f", "org_f").await;
+
+    let ok = client(&s.server, &key().sign(&claims("user_f", Some("org_f"))))
+        .customer_portal()
+        .await
+        .expect("200 {url}");
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(ok.headers()["cache-control"], "no-store");
+    assert!(
+        ok.url.starts_with("https://billing.stripe.com/p/session/"),
+        "{}",
+        ok.url
+    );
+    assert_eq!(
+        s.stripe.received()[0].field("configuration"),
+        Some("bpc_custom")
+    );
+
+    type PortalResult = Result<
+        billing_sync_client::ResponseValue<billing_sync_client::types::PortalUrl>,
+        billing_sync_client::Error<billing_sync_client::types::ErrorBody>,
+    >;
+    let expect_error = |result: PortalResult, status: u16, code: &str| match result {
+        Err(billing_sync_client::Error::ErrorResponse(response)) => {
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.code, code);
+            if status == 401 {
+                assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            }
+        }
+        Ok(ok) => panic!("expected {status} {code}, got 200 {}", ok.url),
+        Err(other) => panic!("expected {status} {code}, got {other}"),
+    };
+    // 400, 404 through the client.
+    expect_error(
+        client(&s.server, &key().sign(&claims("user_nobody", None)))
+            .customer_portal()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    add_member(&s.server, "org_nocus", "user_g").await;
+    expect_error(
+        client(&s.server, &key().sign(&claims("user_g", Some("org_nocus"))))
+            .customer_portal()
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+
+    // 401: every way a token can be wrong.
+    let t = now();
+    let mut expired = claims("user_f", Some("org_f"));
+    expired["exp"] = json!(t - 60);
+    expired["iat"] = json!(t - 120);
+    let mut not_yet = claims("user_f", Some("org_f"));
+    not_yet["nbf"] = json!(t + 60);
+    let mut wrong_azp = claims("user_f", Some("org_f"));
+    wrong_azp["azp"] = json!("https://evil.example.com");
+    let mut wrong_iss = claims("user_f", Some("org_f"));
+    wrong_iss["iss"] = json!("https://other.clerk.example.com");
+    let good = claims("user_f", Some("org_f"));
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&good)
+    );
+    let hs256_with_public_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(key().kid.clone()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(key().public_pem.as_bytes()),
+    )
+    .expect("HS256 token");
+    let tokens = [
+        ("expired", key().sign(&expired)),
+        ("not yet valid", key().sign(&not_yet)),
+        ("wrong azp", key().sign(&wrong_azp)),
+        ("wrong issuer", key().sign(&wrong_iss)),
+        ("wrong key", impostor().sign(&good)),
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs256_with_public_key),
+        ("not a JWT", "not-a-jwt".to_owned()),
+    ];
+    for (name, token) in tokens {
+        let result = client(&s.server, &token).customer_portal().await;
+        match result {
+            Err(billing_sync_client::Error::ErrorResponse(response)) => {
+                assert_eq!(
+                    (response.status().as_u16(), response.code.as_str()),
+                    (401, "UNAUTHORIZED"),
+                    "{name}"
+                );
+            }
+            _ => panic!("{name}: expected 401"),
+        }
+    }
+    // No token at all.
+    let anonymous = Client::new(&s.server.base_url);
+    expect_error(anonymous.customer_portal().await, 401, "UNAUTHORIZED");
+    // 401 costs no Stripe call.
+    assert_eq!(s.stripe.received().len(), 1);
+    // And the JWKS was fetched once, then served from the cache.
+    assert_eq!(s.jwks.fetch_count(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_jwks_at_most_once_per_interval() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_k", "user_k").await;
+    checkout(&s.server, "cus_k", "org_k").await;
+    // Before any fetch, a rotated-in key is picked up by the first (lazy) fetch.
+    let rotated = SigningKey::generate("ins_key_2");
+    s.jwks.publish(&rotated);
+    let response = get_portal(
+        &s.server,
+        Some(&rotated.sign(&claims("user_k", Some("org_k")))),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(s.jwks.fetch_count(), 1);
+    // An unknown kid right after: no second fetch within 30 s, so 401.
+    let unknown = SigningKey::generate("ins_key_3");
+    s.jwks.publish(&unknown);
+    let (status, code, _) = error_of(
+        get_portal(
+            &s.server,
+            Some(&unknown.sign(&claims("user_k", Some("org_k")))),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+    assert_eq!(s.jwks.fetch_count(), 1, "refetch is rate-limited");
+}
+
+#[tokio::test]
+async fn a_stripe_500_is_retried_with_the_same_idempotency_key() {
+    let db = sqlite().await;
+    let s = setup(&db, &[StripeAnswer::Error(500)], &[]).await;
+    add_member(&s.server, "org_r", "user_r").await;
+    checkout(&s.server, "cus_r", "org_r").await;
+    let response = get_portal(
+        &s.server,
+        Some(&key().sign(&claims("user_r", Some("org_r")))),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 302);
+    let received = s.stripe.received();
+    assert_eq!(received.len(), 2);
+    assert!(received[0].idempotency_key.is_some());
+    assert_eq!(received[0].idempotency_key, received[1].idempotency_key);
+}
+
+#[tokio::test]
+async fn stripe_failing_every_attempt_is_a_500_logged_with_its_request_id() {
+    let db = sqlite().await;
+    let script = [
+        StripeAnswer::Error(503),
+        StripeAnswer::Error(500),
+        StripeAnswer::Error(502),
+    ];
+    let s = setup(&db, &script, &[]).await;
+    add_member(&s.server, "org_x", "user_x").await;
+    checkout(&s.server, "cus_x", "org_x").await;
+    let (status, code, message) = error_of(
+        get_portal(
+            &s.server,
+            Some(&key().sign(&claims("user_x", Some("org_x")))),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
+    assert!(
+        !message.contains("req_standin"),
+        "internals stay out of the answer: {message}"
+    );
+    assert_eq!(
+        s.stripe.received().len(),
+        3,
+        "the first attempt and two retries"
+    );
+    let logs = s.server.logs().join("\n");
+    assert!(
+        logs.contains("req_standin0002"),
+        "the last request-id is logged"
+    );
+    assert!(!logs.contains(STRIPE_KEY));
+}
+
+#[tokio::test]
+async fn a_stripe_timeout_is_a_500() {
+    let db = sqlite().await;
+    let s = setup(&db, &[StripeAnswer::Hang(Duration::from_secs(5))], &[]).await;
+    add_member(&s.server, "org_t", "user_t").await;
+    checkout(&s.server, "cus_t", "org_t").await;
+    let (status, code, _) = error_of(
+        get_portal(
+            &s.server,
+            Some(&key().sign(&claims("user_t", Some("org_t")))),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
+}
+
+#[tokio::test]
+async fn without_stripe_configuration_the_portal_says_billing_is_not_configured() {
+    let db = sqlite().await;
+    let jwks = JwksStandIn::start(&[key()]).await;
+    let server = Server::start(&db.url, &[("CLERK_JWKS_URL", jwks.url.as_str())]).await;
+    let (status, code, message) = error_of(
+        get_portal(
+            &server,
+            Some(&key().sign(&claims("user_n", Some("org_n")))),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
+    assert!(message.contains("not configured"), "{message}");
+    let warnings = server.logs().join("\n");
+    assert_eq!(
+        warnings.matches("billing is not configured").count(),
+        1,
+        "startup warns once"
+    );
+}
