@@ -2,7 +2,8 @@
 //! Stripe customer bills an organization.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query, QueryStatementBuilder, SelectStatement};
 
 use crate::Store;
 use crate::entities::{organization_memberships, organizations, stripe_customers, users};
@@ -19,66 +20,90 @@ pub enum Revocation {
     UserDeleted,
 }
 
+/// Everything the portal reads for one request, fetched in one round trip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortalAccess {
+    /// Why access is withdrawn, if it is.
+    pub revocation: Option<Revocation>,
+    /// The organization's Stripe customer: not deleted, the most recently updated if several.
+    pub customer_id: Option<String>,
+}
+
+fn exists(query: SelectStatement) -> Expr {
+    Expr::exists(query)
+}
+
 impl Store {
     /// Whether the synced state revokes `user_id`'s access to `organization_id` for a token
-    /// issued at `issued_at`.
-    pub async fn revocation(
+    /// issued at `issued_at`, and which customer bills the organization: one statement, so the
+    /// portal pays one database round trip per request.
+    pub async fn portal_access(
         &self,
         user_id: &str,
         organization_id: &str,
         issued_at: DateTime<Utc>,
-    ) -> Result<Option<Revocation>, StoreError> {
-        let db = self.connection();
-        let deleted = |result: Result<Option<Option<DateTime<Utc>>>, sea_orm::DbErr>| {
-            result
-                .map(|row| row.flatten().is_some())
-                .map_err(|err| self.classify(err))
-        };
-        if deleted(
-            organizations::Entity::find_by_id(organization_id.to_owned())
-                .select_only()
-                .column(organizations::Column::DeletedAt)
-                .into_tuple()
-                .one(db)
-                .await,
-        )? {
-            return Ok(Some(Revocation::OrganizationDeleted));
-        }
-        if deleted(
-            users::Entity::find_by_id(user_id.to_owned())
-                .select_only()
-                .column(users::Column::DeletedAt)
-                .into_tuple()
-                .one(db)
-                .await,
-        )? {
-            return Ok(Some(Revocation::UserDeleted));
-        }
-        let removed_after_issue = organization_memberships::Entity::find()
-            .filter(organization_memberships::Column::UserId.eq(user_id))
-            .filter(organization_memberships::Column::OrganizationId.eq(organization_id))
-            .filter(organization_memberships::Column::DeletedAt.gt(issued_at))
-            .one(db)
-            .await
-            .map_err(|err| self.classify(err))?;
-        Ok(removed_after_issue.map(|_| Revocation::MembershipDeleted))
-    }
-
-    /// The organization's Stripe customer: not deleted, the most recently updated if several.
-    pub async fn billing_customer(
-        &self,
-        organization_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        stripe_customers::Entity::find()
-            .select_only()
+    ) -> Result<PortalAccess, StoreError> {
+        use organization_memberships::Column as M;
+        let organization_deleted = Query::select()
+            .expr(Expr::val(1))
+            .from(organizations::Entity)
+            .and_where(Expr::col(organizations::Column::Id).eq(organization_id))
+            .and_where(Expr::col(organizations::Column::DeletedAt).is_not_null())
+            .to_owned();
+        let user_deleted = Query::select()
+            .expr(Expr::val(1))
+            .from(users::Entity)
+            .and_where(Expr::col(users::Column::Id).eq(user_id))
+            .and_where(Expr::col(users::Column::DeletedAt).is_not_null())
+            .to_owned();
+        let membership_removed = Query::select()
+            .expr(Expr::val(1))
+            .from(organization_memberships::Entity)
+            .and_where(Expr::col(M::UserId).eq(user_id))
+            .and_where(Expr::col(M::OrganizationId).eq(organization_id))
+            .and_where(Expr::col(M::DeletedAt).gt(issued_at))
+            .to_owned();
+        let customer = Query::select()
             .column(stripe_customers::Column::Id)
-            .filter(stripe_customers::Column::OrganizationId.eq(organization_id))
-            .filter(stripe_customers::Column::DeletedAt.is_null())
-            .order_by_desc(stripe_customers::Column::OrderingKey)
-            .order_by_desc(stripe_customers::Column::Id)
-            .into_tuple::<String>()
-            .one(self.connection())
+            .from(stripe_customers::Entity)
+            .and_where(Expr::col(stripe_customers::Column::OrganizationId).eq(organization_id))
+            .and_where(Expr::col(stripe_customers::Column::DeletedAt).is_null())
+            .order_by(stripe_customers::Column::OrderingKey, Order::Desc)
+            .order_by(stripe_customers::Column::Id, Order::Desc)
+            .limit(1)
+            .to_owned();
+        let statement = Query::select()
+            .expr_as(exists(organization_deleted), "organization_deleted")
+            .expr_as(exists(user_deleted), "user_deleted")
+            .expr_as(exists(membership_removed), "membership_removed")
+            .expr_as(
+                Expr::SubQuery(None, Box::new(customer.into_sub_query_statement())),
+                "customer_id",
+            )
+            .to_owned();
+        let db = self.connection();
+        let row = db
+            .query_one(&statement)
             .await
-            .map_err(|err| self.classify(err))
+            .map_err(|err| self.classify(err))?
+            .ok_or_else(|| {
+                StoreError::Database(sea_orm::DbErr::RecordNotFound("portal access".into()))
+            })?;
+        let flag = |name: &str| row.try_get::<bool>("", name).map_err(StoreError::Database);
+        let revocation = if flag("organization_deleted")? {
+            Some(Revocation::OrganizationDeleted)
+        } else if flag("user_deleted")? {
+            Some(Revocation::UserDeleted)
+        } else if flag("membership_removed")? {
+            Some(Revocation::MembershipDeleted)
+        } else {
+            None
+        };
+        Ok(PortalAccess {
+            revocation,
+            customer_id: row
+                .try_get::<Option<String>>("", "customer_id")
+                .map_err(StoreError::Database)?,
+        })
     }
 }

@@ -93,18 +93,14 @@ impl Portal {
         };
         let issued_at = DateTime::from_timestamp(claims.iat, 0)
             .ok_or_else(|| AuthError::Invalid("iat out of range".into()))?;
-        if let Some(revocation) = self
+        let access = self
             .store
-            .revocation(&claims.sub, &organization_id, issued_at)
-            .await?
-        {
+            .portal_access(&claims.sub, &organization_id, issued_at)
+            .await?;
+        if let Some(revocation) = access.revocation {
             return Err(PortalError::Revoked(revocation));
         }
-        let customer = self
-            .store
-            .billing_customer(&organization_id)
-            .await?
-            .ok_or(PortalError::NoCustomer)?;
+        let customer = access.customer_id.ok_or(PortalError::NoCustomer)?;
         Ok(stripe
             .create_portal_session(
                 &customer,
