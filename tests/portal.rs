@@ -227,7 +227,7 @@ async fn a_member_is_redirected_to_a_fresh_session_for_the_checkout_linked_custo
     );
     assert_eq!(
         request.stripe_version.as_deref(),
-        Some(billing_sync_api::stripe::STRIPE_VERSION)
+        Some(billing_sync_stripe_api::STRIPE_VERSION)
     );
     assert!(
         request

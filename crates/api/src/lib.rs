@@ -5,7 +5,6 @@
 pub mod auth;
 pub mod portal;
 mod probes;
-pub mod stripe;
 
 use std::sync::Arc;
 

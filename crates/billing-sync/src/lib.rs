@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
 use billing_sync_api::portal::{Portal, PortalSettings};
-use billing_sync_api::stripe::StripeClient;
+use billing_sync_stripe_api::StripeClient;
 use secrecy::ExposeSecret;
 
 use crate::config::{

@@ -8,7 +8,7 @@ use billing_sync_store::{Store, StoreError};
 use chrono::DateTime;
 
 use crate::auth::{AuthError, SessionVerifier};
-use crate::stripe::{StripeClient, StripeError};
+use billing_sync_stripe_api::{StripeClient, StripeError};
 
 /// Where Stripe sends the customer back, and which portal configuration to use.
 pub struct PortalSettings {

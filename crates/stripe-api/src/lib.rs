@@ -1,6 +1,6 @@
-//! The one Stripe API call the portal needs: `POST /v1/billing_portal/sessions`, with timeouts,
-//! bounded retries under one `Idempotency-Key`, and errors that name Stripe's `request-id`,
-//! never the key.
+//! The calls billing-sync makes to the Stripe API: creating Billing Portal sessions and
+//! retrieving current objects. Timeouts, bounded retries (under one `Idempotency-Key` for
+//! writes), and errors that name Stripe's `request-id`, never the key.
 
 use std::time::Duration;
 
@@ -26,6 +26,12 @@ pub enum StripeError {
         /// Stripe's `error.code` or `error.type`.
         code: String,
         /// Stripe's `request-id` header, for support.
+        request_id: String,
+    },
+    /// Stripe's answer to a retrieval was not a JSON object.
+    #[error("Stripe's answer is not an object (request-id {request_id})")]
+    BadObject {
+        /// Stripe's `request-id` header.
         request_id: String,
     },
     /// Stripe's answer was not a session with an absolute https `url`.
@@ -96,17 +102,52 @@ impl StripeClient {
         // One key for every attempt: a retry after a lost answer cannot create a second session.
         let idempotency_key = uuid::Uuid::new_v4().to_string();
         let url = format!("{}/v1/billing_portal/sessions", self.api_base);
+        let result = self
+            .send(|| {
+                self.authorized(self.http.post(&url))
+                    .header("Idempotency-Key", &idempotency_key)
+                    .form(&form)
+            })
+            .await;
+        let (request_id, body) = parse(result).await?;
+        let session: PortalSession =
+            serde_json::from_slice(&body).map_err(|_| StripeError::BadSession {
+                request_id: request_id.clone(),
+            })?;
+        match session.url {
+            Some(url) if is_absolute_https(&url) => Ok(url),
+            _ => Err(StripeError::BadSession { request_id }),
+        }
+    }
+
+    /// The current state of an object, e.g. `customers/cus_…` or `subscriptions/sub_…`, as
+    /// Stripe's JSON. A deleted customer comes back as `{id, object, deleted: true}`.
+    pub async fn retrieve(&self, path: &str) -> Result<serde_json::Value, StripeError> {
+        let url = format!("{}/v1/{path}", self.api_base);
+        let result = self.send(|| self.authorized(self.http.get(&url))).await;
+        let (request_id, body) = parse(result).await?;
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(object) if object.is_object() => Ok(object),
+            _ => Err(StripeError::BadObject { request_id }),
+        }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request
+            .bearer_auth(self.secret_key.expose_secret())
+            .header("Stripe-Version", STRIPE_VERSION)
+    }
+
+    /// Sends the request `build` makes, retrying connection errors, 409, 429 and 5xx up to
+    /// [`MAX_RETRIES`] times with exponential backoff and jitter, unless Stripe says
+    /// `Stripe-Should-Retry: false`.
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
         let mut attempt = 0;
         loop {
-            let result = self
-                .http
-                .post(&url)
-                .bearer_auth(self.secret_key.expose_secret())
-                .header("Stripe-Version", STRIPE_VERSION)
-                .header("Idempotency-Key", &idempotency_key)
-                .form(&form)
-                .send()
-                .await;
+            let result = build().send().await;
             let retryable = match &result {
                 // A timed-out request may have reached Stripe; the caller is waiting, so give up.
                 Err(err) => err.is_connect() && !err.is_timeout(),
@@ -120,20 +161,22 @@ impl StripeClient {
                         && (status == 409 || status == 429 || status >= 500)
                 }
             };
-            if retryable && attempt < MAX_RETRIES {
-                attempt += 1;
-                let delay = self.backoff * 2u32.pow(attempt - 1)
-                    + Duration::from_millis(rand::random_range(0..50));
-                tracing::warn!(attempt, "retrying Stripe billing portal session");
-                tokio::time::sleep(delay).await;
-                continue;
+            if !retryable || attempt >= MAX_RETRIES {
+                return result;
             }
-            return parse(result).await;
+            attempt += 1;
+            let delay = self.backoff * 2u32.pow(attempt - 1)
+                + Duration::from_millis(rand::random_range(0..50));
+            tracing::warn!(attempt, "retrying a Stripe API call");
+            tokio::time::sleep(delay).await;
         }
     }
 }
 
-async fn parse(result: Result<reqwest::Response, reqwest::Error>) -> Result<String, StripeError> {
+/// The `request-id` and body of a successful answer, or the error it stands for.
+async fn parse(
+    result: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(String, Vec<u8>), StripeError> {
     let response = result.map_err(|err| StripeError::Transport(err.without_url().to_string()))?;
     let status = response.status();
     let request_id = response
@@ -145,7 +188,8 @@ async fn parse(result: Result<reqwest::Response, reqwest::Error>) -> Result<Stri
     let body = response
         .bytes()
         .await
-        .map_err(|err| StripeError::Transport(err.without_url().to_string()))?;
+        .map_err(|err| StripeError::Transport(err.without_url().to_string()))?
+        .to_vec();
     if !status.is_success() {
         let detail = serde_json::from_slice::<ErrorEnvelope>(&body)
             .ok()
@@ -159,14 +203,7 @@ async fn parse(result: Result<reqwest::Response, reqwest::Error>) -> Result<Stri
             request_id,
         });
     }
-    let session: PortalSession =
-        serde_json::from_slice(&body).map_err(|_| StripeError::BadSession {
-            request_id: request_id.clone(),
-        })?;
-    match session.url {
-        Some(url) if is_absolute_https(&url) => Ok(url),
-        _ => Err(StripeError::BadSession { request_id }),
-    }
+    Ok((request_id, body))
 }
 
 fn is_absolute_https(url: &str) -> bool {
