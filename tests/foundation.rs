@@ -125,7 +125,10 @@ async fn an_unreachable_database_fails_startup_naming_the_host_not_the_password(
 
 #[tokio::test]
 async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 8] = [
+        ("STRIPE_REFETCH_OBJECTS", "true", &["serve"]),
+        ("STRIPE_WEBHOOK_SECRET", "not-a-whsec-s3cret", &["serve"]),
+        ("APP_BASE_URL", "app.example.com", &["serve"]),
         ("LISTEN_ADDR", "localhost", &["serve"]),
         ("LOG_FORMAT", "xml", &["serve"]),
         ("RUST_LOG", "info,[bad", &["serve"]),
@@ -147,7 +150,7 @@ async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
         let lines: Vec<&str> = finished.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{variable}: {lines:?}");
         assert!(lines[0].contains(variable), "{variable}: {}", lines[0]);
-        for secret in ["hunter2", "pa55word"] {
+        for secret in ["hunter2", "pa55word", "s3cret"] {
             assert!(
                 !lines[0].contains(secret),
                 "{variable} echoed a secret: {}",

@@ -702,3 +702,98 @@ async fn database_down_answers_503_and_the_retry_is_applied_once_it_is_back() {
     );
     assert_eq!(ledger_len(&db).await, 2);
 }
+
+#[tokio::test]
+async fn with_refetch_the_current_stripe_object_is_stored_whatever_the_event_carried() {
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let stripe = support::standins::StripeStandIn::start(&[]).await;
+    let server = start(
+        &db,
+        &[
+            ("STRIPE_REFETCH_OBJECTS", "true"),
+            ("STRIPE_SECRET_KEY", "sk_test_refetch"),
+            ("STRIPE_API_BASE", stripe.base_url.as_str()),
+        ],
+    )
+    .await;
+    let current = json!({"id": "cus_rf", "object": "customer", "email": "current@acme.example",
+                         "metadata": {"organization_id": "org_rf"}, "livemode": false});
+    stripe.set_object("customers/cus_rf", current);
+    let send = |id: &'static str, event_type: &'static str, email: &'static str| {
+        let body = stripe_event(
+            id,
+            event_type,
+            json!({"id": "cus_rf", "object": "customer", "email": email}),
+        );
+        let server = &server;
+        async move {
+            let response = post_stripe(
+                server,
+                &body,
+                Some(stripe_signature(STRIPE_SECRET, now(), &body)),
+            )
+            .await;
+            status_and_json(response).await
+        }
+    };
+    let customer = |store: Store| async move {
+        stripe_customers::Entity::find_by_id("cus_rf".to_owned())
+            .one(store.connection())
+            .await
+            .expect("query")
+            .expect("customer")
+    };
+    let store = Store::connect(&db.url).await.expect("connect");
+
+    assert_eq!(
+        send("evt_rf_1", "customer.updated", "payload@acme.example")
+            .await
+            .0,
+        200
+    );
+    // A stale creation delivered late still stores what Stripe has now.
+    assert_eq!(
+        send("evt_rf_0", "customer.created", "old@acme.example")
+            .await
+            .0,
+        200
+    );
+    let row = customer(store.clone()).await;
+    assert_eq!(row.email.as_deref(), Some("current@acme.example"));
+    assert_eq!(row.organization_id.as_deref(), Some("org_rf"));
+    assert_eq!(stripe.retrievals(), 2);
+
+    stripe.set_object(
+        "customers/cus_rf",
+        json!({"id": "cus_rf", "object": "customer", "deleted": true}),
+    );
+    assert_eq!(
+        send("evt_rf_2", "customer.deleted", "x@acme.example")
+            .await
+            .0,
+        200
+    );
+    let row = customer(store.clone()).await;
+    assert!(row.deleted_at.is_some());
+    assert_eq!(
+        row.organization_id.as_deref(),
+        Some("org_rf"),
+        "the link survives the stub"
+    );
+
+    // Stripe down: 503 so Stripe retries, and nothing is stored.
+    stripe.fail_retrievals(3);
+    let before = ledger_len(&db).await;
+    let (status, json) = send("evt_rf_3", "customer.updated", "y@acme.example").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("UPSTREAM_UNAVAILABLE")),
+        "{json}"
+    );
+    assert_eq!(ledger_len(&db).await, before);
+    // Other event types are not refetched.
+    assert_eq!(
+        send("evt_rf_4", "invoice.paid", "z@acme.example").await.1["status"],
+        "ignored"
+    );
+}

@@ -150,6 +150,48 @@ struct StripeState {
     script: Mutex<VecDeque<StripeAnswer>>,
     received: Mutex<Vec<ReceivedRequest>>,
     sessions: AtomicUsize,
+    /// Current objects by path (`customers/cus_…`), for retrievals.
+    objects: Mutex<std::collections::HashMap<String, Value>>,
+    /// How many of the next retrievals fail with 500.
+    failing_retrievals: AtomicUsize,
+    retrievals: AtomicUsize,
+}
+
+#[handler]
+fn retrieve_object(
+    poem::web::Path((kind, id)): poem::web::Path<(String, String)>,
+    state: Data<&Arc<StripeState>>,
+) -> Response {
+    state.retrievals.fetch_add(1, Ordering::SeqCst);
+    let failing = state.failing_retrievals.load(Ordering::SeqCst);
+    if failing > 0 {
+        state
+            .failing_retrievals
+            .store(failing - 1, Ordering::SeqCst);
+        return Response::builder()
+            .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+            .header("request-id", "req_retrieve_failed")
+            .content_type("application/json")
+            .body(json!({"error": {"type": "api_error"}}).to_string());
+    }
+    match state
+        .objects
+        .lock()
+        .expect("lock")
+        .get(&format!("{kind}/{id}"))
+    {
+        Some(object) => Response::builder()
+            .header("request-id", "req_retrieve")
+            .content_type("application/json")
+            .body(object.to_string()),
+        None => Response::builder()
+            .status(poem::http::StatusCode::NOT_FOUND)
+            .content_type("application/json")
+            .body(
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}})
+                    .to_string(),
+            ),
+    }
 }
 
 /// Stripe's `POST /v1/billing_portal/sessions`: form body, bearer key, JSON session object like
@@ -223,10 +265,30 @@ impl StripeStandIn {
         let base_url = serve(
             Route::new()
                 .at("/v1/billing_portal/sessions", post(portal_sessions))
+                .at("/v1/:kind/:id", get(retrieve_object))
                 .data(state.clone()),
         )
         .await;
         StripeStandIn { base_url, state }
+    }
+
+    /// Makes `object` the current state Stripe returns for `path` (`customers/cus_…`).
+    pub fn set_object(&self, path: &str, object: Value) {
+        self.state
+            .objects
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), object);
+    }
+
+    /// Makes the next `count` retrievals fail with 500.
+    pub fn fail_retrievals(&self, count: usize) {
+        self.state.failing_retrievals.store(count, Ordering::SeqCst);
+    }
+
+    /// How many retrievals were asked for.
+    pub fn retrievals(&self) -> usize {
+        self.state.retrievals.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<ReceivedRequest> {

@@ -168,6 +168,11 @@ pub struct ServeArgs {
     /// Stripe Billing Portal configuration id (`bpc_…`) to use instead of the default one.
     #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION")]
     pub stripe_portal_configuration: Option<String>,
+
+    /// `true` to project Stripe customers and subscriptions from their current state fetched
+    /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
+    #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false")]
+    pub stripe_refetch_objects: String,
 }
 
 /// The `migrate` actions.
@@ -249,6 +254,8 @@ pub struct ServeSettings {
     pub portal_return_url: Option<String>,
     /// `STRIPE_PORTAL_CONFIGURATION`.
     pub stripe_portal_configuration: Option<String>,
+    /// `STRIPE_REFETCH_OBJECTS`.
+    pub stripe_refetch_objects: bool,
 }
 
 /// Where Clerk session-token keys come from.
@@ -386,7 +393,24 @@ impl ServeSettings {
             .map(|base| absolute_url("APP_BASE_URL", base))
             .transpose()?
             .map(|base| format!("{base}/organization#/plans"));
+        let stripe_refetch_objects = match args.stripe_refetch_objects.trim() {
+            "true" | "1" => true,
+            "false" | "0" | "" => false,
+            other => {
+                return Err(ConfigError {
+                    variable: "STRIPE_REFETCH_OBJECTS",
+                    problem: format!("`{other}` is not `true` or `false`"),
+                });
+            }
+        };
+        if stripe_refetch_objects && non_empty(args.stripe_secret_key.as_ref()).is_none() {
+            return Err(ConfigError {
+                variable: "STRIPE_REFETCH_OBJECTS",
+                problem: "`true` needs STRIPE_SECRET_KEY to call the Stripe API".into(),
+            });
+        }
         Ok(ServeSettings {
+            stripe_refetch_objects,
             clerk_keys,
             clerk_issuer: non_empty(args.clerk_issuer.as_ref()).map(str::to_owned),
             clerk_authorized_parties: non_empty(args.clerk_authorized_parties.as_ref())

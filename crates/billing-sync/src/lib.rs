@@ -141,13 +141,30 @@ fn build_ingestor(
     if clerk.is_none() {
         tracing::warn!("CLERK_WEBHOOK_SECRET is not set: the Clerk webhook route accepts nothing");
     }
-    Ok(Ingestor::new(
+    let ingestor = Ingestor::new(
         store,
         projectors(common),
         stripe,
         clerk,
         settings.webhook_body_limit,
-    ))
+    );
+    match (&settings.stripe_secret_key, settings.stripe_refetch_objects) {
+        (Some(key), true) => Ok(ingestor.with_stripe_refetch(stripe_client(settings, key)?)),
+        _ => Ok(ingestor),
+    }
+}
+
+fn stripe_client(
+    settings: &ServeSettings,
+    key: &secrecy::SecretString,
+) -> anyhow::Result<StripeClient> {
+    StripeClient::new(
+        &settings.stripe_api_base,
+        key.clone(),
+        Duration::from_secs(3).min(settings.stripe_timeout),
+        settings.stripe_timeout,
+    )
+    .context("building the Stripe client")
 }
 
 fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal> {
@@ -175,13 +192,7 @@ fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal
     });
     let stripe = match (&settings.stripe_secret_key, &settings.portal_return_url) {
         (Some(key), Some(return_url)) => Some((
-            StripeClient::new(
-                &settings.stripe_api_base,
-                key.clone(),
-                Duration::from_secs(3).min(settings.stripe_timeout),
-                settings.stripe_timeout,
-            )
-            .context("building the Stripe client")?,
+            stripe_client(settings, key)?,
             PortalSettings {
                 return_url: return_url.clone(),
                 configuration: settings.stripe_portal_configuration.clone(),

@@ -10,6 +10,8 @@ use poem::http::HeaderMap;
 use serde_json::Value;
 use tracing::Instrument;
 
+use billing_sync_stripe_api::{StripeClient, StripeError};
+
 use crate::clerk::{CLERK, ClerkVerifier};
 use crate::json::{integer, text};
 use crate::stripe::{STRIPE, StripeVerifier};
@@ -49,6 +51,7 @@ pub struct Ingestor {
     stripe: Option<StripeVerifier>,
     clerk: Option<ClerkVerifier>,
     body_limit: usize,
+    refetch: Option<StripeClient>,
 }
 
 impl Ingestor {
@@ -67,7 +70,16 @@ impl Ingestor {
             stripe,
             clerk,
             body_limit,
+            refetch: None,
         }
+    }
+
+    /// Projects Stripe customers and subscriptions from their current state fetched with
+    /// `client` instead of the event payload (`STRIPE_REFETCH_OBJECTS`), which makes delivery
+    /// order irrelevant. The ledger still records the event as received.
+    pub fn with_stripe_refetch(mut self, client: StripeClient) -> Self {
+        self.refetch = Some(client);
+        self
     }
 
     /// The largest body accepted, in bytes.
@@ -114,7 +126,11 @@ impl Ingestor {
             ),
             payload,
         };
-        self.record(event).await
+        let projected = match &self.refetch {
+            Some(client) => refetched(client, &event).await?,
+            None => None,
+        };
+        self.record(event, projected).await
     }
 
     /// Verifies a Clerk (Svix) delivery on its raw bytes, then records and applies it.
@@ -136,10 +152,15 @@ impl Ingestor {
             event_created: Some(delivery.timestamp),
             payload,
         };
-        self.record(event).await
+        self.record(event, None).await
     }
 
-    async fn record(&self, event: NewEvent) -> Result<Accepted, Rejection> {
+    /// Records `event` and applies what `projected` (the event itself when `None`) changes.
+    async fn record(
+        &self,
+        event: NewEvent,
+        projected: Option<NewEvent>,
+    ) -> Result<Accepted, Rejection> {
         let span = tracing::info_span!(
             "webhook_event",
             provider = event.provider,
@@ -147,7 +168,7 @@ impl Ingestor {
             event_type = %event.event_type,
         );
         async {
-            let plan = self.projectors.plan(&event);
+            let plan = self.projectors.plan(projected.as_ref().unwrap_or(&event));
             if let Plan::Fail(reason) = &plan {
                 tracing::warn!(reason = %reason, "event cannot be projected; recording it as failed");
             }
@@ -208,6 +229,57 @@ pub async fn replay(
     };
     let plan = projectors.plan(&event);
     Ok(store.replay(row, &plan).await?)
+}
+
+/// The event as if it carried the object's current state, fetched now: projected as an update
+/// (or a deletion) at the fetch time, so the newest fetch wins whatever the delivery order.
+/// `None` for events that are not about a customer or subscription, or whose object Stripe no
+/// longer has (then the payload is used).
+async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<NewEvent>, Rejection> {
+    let is_customer = matches!(
+        event.event_type.as_str(),
+        "customer.created" | "customer.updated" | "customer.deleted"
+    );
+    let is_subscription = event.event_type.starts_with("customer.subscription.");
+    let id = event
+        .payload
+        .get("data")
+        .and_then(|data| data.get("object"))
+        .and_then(|object| text(object, "id"));
+    let path = match (is_customer, is_subscription, id) {
+        (true, _, Some(id)) => format!("customers/{id}"),
+        (_, true, Some(id)) => format!("subscriptions/{id}"),
+        _ => return Ok(None),
+    };
+    let fetched_at = unix_now();
+    let object = match client.retrieve(&path).await {
+        Ok(object) => object,
+        Err(StripeError::Api { status: 404, .. }) => {
+            tracing::warn!(
+                path,
+                "Stripe no longer has the object; projecting the payload"
+            );
+            return Ok(None);
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "refetching from Stripe failed; asking Stripe to retry");
+            return Err(Rejection::UpstreamUnavailable);
+        }
+    };
+    let deleted = object.get("deleted").and_then(Value::as_bool) == Some(true);
+    let event_type = match (is_customer, deleted) {
+        (true, true) => "customer.deleted",
+        (true, false) => "customer.updated",
+        _ => "customer.subscription.updated",
+    };
+    let mut payload = event.payload.clone();
+    payload["data"]["object"] = object;
+    Ok(Some(NewEvent {
+        event_type: event_type.to_owned(),
+        event_created: Some(fetched_at),
+        payload,
+        ..event.clone()
+    }))
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Rejection> {

@@ -27,6 +27,10 @@ pub enum Rejection {
     /// The database is unavailable: nothing was stored, retry later.
     #[error("database is unavailable")]
     Unavailable,
+    /// `STRIPE_REFETCH_OBJECTS` is on and the Stripe API did not answer: nothing was stored,
+    /// retry later.
+    #[error("the Stripe API is unavailable")]
+    UpstreamUnavailable,
     /// An unexpected server error: nothing was acknowledged, retry later.
     #[error("internal error")]
     Internal,
@@ -54,6 +58,9 @@ impl Rejection {
             Rejection::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
             Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Rejection::UpstreamUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+            }
             Rejection::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
@@ -64,6 +71,10 @@ impl Rejection {
         let message = match &self {
             Rejection::Unavailable => {
                 "the database is unavailable; nothing was stored, retry later".to_owned()
+            }
+            Rejection::UpstreamUnavailable => {
+                "the Stripe API did not answer the refetch; nothing was stored, retry later"
+                    .to_owned()
             }
             Rejection::Internal => "internal error; nothing was stored, retry later".to_owned(),
             other => other.to_string(),
