@@ -591,3 +591,38 @@ async fn without_stripe_configuration_the_portal_says_billing_is_not_configured(
         "startup warns once"
     );
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_before_exiting() {
+    let db = sqlite().await;
+    let s = setup(&db, &[StripeAnswer::Hang(Duration::from_millis(800))], &[]).await;
+    add_member(&s.server, "org_s", "user_s").await;
+    checkout(&s.server, "cus_s", "org_s").await;
+    let token = key().sign(&claims("user_s", Some("org_s")));
+    let request = tokio::spawn({
+        let url = s.server.url(PORTAL);
+        async move { support::http().get(url).bearer_auth(token).send().await }
+    });
+    // Bounded polling until the request is in flight (Stripe has it), then SIGTERM.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.stripe.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached Stripe"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let Setup { server, stripe, .. } = s;
+    let status = server.terminate().await;
+    let response = request
+        .await
+        .expect("task")
+        .expect("the in-flight request is answered");
+    assert_eq!(
+        response.status(),
+        302,
+        "it completed (after Stripe's retry)"
+    );
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert_eq!(stripe.received().len(), 2);
+}
