@@ -6,7 +6,7 @@
 //! the newest state wins whatever the arrival order.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
 };
@@ -213,13 +213,29 @@ fn newer_than_stored(table: &str, tie: Tie) -> Expr {
     ))
 }
 
+/// The columns every synced table has, replaced together when an upsert wins.
+const SYNCED_COLUMNS: [&str; 5] = [
+    "raw",
+    "ordering_key",
+    "ordering_rank",
+    "deleted_at",
+    "synced_at",
+];
+
+/// `ON CONFLICT (id) DO UPDATE SET <synced columns and columns> WHERE <newer than stored>`.
+fn guarded_upsert(table: &str, tie: Tie, columns: &[&str]) -> OnConflict {
+    OnConflict::column(Alias::new("id"))
+        .update_columns(SYNCED_COLUMNS.iter().chain(columns).map(|c| Alias::new(*c)))
+        .action_and_where(newer_than_stored(table, tie))
+        .to_owned()
+}
+
 /// Applies one change inside the caller's transaction. Returns whether a row changed (false:
 /// the stored state was newer).
 pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, DbErr> {
     let now = Utc::now();
     let rows = match change {
         Change::Organization(org) => {
-            use organizations::Column as C;
             let row = organizations::ActiveModel {
                 id: Set(org.id.clone()),
                 raw: Set(Some(org.raw.clone())),
@@ -230,18 +246,7 @@ pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, D
                 name: Set(org.name.clone()),
                 slug: Set(org.slug.clone()),
             };
-            let on_conflict = OnConflict::column(C::Id)
-                .update_columns([
-                    C::Raw,
-                    C::OrderingKey,
-                    C::OrderingRank,
-                    C::DeletedAt,
-                    C::SyncedAt,
-                    C::Name,
-                    C::Slug,
-                ])
-                .action_and_where(newer_than_stored("organizations", Tie::StoredWins))
-                .to_owned();
+            let on_conflict = guarded_upsert("organizations", Tie::StoredWins, &["name", "slug"]);
             insert_rows(
                 organizations::Entity::insert(row)
                     .on_conflict(on_conflict)
@@ -267,19 +272,11 @@ pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, D
                 // gap, never replace a user we know from the user's own events.
                 OnConflict::column(C::Id).do_nothing().to_owned()
             } else {
-                OnConflict::column(C::Id)
-                    .update_columns([
-                        C::Raw,
-                        C::OrderingKey,
-                        C::OrderingRank,
-                        C::DeletedAt,
-                        C::SyncedAt,
-                        C::PrimaryEmail,
-                        C::FirstName,
-                        C::LastName,
-                    ])
-                    .action_and_where(newer_than_stored("users", Tie::StoredWins))
-                    .to_owned()
+                guarded_upsert(
+                    "users",
+                    Tie::StoredWins,
+                    &["primary_email", "first_name", "last_name"],
+                )
             };
             insert_rows(
                 users::Entity::insert(row)
@@ -289,7 +286,6 @@ pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, D
             )?
         }
         Change::Membership(membership) => {
-            use organization_memberships::Column as C;
             let row = organization_memberships::ActiveModel {
                 id: Set(membership.id.clone()),
                 raw: Set(Some(membership.raw.clone())),
@@ -301,22 +297,11 @@ pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, D
                 user_id: Set(membership.user_id.clone()),
                 role: Set(membership.role.clone()),
             };
-            let on_conflict = OnConflict::column(C::Id)
-                .update_columns([
-                    C::Raw,
-                    C::OrderingKey,
-                    C::OrderingRank,
-                    C::DeletedAt,
-                    C::SyncedAt,
-                    C::OrganizationId,
-                    C::UserId,
-                    C::Role,
-                ])
-                .action_and_where(newer_than_stored(
-                    "organization_memberships",
-                    Tie::StoredWins,
-                ))
-                .to_owned();
+            let on_conflict = guarded_upsert(
+                "organization_memberships",
+                Tie::StoredWins,
+                &["organization_id", "user_id", "role"],
+            );
             insert_rows(
                 organization_memberships::Entity::insert(row)
                     .on_conflict(on_conflict)
@@ -425,36 +410,30 @@ pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, D
                 current_period_end: Set(subscription.current_period_end),
                 items: Set(subscription.items.clone()),
             };
-            let on_conflict = OnConflict::column(C::Id)
-                .update_columns([
-                    C::Raw,
-                    C::OrderingKey,
-                    C::OrderingRank,
-                    C::DeletedAt,
-                    C::SyncedAt,
-                    C::Livemode,
-                    C::CustomerId,
-                    C::Status,
-                    C::CancelAtPeriodEnd,
-                    C::CancelAt,
-                    C::CanceledAt,
-                    C::EndedAt,
-                    C::TrialEnd,
-                    C::CurrentPeriodStart,
-                    C::CurrentPeriodEnd,
-                    C::Items,
-                ])
-                .value(
-                    C::OrganizationId,
-                    Expr::cust(
-                        "COALESCE(excluded.organization_id, stripe_subscriptions.organization_id)",
-                    ),
-                )
-                .action_and_where(newer_than_stored(
-                    "stripe_subscriptions",
-                    Tie::LaterArrivalWins,
-                ))
-                .to_owned();
+            let on_conflict = guarded_upsert(
+                "stripe_subscriptions",
+                Tie::LaterArrivalWins,
+                &[
+                    "livemode",
+                    "customer_id",
+                    "status",
+                    "cancel_at_period_end",
+                    "cancel_at",
+                    "canceled_at",
+                    "ended_at",
+                    "trial_end",
+                    "current_period_start",
+                    "current_period_end",
+                    "items",
+                ],
+            )
+            .value(
+                C::OrganizationId,
+                Expr::cust(
+                    "COALESCE(excluded.organization_id, stripe_subscriptions.organization_id)",
+                ),
+            )
+            .to_owned();
             insert_rows(
                 stripe_subscriptions::Entity::insert(row)
                     .on_conflict(on_conflict)
