@@ -5,7 +5,8 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::Value;
 
@@ -102,86 +103,50 @@ impl Store {
     /// A repeated delivery is told by its ledger row already existing, and changes nothing.
     ///
     /// When applying fails for a reason other than the database being unavailable, the
-    /// transaction is rolled back and the event is recorded as `failed` instead, so that a
-    /// replay can apply it after a fix.
+    /// changes are rolled back and the event is recorded as `failed` instead, so that a replay
+    /// can apply it after a fix.
     pub async fn record_and_apply(
         &self,
         event: &NewEvent,
         plan: &Plan,
     ) -> Result<Recorded, StoreError> {
-        match self.record_in_transaction(event, plan).await {
-            Ok(recorded) => Ok(recorded),
-            Err(err) if crate::error::is_connection_error(&err) => Err(self.classify(err)),
-            Err(err) => {
-                tracing::error!(
-                    provider = event.provider,
-                    event_id = %event.event_id,
-                    error = %err,
-                    "applying the event failed; recording it as failed"
-                );
-                let failed = Plan::Fail(format!("database error while applying: {err}"));
-                self.record_in_transaction(event, &failed)
-                    .await
-                    .map_err(|err| self.classify(err))
-            }
+        let mut recorded = self.record_batch(&[(event.clone(), plan.clone())]).await?;
+        Ok(recorded.remove(0))
+    }
+
+    /// [`Store::record_and_apply`] for several events in one transaction (group commit): one
+    /// commit makes them all durable, and none may be acknowledged before it returns `Ok`.
+    /// On `Err` nothing was committed.
+    ///
+    /// Events are applied without savepoints (two round trips each), so an event whose changes
+    /// the database refuses fails the whole batch; the caller then records its events one by
+    /// one. A single event that fails that way is retried here in a savepoint, so that it is
+    /// still recorded, as `failed`.
+    pub async fn record_batch(
+        &self,
+        batch: &[(NewEvent, Plan)],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        match self.try_record_batch(batch, false).await {
+            Err(err) if batch.len() == 1 && !crate::error::is_connection_error(&err) => self
+                .try_record_batch(batch, true)
+                .await
+                .map_err(|err| self.classify(err)),
+            result => result.map_err(|err| self.classify(err)),
         }
     }
 
-    async fn record_in_transaction(
+    async fn try_record_batch(
         &self,
-        event: &NewEvent,
-        plan: &Plan,
-    ) -> Result<Recorded, DbErr> {
+        batch: &[(NewEvent, Plan)],
+        isolate: bool,
+    ) -> Result<Vec<Recorded>, DbErr> {
         let txn = self.connection().begin().await?;
-        let now = Utc::now();
-        let (status, error) = match plan {
-            Plan::Apply(_) => (EventStatus::Processed, None),
-            Plan::Ignore => (EventStatus::Ignored, None),
-            Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
-        };
-        let row = webhook_events::ActiveModel {
-            id: NotSet,
-            provider: Set(event.provider.to_owned()),
-            event_id: Set(event.event_id.clone()),
-            event_type: Set(event.event_type.clone()),
-            api_version: Set(event.api_version.clone()),
-            livemode: Set(event.livemode),
-            event_created: Set(event.event_created),
-            payload: Set(event.payload.clone()),
-            received_at: Set(now),
-            processed_at: Set(Some(now)),
-            status: Set(status.as_str().to_owned()),
-            error: Set(error),
-            attempts: Set(1),
-        };
-        // The ledger's unique key makes a concurrent second delivery wait for the first one's
-        // commit and then insert nothing: exactly one of them applies the event.
-        let inserted = webhook_events::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([
-                    webhook_events::Column::Provider,
-                    webhook_events::Column::EventId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await;
-        let inserted = match inserted {
-            Err(DbErr::RecordNotInserted) => 0,
-            other => other?,
-        };
-        if inserted == 0 {
-            txn.rollback().await?;
-            return Ok(Recorded::Duplicate);
-        }
-        if let Plan::Apply(changes) = plan {
-            for change in changes {
-                apply(&txn, change).await?;
-            }
+        let mut recorded = Vec::with_capacity(batch.len());
+        for (event, plan) in batch {
+            recorded.push(record_one(&txn, event, plan, isolate).await?);
         }
         txn.commit().await?;
-        Ok(Recorded::New(status))
+        Ok(recorded)
     }
 
     /// Applies a recorded event again with `plan` (recomputed from its payload by the caller)
@@ -272,5 +237,104 @@ impl Store {
             .all(self.connection())
             .await
             .map_err(|err| self.classify(err))
+    }
+}
+
+/// Records one event and applies its plan inside `txn`. With `isolate`, the apply runs in a
+/// savepoint so that a failure leaves the ledger row (marked `failed`) and nothing else;
+/// without, a failure is returned and breaks the transaction.
+async fn record_one(
+    txn: &DatabaseTransaction,
+    event: &NewEvent,
+    plan: &Plan,
+    isolate: bool,
+) -> Result<Recorded, DbErr> {
+    let now = Utc::now();
+    let (status, error) = match plan {
+        Plan::Apply(_) => (EventStatus::Processed, None),
+        Plan::Ignore => (EventStatus::Ignored, None),
+        Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
+    };
+    let row = webhook_events::ActiveModel {
+        id: NotSet,
+        provider: Set(event.provider.to_owned()),
+        event_id: Set(event.event_id.clone()),
+        event_type: Set(event.event_type.clone()),
+        api_version: Set(event.api_version.clone()),
+        livemode: Set(event.livemode),
+        event_created: Set(event.event_created),
+        payload: Set(event.payload.clone()),
+        received_at: Set(now),
+        processed_at: Set(Some(now)),
+        status: Set(status.as_str().to_owned()),
+        error: Set(error),
+        attempts: Set(1),
+    };
+    // The ledger's unique key makes a concurrent second delivery wait for the first one's
+    // commit and then insert nothing: exactly one of them applies the event.
+    let inserted = webhook_events::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                webhook_events::Column::Provider,
+                webhook_events::Column::EventId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await;
+    let inserted = match inserted {
+        Err(DbErr::RecordNotInserted) => 0,
+        other => other?,
+    };
+    if inserted == 0 {
+        return Ok(Recorded::Duplicate);
+    }
+    let Plan::Apply(changes) = plan else {
+        return Ok(Recorded::New(status));
+    };
+    if !isolate {
+        for change in changes {
+            apply(txn, change).await?;
+        }
+        return Ok(Recorded::New(EventStatus::Processed));
+    }
+    let savepoint = txn.begin().await?;
+    let mut failure = None;
+    for change in changes {
+        if let Err(err) = apply(&savepoint, change).await {
+            failure = Some(err);
+            break;
+        }
+    }
+    match failure {
+        None => {
+            savepoint.commit().await?;
+            Ok(Recorded::New(EventStatus::Processed))
+        }
+        Some(err) if crate::error::is_connection_error(&err) => Err(err),
+        Some(err) => {
+            savepoint.rollback().await?;
+            tracing::error!(
+                provider = event.provider,
+                event_id = %event.event_id,
+                error = %err,
+                "applying the event failed; recording it as failed"
+            );
+            webhook_events::Entity::update_many()
+                .col_expr(
+                    webhook_events::Column::Status,
+                    Expr::val(EventStatus::Failed.as_str()),
+                )
+                .col_expr(
+                    webhook_events::Column::Error,
+                    Expr::val(format!("database error while applying: {err}")),
+                )
+                .filter(webhook_events::Column::Provider.eq(event.provider))
+                .filter(webhook_events::Column::EventId.eq(event.event_id.as_str()))
+                .exec(txn)
+                .await?;
+            Ok(Recorded::New(EventStatus::Failed))
+        }
     }
 }

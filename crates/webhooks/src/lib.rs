@@ -7,6 +7,7 @@
 //! changes to the synced state ([`stripe::project`], [`clerk::project`]).
 
 pub mod clerk;
+mod group_commit;
 mod json;
 pub mod pipeline;
 mod rejection;

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
 use crate::clerk::{CLERK, ClerkVerifier};
+use crate::group_commit::{GroupCommit, RecordError};
 use crate::json::{integer, text};
 use crate::stripe::{STRIPE, StripeVerifier};
 use crate::{Rejection, clerk, stripe};
@@ -46,17 +47,17 @@ pub struct Accepted {
 
 /// Accepts verified deliveries into the store.
 pub struct Ingestor {
-    store: Store,
     projectors: Projectors,
     stripe: Option<StripeVerifier>,
     clerk: Option<ClerkVerifier>,
     body_limit: usize,
     refetch: Option<StripeClient>,
+    writer: GroupCommit,
 }
 
 impl Ingestor {
-    /// An ingestor writing to `store`. A provider whose verifier is `None` is not configured
-    /// and accepts nothing.
+    /// An ingestor writing to `store` through a group-commit writer started on the current
+    /// tokio runtime. A provider whose verifier is `None` is not configured and accepts nothing.
     pub fn new(
         store: Store,
         projectors: Projectors,
@@ -65,7 +66,7 @@ impl Ingestor {
         body_limit: usize,
     ) -> Self {
         Ingestor {
-            store,
+            writer: GroupCommit::start(store),
             projectors,
             stripe,
             clerk,
@@ -172,15 +173,13 @@ impl Ingestor {
             if let Plan::Fail(reason) = &plan {
                 tracing::warn!(reason = %reason, "event cannot be projected; recording it as failed");
             }
-            match self.store.record_and_apply(&event, &plan).await {
+            let event_id = event.event_id.clone();
+            match self.writer.record(event, plan).await {
                 Ok(recorded) => {
                     tracing::info!(outcome = ?recorded, "event recorded");
-                    Ok(Accepted {
-                        event_id: event.event_id.clone(),
-                        recorded,
-                    })
+                    Ok(Accepted { event_id, recorded })
                 }
-                Err(err) if err.is_unavailable() => {
+                Err(err @ RecordError::Unavailable(_)) => {
                     tracing::warn!(error = %err, "database unavailable; asking the sender to retry");
                     Err(Rejection::Unavailable)
                 }

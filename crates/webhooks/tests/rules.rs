@@ -18,6 +18,7 @@ each_backend!(
     replay_obeys_the_ordering_of_live_delivery,
     an_active_membership_ends_with_its_own_or_its_organization_or_user_tombstone,
     several_memberships_are_all_listed_and_deleted_ones_are_not,
+    one_event_failing_in_a_group_commit_does_not_undo_the_others,
 );
 
 fn customer_event(id: &str, event_type: &str, created: i64, email: &str) -> ScenarioEvent {
@@ -33,7 +34,7 @@ fn customer_event(id: &str, event_type: &str, created: i64, email: &str) -> Scen
     }
 }
 
-async fn customer(store: &billing_sync_store::Store, id: &str) -> stripe_customers::Model {
+async fn customer_row(store: &billing_sync_store::Store, id: &str) -> stripe_customers::Model {
     stripe_customers::Entity::find_by_id(id.to_owned())
         .one(store.connection())
         .await
@@ -53,7 +54,7 @@ async fn a_deleted_customer_is_never_resurrected_by_a_later_update(db: TestDatab
         &customer_event("cus_1", "customer.updated", 20, "back@example.com"),
     )
     .await;
-    let row = customer(&store, "cus_1").await;
+    let row = customer_row(&store, "cus_1").await;
     assert!(row.deleted_at.is_some());
     assert_eq!(row.email.as_deref(), Some("gone@example.com"));
     assert_eq!(row.ordering_key, 10);
@@ -92,7 +93,7 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
         .expect("replay");
     assert_eq!(status, EventStatus::Processed);
     assert_eq!(
-        customer(&store, "cus_2").await.email.as_deref(),
+        customer_row(&store, "cus_2").await.email.as_deref(),
         Some("a@example.com")
     );
     let row: webhook_events::Model = store
@@ -131,7 +132,7 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
         .await
         .expect("replay");
     assert_eq!(
-        customer(&store, "cus_3").await.email.as_deref(),
+        customer_row(&store, "cus_3").await.email.as_deref(),
         Some("new@example.com")
     );
 }
@@ -242,4 +243,80 @@ async fn several_memberships_are_all_listed_and_deleted_ones_are_not(db: TestDat
         .map(|m| m.organization_id)
         .collect();
     assert_eq!(orgs, vec![first.organization]);
+}
+
+async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDatabase) {
+    use billing_sync_store::sea_orm::ConnectionTrait;
+    let store = migrated_store(&db.url).await;
+    // Make every subscription change fail with a database error.
+    store
+        .connection()
+        .execute_unprepared("DROP TABLE stripe_subscriptions")
+        .await
+        .expect("drop a projection table");
+    // An event that touches no subscription row.
+    let user = new_event(&ScenarioEvent {
+        provider: "clerk",
+        event_id: "msg_user_g".into(),
+        event_type: "user.created".into(),
+        timestamp: 10,
+        payload: json!({"type": "user.created", "object": "event",
+            "data": {"id": "user_g", "first_name": "Grace", "updated_at": 10}}),
+    });
+    let subscription = new_event(&ScenarioEvent {
+        provider: "stripe",
+        event_id: "evt_sub_g".into(),
+        event_type: "customer.subscription.updated".into(),
+        timestamp: 11,
+        payload: json!({"id": "evt_sub_g", "type": "customer.subscription.updated", "created": 11,
+            "data": {"object": {"id": "sub_g", "customer": "cus_g", "status": "active"}}}),
+    });
+    let plan = |event| projectors().plan(event);
+    let batch = vec![
+        (user.clone(), plan(&user)),
+        (subscription.clone(), plan(&subscription)),
+        (user.clone(), plan(&user)),
+    ];
+    assert!(
+        store.record_batch(&batch).await.is_err(),
+        "a batch of several fails whole, without savepoints"
+    );
+    assert!(
+        store
+            .find_event("clerk", "msg_user_g")
+            .await
+            .expect("find")
+            .is_none()
+    );
+    // What the group-commit writer then does: each event alone, isolated.
+    let mut recorded = Vec::new();
+    for item in &batch {
+        recorded.extend(
+            store
+                .record_batch(std::slice::from_ref(item))
+                .await
+                .expect("commits"),
+        );
+    }
+    assert_eq!(
+        recorded,
+        vec![
+            Recorded::New(EventStatus::Processed),
+            Recorded::New(EventStatus::Failed),
+            Recorded::Duplicate,
+        ]
+    );
+    let user = billing_sync_store::entities::users::Entity::find_by_id("user_g".to_owned())
+        .one(store.connection())
+        .await
+        .expect("query")
+        .expect("the other event's row is committed");
+    assert_eq!(user.first_name.as_deref(), Some("Grace"));
+    let failed = store
+        .find_event("stripe", "evt_sub_g")
+        .await
+        .expect("find")
+        .expect("row");
+    assert_eq!(failed.status, "failed");
+    assert!(failed.error.is_some_and(|e| e.contains("database error")));
 }

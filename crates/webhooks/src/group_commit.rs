@@ -1,0 +1,111 @@
+//! Group commit: events that arrive while a transaction is committing are recorded together in
+//! the next one, so one commit (one fsync) makes many events durable. Each event is still
+//! acknowledged only after the commit that holds its own rows.
+
+use billing_sync_store::ledger::{NewEvent, Plan, Recorded};
+use billing_sync_store::{Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most events in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// Why an event could not be recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// The database is unavailable: the sender should retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for RecordError {
+    fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            RecordError::Unavailable(err.to_string())
+        } else {
+            RecordError::Failed(err.to_string())
+        }
+    }
+}
+
+struct Job {
+    event: NewEvent,
+    plan: Plan,
+    reply: oneshot::Sender<Result<Recorded, RecordError>>,
+}
+
+/// The handle requests use; the single writer task ends when the last handle is dropped.
+pub(crate) struct GroupCommit {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the writer on the current tokio runtime.
+    pub(crate) fn start(store: Store) -> Self {
+        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_batches(store, queue));
+        GroupCommit { jobs }
+    }
+
+    /// Records and applies `event`; returns once the transaction holding it has committed.
+    pub(crate) async fn record(
+        &self,
+        event: NewEvent,
+        plan: Plan,
+    ) -> Result<Recorded, RecordError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { event, plan, reply })
+            .await
+            .map_err(|_| RecordError::Failed("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| RecordError::Failed("the writer dropped the event".into()))?
+    }
+}
+
+/// One writer: in-process batches never contend with each other for row locks, so they cannot
+/// deadlock; concurrency comes from the size of each batch instead.
+async fn write_batches(store: Store, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (batch, replies): (Vec<(NewEvent, Plan)>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| ((job.event, job.plan), job.reply))
+            .unzip();
+        match store.record_batch(&batch).await {
+            Ok(recorded) => {
+                for (reply, recorded) in replies.into_iter().zip(recorded) {
+                    let _ = reply.send(Ok(recorded));
+                }
+            }
+            // Something in the batch broke the transaction (not the database going away):
+            // record each event alone, isolated, so that one bad event cannot fail the others.
+            Err(err) if batch.len() > 1 && !err.is_unavailable() => {
+                tracing::warn!(error = %err, size = batch.len(), "batch failed; recording its events one by one");
+                for (item, reply) in batch.into_iter().zip(replies) {
+                    let result = store
+                        .record_batch(std::slice::from_ref(&item))
+                        .await
+                        .map(|mut recorded| recorded.remove(0))
+                        .map_err(RecordError::from);
+                    let _ = reply.send(result);
+                }
+            }
+            Err(err) => {
+                let err = RecordError::from(err);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
