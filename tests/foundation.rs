@@ -237,3 +237,59 @@ async fn the_committed_openapi_document_passes_an_independent_validator() {
         Err(err) => panic!("python3 is required to validate the spec: {err}"),
     }
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_that_its_log_lines_carry_too() {
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let server = Server::start(&db.url, &[]).await;
+    let client = http();
+    let kept = client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "req-from-the-caller-42")
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(kept.headers()["x-request-id"], "req-from-the-caller-42");
+    let generated = client
+        .get(server.url("/no-such-route"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(generated.status(), 404);
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let replaced = client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "has spaces in it")
+        .send()
+        .await
+        .expect("probe");
+    assert_ne!(replaced.headers()["x-request-id"], "has spaces in it");
+
+    // Bounded polling: the access log line is written as the response leaves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let logs = server.logs();
+        if let Some(line) = logs
+            .iter()
+            .find(|l| l.contains("request completed") && l.contains("req-from-the-caller-42"))
+        {
+            break line.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line: {logs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let event: serde_json::Value =
+        serde_json::from_str(&line).expect("LOG_FORMAT=json lines are JSON");
+    assert_eq!(
+        event["span"]["request_id"], "req-from-the-caller-42",
+        "{line}"
+    );
+    assert_eq!(event["status"], 200, "{line}");
+}

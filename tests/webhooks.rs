@@ -797,3 +797,65 @@ async fn with_refetch_the_current_stripe_object_is_stored_whatever_the_event_car
         "ignored"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_deliveries_by_provider_type_and_outcome() {
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let server = start(&db, &[]).await;
+    let body = stripe_event("evt_metrics", "customer.created", json!({"id": "cus_m"}));
+    for _ in 0..2 {
+        let signature = stripe_signature(STRIPE_SECRET, now(), &body);
+        assert_eq!(
+            post_stripe(&server, &body, Some(signature)).await.status(),
+            200
+        );
+    }
+    assert_eq!(
+        post_stripe(&server, &body, Some("garbage".into()))
+            .await
+            .status(),
+        400
+    );
+    let text = support::http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let sample = |outcome: &str, event_type: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("billing_sync_webhook_deliveries_total{")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+                    && l.contains(&format!("event_type=\"{event_type}\""))
+                    && l.contains("provider=\"stripe\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        sample("processed", "customer.created").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample("duplicate", "customer.created").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample("rejected_signature_invalid", "unknown").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("billing_sync_webhook_record_seconds"),
+        "{text}"
+    );
+    assert!(
+        text.contains("billing_sync_db_connections{state=\"idle\"}"),
+        "{text}"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod events;
+mod observability;
 mod startup;
 mod telemetry;
 

@@ -36,7 +36,12 @@ impl App {
         let api = billing_sync_api::service(self.store.clone(), self.portal.clone());
         let spec = api.spec_endpoint();
         let docs = api.swagger_ui();
+        let metrics = MetricsEndpoint {
+            handle: crate::observability::prometheus(),
+            store: self.store.clone(),
+        };
         billing_sync_webhooks::routes(self.ingestor.clone())
+            .at("/metrics", poem::get(metrics))
             .at(billing_sync_api::OPENAPI_JSON_PATH, spec)
             .nest("/docs", docs)
             .nest(
@@ -44,6 +49,7 @@ impl App {
                 api.into_endpoint()
                     .catch_error(billing_sync_api::portal::api::unauthorized),
             )
+            .with(crate::observability::RequestIds)
             .into_endpoint()
     }
 
@@ -67,6 +73,27 @@ impl App {
             tracing::warn!(error = %err, "closing the database pool");
         }
         result
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+struct MetricsEndpoint {
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    store: Store,
+}
+
+impl poem::Endpoint for MetricsEndpoint {
+    type Output = poem::Response;
+
+    async fn call(&self, _: poem::Request) -> poem::Result<Self::Output> {
+        // The pool is read when scraped rather than on every query.
+        let (open, idle) = self.store.pool_connections();
+        let in_use = open.saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX));
+        metrics::gauge!("billing_sync_db_connections", "state" => "in_use").set(f64::from(in_use));
+        metrics::gauge!("billing_sync_db_connections", "state" => "idle").set(idle as f64);
+        Ok(poem::Response::builder()
+            .content_type("text/plain; version=0.0.4")
+            .body(self.handle.render()))
     }
 }
 

@@ -86,6 +86,20 @@ impl Store {
         &self.target
     }
 
+    /// Connections of the pool: `(open, idle)`.
+    pub fn pool_connections(&self) -> (u32, usize) {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
     /// Applies every pending migration. Safe to call on an up-to-date database.
     pub async fn migrate_up(&self) -> Result<(), StoreError> {
         Migrator::up(&self.db, None)

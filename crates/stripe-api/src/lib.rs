@@ -103,7 +103,7 @@ impl StripeClient {
         let idempotency_key = uuid::Uuid::new_v4().to_string();
         let url = format!("{}/v1/billing_portal/sessions", self.api_base);
         let result = self
-            .send(|| {
+            .send("create_portal_session", || {
                 self.authorized(self.http.post(&url))
                     .header("Idempotency-Key", &idempotency_key)
                     .form(&form)
@@ -124,7 +124,9 @@ impl StripeClient {
     /// Stripe's JSON. A deleted customer comes back as `{id, object, deleted: true}`.
     pub async fn retrieve(&self, path: &str) -> Result<serde_json::Value, StripeError> {
         let url = format!("{}/v1/{path}", self.api_base);
-        let result = self.send(|| self.authorized(self.http.get(&url))).await;
+        let result = self
+            .send("retrieve", || self.authorized(self.http.get(&url)))
+            .await;
         let (request_id, body) = parse(result).await?;
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(object) if object.is_object() => Ok(object),
@@ -143,11 +145,22 @@ impl StripeClient {
     /// `Stripe-Should-Retry: false`.
     async fn send(
         &self,
+        operation: &'static str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let mut attempt = 0;
         loop {
+            let started = std::time::Instant::now();
             let result = build().send().await;
+            let outcome = match &result {
+                Ok(response) if response.status().is_success() => "ok".to_owned(),
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(err) if err.is_timeout() => "timeout".to_owned(),
+                Err(_) => "connection_error".to_owned(),
+            };
+            metrics::histogram!("billing_sync_stripe_api_seconds",
+                "operation" => operation, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
             let retryable = match &result {
                 // A timed-out request may have reached Stripe; the caller is waiting, so give up.
                 Err(err) => err.is_connect() && !err.is_timeout(),

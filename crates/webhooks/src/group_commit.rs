@@ -77,6 +77,7 @@ async fn write_batches(store: Store, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        metrics::histogram!("billing_sync_webhook_batch_size").record(jobs.len() as f64);
         let (batch, replies): (Vec<(NewEvent, Plan)>, Vec<_>) = jobs
             .into_iter()
             .map(|job| ((job.event, job.plan), job.reply))

@@ -41,6 +41,8 @@ impl Projectors {
 pub struct Accepted {
     /// The event's id in the ledger.
     pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
     /// New (with its status) or a duplicate.
     pub recorded: Recorded,
 }
@@ -162,6 +164,7 @@ impl Ingestor {
         event: NewEvent,
         projected: Option<NewEvent>,
     ) -> Result<Accepted, Rejection> {
+        let provider = event.provider;
         let span = tracing::info_span!(
             "webhook_event",
             provider = event.provider,
@@ -173,11 +176,19 @@ impl Ingestor {
             if let Plan::Fail(reason) = &plan {
                 tracing::warn!(reason = %reason, "event cannot be projected; recording it as failed");
             }
-            let event_id = event.event_id.clone();
-            match self.writer.record(event, plan).await {
+            let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
+            let started = std::time::Instant::now();
+            let result = self.writer.record(event, plan).await;
+            metrics::histogram!("billing_sync_webhook_record_seconds", "provider" => provider)
+                .record(started.elapsed().as_secs_f64());
+            match result {
                 Ok(recorded) => {
                     tracing::info!(outcome = ?recorded, "event recorded");
-                    Ok(Accepted { event_id, recorded })
+                    Ok(Accepted {
+                        event_id,
+                        event_type,
+                        recorded,
+                    })
                 }
                 Err(err @ RecordError::Unavailable(_)) => {
                     tracing::warn!(error = %err, "database unavailable; asking the sender to retry");

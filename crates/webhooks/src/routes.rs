@@ -70,21 +70,32 @@ async fn receive(
             },
         }
     };
+    let provider = match provider {
+        Provider::Stripe => "stripe",
+        Provider::Clerk => "clerk",
+    };
     match result {
-        Ok(accepted) => acknowledge(&accepted),
+        Ok(accepted) => {
+            let (response, outcome) = acknowledge(&accepted);
+            metrics::counter!("billing_sync_webhook_deliveries_total",
+                "provider" => provider, "event_type" => accepted.event_type, "outcome" => outcome)
+            .increment(1);
+            response
+        }
         Err(rejection) => {
-            let provider = match provider {
-                Provider::Stripe => "stripe",
-                Provider::Clerk => "clerk",
-            };
             // The reason only: never the body, a header value or a secret.
             tracing::warn!(provider, reason = %rejection, "webhook delivery refused");
+            let (_, code) = rejection.status_and_code();
+            metrics::counter!("billing_sync_webhook_deliveries_total",
+                "provider" => provider, "event_type" => "unknown",
+                "outcome" => format!("rejected_{}", code.to_ascii_lowercase()))
+            .increment(1);
             rejection.into_response()
         }
     }
 }
 
-fn acknowledge(accepted: &Accepted) -> Response {
+fn acknowledge(accepted: &Accepted) -> (Response, &'static str) {
     let status = match accepted.recorded {
         Recorded::Duplicate => "duplicate",
         Recorded::New(EventStatus::Processed) => "processed",
@@ -96,8 +107,9 @@ fn acknowledge(accepted: &Accepted) -> Response {
         event_id: &accepted.event_id,
     })
     .unwrap_or_default();
-    Response::builder()
+    let response = Response::builder()
         .status(StatusCode::OK)
         .content_type("application/json")
-        .body(body)
+        .body(body);
+    (response, status)
 }

@@ -53,6 +53,8 @@ const UNAUTHORIZED_MESSAGE: &str = "Authentication required: send a valid Clerk 
 /// it with `AuthorizationError` before the handler runs).
 pub async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> poem::Response {
     use poem::IntoResponse;
+    metrics::counter!("billing_sync_portal_requests_total", "outcome" => "unauthorized")
+        .increment(1);
     PortalResponse::Unauthorized(body("UNAUTHORIZED", UNAUTHORIZED_MESSAGE), "Bearer".into())
         .into_response()
 }
@@ -245,11 +247,21 @@ impl PaymentApi {
     )]
     async fn customer_portal(&self, session: ClerkSession, request: &Request) -> PortalResponse {
         let wants_json = prefers_json(request.header("accept"));
-        match self.portal.session_url(session.token()).await {
+        let response = match self.portal.session_url(session.token()).await {
             Ok(url) if wants_json => PortalResponse::Url(Json(PortalUrl { url }), NO_STORE.into()),
             Ok(url) => PortalResponse::Found(url, NO_STORE.into()),
             Err(err) => err.into(),
-        }
+        };
+        let outcome = match &response {
+            PortalResponse::Found(..) => "redirect",
+            PortalResponse::Url(..) => "json",
+            PortalResponse::BadRequest(_) => "validation_error",
+            PortalResponse::Unauthorized(..) => "unauthorized",
+            PortalResponse::NotFound(_) => "not_found",
+            PortalResponse::Internal(_) => "internal_error",
+        };
+        metrics::counter!("billing_sync_portal_requests_total", "outcome" => outcome).increment(1);
+        response
     }
 }
 
