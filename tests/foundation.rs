@@ -293,3 +293,16 @@ async fn every_response_carries_a_request_id_that_its_log_lines_carry_too() {
     );
     assert_eq!(event["status"], 200, "{line}");
 }
+
+#[tokio::test]
+async fn events_prune_takes_an_age_and_refuses_a_bare_number() {
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let env = [("DATABASE_URL", db.url.as_str())];
+    assert!(run(&["migrate", "up"], &env).await.status.success());
+    let pruned = run(&["events", "prune", "--older-than", "90d"], &env).await;
+    assert!(pruned.status.success(), "{}", pruned.stderr);
+    assert!(pruned.stdout.starts_with("pruned 0 "), "{}", pruned.stdout);
+    let bad = run(&["events", "prune", "--older-than", "90"], &env).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    assert!(bad.stderr.contains("--older-than"), "{}", bad.stderr);
+}

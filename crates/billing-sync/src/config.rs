@@ -87,6 +87,15 @@ pub enum EventsAction {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Delete `processed` and `ignored` ledger rows older than a bound (never `failed` ones).
+    Prune {
+        /// Age bound: a number with `d`, `h`, `m` or `s`, e.g. `90d`.
+        #[arg(long)]
+        older_than: String,
+        /// Rows deleted per statement.
+        #[arg(long, default_value_t = 1000)]
+        batch: u64,
+    },
     /// Apply recorded events again, with the same ordering rules as live delivery.
     Replay {
         /// The event id (`evt_…` for Stripe, the `svix-id` for Clerk).
@@ -450,6 +459,22 @@ impl ServeSettings {
     }
 }
 
+/// Parses an age such as `90d`, `12h`, `30m` or `3600s`.
+pub fn parse_age(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.len().checked_sub(1)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "d" => number.checked_mul(86_400)?,
+        "h" => number.checked_mul(3_600)?,
+        "m" => number.checked_mul(60)?,
+        "s" => number,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +525,22 @@ mod tests {
         assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
         assert!(err.problem.contains("entry 2"), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn ages_take_a_unit() {
+        assert_eq!(
+            parse_age("90d"),
+            Some(std::time::Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(
+            parse_age("12h"),
+            Some(std::time::Duration::from_secs(43_200))
+        );
+        assert_eq!(parse_age("45s"), Some(std::time::Duration::from_secs(45)));
+        for bad in ["90", "d", "", "-1d", "1w", "1.5d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -53,6 +53,26 @@ pub(crate) async fn run(
             }
             Ok(())
         }
+        EventsAction::Prune { older_than, batch } => {
+            let age = crate::config::parse_age(&older_than).ok_or(ConfigError {
+                variable: "--older-than",
+                problem: format!("`{older_than}` is not an age such as 90d, 12h, 30m or 3600s"),
+            })?;
+            let before = chrono::Utc::now()
+                - chrono::Duration::from_std(age).map_err(|_| ConfigError {
+                    variable: "--older-than",
+                    problem: "too large".into(),
+                })?;
+            let deleted = store
+                .prune_events(before, batch.max(1))
+                .await
+                .context("pruning the ledger")?;
+            println!(
+                "pruned {deleted} processed or ignored ledger row(s) received before {}",
+                before.to_rfc3339()
+            );
+            Ok(())
+        }
         EventsAction::Replay { event_id, failed } => {
             let rows = if failed {
                 store

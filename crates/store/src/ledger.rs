@@ -187,6 +187,43 @@ impl Store {
         result.map_err(|err| self.classify(err))
     }
 
+    /// Deletes `processed` and `ignored` ledger rows received before `before`, `batch` rows per
+    /// statement so that no statement holds locks for long; `failed` rows are kept for replay.
+    /// Returns how many rows were deleted. Ordering stays safe: projected rows keep their own
+    /// ordering keys, so a pruned event delivered again cannot overwrite newer state.
+    pub async fn prune_events(
+        &self,
+        before: chrono::DateTime<Utc>,
+        batch: u64,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let ids = webhook_events::Entity::find()
+                .select_only()
+                .column(webhook_events::Column::Id)
+                .filter(webhook_events::Column::Status.is_in([
+                    EventStatus::Processed.as_str(),
+                    EventStatus::Ignored.as_str(),
+                ]))
+                .filter(webhook_events::Column::ReceivedAt.lt(before))
+                .order_by_asc(webhook_events::Column::Id)
+                .limit(batch)
+                .into_tuple::<i64>()
+                .all(self.connection())
+                .await
+                .map_err(|err| self.classify(err))?;
+            if ids.is_empty() {
+                return Ok(deleted);
+            }
+            let result = webhook_events::Entity::delete_many()
+                .filter(webhook_events::Column::Id.is_in(ids))
+                .exec(self.connection())
+                .await
+                .map_err(|err| self.classify(err))?;
+            deleted += result.rows_affected;
+        }
+    }
+
     /// One ledger row by provider and event id.
     pub async fn find_event(
         &self,

@@ -19,6 +19,7 @@ each_backend!(
     an_active_membership_ends_with_its_own_or_its_organization_or_user_tombstone,
     several_memberships_are_all_listed_and_deleted_ones_are_not,
     one_event_failing_in_a_group_commit_does_not_undo_the_others,
+    pruning_keeps_failed_and_recent_rows_and_ordering_stays_safe,
 );
 
 fn customer_event(id: &str, event_type: &str, created: i64, email: &str) -> ScenarioEvent {
@@ -319,4 +320,68 @@ async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDa
         .expect("row");
     assert_eq!(failed.status, "failed");
     assert!(failed.error.is_some_and(|e| e.contains("database error")));
+}
+
+async fn pruning_keeps_failed_and_recent_rows_and_ordering_stays_safe(db: TestDatabase) {
+    use billing_sync_store::sea_orm::sea_query::Expr;
+    use billing_sync_store::sea_orm::{ColumnTrait, QueryFilter};
+    let store = migrated_store(&db.url).await;
+    let older = customer_event("cus_p", "customer.updated", 10, "a@example.com");
+    let newer = customer_event("cus_p", "customer.updated", 20, "b@example.com");
+    deliver(&store, &older).await;
+    deliver(&store, &newer).await;
+    let ignored = ScenarioEvent {
+        provider: "stripe",
+        event_id: "evt_invoice_p".into(),
+        event_type: "invoice.paid".into(),
+        timestamp: 15,
+        payload: json!({"id": "evt_invoice_p", "type": "invoice.paid", "created": 15,
+                        "data": {"object": {"id": "in_p"}}}),
+    };
+    deliver(&store, &ignored).await;
+    let failed = new_event(&customer_event(
+        "cus_q",
+        "customer.updated",
+        10,
+        "q@example.com",
+    ));
+    store
+        .record_and_apply(&failed, &Plan::Fail("simulated".into()))
+        .await
+        .expect("record");
+    // Everything so far was received 100 days ago.
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(100);
+    webhook_events::Entity::update_many()
+        .col_expr(webhook_events::Column::ReceivedAt, Expr::val(long_ago))
+        .filter(webhook_events::Column::Id.gt(0))
+        .exec(store.connection())
+        .await
+        .expect("age the ledger");
+    let recent = customer_event("cus_r", "customer.updated", 30, "r@example.com");
+    deliver(&store, &recent).await;
+
+    let bound = chrono::Utc::now() - chrono::Duration::days(90);
+    let deleted = store.prune_events(bound, 1).await.expect("prune");
+    assert_eq!(
+        deleted, 3,
+        "two processed and one ignored row, one per batch"
+    );
+    let left: Vec<String> = store
+        .list_events(&Default::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|row| row.event_id)
+        .collect();
+    assert_eq!(left, vec![failed.event_id.clone(), recent.event_id.clone()]);
+
+    // The pruned older event delivered again is recorded anew but cannot regress the state.
+    assert_eq!(
+        deliver(&store, &older).await,
+        Recorded::New(EventStatus::Processed)
+    );
+    assert_eq!(
+        customer_row(&store, "cus_p").await.email.as_deref(),
+        Some("b@example.com")
+    );
 }
