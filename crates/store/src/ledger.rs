@@ -45,6 +45,17 @@ pub enum Plan {
     Fail(String),
 }
 
+impl Plan {
+    /// The ledger status and error that recording this plan leaves (before any apply failure).
+    fn outcome(&self) -> (EventStatus, Option<String>) {
+        match self {
+            Plan::Apply(_) => (EventStatus::Processed, None),
+            Plan::Ignore => (EventStatus::Ignored, None),
+            Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
+        }
+    }
+}
+
 /// The ledger status of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventStatus {
@@ -159,16 +170,12 @@ impl Store {
     ) -> Result<EventStatus, StoreError> {
         let result: Result<EventStatus, DbErr> = async {
             let txn = self.connection().begin().await?;
-            let (status, error) = match plan {
-                Plan::Apply(changes) => {
-                    for change in changes {
-                        apply(&txn, change).await?;
-                    }
-                    (EventStatus::Processed, None)
+            if let Plan::Apply(changes) = plan {
+                for change in changes {
+                    apply(&txn, change).await?;
                 }
-                Plan::Ignore => (EventStatus::Ignored, None),
-                Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
-            };
+            }
+            let (status, error) = plan.outcome();
             webhook_events::Entity::update_many()
                 .col_expr(webhook_events::Column::Status, Expr::val(status.as_str()))
                 .col_expr(webhook_events::Column::Error, Expr::val(error))
@@ -287,11 +294,7 @@ async fn record_one(
     isolate: bool,
 ) -> Result<Recorded, DbErr> {
     let now = Utc::now();
-    let (status, error) = match plan {
-        Plan::Apply(_) => (EventStatus::Processed, None),
-        Plan::Ignore => (EventStatus::Ignored, None),
-        Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
-    };
+    let (status, error) = plan.outcome();
     let row = webhook_events::ActiveModel {
         id: NotSet,
         provider: Set(event.provider.to_owned()),

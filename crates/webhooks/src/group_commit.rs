@@ -92,11 +92,10 @@ async fn write_batches(store: Store, mut queue: mpsc::Receiver<Job>) {
             // record each event alone, isolated, so that one bad event cannot fail the others.
             Err(err) if batch.len() > 1 && !err.is_unavailable() => {
                 tracing::warn!(error = %err, size = batch.len(), "batch failed; recording its events one by one");
-                for (item, reply) in batch.into_iter().zip(replies) {
+                for ((event, plan), reply) in batch.into_iter().zip(replies) {
                     let result = store
-                        .record_batch(std::slice::from_ref(&item))
+                        .record_and_apply(&event, &plan)
                         .await
-                        .map(|mut recorded| recorded.remove(0))
                         .map_err(RecordError::from);
                     let _ = reply.send(result);
                 }
