@@ -59,55 +59,25 @@ pub async fn state_of(store: &Store, ns: &str) -> Vec<String> {
     let db = store.connection();
     let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
     let mut rows = Vec::new();
-    for mut row in organizations::Entity::find()
-        .filter(organizations::Column::Id.contains(ns))
-        .order_by_asc(organizations::Column::Id)
-        .all(db)
-        .await
-        .expect("organizations")
-    {
-        row.synced_at = epoch;
-        rows.push(format!("{row:?}"));
+    // Every synced entity has `id` and `synced_at`; the same read serves each table.
+    macro_rules! read {
+        ($entity:ident) => {
+            for mut row in $entity::Entity::find()
+                .filter($entity::Column::Id.contains(ns))
+                .order_by_asc($entity::Column::Id)
+                .all(db)
+                .await
+                .expect(stringify!($entity))
+            {
+                row.synced_at = epoch;
+                rows.push(format!("{row:?}"));
+            }
+        };
     }
-    for mut row in users::Entity::find()
-        .filter(users::Column::Id.contains(ns))
-        .order_by_asc(users::Column::Id)
-        .all(db)
-        .await
-        .expect("users")
-    {
-        row.synced_at = epoch;
-        rows.push(format!("{row:?}"));
-    }
-    for mut row in organization_memberships::Entity::find()
-        .filter(organization_memberships::Column::Id.contains(ns))
-        .order_by_asc(organization_memberships::Column::Id)
-        .all(db)
-        .await
-        .expect("memberships")
-    {
-        row.synced_at = epoch;
-        rows.push(format!("{row:?}"));
-    }
-    for mut row in stripe_customers::Entity::find()
-        .filter(stripe_customers::Column::Id.contains(ns))
-        .order_by_asc(stripe_customers::Column::Id)
-        .all(db)
-        .await
-        .expect("customers")
-    {
-        row.synced_at = epoch;
-        rows.push(format!("{row:?}"));
-    }
-    for mut row in stripe_subscriptions::Entity::find()
-        .filter(stripe_subscriptions::Column::Id.contains(ns))
-        .order_by_asc(stripe_subscriptions::Column::Id)
-        .all(db)
-        .await
-        .expect("subscriptions")
-    {
-        row.synced_at = epoch;
-        rows.push(format!("{row:?}"));
-    }
+    read!(organizations);
+    read!(users);
+    read!(organization_memberships);
+    read!(stripe_customers);
+    read!(stripe_subscriptions);
     rows.into_iter().map(|row| row.replace(ns, "NS")).collect()
 }
