@@ -6,6 +6,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_synced_state;
+mod m20261123_000002_backfill_checkpoints;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -13,6 +14,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_synced_state::Migration)]
+        vec![
+            Box::new(m20261122_000001_synced_state::Migration),
+            Box::new(m20261123_000002_backfill_checkpoints::Migration),
+        ]
     }
 }

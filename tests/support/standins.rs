@@ -1,5 +1,6 @@
 //! Local stand-ins for the third-party services, real HTTP servers on 127.0.0.1 speaking their
-//! wire format: Clerk's JWKS endpoint and Stripe's billing portal sessions endpoint.
+//! wire format: Clerk's JWKS endpoint and Backend API lists, and Stripe's billing portal
+//! sessions, retrievals and lists.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,6 +156,130 @@ struct StripeState {
     /// How many of the next retrievals fail with 500.
     failing_retrievals: AtomicUsize,
     retrievals: AtomicUsize,
+    /// Listable objects by resource (`customers`, `subscriptions`), newest first like Stripe.
+    lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
+    /// Answers to list calls: scripted error statuses first, then the pages.
+    list_failures: ListFailures,
+    list_requests: Mutex<Vec<ListRequest>>,
+}
+
+/// A list call a stand-in received: the resource and its query parameters.
+#[derive(Clone, Debug)]
+pub struct ListRequest {
+    pub resource: String,
+    pub query: std::collections::HashMap<String, String>,
+    pub authorization: Option<String>,
+}
+
+impl ListRequest {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+/// Scripted failures of list calls: a queue of one-off statuses, then an optional status every
+/// call gets once `after` calls have succeeded.
+#[derive(Default)]
+struct ListFailures {
+    once: Mutex<VecDeque<u16>>,
+    from_call: Mutex<Option<(usize, u16)>>,
+    calls: AtomicUsize,
+}
+
+impl ListFailures {
+    /// The status this call fails with, if any.
+    fn next(&self) -> Option<u16> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(status) = self.once.lock().expect("lock").pop_front() {
+            return Some(status);
+        }
+        match *self.from_call.lock().expect("lock") {
+            Some((after, status)) if call >= after => Some(status),
+            _ => None,
+        }
+    }
+}
+
+fn list_request(
+    request: &poem::Request,
+    resource: &str,
+    query: std::collections::HashMap<String, String>,
+) -> ListRequest {
+    ListRequest {
+        resource: resource.to_owned(),
+        query,
+        authorization: request.header("authorization").map(str::to_owned),
+    }
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    let mut response = Response::builder()
+        .status(poem::http::StatusCode::from_u16(status).expect("status"))
+        .header("request-id", "req_standin_list")
+        .content_type("application/json");
+    if status == 429 {
+        // Clerk sends Retry-After; Stripe does not, and the client backs off on its own.
+        response = response.header("retry-after", "1");
+    }
+    response.body(body.to_string())
+}
+
+/// Stripe's `GET /v1/customers|subscriptions`: `limit`, `starting_after`, `has_more`, and
+/// canceled subscriptions only with `status=all`.
+#[handler]
+fn list_stripe_objects(
+    request: &poem::Request,
+    poem::web::Path(resource): poem::web::Path<String>,
+    poem::web::Query(query): poem::web::Query<std::collections::HashMap<String, String>>,
+    state: Data<&Arc<StripeState>>,
+) -> Response {
+    state
+        .list_requests
+        .lock()
+        .expect("lock")
+        .push(list_request(request, &resource, query.clone()));
+    if let Some(status) = state.list_failures.next() {
+        let kind = if status == 429 {
+            "rate_limit_error"
+        } else {
+            "invalid_request_error"
+        };
+        return json_response(status, json!({"error": {"type": kind}}));
+    }
+    let lists = state.lists.lock().expect("lock");
+    let Some(all) = lists.get(&resource) else {
+        return json_response(404, json!({"error": {"type": "invalid_request_error"}}));
+    };
+    let listed: Vec<&Value> = all
+        .iter()
+        .filter(|object| {
+            resource != "subscriptions"
+                || query.get("status").map(String::as_str) == Some("all")
+                || object["status"] != "canceled"
+        })
+        .collect();
+    let start = match query.get("starting_after") {
+        Some(after) => match listed.iter().position(|o| o["id"] == after.as_str()) {
+            Some(index) => index + 1,
+            None => {
+                return json_response(
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}}),
+                );
+            }
+        },
+        None => 0,
+    };
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    let page: Vec<&Value> = listed.iter().skip(start).take(limit).copied().collect();
+    let has_more = start + page.len() < listed.len();
+    json_response(
+        200,
+        json!({"object": "list", "url": format!("/v1/{resource}"), "has_more": has_more, "data": page}),
+    )
 }
 
 #[handler]
@@ -266,6 +391,7 @@ impl StripeStandIn {
             Route::new()
                 .at("/v1/billing_portal/sessions", post(portal_sessions))
                 .at("/v1/:kind/:id", get(retrieve_object))
+                .at("/v1/:resource", get(list_stripe_objects))
                 .data(state.clone()),
         )
         .await;
@@ -281,6 +407,32 @@ impl StripeStandIn {
             .insert(path.to_owned(), object);
     }
 
+    /// Makes `objects` (newest first) what `GET /v1/{resource}` lists.
+    pub fn set_list(&self, resource: &str, objects: Vec<Value>) {
+        self.state
+            .lists
+            .lock()
+            .expect("lock")
+            .insert(resource.to_owned(), objects);
+    }
+
+    /// The next list calls fail with these statuses, one each.
+    pub fn fail_next_lists(&self, statuses: &[u16]) {
+        let mut once = self.state.list_failures.once.lock().expect("lock");
+        once.extend(statuses.iter().copied());
+    }
+
+    /// Every list call after the first `after` fails with `status` (`None`: heal).
+    pub fn fail_lists_after(&self, failure: Option<(usize, u16)>) {
+        *self.state.list_failures.from_call.lock().expect("lock") = failure;
+        self.state.list_failures.calls.store(0, Ordering::SeqCst);
+    }
+
+    /// The list calls received so far.
+    pub fn list_requests(&self) -> Vec<ListRequest> {
+        self.state.list_requests.lock().expect("lock").clone()
+    }
+
     /// Makes the next `count` retrievals fail with 500.
     pub fn fail_retrievals(&self, count: usize) {
         self.state.failing_retrievals.store(count, Ordering::SeqCst);
@@ -293,5 +445,120 @@ impl StripeStandIn {
 
     pub fn received(&self) -> Vec<ReceivedRequest> {
         self.state.received.lock().expect("lock").clone()
+    }
+}
+
+#[derive(Default)]
+struct ClerkState {
+    secret_key: String,
+    /// Objects by resource (`organizations`, `users`, `organization_memberships`).
+    lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
+    failures: ListFailures,
+    requests: Mutex<Vec<ListRequest>>,
+}
+
+/// Clerk's Backend API lists: `limit` (1..=500) and `offset`, `order_by` `±created_at`;
+/// `{data, total_count}` except `/v1/users`, which answers a bare array as Clerk's does.
+#[handler]
+fn list_clerk_objects(
+    request: &poem::Request,
+    poem::web::Path(resource): poem::web::Path<String>,
+    poem::web::Query(query): poem::web::Query<std::collections::HashMap<String, String>>,
+    state: Data<&Arc<ClerkState>>,
+) -> Response {
+    let received = list_request(request, &resource, query.clone());
+    let authorized =
+        received.authorization.as_deref() == Some(format!("Bearer {}", state.secret_key).as_str());
+    state.requests.lock().expect("lock").push(received);
+    let clerk_error = |status: u16, code: &str| {
+        json_response(
+            status,
+            json!({"errors": [{"code": code, "message": code}],
+                                     "clerk_trace_id": "trace_standin"}),
+        )
+    };
+    if !authorized {
+        return clerk_error(401, "authentication_invalid");
+    }
+    if let Some(status) = state.failures.next() {
+        return clerk_error(
+            status,
+            if status == 429 {
+                "too_many_requests"
+            } else {
+                "internal_clerk_error"
+            },
+        );
+    }
+    let limit: usize = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(limit)) if (1..=500).contains(&limit) => limit,
+        Some(_) => return clerk_error(422, "form_param_value_invalid"),
+    };
+    let offset: usize = query
+        .get("offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    let lists = state.lists.lock().expect("lock");
+    let Some(all) = lists.get(&resource) else {
+        return clerk_error(404, "resource_not_found");
+    };
+    let mut sorted = all.clone();
+    sorted.sort_by_key(|object| object["created_at"].as_i64().unwrap_or(0));
+    if query.get("order_by").map(String::as_str) != Some("+created_at") {
+        sorted.reverse();
+    }
+    let page: Vec<Value> = sorted.into_iter().skip(offset).take(limit).collect();
+    if resource == "users" {
+        json_response(200, Value::Array(page))
+    } else {
+        json_response(200, json!({"data": page, "total_count": all.len()}))
+    }
+}
+
+/// Clerk's Backend API (`/v1/organizations`, `/v1/users`, `/v1/organization_memberships`).
+pub struct ClerkApiStandIn {
+    pub base_url: String,
+    state: Arc<ClerkState>,
+}
+
+impl ClerkApiStandIn {
+    /// A stand-in that accepts `Authorization: Bearer {secret_key}` only.
+    pub async fn start(secret_key: &str) -> ClerkApiStandIn {
+        let state = Arc::new(ClerkState {
+            secret_key: secret_key.to_owned(),
+            ..ClerkState::default()
+        });
+        let base_url = serve(
+            Route::new()
+                .at("/v1/:resource", get(list_clerk_objects))
+                .data(state.clone()),
+        )
+        .await;
+        ClerkApiStandIn { base_url, state }
+    }
+
+    /// Makes `objects` what `GET /v1/{resource}` lists.
+    pub fn set_list(&self, resource: &str, objects: Vec<Value>) {
+        self.state
+            .lists
+            .lock()
+            .expect("lock")
+            .insert(resource.to_owned(), objects);
+    }
+
+    /// The next list calls fail with these statuses, one each.
+    pub fn fail_next_lists(&self, statuses: &[u16]) {
+        self.state
+            .failures
+            .once
+            .lock()
+            .expect("lock")
+            .extend(statuses.iter().copied());
+    }
+
+    /// The list calls received so far.
+    pub fn requests(&self) -> Vec<ListRequest> {
+        self.state.requests.lock().expect("lock").clone()
     }
 }

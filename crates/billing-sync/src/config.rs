@@ -64,6 +64,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the HTTP API to standard output.
     Openapi,
+    /// List every object from the Stripe or Clerk API and apply it (resumable).
+    Backfill {
+        /// `stripe` or `clerk`.
+        #[command(subcommand)]
+        source: BackfillSource,
+    },
     /// Inspect the ledger of webhook events, or replay events after a fix.
     Events {
         /// `list` or `replay`.
@@ -154,7 +160,28 @@ pub struct ServeArgs {
     #[arg(long, env = "CLERK_AUTHORIZED_PARTIES")]
     pub clerk_authorized_parties: Option<String>,
 
-    /// Stripe secret API key (`sk_…` or `rk_…`), for creating portal sessions.
+    /// How to call the Stripe API.
+    #[command(flatten)]
+    pub stripe_api: StripeApiArgs,
+
+    /// Base URL of the web app; the portal's return URL is this + `/organization#/plans`.
+    #[arg(long, env = "APP_BASE_URL")]
+    pub app_base_url: Option<String>,
+
+    /// Stripe Billing Portal configuration id (`bpc_…`) to use instead of the default one.
+    #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION")]
+    pub stripe_portal_configuration: Option<String>,
+
+    /// `true` to project Stripe customers and subscriptions from their current state fetched
+    /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
+    #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false")]
+    pub stripe_refetch_objects: String,
+}
+
+/// How to call the Stripe API (for `serve` and `backfill stripe`).
+#[derive(Debug, Args)]
+pub struct StripeApiArgs {
+    /// Stripe secret API key (`sk_…` or `rk_…`), for creating portal sessions and listing.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<String>,
 
@@ -169,19 +196,95 @@ pub struct ServeArgs {
     /// Total time allowed for one Stripe API call, in milliseconds.
     #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value = "10000")]
     pub stripe_timeout_ms: String,
+}
 
-    /// Base URL of the web app; the portal's return URL is this + `/organization#/plans`.
-    #[arg(long, env = "APP_BASE_URL")]
-    pub app_base_url: Option<String>,
+/// The `backfill` sources.
+#[derive(Debug, Subcommand)]
+pub enum BackfillSource {
+    /// List every Stripe customer and subscription (`status=all`) and apply them.
+    Stripe {
+        /// How to call the Stripe API.
+        #[command(flatten)]
+        api: StripeApiArgs,
+        /// Paging and resumption.
+        #[command(flatten)]
+        run: BackfillRunArgs,
+    },
+    /// List every Clerk organization, user and organization membership and apply them.
+    Clerk {
+        /// Clerk secret key (`sk_…`) for the Backend API.
+        #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
+        clerk_secret_key: Option<String>,
+        /// Base URL of Clerk's Backend API.
+        #[arg(long, env = "CLERK_API_BASE", default_value = "https://api.clerk.com")]
+        clerk_api_base: String,
+        /// Paging and resumption.
+        #[command(flatten)]
+        run: BackfillRunArgs,
+    },
+}
 
-    /// Stripe Billing Portal configuration id (`bpc_…`) to use instead of the default one.
-    #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION")]
-    pub stripe_portal_configuration: Option<String>,
+/// Flags every backfill shares.
+#[derive(Debug, Args)]
+pub struct BackfillRunArgs {
+    /// Objects per page (Stripe allows at most 100, Clerk 500).
+    #[arg(long, default_value_t = 100)]
+    pub page_size: u64,
+    /// Ignore the checkpoint of an interrupted run and list from the beginning.
+    #[arg(long)]
+    pub restart: bool,
+    /// Do not apply pending migrations first.
+    #[arg(long)]
+    pub no_migrate: bool,
+}
 
-    /// `true` to project Stripe customers and subscriptions from their current state fetched
-    /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
-    #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false")]
-    pub stripe_refetch_objects: String,
+/// The validated settings of the Stripe API client.
+#[derive(Debug)]
+pub struct StripeApiSettings {
+    /// The API key, when configured.
+    pub secret_key: Option<SecretString>,
+    /// `STRIPE_API_BASE`, without a trailing slash.
+    pub api_base: String,
+    /// `STRIPE_TIMEOUT_MS`.
+    pub timeout: std::time::Duration,
+}
+
+impl StripeApiSettings {
+    /// Validates the Stripe API flags.
+    pub fn from_args(args: &StripeApiArgs) -> Result<Self, ConfigError> {
+        Ok(StripeApiSettings {
+            secret_key: non_empty(args.stripe_secret_key.as_ref())
+                .map(|key| SecretString::from(key.to_owned())),
+            api_base: absolute_url("STRIPE_API_BASE", &args.stripe_api_base)?,
+            timeout: std::time::Duration::from_millis(positive_number(
+                "STRIPE_TIMEOUT_MS",
+                &args.stripe_timeout_ms,
+            )?),
+        })
+    }
+}
+
+/// The validated settings of `backfill clerk`.
+#[derive(Debug)]
+pub struct ClerkApiSettings {
+    /// `CLERK_SECRET_KEY`.
+    pub secret_key: SecretString,
+    /// `CLERK_API_BASE`, without a trailing slash.
+    pub api_base: String,
+}
+
+impl ClerkApiSettings {
+    /// Validates the Clerk Backend API flags; the key is required.
+    pub fn from_args(secret_key: Option<&String>, api_base: &str) -> Result<Self, ConfigError> {
+        let secret_key = non_empty(secret_key).ok_or_else(|| ConfigError {
+            variable: "CLERK_SECRET_KEY",
+            problem: "is required to call Clerk's Backend API".into(),
+        })?;
+        Ok(ClerkApiSettings {
+            secret_key: SecretString::from(secret_key.to_owned()),
+            api_base: absolute_url("CLERK_API_BASE", api_base)?,
+        })
+    }
 }
 
 /// The `migrate` actions.
@@ -253,12 +356,8 @@ pub struct ServeSettings {
     pub clerk_issuer: Option<String>,
     /// `CLERK_AUTHORIZED_PARTIES`.
     pub clerk_authorized_parties: Vec<String>,
-    /// The Stripe API key, when configured.
-    pub stripe_secret_key: Option<SecretString>,
-    /// `STRIPE_API_BASE`, without a trailing slash.
-    pub stripe_api_base: String,
-    /// `STRIPE_TIMEOUT_MS`.
-    pub stripe_timeout: std::time::Duration,
+    /// How to call the Stripe API.
+    pub stripe_api: StripeApiSettings,
     /// `APP_BASE_URL` + `/organization#/plans`, when configured.
     pub portal_return_url: Option<String>,
     /// `STRIPE_PORTAL_CONFIGURATION`.
@@ -412,7 +511,8 @@ impl ServeSettings {
                 });
             }
         };
-        if stripe_refetch_objects && non_empty(args.stripe_secret_key.as_ref()).is_none() {
+        let stripe_api = StripeApiSettings::from_args(&args.stripe_api)?;
+        if stripe_refetch_objects && stripe_api.secret_key.is_none() {
             return Err(ConfigError {
                 variable: "STRIPE_REFETCH_OBJECTS",
                 problem: "`true` needs STRIPE_SECRET_KEY to call the Stripe API".into(),
@@ -430,13 +530,7 @@ impl ServeSettings {
                         .collect()
                 })
                 .unwrap_or_default(),
-            stripe_secret_key: non_empty(args.stripe_secret_key.as_ref())
-                .map(|key| SecretString::from(key.to_owned())),
-            stripe_api_base: absolute_url("STRIPE_API_BASE", &args.stripe_api_base)?,
-            stripe_timeout: std::time::Duration::from_millis(positive_number(
-                "STRIPE_TIMEOUT_MS",
-                &args.stripe_timeout_ms,
-            )?),
+            stripe_api,
             portal_return_url,
             stripe_portal_configuration: non_empty(args.stripe_portal_configuration.as_ref())
                 .map(str::to_owned),

@@ -1,6 +1,7 @@
 //! billing-sync as a library: the subcommands behind the thin `main`, and the [`App`] that tests
 //! start on a listener of their own.
 
+mod backfill;
 pub mod config;
 mod events;
 mod observability;
@@ -23,6 +24,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::{
     ClerkKeys, Command, CommonSettings, ConfigError, MigrateAction, ServeSettings,
+    StripeApiSettings,
 };
 pub use crate::startup::App;
 
@@ -93,6 +95,14 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
             store.close().await.context("closing the database")?;
             Ok(())
         }
+        Command::Backfill { source } => {
+            let (source, run) = backfill::source(source, &common)?;
+            telemetry::init(&common);
+            let store = open_store(&common).await?;
+            let result = backfill::run(&store, &source, &run).await;
+            store.close().await.context("closing the database")?;
+            result
+        }
         Command::Events { action } => {
             telemetry::init(&common);
             let store = open_store(&common).await?;
@@ -149,21 +159,26 @@ fn build_ingestor(
         clerk,
         settings.webhook_body_limit,
     );
-    match (&settings.stripe_secret_key, settings.stripe_refetch_objects) {
-        (Some(key), true) => Ok(ingestor.with_stripe_refetch(stripe_client(settings, key)?)),
+    match (
+        &settings.stripe_api.secret_key,
+        settings.stripe_refetch_objects,
+    ) {
+        (Some(key), true) => {
+            Ok(ingestor.with_stripe_refetch(stripe_client(&settings.stripe_api, key)?))
+        }
         _ => Ok(ingestor),
     }
 }
 
 fn stripe_client(
-    settings: &ServeSettings,
+    settings: &StripeApiSettings,
     key: &secrecy::SecretString,
 ) -> anyhow::Result<StripeClient> {
     StripeClient::new(
-        &settings.stripe_api_base,
+        &settings.api_base,
         key.clone(),
-        Duration::from_secs(3).min(settings.stripe_timeout),
-        settings.stripe_timeout,
+        Duration::from_secs(3).min(settings.timeout),
+        settings.timeout,
     )
     .context("building the Stripe client")
 }
@@ -191,9 +206,9 @@ fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal
             settings.clerk_authorized_parties.clone(),
         )
     });
-    let stripe = match (&settings.stripe_secret_key, &settings.portal_return_url) {
+    let stripe = match (&settings.stripe_api.secret_key, &settings.portal_return_url) {
         (Some(key), Some(return_url)) => Some((
-            stripe_client(settings, key)?,
+            stripe_client(&settings.stripe_api, key)?,
             PortalSettings {
                 return_url: return_url.clone(),
                 configuration: settings.stripe_portal_configuration.clone(),

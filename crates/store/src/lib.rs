@@ -1,6 +1,7 @@
 //! The synced billing state of billing-sync: SeaORM entities, the webhook ledger and the
 //! guarded queries on them. This crate is the one place that writes SQL.
 
+pub mod backfill;
 pub mod billing;
 mod connect;
 pub mod entities;

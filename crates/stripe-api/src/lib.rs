@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
+use billing_sync_upstream::RetryPolicy;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The Stripe API version requests are pinned to (that of the payloads we project).
 pub const STRIPE_VERSION: &str = "2026-07-29.dahlia";
-/// Retries after the first attempt.
-const MAX_RETRIES: u32 = 2;
 
 /// Why no portal session could be created.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +46,15 @@ pub struct StripeClient {
     http: reqwest::Client,
     api_base: String,
     secret_key: SecretString,
-    backoff: Duration,
+}
+
+/// One page of a Stripe list: `{object: "list", data, has_more}`.
+#[derive(Debug, Deserialize)]
+pub struct ListPage {
+    /// The objects, in Stripe's order (newest first).
+    pub data: Vec<serde_json::Value>,
+    /// Whether another page follows (ask for it with `starting_after` = the last id).
+    pub has_more: bool,
 }
 
 #[derive(Deserialize)]
@@ -84,7 +91,6 @@ impl StripeClient {
             http,
             api_base: api_base.trim_end_matches('/').to_owned(),
             secret_key,
-            backoff: Duration::from_millis(100),
         })
     }
 
@@ -103,7 +109,7 @@ impl StripeClient {
         let idempotency_key = uuid::Uuid::new_v4().to_string();
         let url = format!("{}/v1/billing_portal/sessions", self.api_base);
         let result = self
-            .send("create_portal_session", || {
+            .send(RetryPolicy::INTERACTIVE, "create_portal_session", || {
                 self.authorized(self.http.post(&url))
                     .header("Idempotency-Key", &idempotency_key)
                     .form(&form)
@@ -125,7 +131,9 @@ impl StripeClient {
     pub async fn retrieve(&self, path: &str) -> Result<serde_json::Value, StripeError> {
         let url = format!("{}/v1/{path}", self.api_base);
         let result = self
-            .send("retrieve", || self.authorized(self.http.get(&url)))
+            .send(RetryPolicy::INTERACTIVE, "retrieve", || {
+                self.authorized(self.http.get(&url))
+            })
             .await;
         let (request_id, body) = parse(result).await?;
         match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -140,49 +148,32 @@ impl StripeClient {
             .header("Stripe-Version", STRIPE_VERSION)
     }
 
-    /// Sends the request `build` makes, retrying connection errors, 409, 429 and 5xx up to
-    /// [`MAX_RETRIES`] times with exponential backoff and jitter, unless Stripe says
-    /// `Stripe-Should-Retry: false`.
+    /// Sends the request `build` makes under `policy`, recording its latency.
     async fn send(
         &self,
+        policy: RetryPolicy,
         operation: &'static str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, reqwest::Error> {
-        let mut attempt = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let result = build().send().await;
-            let outcome = match &result {
-                Ok(response) if response.status().is_success() => "ok".to_owned(),
-                Ok(response) => response.status().as_u16().to_string(),
-                Err(err) if err.is_timeout() => "timeout".to_owned(),
-                Err(_) => "connection_error".to_owned(),
-            };
-            metrics::histogram!("billing_sync_stripe_api_seconds",
-                "operation" => operation, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-            let retryable = match &result {
-                // A timed-out request may have reached Stripe; the caller is waiting, so give up.
-                Err(err) => err.is_connect() && !err.is_timeout(),
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let should_retry = response
-                        .headers()
-                        .get("stripe-should-retry")
-                        .and_then(|v| v.to_str().ok());
-                    should_retry != Some("false")
-                        && (status == 409 || status == 429 || status >= 500)
-                }
-            };
-            if !retryable || attempt >= MAX_RETRIES {
-                return result;
-            }
-            attempt += 1;
-            let delay = self.backoff * 2u32.pow(attempt - 1)
-                + Duration::from_millis(rand::random_range(0..50));
-            tracing::warn!(attempt, "retrying a Stripe API call");
-            tokio::time::sleep(delay).await;
-        }
+        billing_sync_upstream::send(policy, "billing_sync_stripe_api_seconds", operation, build)
+            .await
+    }
+
+    /// One page of a list endpoint (`customers`, `subscriptions`) with `query` (e.g.
+    /// `limit`, `starting_after`, `status`), retried patiently through rate limiting.
+    pub async fn list_page(
+        &self,
+        resource: &str,
+        query: &[(&str, &str)],
+    ) -> Result<ListPage, StripeError> {
+        let url = format!("{}/v1/{resource}", self.api_base);
+        let result = self
+            .send(RetryPolicy::PATIENT, "list", || {
+                self.authorized(self.http.get(&url)).query(query)
+            })
+            .await;
+        let (request_id, body) = parse(result).await?;
+        serde_json::from_slice(&body).map_err(|_| StripeError::BadObject { request_id })
     }
 }
 

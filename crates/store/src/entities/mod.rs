@@ -1,6 +1,7 @@
 //! SeaORM entities of the contract tables. Applications read these tables directly, so their
 //! names and columns are part of billing-sync's interface.
 
+pub mod backfill_checkpoints;
 pub mod organization_memberships;
 pub mod organizations;
 pub mod stripe_customers;

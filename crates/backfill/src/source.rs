@@ -1,0 +1,170 @@
+//! Where a backfill lists objects from, page by page, and how a listed object becomes changes:
+//! as the update event that would carry it, through the webhook projections.
+
+use billing_sync_store::backfill::ListedObject;
+use billing_sync_store::ledger::{NewEvent, Plan};
+use billing_sync_stripe_api::StripeClient;
+use billing_sync_webhooks::{clerk, stripe};
+use serde_json::{Value, json};
+
+use crate::BackfillError;
+use crate::clerk_api::ClerkClient;
+
+/// An API to list from.
+pub enum Source {
+    /// Stripe: customers, then subscriptions (every status).
+    Stripe {
+        /// The API client.
+        client: StripeClient,
+        /// The metadata key naming an organization.
+        org_metadata_key: String,
+    },
+    /// Clerk: organizations, users, then organization memberships.
+    Clerk(ClerkClient),
+}
+
+/// One page, with the cursor of the next.
+pub struct Page {
+    /// The objects listed.
+    pub objects: Vec<Value>,
+    /// The cursor of the next page; `None` when this is the last.
+    pub next: Option<String>,
+    /// The size of the whole list, when the source says.
+    pub total: Option<u64>,
+    /// When the page was asked for (unix seconds): a listed state is at least this new.
+    pub fetched_at: i64,
+}
+
+impl Source {
+    /// The resources listed, in order: customers before subscriptions (which inherit their
+    /// customer's organization), users before memberships (which only fill gaps in users).
+    pub fn resources(&self) -> &'static [&'static str] {
+        match self {
+            Source::Stripe { .. } => &["customers", "subscriptions"],
+            Source::Clerk(_) => &["organizations", "users", "organization_memberships"],
+        }
+    }
+
+    /// The provider's name, as in the ledger.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Source::Stripe { .. } => stripe::STRIPE,
+            Source::Clerk(_) => clerk::CLERK,
+        }
+    }
+
+    /// The page of `resource` at `cursor` (`None`: the first page).
+    pub async fn page(
+        &self,
+        resource: &str,
+        cursor: Option<&str>,
+        page_size: u64,
+    ) -> Result<Page, BackfillError> {
+        let fetched_at = chrono::Utc::now().timestamp();
+        match self {
+            Source::Stripe { client, .. } => {
+                let limit = page_size.min(100).to_string();
+                let mut query = vec![("limit", limit.as_str())];
+                if resource == "subscriptions" {
+                    // Without it Stripe leaves canceled subscriptions out.
+                    query.push(("status", "all"));
+                }
+                if let Some(cursor) = cursor {
+                    query.push(("starting_after", cursor));
+                }
+                let page = client.list_page(resource, &query).await?;
+                let last_id = page
+                    .data
+                    .last()
+                    .and_then(|object| object.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                Ok(Page {
+                    next: last_id.filter(|_| page.has_more),
+                    objects: page.data,
+                    total: None,
+                    fetched_at,
+                })
+            }
+            Source::Clerk(client) => {
+                let offset = match cursor {
+                    None => 0,
+                    Some(cursor) => cursor
+                        .parse()
+                        .map_err(|_| BackfillError::BadCheckpoint(cursor.to_owned()))?,
+                };
+                let limit = page_size.min(500);
+                let page = client.list_page(resource, limit, offset).await?;
+                let reached = offset + page.data.len() as u64;
+                let more = match page.total_count {
+                    Some(total) => reached < total && !page.data.is_empty(),
+                    None => page.data.len() as u64 >= limit,
+                };
+                Ok(Page {
+                    next: more.then(|| reached.to_string()),
+                    objects: page.data,
+                    total: page.total_count,
+                    fetched_at,
+                })
+            }
+        }
+    }
+
+    /// The changes a listed object makes, projected as the update event that would carry it.
+    pub fn project(&self, resource: &str, object: Value, fetched_at: i64) -> ListedObject {
+        let deleted = object.get("deleted").and_then(Value::as_bool) == Some(true);
+        let event_type = match (resource, deleted) {
+            ("customers", false) => "customer.updated",
+            ("customers", true) => "customer.deleted",
+            ("subscriptions", _) => "customer.subscription.updated",
+            ("organizations", _) => "organization.updated",
+            ("users", _) => "user.updated",
+            ("organization_memberships", _) => "organizationMembership.updated",
+            (other, _) => return Err(format!("unknown resource {other}")),
+        };
+        let plan = match self {
+            Source::Stripe {
+                org_metadata_key, ..
+            } => stripe::project(
+                // Stripe orders by event `created`: a state listed now is at least as new as
+                // any event created before the page was asked for.
+                &listed_event(
+                    self.provider(),
+                    event_type,
+                    Some(fetched_at),
+                    json!({"data": {"object": object}}),
+                ),
+                org_metadata_key,
+            ),
+            // Clerk orders by the object's own `updated_at`, which a listed object carries.
+            Source::Clerk(_) => clerk::project(&listed_event(
+                self.provider(),
+                event_type,
+                Some(fetched_at),
+                json!({"data": object, "object": "event", "type": event_type}),
+            )),
+        };
+        match plan {
+            Plan::Apply(changes) => Ok(changes),
+            Plan::Fail(reason) => Err(reason),
+            Plan::Ignore => Err(format!("{event_type} is not projected")),
+        }
+    }
+}
+
+fn listed_event(
+    provider: &'static str,
+    event_type: &str,
+    created: Option<i64>,
+    payload: Value,
+) -> NewEvent {
+    NewEvent {
+        provider,
+        event_id: "backfill".into(),
+        event_type: event_type.into(),
+        api_version: None,
+        livemode: None,
+        event_created: created,
+        payload,
+    }
+}

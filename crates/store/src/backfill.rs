@@ -1,0 +1,273 @@
+//! Applying objects listed from a source's API (a backfill) through the same guarded upserts
+//! as events, page by page, each page committed together with the checkpoint that follows it.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait, QuerySelect,
+    TransactionTrait,
+};
+use serde_json::Value;
+
+use crate::Store;
+use crate::entities::{
+    backfill_checkpoints, organization_memberships, organizations, stripe_customers,
+    stripe_subscriptions, users,
+};
+use crate::error::StoreError;
+use crate::sync::{Change, apply};
+
+/// What applying one listed object did to its row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The row did not exist.
+    Created,
+    /// The row held older, different content.
+    Updated,
+    /// The row already held this content, or a newer state.
+    Unchanged,
+}
+
+/// Counts of a backfill pass over one resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Objects listed.
+    pub seen: u64,
+    /// Rows created.
+    pub created: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Rows already up to date.
+    pub unchanged: u64,
+    /// Objects that could not be read.
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Counts one object.
+    pub fn count(&mut self, outcome: Option<Outcome>) {
+        self.seen += 1;
+        match outcome {
+            Some(Outcome::Created) => self.created += 1,
+            Some(Outcome::Updated) => self.updated += 1,
+            Some(Outcome::Unchanged) => self.unchanged += 1,
+            None => self.failed += 1,
+        }
+    }
+
+    /// The sum of two tallies.
+    pub fn plus(self, other: Tally) -> Tally {
+        Tally {
+            seen: self.seen + other.seen,
+            created: self.created + other.created,
+            updated: self.updated + other.updated,
+            unchanged: self.unchanged + other.unchanged,
+            failed: self.failed + other.failed,
+        }
+    }
+}
+
+/// Where an interrupted pass over a resource resumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The source's cursor for the next page.
+    pub cursor: String,
+    /// What the pass counted before the interruption.
+    pub tally: Tally,
+    /// When the pass started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// One listed object: the changes it makes, or why it could not be read (with its id if known).
+pub type ListedObject = Result<Vec<Change>, String>;
+
+impl Store {
+    /// The checkpoint of an interrupted pass over `resource`, if any.
+    pub async fn backfill_checkpoint(
+        &self,
+        resource: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let row = backfill_checkpoints::Entity::find_by_id(resource.to_owned())
+            .one(self.connection())
+            .await?;
+        Ok(row.map(|row| Checkpoint {
+            cursor: row.cursor,
+            tally: Tally {
+                seen: unsigned(row.seen),
+                created: unsigned(row.created),
+                updated: unsigned(row.updated),
+                unchanged: unsigned(row.unchanged),
+                failed: unsigned(row.failed),
+            },
+            started_at: row.started_at,
+        }))
+    }
+
+    /// Forgets the checkpoint of `resource`, so that the next pass starts from the beginning.
+    pub async fn forget_backfill_checkpoint(&self, resource: &str) -> Result<(), StoreError> {
+        backfill_checkpoints::Entity::delete_by_id(resource.to_owned())
+            .exec(self.connection())
+            .await?;
+        Ok(())
+    }
+
+    /// Applies one page of listed objects and, in the same transaction, records where the
+    /// pass resumes: `next` is the cursor of the following page (`None`: the listing is
+    /// complete and the checkpoint is removed), `before` what the pass counted before this
+    /// page. Returns this page's counts.
+    pub async fn apply_backfill_page(
+        &self,
+        resource: &str,
+        objects: &[ListedObject],
+        next: Option<&str>,
+        before: &Checkpoint,
+    ) -> Result<Tally, StoreError> {
+        let txn = self.connection().begin().await?;
+        let mut page = Tally::default();
+        for object in objects {
+            match object {
+                Ok(changes) => page.count(Some(apply_listed(&txn, changes).await?)),
+                Err(_) => page.count(None),
+            }
+        }
+        match next {
+            Some(cursor) => {
+                let total = before.tally.plus(page);
+                use backfill_checkpoints::Column as C;
+                let row = backfill_checkpoints::ActiveModel {
+                    resource: Set(resource.to_owned()),
+                    cursor: Set(cursor.to_owned()),
+                    seen: Set(signed(total.seen)),
+                    created: Set(signed(total.created)),
+                    updated: Set(signed(total.updated)),
+                    unchanged: Set(signed(total.unchanged)),
+                    failed: Set(signed(total.failed)),
+                    started_at: Set(before.started_at),
+                    updated_at: Set(Utc::now()),
+                };
+                backfill_checkpoints::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::column(C::Resource)
+                            .update_columns([
+                                C::Cursor,
+                                C::Seen,
+                                C::Created,
+                                C::Updated,
+                                C::Unchanged,
+                                C::Failed,
+                                C::UpdatedAt,
+                            ])
+                            .to_owned(),
+                    )
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+            None => {
+                backfill_checkpoints::Entity::delete_by_id(resource.to_owned())
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(page)
+    }
+}
+
+/// Applies the changes of one listed object; the outcome is that of the first change (the
+/// object itself; the rest are snapshots it embeds).
+async fn apply_listed(db: &impl ConnectionTrait, changes: &[Change]) -> Result<Outcome, DbErr> {
+    let Some((object, embedded)) = changes.split_first() else {
+        return Ok(Outcome::Unchanged);
+    };
+    let stored = stored_raw(db, object).await?;
+    let written = apply(db, object).await?;
+    for change in embedded {
+        apply(db, change).await?;
+    }
+    Ok(match stored {
+        None => Outcome::Created,
+        Some(raw) if written && raw.as_ref() != Some(raw_of(object)) => Outcome::Updated,
+        // Either the content is the same (only the ordering key moved on), or the stored state
+        // is newer than the listing and stays.
+        Some(_) => Outcome::Unchanged,
+    })
+}
+
+fn raw_of(change: &Change) -> &Value {
+    match change {
+        Change::Organization(state) => &state.raw,
+        Change::User(state) | Change::UserSnapshot(state) => &state.raw,
+        Change::Membership(state) => &state.raw,
+        Change::Customer(state) => &state.raw,
+        Change::Subscription(state) => &state.raw,
+        Change::CustomerLink(_) => &Value::Null,
+    }
+}
+
+/// The stored `raw` of the row `change` is about: `None` when there is no row.
+async fn stored_raw(
+    db: &impl ConnectionTrait,
+    change: &Change,
+) -> Result<Option<Option<Value>>, DbErr> {
+    match change {
+        Change::Organization(state) => {
+            raw_column::<organizations::Entity>(db, &state.id, organizations::Column::Raw).await
+        }
+        Change::User(state) | Change::UserSnapshot(state) => {
+            raw_column::<users::Entity>(db, &state.id, users::Column::Raw).await
+        }
+        Change::Membership(state) => {
+            raw_column::<organization_memberships::Entity>(
+                db,
+                &state.id,
+                organization_memberships::Column::Raw,
+            )
+            .await
+        }
+        Change::Customer(state) => {
+            raw_column::<stripe_customers::Entity>(db, &state.id, stripe_customers::Column::Raw)
+                .await
+        }
+        Change::CustomerLink(link) => {
+            raw_column::<stripe_customers::Entity>(
+                db,
+                &link.customer_id,
+                stripe_customers::Column::Raw,
+            )
+            .await
+        }
+        Change::Subscription(state) => {
+            raw_column::<stripe_subscriptions::Entity>(
+                db,
+                &state.id,
+                stripe_subscriptions::Column::Raw,
+            )
+            .await
+        }
+    }
+}
+
+async fn raw_column<E>(
+    db: &impl ConnectionTrait,
+    id: &str,
+    column: E::Column,
+) -> Result<Option<Option<Value>>, DbErr>
+where
+    E: EntityTrait,
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+{
+    E::find_by_id(id.to_owned())
+        .select_only()
+        .column(column)
+        .into_tuple::<Option<Value>>()
+        .one(db)
+        .await
+}
+
+fn signed(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn unsigned(count: i64) -> u64 {
+    u64::try_from(count).unwrap_or(0)
+}
