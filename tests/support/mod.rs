@@ -128,6 +128,12 @@ impl Server {
         self.logs.lock().expect("log lock").clone()
     }
 
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would, and reaps it.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL billing-sync");
+        self.child.wait().await.expect("reap billing-sync");
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub async fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id().expect("a running child");

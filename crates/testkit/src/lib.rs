@@ -5,7 +5,10 @@
 //! `BILLING_SYNC_TEST_REQUIRE_POSTGRES=1`. Each PostgreSQL test gets a database of its own,
 //! created here, so tests run in parallel without seeing each other's rows.
 
+pub mod cluster;
+pub mod load;
 pub mod scenarios;
+pub mod state;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -208,35 +208,48 @@ fn clerk_event(ns: &str, n: usize, event_type: &str, svix_ts: i64, data: Value) 
     }
 }
 
-fn organization(id: &str, name: &str, updated_at: i64) -> Value {
+fn organization(id: &str, name: &str, created_at: i64, updated_at: i64) -> Value {
     json!({"object": "organization", "id": id, "name": name, "slug": name.to_lowercase().replace(' ', "-"),
-           "created_at": C0, "updated_at": updated_at, "members_count": 2})
+           "created_at": created_at, "updated_at": updated_at, "members_count": 2})
 }
 
-fn user(id: &str, email: &str, updated_at: i64) -> Value {
+fn user(id: &str, email: &str, created_at: i64, updated_at: i64) -> Value {
     json!({"object": "user", "id": id, "first_name": "Jane", "last_name": "Doe",
            "primary_email_address_id": format!("idn_{id}"),
            "email_addresses": [{"id": "idn_other", "email_address": "other@example.com"},
                                {"id": format!("idn_{id}"), "email_address": email}],
-           "created_at": C0, "updated_at": updated_at})
+           "created_at": created_at, "updated_at": updated_at})
 }
 
-fn membership(id: &str, org: &Value, user_id: &str, role: &str, updated_at: i64) -> Value {
+fn membership(
+    id: &str,
+    org: &Value,
+    user_id: &str,
+    role: &str,
+    created_at: i64,
+    updated_at: i64,
+) -> Value {
     json!({"object": "organization_membership", "id": id, "role": role, "organization": org,
            "public_user_data": {"user_id": user_id, "first_name": "Jane", "last_name": "Doe",
                                 "identifier": format!("{user_id}@example.com")},
-           "created_at": C0 + 2, "updated_at": updated_at})
+           "created_at": created_at, "updated_at": updated_at})
 }
 
 /// An organization with an admin and a member: created, renamed, the member promoted and then
 /// removed; the admin's user updated. A second organization is created and deleted, and its
 /// creation is delivered again late under a new message id.
 pub fn clerk_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
+    clerk_lifecycle_at(ns, C0)
+}
+
+/// [`clerk_lifecycle`] starting at `c0` (unix milliseconds) instead of a fixed past time, for
+/// deliveries over HTTP, whose `svix-timestamp` must be within five minutes of now.
+pub fn clerk_lifecycle_at(ns: &str, c0: i64) -> Vec<ScenarioEvent> {
     let ids = ClerkIds::new(ns);
-    let s = C0 / 1000;
-    let org_v1 = organization(&ids.organization, "Acme Corp", C0);
-    let org_v2 = organization(&ids.organization, "Acme Corp Renamed", C0 + 10_000);
-    let short_org = organization(&ids.short_lived_organization, "Short Lived", C0 + 5_000);
+    let s = c0 / 1000;
+    let org_v1 = organization(&ids.organization, "Acme Corp", c0, c0);
+    let org_v2 = organization(&ids.organization, "Acme Corp Renamed", c0, c0 + 10_000);
+    let short_org = organization(&ids.short_lived_organization, "Short Lived", c0, c0 + 5_000);
     let member_id = format!("orgmem_member_{ns}");
     let admin_id = format!("orgmem_admin_{ns}");
     let mut events = vec![
@@ -246,28 +259,42 @@ pub fn clerk_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
             1,
             "user.created",
             s + 1,
-            user(&ids.admin, "admin@acme.example", C0 + 1_000),
+            user(&ids.admin, "admin@acme.example", c0, c0 + 1_000),
         ),
         clerk_event(
             ns,
             2,
             "user.created",
             s + 1,
-            user(&ids.member, "member@acme.example", C0 + 1_500),
+            user(&ids.member, "member@acme.example", c0, c0 + 1_500),
         ),
         clerk_event(
             ns,
             3,
             "organizationMembership.created",
             s + 2,
-            membership(&admin_id, &org_v1, &ids.admin, "org:admin", C0 + 2_000),
+            membership(
+                &admin_id,
+                &org_v1,
+                &ids.admin,
+                "org:admin",
+                c0 + 2,
+                c0 + 2_000,
+            ),
         ),
         clerk_event(
             ns,
             4,
             "organizationMembership.created",
             s + 3,
-            membership(&member_id, &org_v1, &ids.member, "org:member", C0 + 3_000),
+            membership(
+                &member_id,
+                &org_v1,
+                &ids.member,
+                "org:member",
+                c0 + 2,
+                c0 + 3_000,
+            ),
         ),
         clerk_event(ns, 5, "organization.created", s + 5, short_org.clone()),
         clerk_event(ns, 6, "organization.updated", s + 10, org_v2.clone()),
@@ -276,14 +303,21 @@ pub fn clerk_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
             7,
             "organizationMembership.updated",
             s + 12,
-            membership(&member_id, &org_v2, &ids.member, "org:admin", C0 + 12_000),
+            membership(
+                &member_id,
+                &org_v2,
+                &ids.member,
+                "org:admin",
+                c0 + 2,
+                c0 + 12_000,
+            ),
         ),
         clerk_event(
             ns,
             8,
             "user.updated",
             s + 13,
-            user(&ids.admin, "admin-new@acme.example", C0 + 13_000),
+            user(&ids.admin, "admin-new@acme.example", c0, c0 + 13_000),
         ),
         // Clerk's deleted membership carries the updated_at of its last update.
         clerk_event(
@@ -291,7 +325,14 @@ pub fn clerk_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
             9,
             "organizationMembership.deleted",
             s + 20,
-            membership(&member_id, &org_v2, &ids.member, "org:admin", C0 + 12_000),
+            membership(
+                &member_id,
+                &org_v2,
+                &ids.member,
+                "org:admin",
+                c0 + 2,
+                c0 + 12_000,
+            ),
         ),
         clerk_event(
             ns,

@@ -1,12 +1,10 @@
 //! The ordering property: whatever the delivery order, and with any duplicates, the synced state
 //! ends exactly where in-order delivery puts it. Seeded, so a failure is reproducible.
 
-mod common;
-
 use billing_sync_store::ledger::Recorded;
 use billing_sync_testkit::scenarios::{ScenarioEvent, clerk_lifecycle, stripe_lifecycle};
+use billing_sync_testkit::state::{deliver, migrated_store, state_of};
 use billing_sync_testkit::{TestDatabase, each_backend};
-use common::{deliver, migrated_store, state_of};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -1,15 +1,13 @@
 //! The rules of the synced state that the permutation property does not single out: terminal
 //! states stay terminal, replay obeys live ordering, and tombstones end memberships.
 
-mod common;
-
 use billing_sync_store::entities::{stripe_customers, webhook_events};
 use billing_sync_store::ledger::{EventStatus, Plan, Recorded};
 use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
+use billing_sync_testkit::state::{deliver, migrated_store, new_event, projectors};
 use billing_sync_testkit::{TestDatabase, each_backend};
 use billing_sync_webhooks::pipeline;
-use common::{deliver, migrated_store, new_event, projectors};
 use serde_json::json;
 
 each_backend!(

@@ -1,25 +1,25 @@
 //! Feeding scenario events through the projections into a store, and reading back the state
 //! a namespace ended in.
 
-#![allow(dead_code)]
-
+use crate::scenarios::ScenarioEvent;
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_subscriptions, users,
 };
 use billing_sync_store::ledger::{NewEvent, Recorded};
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use billing_sync_testkit::scenarios::ScenarioEvent;
 use billing_sync_webhooks::Projectors;
 use billing_sync_webhooks::clerk::CLERK;
 use billing_sync_webhooks::stripe::STRIPE;
 
+/// The projections with the default metadata key.
 pub fn projectors() -> Projectors {
     Projectors {
         stripe_org_metadata_key: "organization_id".into(),
     }
 }
 
+/// The ledger's view of a scenario event, as the server builds it after verification.
 pub fn new_event(event: &ScenarioEvent) -> NewEvent {
     let provider = if event.provider == "stripe" {
         STRIPE
@@ -47,6 +47,7 @@ pub async fn deliver(store: &Store, event: &ScenarioEvent) -> Recorded {
         .expect("record and apply")
 }
 
+/// A store on `url` with the schema applied.
 pub async fn migrated_store(url: &str) -> Store {
     let store = Store::connect(url).await.expect("connect");
     store.migrate_up().await.expect("migrate");
