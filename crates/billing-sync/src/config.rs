@@ -142,6 +142,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOK_BODY_LIMIT_BYTES", default_value = "1048576")]
     pub webhook_body_limit_bytes: String,
 
+    /// Seconds a client gets to send a whole webhook body (else 408 `BODY_TIMEOUT`), and that a
+    /// silent connection is kept open.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "30")]
+    pub request_timeout_secs: String,
+
     /// Clerk's JWKS URL (e.g. `https://<your-app>.clerk.accounts.dev/.well-known/jwks.json`),
     /// for verifying session tokens. Fetched on first use and cached.
     #[arg(long, env = "CLERK_JWKS_URL")]
@@ -350,6 +355,8 @@ pub struct ServeSettings {
     pub clerk_webhook_secrets: Option<Vec<SecretString>>,
     /// The webhook body limit.
     pub webhook_body_limit: usize,
+    /// `REQUEST_TIMEOUT_SECS`: the body deadline and the idle-connection timeout.
+    pub request_timeout: std::time::Duration,
     /// How session tokens are verified, when configured.
     pub clerk_keys: Option<ClerkKeys>,
     /// `CLERK_ISSUER`.
@@ -549,6 +556,10 @@ impl ServeSettings {
                 "WEBHOOK_BODY_LIMIT_BYTES",
                 &args.webhook_body_limit_bytes,
             )?,
+            request_timeout: std::time::Duration::from_secs(positive_number(
+                "REQUEST_TIMEOUT_SECS",
+                &args.request_timeout_secs,
+            )?),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! start on a listener of their own.
 
 mod backfill;
+mod client_deadline;
 pub mod config;
 mod events;
 mod observability;
@@ -64,6 +65,7 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
             App::build(store, ingestor, portal)
+                .idle_timeout(settings.request_timeout)
                 .serve(listener, shutdown)
                 .await
                 .context("serving HTTP")?;
@@ -158,7 +160,8 @@ fn build_ingestor(
         stripe,
         clerk,
         settings.webhook_body_limit,
-    );
+    )
+    .with_body_timeout(settings.request_timeout);
     match (
         &settings.stripe_api.secret_key,
         settings.stripe_refetch_objects,

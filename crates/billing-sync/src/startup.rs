@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use billing_sync_store::Store;
 use poem::listener::TcpAcceptor;
+
+use crate::client_deadline::DeadlineAcceptor;
 use std::sync::Arc;
 
 use billing_sync_api::portal::Portal;
@@ -19,7 +21,11 @@ pub struct App {
     store: Store,
     ingestor: Arc<Ingestor>,
     portal: Arc<Portal>,
+    idle_timeout: Duration,
 }
+
+/// How long a connection may stay silent before it is closed, unless told otherwise.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl App {
     /// The application on `store` (migrated or not: that is the caller's choice), ingesting
@@ -29,7 +35,16 @@ impl App {
             store,
             ingestor,
             portal,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
+    }
+
+    /// Bounds how long a client may keep the server waiting: twice `timeout` from the accept
+    /// or the last response (see [`crate::client_deadline`]), so that silent, trickling
+    /// (slow-loris) and idle connections are closed; a webhook body gets `timeout` itself.
+    pub fn idle_timeout(mut self, timeout: Duration) -> App {
+        self.idle_timeout = timeout;
+        self
     }
 
     fn routes(&self) -> impl poem::Endpoint + 'static {
@@ -62,7 +77,8 @@ impl App {
     ) -> std::io::Result<()> {
         // Logged as a plain host:port so that scripts and tests can read the bound port.
         let addr = listener.local_addr()?;
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let acceptor =
+            DeadlineAcceptor::new(TcpAcceptor::from_tokio(listener)?, self.idle_timeout * 2);
         tracing::info!(addr = %addr, "listening");
         let routes = self.routes();
         let result = Server::new_with_acceptor(acceptor)

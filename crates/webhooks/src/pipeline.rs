@@ -1,7 +1,7 @@
 //! The one pipeline both providers go through: verify → record in the ledger and apply, in one
 //! transaction → acknowledge. Replay re-applies a recorded event through the same projections.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use billing_sync_store::entities::webhook_events;
 use billing_sync_store::ledger::{EventStatus, NewEvent, Plan, Recorded};
@@ -53,9 +53,13 @@ pub struct Ingestor {
     stripe: Option<StripeVerifier>,
     clerk: Option<ClerkVerifier>,
     body_limit: usize,
+    body_timeout: Duration,
     refetch: Option<StripeClient>,
     writer: GroupCommit,
 }
+
+/// How long a sender gets to deliver a whole body unless told otherwise.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Ingestor {
     /// An ingestor writing to `store` through a group-commit writer started on the current
@@ -73,8 +77,21 @@ impl Ingestor {
             stripe,
             clerk,
             body_limit,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             refetch: None,
         }
+    }
+
+    /// Refuses (408) a delivery whose body has not arrived in full within `timeout`, so that
+    /// slow or stalled senders cannot hold connections and memory indefinitely.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// How long a sender gets to deliver a whole body.
+    pub fn body_timeout(&self) -> Duration {
+        self.body_timeout
     }
 
     /// Projects Stripe customers and subscriptions from their current state fetched with

@@ -21,6 +21,9 @@ pub enum Rejection {
     /// The body is larger than the configured limit.
     #[error("body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive in full within the time allowed (a slow or stalled sender).
+    #[error("the body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// The signature is valid but the body is not an event we can read.
     #[error("payload is not an event: {0}")]
     InvalidPayload(String),
@@ -56,6 +59,7 @@ impl Rejection {
                 (StatusCode::BAD_REQUEST, "TIMESTAMP_OUT_OF_TOLERANCE")
             }
             Rejection::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Rejection::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
             Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
             Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Rejection::UpstreamUnavailable => {

@@ -57,7 +57,16 @@ async fn receive(
     let result = if !configured {
         Err(Rejection::NotConfigured)
     } else {
-        match body.into_bytes_limit(ingestor.body_limit()).await {
+        let timeout = ingestor.body_timeout();
+        let read = tokio::time::timeout(timeout, body.into_bytes_limit(ingestor.body_limit()));
+        match read.await.unwrap_or(Err(poem::error::ReadBodyError::Io(
+            std::io::ErrorKind::TimedOut.into(),
+        ))) {
+            Err(poem::error::ReadBodyError::Io(err))
+                if err.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                Err(Rejection::BodyTimeout(timeout.as_secs()))
+            }
             Err(poem::error::ReadBodyError::PayloadTooLarge) => {
                 Err(Rejection::PayloadTooLarge(ingestor.body_limit()))
             }
