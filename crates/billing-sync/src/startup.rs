@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use billing_sync_api::portal::Portal;
 use billing_sync_webhooks::Ingestor;
-use poem::{EndpointExt, IntoEndpoint, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Server};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -47,7 +47,7 @@ impl App {
         self
     }
 
-    fn routes(&self) -> impl poem::Endpoint + 'static {
+    fn routes(&self) -> impl Endpoint + 'static {
         let api = billing_sync_api::service(self.store.clone(), self.portal.clone());
         let spec = api.spec_endpoint();
         let docs = api.swagger_ui();
@@ -64,6 +64,18 @@ impl App {
                 api.into_endpoint()
                     .catch_error(billing_sync_api::portal::api::unauthorized),
             )
+            .around(|endpoint, request| async move {
+                let path = request.uri().path().to_owned();
+                let mut response = endpoint.get_response(request).await;
+                // RFC 9110: a 405 names the methods the resource supports.
+                if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+                    response.headers_mut().insert(
+                        poem::http::header::ALLOW,
+                        poem::http::HeaderValue::from_static(allowed_methods(&path)),
+                    );
+                }
+                Ok(response)
+            })
             .with(crate::observability::RequestIds)
             .into_endpoint()
     }
@@ -92,13 +104,22 @@ impl App {
     }
 }
 
+/// The methods a path of ours answers: the webhooks take POST, everything else is read-only.
+fn allowed_methods(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/webhooks/") {
+        "POST"
+    } else {
+        "GET"
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 struct MetricsEndpoint {
     handle: metrics_exporter_prometheus::PrometheusHandle,
     store: Store,
 }
 
-impl poem::Endpoint for MetricsEndpoint {
+impl Endpoint for MetricsEndpoint {
     type Output = poem::Response;
 
     async fn call(&self, _: poem::Request) -> poem::Result<Self::Output> {
