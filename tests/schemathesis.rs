@@ -87,6 +87,8 @@ async fn every_answer_conforms_to_the_served_spec() {
         .arg(format!("Authorization: Bearer {token}"))
         .arg("--report-dir")
         .arg(report.path())
+        // Its caches go to the temporary directory, not the source tree.
+        .current_dir(report.path())
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .kill_on_drop(true)
         .output()

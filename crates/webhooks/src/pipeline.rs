@@ -130,22 +130,7 @@ impl Ingestor {
             .transpose()
             .map_err(|_| Rejection::SignatureInvalid("Stripe-Signature is not text"))?;
         verifier.verify(signature, body, unix_now())?;
-        let payload = parse_json(body)?;
-        let event = NewEvent {
-            provider: STRIPE,
-            event_id: text(&payload, "id")
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| Rejection::InvalidPayload("no string `id`".into()))?,
-            event_type: text(&payload, "type")
-                .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
-            api_version: text(&payload, "api_version"),
-            livemode: payload.get("livemode").and_then(Value::as_bool),
-            event_created: Some(
-                integer(&payload, "created")
-                    .ok_or_else(|| Rejection::InvalidPayload("no integer `created`".into()))?,
-            ),
-            payload,
-        };
+        let event = stripe_event(body)?;
         let projected = match &self.refetch {
             Some(client) => refetched(client, &event).await?,
             None => None,
@@ -161,17 +146,7 @@ impl Ingestor {
     ) -> Result<Accepted, Rejection> {
         let verifier = self.clerk.as_ref().ok_or(Rejection::NotConfigured)?;
         let delivery = verifier.verify(headers, body)?;
-        let payload = parse_json(body)?;
-        let event = NewEvent {
-            provider: CLERK,
-            event_id: delivery.message_id,
-            event_type: text(&payload, "type")
-                .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
-            api_version: None,
-            livemode: None,
-            event_created: Some(delivery.timestamp),
-            payload,
-        };
+        let event = clerk_event(body, delivery.message_id, delivery.timestamp)?;
         self.record(event, None).await
     }
 
@@ -307,6 +282,43 @@ async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<New
         payload,
         ..event.clone()
     }))
+}
+
+/// A verified Stripe body as the ledger's event: it must be a JSON object with a string `id`,
+/// a string `type` and an integer `created`.
+pub fn stripe_event(body: &[u8]) -> Result<NewEvent, Rejection> {
+    let payload = parse_json(body)?;
+    Ok(NewEvent {
+        provider: STRIPE,
+        event_id: text(&payload, "id")
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Rejection::InvalidPayload("no string `id`".into()))?,
+        event_type: text(&payload, "type")
+            .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
+        api_version: text(&payload, "api_version"),
+        livemode: payload.get("livemode").and_then(Value::as_bool),
+        event_created: Some(
+            integer(&payload, "created")
+                .ok_or_else(|| Rejection::InvalidPayload("no integer `created`".into()))?,
+        ),
+        payload,
+    })
+}
+
+/// A verified Clerk body as the ledger's event, identified by its Svix message id and dated by
+/// its `svix-timestamp`: it must be a JSON object with a string `type`.
+pub fn clerk_event(body: &[u8], message_id: String, timestamp: i64) -> Result<NewEvent, Rejection> {
+    let payload = parse_json(body)?;
+    Ok(NewEvent {
+        provider: CLERK,
+        event_id: message_id,
+        event_type: text(&payload, "type")
+            .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
+        api_version: None,
+        livemode: None,
+        event_created: Some(timestamp),
+        payload,
+    })
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Rejection> {

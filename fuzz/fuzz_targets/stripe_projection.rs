@@ -1,0 +1,40 @@
+//! Stripe's event projection on arbitrary JSON: a body becomes an event or is refused, and an
+//! event becomes changes, is ignored or fails, never a panic. The first byte picks the event
+//! type, so that every projection sees arbitrary objects.
+#![no_main]
+
+use billing_sync_store::ledger::Plan;
+use billing_sync_webhooks::pipeline::stripe_event;
+use billing_sync_webhooks::stripe::project;
+use libfuzzer_sys::fuzz_target;
+
+const TYPES: [&str; 8] = [
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "checkout.session.completed",
+    "invoice.paid",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((first, body)) = data.split_first() else {
+        return;
+    };
+    if let Ok(event) = stripe_event(body) {
+        let _ = project(&event, "organization_id");
+    }
+    // The same bytes as `data.object` of an event of the chosen type.
+    if let Ok(object) = serde_json::from_slice::<serde_json::Value>(body) {
+        let event_type = TYPES[usize::from(*first) % TYPES.len()];
+        let envelope = serde_json::json!({"id": "evt_fuzz", "type": event_type,
+            "created": 1_700_000_000, "data": {"object": object}});
+        let bytes = serde_json::to_vec(&envelope).expect("serializable");
+        let event = stripe_event(&bytes).expect("a well-formed envelope");
+        if let Plan::Apply(changes) = project(&event, "organization_id") {
+            assert!(changes.len() <= 1, "a Stripe event changes at most one object");
+        }
+    }
+});
