@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let bytes = serde_json::to_vec(&envelope).expect("serializable");
         let event = stripe_event(&bytes).expect("a well-formed envelope");
         if let Plan::Apply(changes) = project(&event, "organization_id") {
-            assert!(changes.len() <= 1, "a Stripe event changes at most one object");
+            assert!(
+                changes.len() <= 1,
+                "a Stripe event changes at most one object"
+            );
         }
     }
 });
