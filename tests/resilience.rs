@@ -82,28 +82,31 @@ async fn check(suite: &str, database_url: &str, report: &Report) -> Verdict {
     verdict
 }
 
-/// Waits until `at_least` events are acknowledged.
-async fn acknowledged(progress: &mut watch::Receiver<usize>, at_least: usize) {
+/// Starts the load in the background and returns once a third of its events are
+/// acknowledged: the moment a suite injects its fault.
+async fn drive_until_a_third_is_acknowledged(
+    plan: Load,
+    targets: &Targets,
+) -> tokio::task::JoinHandle<Report> {
+    let a_third = plan.organizations * 23 / 3;
+    let (progress_tx, mut progress) = watch::channel(0);
+    let targets = targets.clone();
+    let driver =
+        tokio::spawn(async move { load::drive(&plan, &targets, &secrets(), &progress_tx).await });
     tokio::time::timeout(
         Duration::from_secs(120),
-        progress.wait_for(|n| *n >= at_least),
+        progress.wait_for(|n| *n >= a_third),
     )
     .await
     .expect("the load makes progress")
     .expect("the driver is running");
+    driver
 }
 
 async fn a_service_killed_mid_run_loses_nothing_acknowledged(db: TestDatabase) {
     let first = server(&db.url).await;
     let targets = Targets::new(vec![first.base_url.clone()]);
-    let plan = load("crash", 0xC4A5);
-    let total_events = plan.organizations * 23;
-    let (progress_tx, mut progress) = watch::channel(0);
-    let driver = {
-        let (plan, targets) = (plan.clone(), targets.clone());
-        tokio::spawn(async move { load::drive(&plan, &targets, &secrets(), &progress_tx).await })
-    };
-    acknowledged(&mut progress, total_events / 3).await;
+    let driver = drive_until_a_third_is_acknowledged(load("crash", 0xC4A5), &targets).await;
     first.kill().await;
     // Deliveries fail (connection refused) until the replacement listens, then go there.
     let second = server(&db.url).await;
@@ -131,14 +134,7 @@ async fn a_postgres_restart_mid_run_loses_nothing_acknowledged() {
     let url = cluster.url();
     let server = server(&url).await;
     let targets = Targets::new(vec![server.base_url.clone()]);
-    let plan = load("pgrestart", 0xDB05);
-    let total_events = plan.organizations * 23;
-    let (progress_tx, mut progress) = watch::channel(0);
-    let driver = {
-        let (plan, targets) = (plan.clone(), targets.clone());
-        tokio::spawn(async move { load::drive(&plan, &targets, &secrets(), &progress_tx).await })
-    };
-    acknowledged(&mut progress, total_events / 3).await;
+    let driver = drive_until_a_third_is_acknowledged(load("pgrestart", 0xDB05), &targets).await;
     cluster.crash();
     // The server notices: readiness fails while the database is down.
     let http = support::http();

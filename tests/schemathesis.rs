@@ -72,9 +72,16 @@ async fn every_answer_conforms_to_the_served_spec() {
                             "client_reference_id": "org_st"}}}))
     .expect("JSON");
     let signature = stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &checkout);
-    assert_eq!(post_stripe(&server, &checkout, Some(signature)).await.status(), 200);
-    let token = key.sign(&json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
-        "exp": now() + 900, "sid": "sess_st", "o": {"id": "org_st", "rol": "admin"}}));
+    assert_eq!(
+        post_stripe(&server, &checkout, Some(signature))
+            .await
+            .status(),
+        200
+    );
+    let token = key.sign(
+        &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
+        "exp": now() + 900, "sid": "sess_st", "o": {"id": "org_st", "rol": "admin"}}),
+    );
 
     let report = tempfile::tempdir().expect("a report directory");
     let output = tokio::process::Command::new(schemathesis)
@@ -102,7 +109,7 @@ async fn every_answer_conforms_to_the_served_spec() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stripe.received().len() > 0,
+        !stripe.received().is_empty(),
         "schemathesis reached the 302 path with valid credentials"
     );
 }

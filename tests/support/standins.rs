@@ -157,10 +157,7 @@ struct StripeState {
     failing_retrievals: AtomicUsize,
     retrievals: AtomicUsize,
     /// Listable objects by resource (`customers`, `subscriptions`), newest first like Stripe.
-    lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
-    /// Answers to list calls: scripted error statuses first, then the pages.
-    list_failures: ListFailures,
-    list_requests: Mutex<Vec<ListRequest>>,
+    lists: ListState,
 }
 
 /// A list call a stand-in received: the resource and its query parameters.
@@ -174,6 +171,33 @@ pub struct ListRequest {
 impl ListRequest {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
+    }
+}
+
+/// What a stand-in lists, and what its list calls were asked and answered.
+#[derive(Default)]
+struct ListState {
+    /// Objects by resource, in the order the service keeps them.
+    lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
+    failures: ListFailures,
+    requests: Mutex<Vec<ListRequest>>,
+}
+
+impl ListState {
+    fn set_list(&self, resource: &str, objects: Vec<Value>) {
+        self.lists
+            .lock()
+            .expect("lock")
+            .insert(resource.to_owned(), objects);
+    }
+
+    fn fail_next_lists(&self, statuses: &[u16]) {
+        let mut once = self.failures.once.lock().expect("lock");
+        once.extend(statuses.iter().copied());
+    }
+
+    fn requests(&self) -> Vec<ListRequest> {
+        self.requests.lock().expect("lock").clone()
     }
 }
 
@@ -234,11 +258,12 @@ fn list_stripe_objects(
     state: Data<&Arc<StripeState>>,
 ) -> Response {
     state
-        .list_requests
+        .lists
+        .requests
         .lock()
         .expect("lock")
         .push(list_request(request, &resource, query.clone()));
-    if let Some(status) = state.list_failures.next() {
+    if let Some(status) = state.lists.failures.next() {
         let kind = if status == 429 {
             "rate_limit_error"
         } else {
@@ -246,7 +271,7 @@ fn list_stripe_objects(
         };
         return json_response(status, json!({"error": {"type": kind}}));
     }
-    let lists = state.lists.lock().expect("lock");
+    let lists = state.lists.lists.lock().expect("lock");
     let Some(all) = lists.get(&resource) else {
         return json_response(404, json!({"error": {"type": "invalid_request_error"}}));
     };
@@ -409,28 +434,24 @@ impl StripeStandIn {
 
     /// Makes `objects` (newest first) what `GET /v1/{resource}` lists.
     pub fn set_list(&self, resource: &str, objects: Vec<Value>) {
-        self.state
-            .lists
-            .lock()
-            .expect("lock")
-            .insert(resource.to_owned(), objects);
+        self.state.lists.set_list(resource, objects);
     }
 
     /// The next list calls fail with these statuses, one each.
     pub fn fail_next_lists(&self, statuses: &[u16]) {
-        let mut once = self.state.list_failures.once.lock().expect("lock");
-        once.extend(statuses.iter().copied());
+        self.state.lists.fail_next_lists(statuses);
     }
 
     /// Every list call after the first `after` fails with `status` (`None`: heal).
     pub fn fail_lists_after(&self, failure: Option<(usize, u16)>) {
-        *self.state.list_failures.from_call.lock().expect("lock") = failure;
-        self.state.list_failures.calls.store(0, Ordering::SeqCst);
+        let failures = &self.state.lists.failures;
+        *failures.from_call.lock().expect("lock") = failure;
+        failures.calls.store(0, Ordering::SeqCst);
     }
 
     /// The list calls received so far.
     pub fn list_requests(&self) -> Vec<ListRequest> {
-        self.state.list_requests.lock().expect("lock").clone()
+        self.state.lists.requests()
     }
 
     /// Makes the next `count` retrievals fail with 500.
@@ -452,9 +473,7 @@ impl StripeStandIn {
 struct ClerkState {
     secret_key: String,
     /// Objects by resource (`organizations`, `users`, `organization_memberships`).
-    lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
-    failures: ListFailures,
-    requests: Mutex<Vec<ListRequest>>,
+    lists: ListState,
 }
 
 /// Clerk's Backend API lists: `limit` (1..=500) and `offset`, `order_by` `±created_at`;
@@ -469,7 +488,7 @@ fn list_clerk_objects(
     let received = list_request(request, &resource, query.clone());
     let authorized =
         received.authorization.as_deref() == Some(format!("Bearer {}", state.secret_key).as_str());
-    state.requests.lock().expect("lock").push(received);
+    state.lists.requests.lock().expect("lock").push(received);
     let clerk_error = |status: u16, code: &str| {
         json_response(
             status,
@@ -480,7 +499,7 @@ fn list_clerk_objects(
     if !authorized {
         return clerk_error(401, "authentication_invalid");
     }
-    if let Some(status) = state.failures.next() {
+    if let Some(status) = state.lists.failures.next() {
         return clerk_error(
             status,
             if status == 429 {
@@ -499,7 +518,7 @@ fn list_clerk_objects(
         .get("offset")
         .and_then(|o| o.parse().ok())
         .unwrap_or(0);
-    let lists = state.lists.lock().expect("lock");
+    let lists = state.lists.lists.lock().expect("lock");
     let Some(all) = lists.get(&resource) else {
         return clerk_error(404, "resource_not_found");
     };
@@ -540,25 +559,16 @@ impl ClerkApiStandIn {
 
     /// Makes `objects` what `GET /v1/{resource}` lists.
     pub fn set_list(&self, resource: &str, objects: Vec<Value>) {
-        self.state
-            .lists
-            .lock()
-            .expect("lock")
-            .insert(resource.to_owned(), objects);
+        self.state.lists.set_list(resource, objects);
     }
 
     /// The next list calls fail with these statuses, one each.
     pub fn fail_next_lists(&self, statuses: &[u16]) {
-        self.state
-            .failures
-            .once
-            .lock()
-            .expect("lock")
-            .extend(statuses.iter().copied());
+        self.state.lists.fail_next_lists(statuses);
     }
 
     /// The list calls received so far.
     pub fn requests(&self) -> Vec<ListRequest> {
-        self.state.requests.lock().expect("lock").clone()
+        self.state.lists.requests()
     }
 }
