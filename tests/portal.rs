@@ -10,7 +10,7 @@ use billing_sync_client::Client;
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::{Value, json};
 use support::standins::{JwksStandIn, SigningKey, StripeAnswer, StripeStandIn};
-use support::{Server, now, post_clerk, post_stripe, stripe_signature};
+use support::{Server, now, post_clerk};
 
 const PORTAL: &str = "/api/v1/operations/payment/customer-portal";
 const STRIPE_WEBHOOK_SECRET: &str = "whsec_portal_stripe";
@@ -81,51 +81,18 @@ async fn clerk_webhook(server: &Server, id: &str, event_type: &str, data: Value)
 }
 
 async fn add_member(server: &Server, org: &str, user: &str) {
-    let updated = now() * 1000 - 60_000;
-    clerk_webhook(
-        server,
-        &format!("msg_add_{org}_{user}"),
-        "organizationMembership.created",
-        json!({
-        "id": format!("orgmem_{org}_{user}"), "role": "org:admin",
-        "organization": {"id": org, "name": "Acme", "slug": "acme", "updated_at": updated},
-        "public_user_data": {"user_id": user, "identifier": "jane@acme.example"},
-        "created_at": updated, "updated_at": updated}),
-    )
-    .await;
+    support::add_member(server, CLERK_WEBHOOK_SECRET, org, user).await;
 }
 
 async fn remove_member(server: &Server, org: &str, user: &str) {
-    let updated = now() * 1000 - 60_000;
-    clerk_webhook(
-        server,
-        &format!("msg_remove_{org}_{user}"),
-        "organizationMembership.deleted",
-        json!({
-        "id": format!("orgmem_{org}_{user}"), "role": "org:admin",
-        "organization": {"id": org, "name": "Acme", "slug": "acme", "updated_at": updated},
-        "public_user_data": {"user_id": user},
-        "created_at": updated, "updated_at": updated}),
-    )
-    .await;
+    let body = support::membership_body("organizationMembership.deleted", org, user);
+    let id = format!("msg_remove_{org}_{user}");
+    let response = post_clerk(server, CLERK_WEBHOOK_SECRET, &id, now(), &body).await;
+    assert_eq!(response.status(), 200, "removing {user} from {org}");
 }
 
-/// Links a customer to an organization the way it happens in production: a completed checkout.
 async fn checkout(server: &Server, customer: &str, org: &str) {
-    let body = serde_json::to_vec(
-        &json!({"id": format!("evt_checkout_{customer}"), "object": "event",
-        "type": "checkout.session.completed", "created": now(), "livemode": false,
-        "data": {"object": {"id": format!("cs_{customer}"), "object": "checkout.session",
-            "customer": customer, "client_reference_id": org, "mode": "subscription"}}}),
-    )
-    .expect("JSON");
-    let response = post_stripe(
-        server,
-        &body,
-        Some(stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body)),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    support::checkout(server, STRIPE_WEBHOOK_SECRET, customer, org).await;
 }
 
 async fn get_portal(

@@ -11,7 +11,7 @@ mod support;
 use billing_sync_testkit::{Backend, TestDatabase};
 use serde_json::json;
 use support::standins::{JwksStandIn, SigningKey, StripeStandIn};
-use support::{Server, now, post_clerk, post_stripe, stripe_signature};
+use support::{Server, now};
 
 const STRIPE_WEBHOOK_SECRET: &str = "whsec_schemathesis_stripe";
 const CLERK_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -57,27 +57,8 @@ async fn every_answer_conforms_to_the_served_spec() {
     .await;
 
     // A member of an organization with a Stripe customer: valid credentials reach the 302.
-    let updated = now() * 1000 - 60_000;
-    let membership = serde_json::to_vec(&json!({"type": "organizationMembership.created",
-        "object": "event", "data": {"id": "orgmem_st", "role": "org:admin",
-        "created_at": updated, "updated_at": updated,
-        "organization": {"id": "org_st", "name": "St", "slug": "st", "updated_at": updated},
-        "public_user_data": {"user_id": "user_st", "identifier": "st@example.com"}}}))
-    .expect("JSON");
-    let response = post_clerk(&server, CLERK_WEBHOOK_SECRET, "msg_st", now(), &membership).await;
-    assert_eq!(response.status(), 200);
-    let checkout = serde_json::to_vec(&json!({"id": "evt_st", "object": "event",
-        "type": "checkout.session.completed", "created": now(), "livemode": false,
-        "data": {"object": {"id": "cs_st", "object": "checkout.session", "customer": "cus_st",
-                            "client_reference_id": "org_st"}}}))
-    .expect("JSON");
-    let signature = stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &checkout);
-    assert_eq!(
-        post_stripe(&server, &checkout, Some(signature))
-            .await
-            .status(),
-        200
-    );
+    support::add_member(&server, CLERK_WEBHOOK_SECRET, "org_st", "user_st").await;
+    support::checkout(&server, STRIPE_WEBHOOK_SECRET, "cus_st", "org_st").await;
     let token = key.sign(
         &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
         "exp": now() + 900, "sid": "sess_st", "o": {"id": "org_st", "rol": "admin"}}),

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use billing_sync_testkit::{Backend, TestDatabase};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::standins::{JwksStandIn, SigningKey, StripeStandIn};
 use support::{Server, now, post_clerk, post_stripe, stripe_signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,10 +23,6 @@ async fn sqlite() -> TestDatabase {
     TestDatabase::create(Backend::Sqlite)
         .await
         .expect("SQLite is always available")
-}
-
-fn clerk_body(event_type: &str, data: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"type": event_type, "object": "event", "data": data})).expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,22 +46,9 @@ async fn no_log_line_of_a_full_run_contains_a_secret_or_a_token() {
     .await;
 
     // Webhooks: accepted, and refused for a bad signature (which logs the refusal).
-    let updated = now() * 1000 - 60_000;
-    let membership = clerk_body(
-        "organizationMembership.created",
-        json!({"id": "orgmem_sec", "role": "org:admin", "created_at": updated, "updated_at": updated,
-               "organization": {"id": "org_sec", "name": "Sec", "slug": "sec", "updated_at": updated},
-               "public_user_data": {"user_id": "user_sec", "identifier": "sec@example.com"}}),
-    );
-    let response = post_clerk(
-        &server,
-        CLERK_WEBHOOK_SECRET,
-        "msg_sec_1",
-        now(),
-        &membership,
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    support::add_member(&server, CLERK_WEBHOOK_SECRET, "org_sec", "user_sec").await;
+    let membership =
+        support::membership_body("organizationMembership.created", "org_sec", "user_sec");
     let forged = post_clerk(
         &server,
         "whsec_ZGlmZmVyZW50LXNlY3JldC1ieXRlcyEhIQ==",
@@ -75,20 +58,9 @@ async fn no_log_line_of_a_full_run_contains_a_secret_or_a_token() {
     )
     .await;
     assert_eq!(forged.status(), 400);
-    let checkout = serde_json::to_vec(&json!({"id": "evt_sec_checkout", "object": "event",
-        "type": "checkout.session.completed", "created": now(), "livemode": false,
-        "data": {"object": {"id": "cs_sec", "object": "checkout.session", "customer": "cus_sec",
-                            "client_reference_id": "org_sec"}}}))
-    .expect("JSON");
-    let t = now();
-    let signature = stripe_signature(STRIPE_WEBHOOK_SECRET, t, &checkout);
-    assert_eq!(
-        post_stripe(&server, &checkout, Some(signature))
-            .await
-            .status(),
-        200
-    );
-    let wrong = stripe_signature("whsec_not_the_secret", t, &checkout);
+    support::checkout(&server, STRIPE_WEBHOOK_SECRET, "cus_sec", "org_sec").await;
+    let checkout = support::checkout_body("cus_sec", "org_sec");
+    let wrong = stripe_signature("whsec_not_the_secret", now(), &checkout);
     assert_eq!(
         post_stripe(&server, &checkout, Some(wrong)).await.status(),
         400

@@ -239,6 +239,48 @@ pub async fn post_clerk_raw(
     request.send().await.expect("POST the Clerk webhook")
 }
 
+/// A Clerk `organizationMembership.*` event making `user` an admin of `org` (an organization
+/// named Acme), dated a minute ago.
+pub fn membership_body(event_type: &str, org: &str, user: &str) -> Vec<u8> {
+    let updated = now() * 1000 - 60_000;
+    serde_json::to_vec(
+        &serde_json::json!({"type": event_type, "object": "event", "data": {
+        "id": format!("orgmem_{org}_{user}"), "role": "org:admin",
+        "organization": {"id": org, "name": "Acme", "slug": "acme", "updated_at": updated},
+        "public_user_data": {"user_id": user, "identifier": "jane@acme.example"},
+        "created_at": updated, "updated_at": updated}}),
+    )
+    .expect("JSON")
+}
+
+/// Makes `user` a member of `org` through a Clerk delivery signed with `clerk_secret`.
+pub async fn add_member(server: &Server, clerk_secret: &str, org: &str, user: &str) {
+    let body = membership_body("organizationMembership.created", org, user);
+    let id = format!("msg_add_{org}_{user}");
+    let response = post_clerk(server, clerk_secret, &id, now(), &body).await;
+    assert_eq!(response.status(), 200, "adding {user} to {org}");
+}
+
+/// A completed checkout that links `customer` to `org`.
+pub fn checkout_body(customer: &str, org: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &serde_json::json!({"id": format!("evt_checkout_{customer}"), "object": "event",
+        "type": "checkout.session.completed", "created": now(), "livemode": false,
+        "data": {"object": {"id": format!("cs_{customer}"), "object": "checkout.session",
+            "customer": customer, "client_reference_id": org, "mode": "subscription"}}}),
+    )
+    .expect("JSON")
+}
+
+/// Links `customer` to `org` the way it happens in production, a completed checkout, delivered
+/// signed with `stripe_secret`.
+pub async fn checkout(server: &Server, stripe_secret: &str, customer: &str, org: &str) {
+    let body = checkout_body(customer, org);
+    let signature = stripe_signature(stripe_secret, now(), &body);
+    let response = post_stripe(server, &body, Some(signature)).await;
+    assert_eq!(response.status(), 200, "checkout of {customer} for {org}");
+}
+
 /// The JSON body of a response, with its status.
 pub async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
