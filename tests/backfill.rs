@@ -41,17 +41,20 @@ fn subscription(n: u32, customer: u32, status: &str, org: Option<&str>) -> Value
                "price": {"id": "price_pro", "product": "prod_pro"}}]}})
 }
 
-/// Seven customers (one without an organization) and five subscriptions (one canceled, one
-/// naming no organization of its own), newest first as Stripe lists them.
-fn stripe_catalog(stripe: &StripeStandIn) {
-    let customers = (1..=7)
+/// Seven customers (one without an organization), newest first as Stripe lists them.
+fn listed_customers() -> Vec<Value> {
+    (1..=7)
         .rev()
         .map(|n| {
             let org = (n != 7).then(|| format!("org_bf{n}"));
             customer(n, org.as_deref(), &format!("billing{n}@example.com"))
         })
-        .collect();
-    stripe.set_list("customers", customers);
+        .collect()
+}
+
+/// [`listed_customers`] and five subscriptions (one canceled, one naming no organization of its own).
+fn stripe_catalog(stripe: &StripeStandIn) {
+    stripe.set_list("customers", listed_customers());
     stripe.set_list(
         "subscriptions",
         vec![
@@ -206,13 +209,7 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
     );
 
     // One customer changed in Stripe since: exactly that one is updated.
-    let mut customers: Vec<Value> = (1..=7)
-        .rev()
-        .map(|n| {
-            let org = (n != 7).then(|| format!("org_bf{n}"));
-            customer(n, org.as_deref(), &format!("billing{n}@example.com"))
-        })
-        .collect();
+    let mut customers = listed_customers();
     customers[3]["email"] = json!("changed@example.com");
     stripe.set_list("customers", customers);
     let third = stripe_backfill(&db, &stripe, &[]).await;

@@ -88,7 +88,7 @@ async fn drive_until_a_third_is_acknowledged(
     plan: Load,
     targets: &Targets,
 ) -> tokio::task::JoinHandle<Report> {
-    let a_third = plan.organizations * 23 / 3;
+    let a_third = plan.events() / 3;
     let (progress_tx, mut progress) = watch::channel(0);
     let targets = targets.clone();
     let driver =

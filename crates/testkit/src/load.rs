@@ -76,6 +76,20 @@ pub struct Load {
     pub give_up_after: Duration,
 }
 
+impl Load {
+    /// How many distinct events the run delivers (duplicates not counted).
+    pub fn events(&self) -> usize {
+        self.organizations * organization_events("count", 0).len()
+    }
+}
+
+/// One organization's events: its Stripe lifecycle, then its Clerk lifecycle dated from `c0`.
+fn organization_events(ns: &str, c0: i64) -> Vec<ScenarioEvent> {
+    let mut events = stripe_lifecycle(ns);
+    events.extend(clerk_lifecycle_at(ns, c0));
+    events
+}
+
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -133,8 +147,7 @@ pub async fn drive(
         let c0 = (chrono::Utc::now().timestamp() - 60) * 1000;
         let mut deliveries = Vec::new();
         for ns in wave {
-            let mut events = stripe_lifecycle(ns);
-            events.extend(clerk_lifecycle_at(ns, c0));
+            let events = organization_events(ns, c0);
             report.events += events.len() as u64;
             deliveries.extend(events.iter().cloned().map(|e| (e, false)));
             report.organizations.push((ns.clone(), events));
