@@ -162,10 +162,13 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<St
         .map(|()| String::from_utf8_lossy(&received).into_owned())
 }
 
+/// The head of a Stripe delivery whose signature header passes every check that can be made
+/// before the body (well formed, signed now), so that the server goes on to read the body.
 fn webhook_head(content_length: usize) -> String {
     format!(
         "POST /api/v1/webhooks/stripe HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
-         stripe-signature: t=1,v1=00\r\ncontent-length: {content_length}\r\n\r\n"
+         stripe-signature: t={},v1=00\r\ncontent-length: {content_length}\r\n\r\n",
+        now()
     )
 }
 
@@ -285,4 +288,162 @@ async fn hundreds_of_stalled_clients_do_not_starve_a_real_delivery() {
         .expect("healthz");
     assert_eq!(health.status(), 200);
     drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_headers_can_refuse_is_refused_before_the_body_is_read() {
+    let db = sqlite().await;
+    let server = Server::start(
+        &db.url,
+        &[
+            ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
+            (
+                "CLERK_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+            ("REQUEST_TIMEOUT_SECS", "30"),
+        ],
+    )
+    .await;
+    let stale = now() - 3_600;
+    let cases = [
+        ("stripe", String::new(), "SIGNATURE_MISSING"),
+        (
+            "stripe",
+            "stripe-signature: v1=00\r\n".to_owned(),
+            "SIGNATURE_INVALID",
+        ),
+        (
+            "stripe",
+            format!("stripe-signature: t={stale},v1=00\r\n"),
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        (
+            "stripe",
+            format!("stripe-signature: t={},v1=00\r\n", i64::MIN),
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        ("clerk", String::new(), "SIGNATURE_MISSING"),
+        (
+            "clerk",
+            format!("svix-id: msg_1\r\nsvix-timestamp: {stale}\r\nsvix-signature: v1,x\r\n"),
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+    ];
+    for (provider, headers, code) in cases {
+        let mut stream = connect(&server).await;
+        // A megabyte announced, not a byte of it sent: the answer must not wait for it.
+        stream
+            .write_all(
+                format!(
+                    "POST /api/v1/webhooks/{provider} HTTP/1.1\r\nhost: localhost\r\n\
+                     content-type: application/json\r\n{headers}content-length: 1048575\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write the head");
+        let mut buffer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("{provider} {code}: answered without the body"))
+            .expect("read");
+        let answer = String::from_utf8_lossy(&buffer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{provider} {code}: {answer}"
+        );
+        assert!(answer.contains(code), "{provider} {code}: {answer}");
+    }
+}
+
+/// The bound `WEBHOOK_BODY_BYTES_IN_FLIGHT` (32 MiB by default) puts on the server's memory
+/// under a thousand stalled megabyte bodies, with room for the runtime, the pool and the
+/// connections themselves (the README documents it).
+const STALLED_BODIES_RSS_BOUND: u64 = 160 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_stalled_megabyte_bodies_keep_memory_bounded() {
+    let db = sqlite().await;
+    let server = Server::start(
+        &db.url,
+        &[
+            ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
+            ("REQUEST_TIMEOUT_SECS", "5"),
+        ],
+    )
+    .await;
+    let before = server.resident_bytes();
+    let body = vec![b' '; (1 << 20) - 1];
+    let body = std::sync::Arc::new(body);
+    let mut clients = Vec::new();
+    for _ in 0..1_000 {
+        let mut stream = connect(&server).await;
+        let body = body.clone();
+        clients.push(tokio::spawn(async move {
+            // Signed now and well formed: past every check the headers allow. One byte short.
+            if stream
+                .write_all(webhook_head(1 << 20).as_bytes())
+                .await
+                .is_err()
+            {
+                return String::new();
+            }
+            let _ = stream.write_all(&body).await;
+            read_until_closed(&mut stream, Duration::from_secs(60))
+                .await
+                .unwrap_or_default()
+        }));
+    }
+    // Peak: sample while the bodies stall (until the first answers of the admitted come back).
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        peak = peak.max(server.resident_bytes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answers = std::collections::BTreeMap::<String, u32>::new();
+    for client in clients {
+        let answer = client.await.expect("client task");
+        let status = answer.get(9..12).unwrap_or("closed").to_owned();
+        *answers.entry(status).or_default() += 1;
+    }
+    peak = peak.max(server.resident_bytes());
+    let after = server.resident_bytes();
+    eprintln!(
+        "1,000 stalled 1 MiB bodies: RSS before {} MiB, peak {} MiB, after {} MiB; answers {answers:?}",
+        before >> 20,
+        peak >> 20,
+        after >> 20
+    );
+    assert!(
+        peak < STALLED_BODIES_RSS_BOUND,
+        "peak RSS {} MiB is over the bound",
+        peak >> 20
+    );
+    assert!(
+        after < STALLED_BODIES_RSS_BOUND,
+        "RSS {} MiB after the bodies timed out is over the bound",
+        after >> 20
+    );
+    assert!(
+        answers.contains_key("503"),
+        "past the budget, bodies are refused: {answers:?}"
+    );
+    assert!(
+        answers.contains_key("408"),
+        "bodies admitted to the budget time out: {answers:?}"
+    );
+    // The budget is free again: a real delivery goes through.
+    let body = serde_json::to_vec(&json!({"id": "evt_after_stall", "object": "event",
+        "type": "customer.created", "created": now(), "livemode": false,
+        "data": {"object": {"id": "cus_after_stall", "object": "customer"}}}))
+    .expect("JSON");
+    let delivered = post_stripe(
+        &server,
+        &body,
+        Some(stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body)),
+    )
+    .await;
+    assert_eq!(delivered.status(), 200);
 }

@@ -31,6 +31,7 @@ each_backend!(
     an_event_that_cannot_be_applied_is_acknowledged_as_failed_and_listed_for_replay,
     the_shared_stripe_fixtures_tell_their_story_in_any_order,
     the_shared_clerk_fixtures_all_ingest,
+    a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends,
 );
 
 async fn start(db: &TestDatabase, extra: &[(&str, &str)]) -> Server {
@@ -845,5 +846,192 @@ async fn metrics_count_deliveries_by_provider_type_and_outcome() {
     assert!(
         text.contains("billing_sync_db_connections{state=\"idle\"}"),
         "{text}"
+    );
+}
+
+/// PostgreSQL cannot store U+0000 in `jsonb` or `text`; a signed event holding one used to
+/// answer 500 forever. It is recorded with U+FFFD in its place, the same on both backends, and
+/// a membership deletion carrying one still ends the membership.
+async fn a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends(db: TestDatabase) {
+    let server = start(&db, &[]).await;
+    let body = stripe_event(
+        "evt_nul",
+        "customer.updated",
+        json!({"id": "cus_nul", "object": "customer", "name": "Acme\u{0}Corp",
+               "metadata": {"note\u{0}": "x\u{0}y"}}),
+    );
+    assert!(
+        body.windows(6).any(|w| w == b"\\u0000"),
+        "the body carries the JSON escape"
+    );
+    let response = post_stripe(
+        &server,
+        &body,
+        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
+    )
+    .await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    let store = Store::connect(&db.url).await.expect("connect");
+    let customer = stripe_customers::Entity::find_by_id("cus_nul".to_owned())
+        .one(store.connection())
+        .await
+        .expect("read")
+        .expect("the customer is stored");
+    assert_eq!(customer.name.as_deref(), Some("Acme\u{FFFD}Corp"));
+    let row = store
+        .find_event("stripe", "evt_nul")
+        .await
+        .expect("find")
+        .expect("the event is in the ledger");
+    assert_eq!(row.status, "processed");
+    assert_eq!(
+        row.payload["data"]["object"]["metadata"]["note\u{FFFD}"],
+        "x\u{FFFD}y"
+    );
+
+    // The membership-deletion chain: the removed member must lose access.
+    support::add_member(&server, CLERK_SECRET, "org_nul", "user_nul").await;
+    assert!(
+        store
+            .active_membership("user_nul", "org_nul")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    let mut deleted: serde_json::Value = serde_json::from_slice(&support::membership_body(
+        "organizationMembership.deleted",
+        "org_nul",
+        "user_nul",
+    ))
+    .expect("JSON");
+    deleted["data"]["public_user_data"]["first_name"] = json!("Eve\u{0}");
+    deleted["data"]["updated_at"] = json!(now() * 1000);
+    let deleted = serde_json::to_vec(&deleted).expect("JSON");
+    let response = post_clerk(&server, CLERK_SECRET, "msg_nul_delete", now(), &deleted).await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    assert!(
+        store
+            .active_membership("user_nul", "org_nul")
+            .await
+            .expect("read")
+            .is_none(),
+        "the removed member has no membership left"
+    );
+}
+
+/// A deadlock (40P01) is a reason of the moment, not of the event: the writer tries again and
+/// the event is applied, never acknowledged as `failed`. When the database keeps refusing,
+/// the answer is 503 and nothing is recorded, so the provider retries. The deadlocks are real
+/// PostgreSQL errors, raised by a trigger for as long as the test wants them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = start(&db, &[]).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    store
+        .connection()
+        .execute_unprepared(
+            "CREATE SEQUENCE deadlocks; \
+             CREATE FUNCTION deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.id = 'cus_always' OR nextval('deadlocks') <= 2 THEN \
+                 RAISE EXCEPTION 'simulated deadlock' USING ERRCODE = '40P01'; \
+               END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER deadlock BEFORE INSERT ON stripe_customers \
+               FOR EACH ROW EXECUTE FUNCTION deadlock();",
+        )
+        .await
+        .expect("install the deadlocking trigger");
+
+    // Two deadlocks, then the write goes through: applied, acknowledged as processed.
+    let body = stripe_event(
+        "evt_deadlock",
+        "customer.created",
+        json!({"id": "cus_deadlock"}),
+    );
+    let response = post_stripe(
+        &server,
+        &body,
+        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
+    )
+    .await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    let row = store
+        .find_event("stripe", "evt_deadlock")
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert_eq!(row.status, "processed");
+
+    // Deadlocks every time: 503, nothing recorded; once they stop, the retry is applied.
+    let body = stripe_event(
+        "evt_always",
+        "customer.created",
+        json!({"id": "cus_always"}),
+    );
+    let response = post_stripe(
+        &server,
+        &body,
+        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
+    )
+    .await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{json}"
+    );
+    assert!(
+        store
+            .find_event("stripe", "evt_always")
+            .await
+            .expect("find")
+            .is_none(),
+        "nothing is recorded for an event that must be retried"
+    );
+    store
+        .connection()
+        .execute_unprepared("DROP TRIGGER deadlock ON stripe_customers")
+        .await
+        .expect("drop the trigger");
+    let response = post_stripe(
+        &server,
+        &body,
+        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
+    )
+    .await;
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    assert_eq!(
+        store
+            .list_events(&EventFilter {
+                status: Some(billing_sync_store::ledger::EventStatus::Failed),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .len(),
+        0,
+        "no event was recorded as failed"
     );
 }

@@ -1,10 +1,18 @@
-//! Webhook ingestion throughput and latency: signed Stripe events sent over loopback HTTP to the
-//! real server on PostgreSQL at 1, 16 and 64 concurrent senders, next to the raw PostgreSQL
-//! ceiling measured in the same run (the same ledger row and guarded upsert per event, one
-//! transaction each, from a plain SQL loop with as many connections as senders).
+//! Webhook ingestion throughput and latency: signed Stripe subscription-lifecycle events of
+//! realistic size (2–4 KB bodies, as Stripe sends them) over loopback HTTP to the real server on
+//! PostgreSQL at 1, 16 and 64 concurrent senders, next to two raw PostgreSQL ceilings measured in
+//! the same run on the same rows (a ledger insert and a guarded upsert of the object per event):
 //!
-//! Run with `./scripts/bench --bench ingest` (it starts a throwaway PostgreSQL with default
-//! settings), or with `BILLING_SYNC_TEST_POSTGRES_URL` pointing at an admin URL of your own.
+//! - per event: one transaction per event, from a plain SQL loop with as many connections as
+//!   senders: what a service that commits each event alone could reach at best;
+//! - batched: ten events per transaction, the same statements: what grouping commits buys.
+//!
+//! Next to each run: the service's CPU time per event (from `/proc/PID/stat`) and how busy the
+//! machine's cores were (from `/proc/stat`), so a figure limited by waiting shows as idle cores.
+//!
+//! Run with `./scripts/bench --bench ingest` (it starts a throwaway PostgreSQL with default,
+//! durable settings), or with `BILLING_SYNC_TEST_POSTGRES_URL` pointing at an admin URL of your
+//! own. `BENCH_INGEST_EVENTS` sets the events per level (default 8,000: 1,000 customers).
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -14,13 +22,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use billing_sync_store::Store;
-use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
-use billing_sync_testkit::scenarios::{ScenarioEvent, stripe_lifecycle};
+use billing_sync_store::sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
+};
+use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycle};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
 use support::{Server, http, now, stripe_signature};
 
 const SECRET: &str = "whsec_bench_secret";
-const LEVELS: [(usize, usize); 3] = [(1, 1_000), (16, 4_000), (64, 4_000)];
+const SENDERS: [usize; 3] = [1, 16, 64];
+/// Events per transaction in the batched ceiling.
+const CEILING_BATCH: usize = 10;
 
 struct Figures {
     events: usize,
@@ -40,21 +52,27 @@ impl Figures {
     }
 }
 
-/// `count` distinct events: copies of the Stripe lifecycle, each in its own namespace.
+/// `count` distinct events: copies of the subscription lifecycle, each in its own namespace.
 fn events(tag: &str, count: usize) -> Vec<ScenarioEvent> {
     let mut events = Vec::with_capacity(count);
     let mut copy = 0;
     while events.len() < count {
-        events.extend(stripe_lifecycle(&format!("{tag}{copy:06}")));
+        events.extend(subscription_lifecycle(&format!("{tag}{copy:06}")));
         copy += 1;
     }
     events.truncate(count);
     events
 }
 
-async fn run_concurrently<F, Fut>(events: Vec<ScenarioEvent>, senders: usize, send: F) -> Figures
+/// Sends `events` from `senders` concurrent tasks, `per_send` events at a time.
+async fn run_concurrently<F, Fut>(
+    events: Vec<ScenarioEvent>,
+    senders: usize,
+    per_send: usize,
+    send: F,
+) -> Figures
 where
-    F: Fn(ScenarioEvent) -> Fut + Send + Sync + 'static,
+    F: Fn(Vec<ScenarioEvent>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let count = events.len();
@@ -68,12 +86,13 @@ where
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(event) = events.get(index) else {
+                let first = next.fetch_add(per_send, Ordering::Relaxed);
+                if first >= events.len() {
                     break;
-                };
+                }
+                let chunk = events[first..(first + per_send).min(events.len())].to_vec();
                 let sent = Instant::now();
-                send(event.clone()).await;
+                send(chunk).await;
                 latencies.push(sent.elapsed());
             }
             latencies
@@ -90,44 +109,62 @@ where
     }
 }
 
-/// The ceiling: per event, one transaction with the ledger insert and one guarded upsert.
-async fn raw_postgres(url: &str, tag: &str, senders: usize, count: usize) -> Figures {
-    let store = Store::connect(url).await.expect("connect");
-    let db = Arc::new(store.connection().clone());
-    run_concurrently(events(tag, count), senders, move |event| {
+/// The statements a ceiling runs per event: its ledger row and a guarded upsert of its object.
+async fn write_event(txn: &impl ConnectionTrait, event: &ScenarioEvent) -> Result<(), DbErr> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO webhook_events (provider, event_id, event_type, api_version, livemode, \
+         event_created, payload, received_at, processed_at, status, attempts) \
+         VALUES ('stripe', $1, $2, $3, false, $4, $5, now(), now(), 'processed', 1) \
+         ON CONFLICT (provider, event_id) DO NOTHING",
+        [
+            event.event_id.clone().into(),
+            event.event_type.clone().into(),
+            "2026-07-29.dahlia".into(),
+            event.timestamp.into(),
+            event.payload.clone().into(),
+        ],
+    ))
+    .await?;
+    let object = event.payload["data"]["object"].clone();
+    let id = object["id"].as_str().unwrap_or_default().to_owned();
+    let sql = if event.event_type.starts_with("customer.subscription.") {
+        "INSERT INTO stripe_subscriptions (id, raw, ordering_key, ordering_rank, synced_at, \
+         livemode, customer_id, status, cancel_at_period_end, items) \
+         VALUES ($1, $2, $3, 1, now(), false, 'cus', 'active', false, '[]') \
+         ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
+         synced_at = excluded.synced_at WHERE stripe_subscriptions.ordering_key <= excluded.ordering_key"
+    } else {
+        "INSERT INTO stripe_customers (id, raw, ordering_key, ordering_rank, synced_at, livemode) \
+         VALUES ($1, $2, $3, 1, now(), false) \
+         ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
+         synced_at = excluded.synced_at WHERE stripe_customers.ordering_key <= excluded.ordering_key"
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [id.into(), object.into(), event.timestamp.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A raw ceiling: `per_transaction` events in each transaction, as many connections as senders.
+async fn raw_postgres(
+    db: &DatabaseConnection,
+    tag: &str,
+    senders: usize,
+    count: usize,
+    per_transaction: usize,
+) -> Figures {
+    let db = Arc::new(db.clone());
+    run_concurrently(events(tag, count), senders, per_transaction, move |chunk| {
         let db = db.clone();
         async move {
             let txn = db.begin().await.expect("begin");
-            let ledger = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "INSERT INTO webhook_events (provider, event_id, event_type, api_version, livemode, \
-                 event_created, payload, received_at, processed_at, status, attempts) \
-                 VALUES ('stripe', $1, $2, $3, false, $4, $5, now(), now(), 'processed', 1) \
-                 ON CONFLICT (provider, event_id) DO NOTHING",
-                [
-                    event.event_id.clone().into(),
-                    event.event_type.clone().into(),
-                    "2026-07-29.dahlia".into(),
-                    event.timestamp.into(),
-                    event.payload.clone().into(),
-                ],
-            );
-            txn.execute_raw(ledger).await.expect("ledger insert");
-            let object = event.payload["data"]["object"].clone();
-            let upsert = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "INSERT INTO stripe_customers (id, raw, ordering_key, ordering_rank, synced_at, livemode) \
-                 VALUES ($1, $2, $3, 1, now(), false) \
-                 ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
-                 synced_at = excluded.synced_at \
-                 WHERE stripe_customers.ordering_key < excluded.ordering_key",
-                [
-                    object["customer"].as_str().or(object["id"].as_str()).unwrap_or("cus").to_owned().into(),
-                    object.into(),
-                    event.timestamp.into(),
-                ],
-            );
-            txn.execute_raw(upsert).await.expect("guarded upsert");
+            for event in &chunk {
+                write_event(&txn, event).await.expect("write an event");
+            }
             txn.commit().await.expect("commit");
         }
     })
@@ -137,10 +174,28 @@ async fn raw_postgres(url: &str, tag: &str, senders: usize, count: usize) -> Fig
 async fn through_the_server(server: &Server, tag: &str, senders: usize, count: usize) -> Figures {
     let url = server.url("/api/v1/webhooks/stripe");
     let client = http();
-    run_concurrently(events(tag, count), senders, move |event| {
-        let (client, url) = (client.clone(), url.clone());
+    // Bodies are serialised before the clock starts: the sender's work is not the server's.
+    let bodies: Vec<ScenarioEvent> = events(tag, count);
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        bodies
+            .iter()
+            .map(|e| serde_json::to_vec(&e.payload).expect("JSON"))
+            .collect(),
+    );
+    let indices: Vec<ScenarioEvent> = (0..count)
+        .map(|i| ScenarioEvent {
+            provider: "stripe",
+            event_id: i.to_string(),
+            event_type: String::new(),
+            timestamp: 0,
+            payload: serde_json::Value::Null,
+        })
+        .collect();
+    run_concurrently(indices, senders, 1, move |chunk| {
+        let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
         async move {
-            let body = serde_json::to_vec(&event.payload).expect("JSON");
+            let index: usize = chunk[0].event_id.parse().expect("an index");
+            let body = bodies[index].clone();
             let response = client
                 .post(url)
                 .header("stripe-signature", stripe_signature(SECRET, now(), &body))
@@ -154,12 +209,59 @@ async fn through_the_server(server: &Server, tag: &str, senders: usize, count: u
     .await
 }
 
+/// CPU time (user + system) a process has used.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, read through `getconf` (100 on every Linux this runs on).
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The machine's cumulative (busy, total) CPU time, in ticks, from `/proc/stat`.
+fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .expect("the cpu line")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().sum();
+    // idle and iowait are the 4th and 5th values.
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::var(POSTGRES_URL_VAR).is_err() {
         eprintln!("{POSTGRES_URL_VAR} is unset: run ./scripts/bench --bench ingest");
         std::process::exit(2);
     }
+    let count: usize = std::env::var("BENCH_INGEST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8_000);
     let raw_db = TestDatabase::create(Backend::Postgres)
         .await
         .expect("a database");
@@ -177,27 +279,69 @@ async fn main() {
     )
     .await;
 
+    let sizes: Vec<usize> = events("size", 8)
+        .iter()
+        .map(|e| serde_json::to_vec(&e.payload).expect("JSON").len())
+        .collect();
     println!(
-        "webhook ingestion on PostgreSQL, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "webhook ingestion on PostgreSQL, {} cores; subscription-lifecycle bodies of {}..{} bytes",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sizes.iter().min().unwrap_or(&0),
+        sizes.iter().max().unwrap_or(&0),
     );
     println!(
-        "{:<9} {:>8} | {:>14} {:>9} {:>9} | {:>14} {:>9} | {:>8}",
-        "senders", "events", "server ev/s", "p50 ms", "p99 ms", "raw SQL ev/s", "p99 ms", "share"
+        "{:<7} {:>6} | {:>10} {:>7} {:>7} {:>10} {:>6} | {:>10} {:>10} | {:>9} {:>10}",
+        "senders",
+        "events",
+        "server ev/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/ev",
+        "busy",
+        "per-event",
+        "batched×10",
+        "×per-ev",
+        "of batched",
     );
-    for (senders, count) in LEVELS {
-        let raw = raw_postgres(&raw_db.url, &format!("raw{senders}x"), senders, count).await;
-        let served = through_the_server(&server, &format!("srv{senders}x"), senders, count).await;
-        println!(
-            "{:<9} {:>8} | {:>14.0} {:>9.2} {:>9.2} | {:>14.0} {:>9.2} | {:>7.0}%",
+    for senders in SENDERS {
+        let level_count = if senders == 1 { count / 10 } else { count };
+        let per_event = raw_postgres(
+            raw_store.connection(),
+            &format!("pe{senders}x"),
             senders,
-            count,
+            level_count,
+            1,
+        )
+        .await;
+        let batched = raw_postgres(
+            raw_store.connection(),
+            &format!("bt{senders}x"),
+            senders,
+            level_count,
+            CEILING_BATCH,
+        )
+        .await;
+        let cpu_before = process_cpu(server.pid());
+        let machine_before = machine_cpu();
+        let served =
+            through_the_server(&server, &format!("srv{senders}x"), senders, level_count).await;
+        let cpu = process_cpu(server.pid()) - cpu_before;
+        let machine_after = machine_cpu();
+        let busy = (machine_after.0 - machine_before.0) as f64
+            / (machine_after.1 - machine_before.1).max(1) as f64;
+        println!(
+            "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>10.0} {:>5.0}% | {:>10.0} {:>10.0} | {:>8.2}× {:>9.0}%",
+            senders,
+            level_count,
             served.rate(),
             served.percentile(0.50).as_secs_f64() * 1e3,
             served.percentile(0.99).as_secs_f64() * 1e3,
-            raw.rate(),
-            raw.percentile(0.99).as_secs_f64() * 1e3,
-            100.0 * served.rate() / raw.rate()
+            cpu.as_secs_f64() * 1e6 / level_count as f64,
+            busy * 100.0,
+            per_event.rate(),
+            batched.rate(),
+            served.rate() / per_event.rate(),
+            100.0 * served.rate() / batched.rate(),
         );
     }
 }

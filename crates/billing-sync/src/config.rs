@@ -142,6 +142,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOK_BODY_LIMIT_BYTES", default_value = "1048576")]
     pub webhook_body_limit_bytes: String,
 
+    /// Webhook body bytes held in memory at once, over all connections; a delivery that would
+    /// pass it gets 503 `OVERLOADED` with `Retry-After` before its body is read.
+    #[arg(long, env = "WEBHOOK_BODY_BYTES_IN_FLIGHT", default_value = "33554432")]
+    pub webhook_body_bytes_in_flight: String,
+
     /// Seconds a client gets to send a whole webhook body (else 408 `BODY_TIMEOUT`), and that a
     /// silent connection is kept open.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "30")]
@@ -355,6 +360,8 @@ pub struct ServeSettings {
     pub clerk_webhook_secrets: Option<Vec<SecretString>>,
     /// The webhook body limit.
     pub webhook_body_limit: usize,
+    /// `WEBHOOK_BODY_BYTES_IN_FLIGHT`: at least the body limit.
+    pub webhook_body_bytes_in_flight: usize,
     /// `REQUEST_TIMEOUT_SECS`: the body deadline and the idle-connection timeout.
     pub request_timeout: std::time::Duration,
     /// How session tokens are verified, when configured.
@@ -476,6 +483,21 @@ impl ServeSettings {
                 args.listen_addr
             ),
         })?;
+        let webhook_body_limit =
+            positive_number("WEBHOOK_BODY_LIMIT_BYTES", &args.webhook_body_limit_bytes)?;
+        let webhook_body_bytes_in_flight: usize = positive_number(
+            "WEBHOOK_BODY_BYTES_IN_FLIGHT",
+            &args.webhook_body_bytes_in_flight,
+        )?;
+        if webhook_body_bytes_in_flight < webhook_body_limit {
+            return Err(ConfigError {
+                variable: "WEBHOOK_BODY_BYTES_IN_FLIGHT",
+                problem: format!(
+                    "{webhook_body_bytes_in_flight} is less than WEBHOOK_BODY_LIMIT_BYTES \
+                     ({webhook_body_limit}): a body of the largest accepted size would never fit"
+                ),
+            });
+        }
         let clerk_webhook_secrets =
             secret_list("CLERK_WEBHOOK_SECRET", args.clerk_webhook_secret.as_deref())?;
         if let Some(secrets) = &clerk_webhook_secrets {
@@ -552,10 +574,8 @@ impl ServeSettings {
                 &args.stripe_webhook_tolerance_secs,
             )?,
             clerk_webhook_secrets,
-            webhook_body_limit: positive_number(
-                "WEBHOOK_BODY_LIMIT_BYTES",
-                &args.webhook_body_limit_bytes,
-            )?,
+            webhook_body_limit,
+            webhook_body_bytes_in_flight,
             request_timeout: std::time::Duration::from_secs(positive_number(
                 "REQUEST_TIMEOUT_SECS",
                 &args.request_timeout_secs,

@@ -161,7 +161,8 @@ fn build_ingestor(
         clerk,
         settings.webhook_body_limit,
     )
-    .with_body_timeout(settings.request_timeout);
+    .with_body_timeout(settings.request_timeout)
+    .with_body_bytes_in_flight(settings.webhook_body_bytes_in_flight);
     match (
         &settings.stripe_api.secret_key,
         settings.stripe_refetch_objects,

@@ -1,19 +1,21 @@
 //! The ledger of webhook deliveries, and recording an event together with its changes in one
 //! transaction.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::Utc;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 
 use crate::Store;
+use crate::changeset::{ChangeSet, apply_set};
 use crate::entities::webhook_events;
 use crate::error::StoreError;
-use crate::sync::{Change, apply};
+use crate::sync::Change;
 
 /// A verified event, as the ledger records it.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,35 +129,121 @@ impl Store {
 
     /// [`Store::record_and_apply`] for several events in one transaction (group commit): one
     /// commit makes them all durable, and none may be acknowledged before it returns `Ok`.
-    /// On `Err` nothing was committed.
+    /// On `Err` nothing was committed; [`StoreError::retryable`] tells whether trying the same
+    /// batch again may succeed.
     ///
-    /// Events are applied without savepoints (two round trips each), so an event whose changes
-    /// the database refuses fails the whole batch; the caller then records its events one by
-    /// one. A single event that fails that way is retried here in a savepoint, so that it is
-    /// still recorded, as `failed`.
+    /// The batch is recorded as sets: one multi-row ledger insert, which tells which events
+    /// are new (a repeat inside the batch is folded in memory first), then the new events'
+    /// changes reduced per (table, id) and applied with one guarded upsert per table
+    /// ([`ChangeSet`]). An event whose changes the database refuses therefore fails the whole
+    /// batch; the caller then records its events one by one. A single event that fails that
+    /// way for a reason of its own is recorded here in a savepoint, as `failed`.
     pub async fn record_batch(
         &self,
         batch: &[(NewEvent, Plan)],
     ) -> Result<Vec<Recorded>, StoreError> {
-        match self.try_record_batch(batch, false).await {
-            Err(err) if batch.len() == 1 && !crate::error::is_connection_error(&err) => self
-                .try_record_batch(batch, true)
+        match self.try_record_batch(batch).await {
+            Err(err) if batch.len() == 1 && !crate::error::is_retryable(&err) => self
+                .record_isolated(&batch[0].0, &batch[0].1)
                 .await
+                .map(|recorded| vec![recorded])
                 .map_err(|err| self.classify(err)),
             result => result.map_err(|err| self.classify(err)),
         }
     }
 
-    async fn try_record_batch(
-        &self,
-        batch: &[(NewEvent, Plan)],
-        isolate: bool,
-    ) -> Result<Vec<Recorded>, DbErr> {
+    async fn try_record_batch(&self, batch: &[(NewEvent, Plan)]) -> Result<Vec<Recorded>, DbErr> {
+        // The first delivery of each event in the batch; a repeat is a duplicate of it.
+        let mut first_of: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
+        let repeats: Vec<bool> = batch
+            .iter()
+            .enumerate()
+            .map(|(index, (event, _))| {
+                *first_of
+                    .entry((event.provider, event.event_id.as_str()))
+                    .or_insert(index)
+                    != index
+            })
+            .collect();
+        let firsts = batch
+            .iter()
+            .zip(&repeats)
+            .filter(|(_, repeat)| !**repeat)
+            .map(|(item, _)| item);
         let txn = self.connection().begin().await?;
-        let mut recorded = Vec::with_capacity(batch.len());
-        for (event, plan) in batch {
-            recorded.push(record_one(&txn, event, plan, isolate).await?);
+        let inserted =
+            insert_ledger_rows(&txn, firsts.clone().map(|(event, plan)| (event, plan))).await?;
+        let mut changes = ChangeSet::default();
+        for (event, plan) in firsts {
+            if let Plan::Apply(event_changes) = plan
+                && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
+            {
+                for change in event_changes {
+                    changes.add(change.clone());
+                }
+            }
         }
+        apply_set(&txn, &changes).await?;
+        txn.commit().await?;
+        Ok(batch
+            .iter()
+            .zip(repeats)
+            .map(|((event, plan), repeat)| {
+                if !repeat
+                    && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
+                {
+                    Recorded::New(plan.outcome().0)
+                } else {
+                    Recorded::Duplicate
+                }
+            })
+            .collect())
+    }
+
+    /// Records one event and applies its plan in a savepoint, so that a failure to apply
+    /// leaves the ledger row (marked `failed`) and nothing else. A failure for a reason of the
+    /// moment (the connection, a deadlock) is returned instead: the event must be retried.
+    async fn record_isolated(&self, event: &NewEvent, plan: &Plan) -> Result<Recorded, DbErr> {
+        let txn = self.connection().begin().await?;
+        let inserted = insert_ledger_rows(&txn, [(event, plan)]).await?;
+        if inserted.is_empty() {
+            return Ok(Recorded::Duplicate);
+        }
+        let Plan::Apply(changes) = plan else {
+            txn.commit().await?;
+            return Ok(Recorded::New(plan.outcome().0));
+        };
+        let savepoint = txn.begin().await?;
+        let recorded = match apply_set(&savepoint, &ChangeSet::of(changes)).await {
+            Ok(_) => {
+                savepoint.commit().await?;
+                Recorded::New(EventStatus::Processed)
+            }
+            Err(err) if crate::error::is_retryable(&err) => return Err(err),
+            Err(err) => {
+                savepoint.rollback().await?;
+                tracing::error!(
+                    provider = event.provider,
+                    event_id = %event.event_id,
+                    error = %err,
+                    "applying the event failed; recording it as failed"
+                );
+                webhook_events::Entity::update_many()
+                    .col_expr(
+                        webhook_events::Column::Status,
+                        Expr::val(EventStatus::Failed.as_str()),
+                    )
+                    .col_expr(
+                        webhook_events::Column::Error,
+                        Expr::val(format!("database error while applying: {err}")),
+                    )
+                    .filter(webhook_events::Column::Provider.eq(event.provider))
+                    .filter(webhook_events::Column::EventId.eq(event.event_id.as_str()))
+                    .exec(&txn)
+                    .await?;
+                Recorded::New(EventStatus::Failed)
+            }
+        };
         txn.commit().await?;
         Ok(recorded)
     }
@@ -171,9 +259,7 @@ impl Store {
         let result: Result<EventStatus, DbErr> = async {
             let txn = self.connection().begin().await?;
             if let Plan::Apply(changes) = plan {
-                for change in changes {
-                    apply(&txn, change).await?;
-                }
+                apply_set(&txn, &ChangeSet::of(changes)).await?;
             }
             let (status, error) = plan.outcome();
             webhook_events::Entity::update_many()
@@ -284,97 +370,69 @@ impl Store {
     }
 }
 
-/// Records one event and applies its plan inside `txn`. With `isolate`, the apply runs in a
-/// savepoint so that a failure leaves the ledger row (marked `failed`) and nothing else;
-/// without, a failure is returned and breaks the transaction.
-async fn record_one(
+/// Inserts the ledger rows of `events` (each event once) in one statement, rows sorted by
+/// (provider, event id) so that concurrent writers wait on each other's rows in one order.
+/// Returns the (provider, event id) of the rows inserted: an event already in the ledger is
+/// not, and so is a duplicate. The ledger's unique key makes a concurrent second delivery wait
+/// for the first one's commit and then insert nothing: exactly one of them applies the event.
+async fn insert_ledger_rows<'a>(
     txn: &DatabaseTransaction,
-    event: &NewEvent,
-    plan: &Plan,
-    isolate: bool,
-) -> Result<Recorded, DbErr> {
+    events: impl IntoIterator<Item = (&'a NewEvent, &'a Plan)>,
+) -> Result<HashSet<(String, String)>, DbErr> {
+    use webhook_events::Column as C;
+    let mut events: Vec<_> = events.into_iter().collect();
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    events.sort_by(|(a, _), (b, _)| (a.provider, &a.event_id).cmp(&(b.provider, &b.event_id)));
     let now = Utc::now();
-    let (status, error) = plan.outcome();
-    let row = webhook_events::ActiveModel {
-        id: NotSet,
-        provider: Set(event.provider.to_owned()),
-        event_id: Set(event.event_id.clone()),
-        event_type: Set(event.event_type.clone()),
-        api_version: Set(event.api_version.clone()),
-        livemode: Set(event.livemode),
-        event_created: Set(event.event_created),
-        payload: Set(event.payload.clone()),
-        received_at: Set(now),
-        processed_at: Set(Some(now)),
-        status: Set(status.as_str().to_owned()),
-        error: Set(error),
-        attempts: Set(1),
-    };
-    // The ledger's unique key makes a concurrent second delivery wait for the first one's
-    // commit and then insert nothing: exactly one of them applies the event.
-    let inserted = webhook_events::Entity::insert(row)
+    let mut insert = Query::insert();
+    insert.into_table(webhook_events::Entity).columns([
+        C::Provider,
+        C::EventId,
+        C::EventType,
+        C::ApiVersion,
+        C::Livemode,
+        C::EventCreated,
+        C::Payload,
+        C::ReceivedAt,
+        C::ProcessedAt,
+        C::Status,
+        C::Error,
+        C::Attempts,
+    ]);
+    for (event, plan) in events {
+        let (status, error) = plan.outcome();
+        insert.values_panic([
+            Expr::val(event.provider),
+            Expr::val(event.event_id.as_str()),
+            Expr::val(event.event_type.as_str()),
+            Expr::val(event.api_version.clone()),
+            Expr::val(event.livemode),
+            Expr::val(event.event_created),
+            Expr::val(event.payload.clone()),
+            Expr::val(now),
+            Expr::val(Some(now)),
+            Expr::val(status.as_str()),
+            Expr::val(error),
+            Expr::val(1),
+        ]);
+    }
+    insert
         .on_conflict(
-            OnConflict::columns([
-                webhook_events::Column::Provider,
-                webhook_events::Column::EventId,
-            ])
-            .do_nothing()
-            .to_owned(),
+            OnConflict::columns([C::Provider, C::EventId])
+                .do_nothing()
+                .to_owned(),
         )
-        .exec_without_returning(txn)
-        .await;
-    let inserted = match inserted {
-        Err(DbErr::RecordNotInserted) => 0,
-        other => other?,
-    };
-    if inserted == 0 {
-        return Ok(Recorded::Duplicate);
-    }
-    let Plan::Apply(changes) = plan else {
-        return Ok(Recorded::New(status));
-    };
-    if !isolate {
-        for change in changes {
-            apply(txn, change).await?;
-        }
-        return Ok(Recorded::New(EventStatus::Processed));
-    }
-    let savepoint = txn.begin().await?;
-    let mut failure = None;
-    for change in changes {
-        if let Err(err) = apply(&savepoint, change).await {
-            failure = Some(err);
-            break;
-        }
-    }
-    match failure {
-        None => {
-            savepoint.commit().await?;
-            Ok(Recorded::New(EventStatus::Processed))
-        }
-        Some(err) if crate::error::is_connection_error(&err) => Err(err),
-        Some(err) => {
-            savepoint.rollback().await?;
-            tracing::error!(
-                provider = event.provider,
-                event_id = %event.event_id,
-                error = %err,
-                "applying the event failed; recording it as failed"
-            );
-            webhook_events::Entity::update_many()
-                .col_expr(
-                    webhook_events::Column::Status,
-                    Expr::val(EventStatus::Failed.as_str()),
-                )
-                .col_expr(
-                    webhook_events::Column::Error,
-                    Expr::val(format!("database error while applying: {err}")),
-                )
-                .filter(webhook_events::Column::Provider.eq(event.provider))
-                .filter(webhook_events::Column::EventId.eq(event.event_id.as_str()))
-                .exec(txn)
-                .await?;
-            Ok(Recorded::New(EventStatus::Failed))
-        }
-    }
+        .returning(Query::returning().columns([C::Provider, C::EventId]));
+    let backend = txn.get_database_backend();
+    let rows = txn.query_all_raw(backend.build(&insert)).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String>("", "provider")?,
+                row.try_get::<String>("", "event_id")?,
+            ))
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 
 pub mod backfill;
 pub mod billing;
+pub mod changeset;
 mod connect;
 pub mod entities;
 mod error;

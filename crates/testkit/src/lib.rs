@@ -5,6 +5,8 @@
 //! `BILLING_SYNC_TEST_REQUIRE_POSTGRES=1`. Each PostgreSQL test gets a database of its own,
 //! created here, so tests run in parallel without seeing each other's rows.
 
+#![recursion_limit = "256"]
+
 pub mod cluster;
 pub mod load;
 pub mod scenarios;

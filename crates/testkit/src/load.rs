@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use billing_sync_store::Store;
 use billing_sync_store::entities::webhook_events;
-use billing_sync_store::sea_orm::{EntityTrait, QuerySelect};
+use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -68,12 +68,24 @@ pub struct Load {
     pub concurrency: usize,
     /// Extra deliveries of already-sent events, as a share of the events (0.2 = 20 %).
     pub duplicates: f64,
-    /// Send each duplicate to every replica at the same moment (else to a random one).
-    pub duplicates_to_every_replica: bool,
+    /// Which deliveries go to every replica at the same moment (the others go to a random one).
+    pub fanout: Fanout,
     /// Seed of the shuffles, so that a failing run can be repeated.
     pub seed: u64,
     /// A delivery still unacknowledged after this long is given up (and reported).
     pub give_up_after: Duration,
+}
+
+/// Which deliveries a run sends to every replica at once, racing each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fanout {
+    /// Each delivery to one replica, picked at random.
+    OneReplica,
+    /// Each duplicate to every replica.
+    Duplicates,
+    /// Every delivery to every replica: the most contention two writers can have, since both
+    /// write the same ledger rows and the same objects' rows at the same moment.
+    Everything,
 }
 
 impl Load {
@@ -103,6 +115,8 @@ pub struct Report {
     pub acknowledged: HashSet<(String, String)>,
     /// Answers by status (`200`, `503`, …, or `connection error`).
     pub answers: BTreeMap<String, u64>,
+    /// The `status` of every 2xx answer's body (`processed`, `duplicate`, …), counted.
+    pub acknowledged_as: BTreeMap<String, u64>,
     /// Every organization's namespace with its events in order.
     pub organizations: Vec<(String, Vec<ScenarioEvent>)>,
 }
@@ -116,6 +130,12 @@ pub struct Verdict {
     pub present: usize,
     /// Namespaces whose state differs from in-order delivery.
     pub mismatched: Vec<String>,
+    /// Ledger rows recorded `failed`: acknowledged, so never retried by the provider, and not
+    /// applied. The events of a load are all well formed, so there must be none.
+    pub failed_in_ledger: Vec<String>,
+    /// Acknowledgements whose status says the event was not applied (anything but
+    /// `processed`, `ignored` or `duplicate`), counted by status.
+    pub acknowledged_unapplied: BTreeMap<String, u64>,
 }
 
 /// Runs `load` against `targets`, publishing the number of acknowledged events on `acked` (a
@@ -135,6 +155,7 @@ pub async fn drive(
     let shared = Shared {
         requests: AtomicU64::new(0),
         answers: Mutex::new(BTreeMap::new()),
+        acknowledged_as: Mutex::new(BTreeMap::new()),
         acknowledged: Mutex::new(HashSet::new()),
     };
     let mut report = Report::default();
@@ -168,7 +189,12 @@ pub async fn drive(
                 let (http, shared) = (&http, &shared);
                 async move {
                     let urls = targets.all();
-                    let to_every = duplicate && load.duplicates_to_every_replica && urls.len() > 1;
+                    let to_every = urls.len() > 1
+                        && match load.fanout {
+                            Fanout::OneReplica => false,
+                            Fanout::Duplicates => duplicate,
+                            Fanout::Everything => true,
+                        };
                     let acknowledged = if to_every {
                         let sends = urls.iter().map(|url| {
                             let pinned = Some(url.clone());
@@ -197,6 +223,7 @@ pub async fn drive(
     }
     report.requests = shared.requests.load(Ordering::SeqCst);
     report.answers = shared.answers.into_inner().expect("lock");
+    report.acknowledged_as = shared.acknowledged_as.into_inner().expect("lock");
     report.acknowledged = shared.acknowledged.into_inner().expect("lock");
     report
 }
@@ -204,6 +231,7 @@ pub async fn drive(
 struct Shared {
     requests: AtomicU64,
     answers: Mutex<BTreeMap<String, u64>>,
+    acknowledged_as: Mutex<BTreeMap<String, u64>>,
     acknowledged: Mutex<HashSet<(String, String)>>,
 }
 
@@ -235,11 +263,26 @@ async fn deliver_until_acked(
         });
         let request = signed(http, &base, secrets, event, &body);
         shared.requests.fetch_add(1, Ordering::SeqCst);
-        let answer = match request.send().await {
-            Ok(response) => response.status().as_u16().to_string(),
-            Err(_) => "connection error".to_owned(),
+        let (answer, status) = match request.send().await {
+            Ok(response) => {
+                let code = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let status = code
+                    .is_success()
+                    .then(|| body["status"].as_str().unwrap_or("no status").to_owned());
+                (code.as_u16().to_string(), status)
+            }
+            Err(_) => ("connection error".to_owned(), None),
         };
         let ok = answer.starts_with('2');
+        if let Some(status) = status {
+            *shared
+                .acknowledged_as
+                .lock()
+                .expect("lock")
+                .entry(status)
+                .or_default() += 1;
+        }
         *shared
             .answers
             .lock()
@@ -318,10 +361,26 @@ pub async fn verify(store: &Store, report: &Report) -> Verdict {
             mismatched.push(ns.clone());
         }
     }
+    let failed_in_ledger = webhook_events::Entity::find()
+        .select_only()
+        .column(webhook_events::Column::EventId)
+        .filter(webhook_events::Column::Status.eq("failed"))
+        .into_tuple::<String>()
+        .all(store.connection())
+        .await
+        .expect("read the ledger");
+    let acknowledged_unapplied = report
+        .acknowledged_as
+        .iter()
+        .filter(|(status, _)| !matches!(status.as_str(), "processed" | "ignored" | "duplicate"))
+        .map(|(status, count)| (status.clone(), *count))
+        .collect();
     Verdict {
         present: report.acknowledged.len() - missing.len(),
         missing,
         mismatched,
+        failed_in_ledger,
+        acknowledged_unapplied,
     }
 }
 
@@ -335,7 +394,8 @@ pub fn summary(suite: &str, report: &Report, verdict: &Verdict) -> String {
     format!(
         "\n{:<34} {:>8} {:>10} {:>7} {:>12} {:>9} {:>5} {:>10}\n\
          {:<34} {:>8} {:>10} {:>7} {:>12} {:>9} {:>5} {:>10}\n\
-         answers: {}\n",
+         answers: {}\n\
+         acknowledged as: {}; failed in the ledger: {}\n",
         "suite",
         "requests",
         "deliveries",
@@ -352,6 +412,13 @@ pub fn summary(suite: &str, report: &Report, verdict: &Verdict) -> String {
         verdict.present,
         report.organizations.len(),
         verdict.mismatched.len(),
-        answers.join(", ")
+        answers.join(", "),
+        report
+            .acknowledged_as
+            .iter()
+            .map(|(status, count)| format!("{status}: {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict.failed_in_ledger.len()
     )
 }

@@ -170,6 +170,125 @@ pub fn stripe_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
     ]
 }
 
+/// A customer as Stripe's API version 2026 sends it, every field present (about 1.3 KB).
+fn full_customer(ids: &StripeIds, created: i64) -> Value {
+    json!({
+        "id": ids.customer, "object": "customer", "address": {
+            "city": "Berlin", "country": "DE", "line1": "Friedrichstraße 123", "line2": null,
+            "postal_code": "10117", "state": null},
+        "balance": 0, "business_name": null, "cash_balance": null, "created": created,
+        "currency": "eur", "customer_account": null, "default_source": null,
+        "delinquent": false, "description": null, "discount": null,
+        "email": format!("billing+{}@acme.example", ids.customer),
+        "individual_name": null, "invoice_credit_balance": {},
+        "invoice_prefix": "8F2A41C7", "invoice_settings": {"custom_fields": null,
+            "default_payment_method": format!("pm_{}", ids.customer), "footer": null,
+            "rendering_options": null},
+        "livemode": false, "metadata": {"organization_id": ids.organization,
+            "plan_source": "pricing_page"},
+        "name": "Acme Corporation GmbH", "next_invoice_sequence": 2, "phone": "+49 30 1234567",
+        "preferred_locales": ["de-DE", "en"], "shipping": null, "tax_exempt": "none",
+        "test_clock": null
+    })
+}
+
+/// A subscription as Stripe's API version 2026 sends it, with its item's full price and every
+/// top-level field present: 3 KB or so, the size of the real events.
+fn full_subscription(ids: &StripeIds, status: &str, period_start: i64, quantity: i64) -> Value {
+    let period_end = period_start + 2_678_400;
+    let price = json!({
+        "id": "price_1PgafmB7WZ01zgkWSY0r5Q3M", "object": "price", "active": true,
+        "billing_scheme": "per_unit", "created": T0 - 86_400, "currency": "eur",
+        "custom_unit_amount": null, "livemode": false, "lookup_key": "team_monthly",
+        "metadata": {"tier": "team"}, "nickname": "Team (monthly)",
+        "product": "prod_QXfz7Y8ZkRTnqP", "recurring": {"interval": "month",
+            "interval_count": 1, "meter": null, "trial_period_days": null,
+            "usage_type": "licensed"},
+        "tax_behavior": "exclusive", "tiers_mode": null, "transform_quantity": null,
+        "type": "recurring", "unit_amount": 2900, "unit_amount_decimal": "2900"
+    });
+    json!({
+        "id": ids.subscription, "object": "subscription", "application": null,
+        "application_fee_percent": null, "automatic_tax": {"disabled_reason": null,
+            "enabled": true, "liability": {"type": "self"}},
+        "billing_cycle_anchor": T0 + 4, "billing_cycle_anchor_config": null,
+        "billing_mode": {"type": "flexible", "updated_at": T0 + 4},
+        "billing_thresholds": null, "cancel_at": null, "cancel_at_period_end": false,
+        "canceled_at": null, "cancellation_details": {"comment": null, "feedback": null,
+            "reason": null},
+        "collection_method": "charge_automatically", "created": T0 + 4, "currency": "eur",
+        "customer": ids.customer, "customer_account": null, "days_until_due": null,
+        "default_payment_method": format!("pm_{}", ids.customer), "default_source": null,
+        "default_tax_rates": [], "description": null, "discounts": [], "ended_at": null,
+        "invoice_settings": {"account_tax_ids": null, "issuer": {"type": "self"}},
+        "items": {"object": "list", "data": [{
+            "id": format!("si_{}", ids.subscription), "object": "subscription_item",
+            "billing_thresholds": null, "created": T0 + 4,
+            "current_period_end": period_end, "current_period_start": period_start,
+            "discounts": [], "metadata": {}, "plan": {
+                "id": "price_1PgafmB7WZ01zgkWSY0r5Q3M", "object": "plan", "active": true,
+                "amount": 2900, "amount_decimal": "2900", "billing_scheme": "per_unit",
+                "created": T0 - 86_400, "currency": "eur", "interval": "month",
+                "interval_count": 1, "livemode": false, "metadata": {"tier": "team"},
+                "meter": null, "nickname": "Team (monthly)", "product": "prod_QXfz7Y8ZkRTnqP",
+                "tiers_mode": null, "transform_usage": null, "trial_period_days": null,
+                "usage_type": "licensed"},
+            "price": price, "quantity": quantity, "subscription": ids.subscription,
+            "tax_rates": []}],
+            "has_more": false, "total_count": 1,
+            "url": format!("/v1/subscription_items?subscription={}", ids.subscription)},
+        "latest_invoice": format!("in_{}", ids.subscription), "livemode": false,
+        "metadata": {"organization_id": ids.organization}, "next_pending_invoice_item_invoice": null,
+        "on_behalf_of": null, "pause_collection": null, "payment_settings": {
+            "payment_method_options": {"card": {"network": null, "request_three_d_secure": "automatic"}},
+            "payment_method_types": ["card", "sepa_debit"], "save_default_payment_method": "on_subscription"},
+        "pending_invoice_item_interval": null, "pending_setup_intent": null,
+        "pending_update": null, "schedule": null, "start_date": T0 + 4, "status": status,
+        "test_clock": null, "transfer_data": null, "trial_end": null,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": null
+    })
+}
+
+/// One customer's subscription life as Stripe sends it, in bodies of realistic size (2–4 KB):
+/// customer created, subscription created `incomplete`, activated, five updates (renewals and
+/// seat changes a month apart), then deleted. Eight events, the benchmark's unit.
+pub fn subscription_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
+    let ids = StripeIds::new(ns);
+    let mut events = vec![
+        stripe_event(ns, 0, "customer.created", T0, full_customer(&ids, T0)),
+        stripe_event(
+            ns,
+            1,
+            "customer.subscription.created",
+            T0 + 4,
+            full_subscription(&ids, "incomplete", T0 + 4, 1),
+        ),
+    ];
+    for month in 0..5 {
+        let period_start = T0 + 4 + month * 2_678_400;
+        events.push(stripe_event(
+            ns,
+            2 + month as usize,
+            "customer.subscription.updated",
+            period_start + 5,
+            full_subscription(&ids, "active", period_start, 1 + month),
+        ));
+    }
+    let ended = T0 + 4 + 5 * 2_678_400;
+    let mut canceled = full_subscription(&ids, "canceled", ended - 2_678_400, 5);
+    canceled["canceled_at"] = json!(ended);
+    canceled["ended_at"] = json!(ended);
+    events.push(stripe_event(
+        ns,
+        7,
+        "customer.subscription.deleted",
+        ended,
+        canceled,
+    ));
+    events
+}
+
 /// The Clerk scenario's object ids for namespace `ns`.
 pub struct ClerkIds {
     /// The organization that lives on.
@@ -351,4 +470,24 @@ pub fn clerk_lifecycle_at(ns: &str, c0: i64) -> Vec<ScenarioEvent> {
         short_org,
     ));
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_lifecycle_bodies_are_the_size_stripe_sends() {
+        let events = subscription_lifecycle("size");
+        assert_eq!(events.len(), 8);
+        for event in &events {
+            let size = serde_json::to_vec(&event.payload).expect("JSON").len();
+            let range = if event.event_type.starts_with("customer.subscription.") {
+                2_048..4_096
+            } else {
+                1_024..4_096
+            };
+            assert!(range.contains(&size), "{}: {size} bytes", event.event_type);
+        }
+    }
 }

@@ -4,6 +4,8 @@
 
 use billing_sync_store::ledger::{NewEvent, Plan, Recorded};
 use billing_sync_store::{Store, StoreError};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events in one transaction.
@@ -12,7 +14,8 @@ const MAX_BATCH: usize = 64;
 /// Why an event could not be recorded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum RecordError {
-    /// The database is unavailable: the sender should retry.
+    /// The database is unavailable, or kept refusing the batch for reasons of the moment
+    /// (deadlocks, serialization failures, busy): the sender should retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Anything else.
@@ -22,7 +25,7 @@ pub(crate) enum RecordError {
 
 impl From<StoreError> for RecordError {
     fn from(err: StoreError) -> Self {
-        if err.is_unavailable() {
+        if err.retryable() {
             RecordError::Unavailable(err.to_string())
         } else {
             RecordError::Failed(err.to_string())
@@ -82,19 +85,19 @@ async fn write_batches(store: Store, mut queue: mpsc::Receiver<Job>) {
             .into_iter()
             .map(|job| ((job.event, job.plan), job.reply))
             .unzip();
-        match store.record_batch(&batch).await {
+        match with_retries(|| store.record_batch(&batch)).await {
             Ok(recorded) => {
                 for (reply, recorded) in replies.into_iter().zip(recorded) {
                     let _ = reply.send(Ok(recorded));
                 }
             }
-            // Something in the batch broke the transaction (not the database going away):
-            // record each event alone, isolated, so that one bad event cannot fail the others.
-            Err(err) if batch.len() > 1 && !err.is_unavailable() => {
+            // Something in the batch broke the transaction for a reason of its own (not the
+            // database going away, not a deadlock): record each event alone, isolated, so
+            // that one bad event cannot fail the others.
+            Err(err) if batch.len() > 1 && !err.retryable() => {
                 tracing::warn!(error = %err, size = batch.len(), "batch failed; recording its events one by one");
                 for ((event, plan), reply) in batch.into_iter().zip(replies) {
-                    let result = store
-                        .record_and_apply(&event, &plan)
+                    let result = with_retries(|| store.record_and_apply(&event, &plan))
                         .await
                         .map_err(RecordError::from);
                     let _ = reply.send(result);
@@ -108,4 +111,46 @@ async fn write_batches(store: Store, mut queue: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// How many times a write refused for a reason of the moment is tried before the sender is
+/// told to retry (503): a deadlock or serialization failure clears at once, a restarting
+/// database within the backoff, and a longer outage is the sender's to wait out.
+const ATTEMPTS: u32 = 5;
+
+/// Runs `write` until it succeeds, fails for a reason of its own, or has been tried
+/// [`ATTEMPTS`] times, sleeping between tries with exponential backoff and full jitter so that
+/// writers that collided do not collide again.
+async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(err) if err.retryable() && attempt < ATTEMPTS => {
+                let ceiling = Duration::from_millis(10 << attempt);
+                let pause = ceiling.mul_f64(jitter());
+                tracing::warn!(error = %err, attempt, ?pause, "write refused for the moment; retrying");
+                metrics::counter!("billing_sync_webhook_write_retries_total").increment(1);
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes (no RNG dependency needed).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }

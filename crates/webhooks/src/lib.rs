@@ -6,6 +6,7 @@
 //! verified ([`stripe::StripeVerifier`], [`clerk::ClerkVerifier`]) and how an event becomes
 //! changes to the synced state ([`stripe::project`], [`clerk::project`]).
 
+mod body_budget;
 pub mod clerk;
 mod group_commit;
 mod json;
@@ -14,6 +15,6 @@ mod rejection;
 mod routes;
 pub mod stripe;
 
-pub use pipeline::{Ingestor, Projectors, ReplayError};
+pub use pipeline::{DEFAULT_BODY_BYTES_IN_FLIGHT, Ingestor, Projectors, ReplayError};
 pub use rejection::Rejection;
 pub use routes::routes;

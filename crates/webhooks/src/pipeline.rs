@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
+use crate::body_budget::{BodyBudget, Reservation};
 use crate::clerk::{CLERK, ClerkVerifier};
 use crate::group_commit::{GroupCommit, RecordError};
 use crate::json::{integer, text};
@@ -56,10 +57,14 @@ pub struct Ingestor {
     body_timeout: Duration,
     refetch: Option<StripeClient>,
     writer: GroupCommit,
+    body_budget: BodyBudget,
 }
 
 /// How long a sender gets to deliver a whole body unless told otherwise.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Webhook body bytes held at once unless told otherwise (`WEBHOOK_BODY_BYTES_IN_FLIGHT`).
+pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
 
 impl Ingestor {
     /// An ingestor writing to `store` through a group-commit writer started on the current
@@ -79,7 +84,36 @@ impl Ingestor {
             body_limit,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             refetch: None,
+            body_budget: BodyBudget::new(DEFAULT_BODY_BYTES_IN_FLIGHT),
         }
+    }
+
+    /// Caps the webhook body bytes held in memory at once, over all connections: a delivery
+    /// that would pass it is refused (503 `OVERLOADED`, `Retry-After`) before its body is read.
+    pub fn with_body_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.body_budget = BodyBudget::new(bytes);
+        self
+    }
+
+    /// Reserves room for a body of `bytes` in the in-flight budget; the reservation is held
+    /// until dropped.
+    pub(crate) fn reserve_body(&self, bytes: usize) -> Result<Reservation, Rejection> {
+        self.body_budget
+            .try_reserve(bytes)
+            .ok_or(Rejection::Overloaded)
+    }
+
+    /// What can be refused from a Stripe delivery's headers alone, before its body is read.
+    pub fn check_stripe_headers(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let verifier = self.stripe.as_ref().ok_or(Rejection::NotConfigured)?;
+        verifier.check_header(stripe_signature(headers)?, unix_now())?;
+        Ok(())
+    }
+
+    /// What can be refused from a Clerk delivery's headers alone, before its body is read.
+    pub fn check_clerk_headers(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let verifier = self.clerk.as_ref().ok_or(Rejection::NotConfigured)?;
+        verifier.check_headers(headers, unix_now())
     }
 
     /// Refuses (408) a delivery whose body has not arrived in full within `timeout`, so that
@@ -107,16 +141,6 @@ impl Ingestor {
         self.body_limit
     }
 
-    /// Whether Stripe deliveries can be verified.
-    pub fn stripe_configured(&self) -> bool {
-        self.stripe.is_some()
-    }
-
-    /// Whether Clerk deliveries can be verified.
-    pub fn clerk_configured(&self) -> bool {
-        self.clerk.is_some()
-    }
-
     /// Verifies a Stripe delivery on its raw bytes, then records and applies it.
     pub async fn ingest_stripe(
         &self,
@@ -124,12 +148,7 @@ impl Ingestor {
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
         let verifier = self.stripe.as_ref().ok_or(Rejection::NotConfigured)?;
-        let signature = headers
-            .get("stripe-signature")
-            .map(|value| value.to_str())
-            .transpose()
-            .map_err(|_| Rejection::SignatureInvalid("Stripe-Signature is not text"))?;
-        verifier.verify(signature, body, unix_now())?;
+        verifier.verify(stripe_signature(headers)?, body, unix_now())?;
         let event = stripe_event(body)?;
         let projected = match &self.refetch {
             Some(client) => refetched(client, &event).await?,
@@ -322,12 +341,48 @@ pub fn clerk_event(body: &[u8], message_id: String, timestamp: i64) -> Result<Ne
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
-    let value: Value = serde_json::from_slice(body)
+    let mut value: Value = serde_json::from_slice(body)
         .map_err(|err| Rejection::InvalidPayload(format!("not JSON: {err}")))?;
     if !value.is_object() {
         return Err(Rejection::InvalidPayload("not a JSON object".into()));
     }
+    // JSON can carry U+0000 only as the escape `\u0000`: look for it before walking the tree.
+    if body.windows(6).any(|window| window == b"\\u0000") {
+        replace_nul(&mut value);
+    }
     Ok(value)
+}
+
+/// What U+0000 becomes in every string (and key) of a payload: PostgreSQL cannot store U+0000
+/// in `jsonb` or `text`, and a signed event must be recorded, not refused forever. SQLite
+/// could store it, but both backends record and project the same thing.
+pub const NUL_REPLACEMENT: char = '\u{FFFD}';
+
+fn replace_nul(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            *text = text.replace('\0', &NUL_REPLACEMENT.to_string());
+        }
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) => {
+            if map.keys().any(|key| key.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(key, value)| (key.replace('\0', &NUL_REPLACEMENT.to_string()), value))
+                    .collect();
+            }
+            map.values_mut().for_each(replace_nul);
+        }
+        _ => {}
+    }
+}
+
+fn stripe_signature(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
+    headers
+        .get("stripe-signature")
+        .map(|value| value.to_str())
+        .transpose()
+        .map_err(|_| Rejection::SignatureInvalid("Stripe-Signature is not text"))
 }
 
 fn unix_now() -> i64 {

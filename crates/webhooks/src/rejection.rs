@@ -24,6 +24,10 @@ pub enum Rejection {
     /// The body did not arrive in full within the time allowed (a slow or stalled sender).
     #[error("the body did not arrive within {0} s")]
     BodyTimeout(u64),
+    /// The webhook bodies already being received fill `WEBHOOK_BODY_BYTES_IN_FLIGHT`: nothing
+    /// was read or stored, retry shortly.
+    #[error("too many webhook bodies are being received; retry shortly")]
+    Overloaded,
     /// The signature is valid but the body is not an event we can read.
     #[error("payload is not an event: {0}")]
     InvalidPayload(String),
@@ -61,6 +65,7 @@ impl Rejection {
             Rejection::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Rejection::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
             Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
+            Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
             Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Rejection::UpstreamUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
@@ -84,9 +89,15 @@ impl Rejection {
             other => other.to_string(),
         };
         let body = serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default();
-        poem::Response::builder()
+        let response = poem::Response::builder()
             .status(status)
-            .content_type("application/json")
-            .body(body)
+            .content_type("application/json");
+        let response = match self {
+            // Stripe and Svix retry on their own schedule; a client that reads the header
+            // knows it may come back at once.
+            Rejection::Overloaded => response.header(poem::http::header::RETRY_AFTER, "1"),
+            _ => response,
+        };
+        response.body(body)
     }
 }

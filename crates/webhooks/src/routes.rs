@@ -50,35 +50,7 @@ async fn receive(
     body: Body,
     ingestor: &Ingestor,
 ) -> Response {
-    let configured = match provider {
-        Provider::Stripe => ingestor.stripe_configured(),
-        Provider::Clerk => ingestor.clerk_configured(),
-    };
-    let result = if !configured {
-        Err(Rejection::NotConfigured)
-    } else {
-        let timeout = ingestor.body_timeout();
-        let read = tokio::time::timeout(timeout, body.into_bytes_limit(ingestor.body_limit()));
-        match read.await.unwrap_or(Err(poem::error::ReadBodyError::Io(
-            std::io::ErrorKind::TimedOut.into(),
-        ))) {
-            Err(poem::error::ReadBodyError::Io(err))
-                if err.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                Err(Rejection::BodyTimeout(timeout.as_secs()))
-            }
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-                Err(Rejection::PayloadTooLarge(ingestor.body_limit()))
-            }
-            Err(_) => Err(Rejection::InvalidPayload(
-                "the body could not be read".into(),
-            )),
-            Ok(bytes) => match provider {
-                Provider::Stripe => ingestor.ingest_stripe(request.headers(), &bytes).await,
-                Provider::Clerk => ingestor.ingest_clerk(request.headers(), &bytes).await,
-            },
-        }
-    };
+    let result = read_and_ingest(provider, request, body, ingestor).await;
     let provider = match provider {
         Provider::Stripe => "stripe",
         Provider::Clerk => "clerk",
@@ -101,6 +73,55 @@ async fn receive(
             .increment(1);
             rejection.into_response()
         }
+    }
+}
+
+/// Everything that can be refused from the headers is refused before a byte of the body is
+/// read, and a body is read only once it has room in the in-flight budget: memory stays
+/// bounded whatever unauthenticated clients send or withhold.
+async fn read_and_ingest(
+    provider: Provider,
+    request: &Request,
+    body: Body,
+    ingestor: &Ingestor,
+) -> Result<Accepted, Rejection> {
+    match provider {
+        Provider::Stripe => ingestor.check_stripe_headers(request.headers())?,
+        Provider::Clerk => ingestor.check_clerk_headers(request.headers())?,
+    }
+    let limit = ingestor.body_limit();
+    let declared = request
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Rejection::PayloadTooLarge(limit));
+    }
+    // Without a Content-Length (chunked), the body may be as large as the limit.
+    let expected = declared.map_or(limit, |length| length as usize);
+    let _reservation = ingestor.reserve_body(expected)?;
+    let timeout = ingestor.body_timeout();
+    let read = tokio::time::timeout(timeout, body.into_bytes_limit(limit));
+    let bytes = match read.await.unwrap_or(Err(poem::error::ReadBodyError::Io(
+        std::io::ErrorKind::TimedOut.into(),
+    ))) {
+        Err(poem::error::ReadBodyError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(Rejection::BodyTimeout(timeout.as_secs()));
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return Err(Rejection::PayloadTooLarge(limit));
+        }
+        Err(_) => {
+            return Err(Rejection::InvalidPayload(
+                "the body could not be read".into(),
+            ));
+        }
+        Ok(bytes) => bytes,
+    };
+    match provider {
+        Provider::Stripe => ingestor.ingest_stripe(request.headers(), &bytes).await,
+        Provider::Clerk => ingestor.ingest_clerk(request.headers(), &bytes).await,
     }
 }
 

@@ -15,6 +15,10 @@ pub struct InvalidClerkSecret {
     pub position: usize,
 }
 
+/// How far `svix-timestamp` may be from now, either way: the svix crate's own tolerance, which
+/// [`ClerkVerifier::verify`] enforces again on the signed value.
+const SVIX_TOLERANCE_SECS: u64 = 5 * 60;
+
 /// What verification tells about a Clerk delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClerkDelivery {
@@ -42,6 +46,24 @@ impl ClerkVerifier {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ClerkVerifier { webhooks })
+    }
+
+    /// What can be checked before the body is read: `svix-id`, `svix-timestamp` and
+    /// `svix-signature` (or their `webhook-*` names) present, the timestamp an integer within
+    /// Svix's tolerance of `now` (unix seconds). A delivery that fails here is refused without
+    /// reading (or buffering) its body.
+    pub fn check_headers(&self, headers: &HeaderMap, now: i64) -> Result<(), Rejection> {
+        let missing = Rejection::SignatureMissing("svix-id, svix-timestamp and svix-signature");
+        header(headers, "svix-id", "webhook-id").ok_or(missing.clone())?;
+        header(headers, "svix-signature", "webhook-signature").ok_or(missing.clone())?;
+        let timestamp = header(headers, "svix-timestamp", "webhook-timestamp").ok_or(missing)?;
+        let timestamp: i64 = timestamp
+            .parse()
+            .map_err(|_| Rejection::SignatureInvalid("svix-timestamp is not an integer"))?;
+        if !crate::stripe::within_tolerance(now, timestamp, SVIX_TOLERANCE_SECS) {
+            return Err(Rejection::TimestampOutOfTolerance);
+        }
+        Ok(())
     }
 
     /// Verifies `body` with the Svix headers in `headers`.
@@ -139,6 +161,36 @@ mod tests {
             verifier.verify(&headers, payload),
             Err(Rejection::TimestampOutOfTolerance)
         );
+    }
+
+    #[test]
+    fn headers_are_checked_before_the_body() {
+        let verifier = ClerkVerifier::new(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]).unwrap();
+        let now = 1_700_000_000;
+        let ok = headers("msg_1", &now.to_string(), "v1,abc");
+        assert_eq!(verifier.check_headers(&ok, now + 300), Ok(()));
+        assert_eq!(
+            verifier.check_headers(&ok, now + 301),
+            Err(Rejection::TimestampOutOfTolerance)
+        );
+        for extreme in [i64::MIN, i64::MAX] {
+            let far = headers("msg_1", &extreme.to_string(), "v1,abc");
+            assert_eq!(
+                verifier.check_headers(&far, now),
+                Err(Rejection::TimestampOutOfTolerance)
+            );
+        }
+        let mut no_id = ok.clone();
+        no_id.remove("svix-id");
+        assert!(matches!(
+            verifier.check_headers(&no_id, now),
+            Err(Rejection::SignatureMissing(_))
+        ));
+        let not_a_number = headers("msg_1", "soon", "v1,abc");
+        assert!(matches!(
+            verifier.check_headers(&not_a_number, now),
+            Err(Rejection::SignatureInvalid(_))
+        ));
     }
 
     #[test]

@@ -4,4 +4,5 @@ mod projection;
 mod signature;
 
 pub use projection::{STRIPE, project};
+pub(crate) use signature::within_tolerance;
 pub use signature::{SignatureHeader, StripeVerifier, parse_signature_header, sign};

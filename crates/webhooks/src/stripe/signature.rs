@@ -76,7 +76,7 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
 /// Verifies Stripe deliveries against one or more secrets (several while a secret is rolled).
 pub struct StripeVerifier {
     secrets: Vec<SecretString>,
-    tolerance_secs: i64,
+    tolerance_secs: u64,
 }
 
 impl StripeVerifier {
@@ -85,14 +85,29 @@ impl StripeVerifier {
     pub fn new(secrets: Vec<SecretString>, tolerance_secs: u64) -> Self {
         StripeVerifier {
             secrets,
-            tolerance_secs: i64::try_from(tolerance_secs).unwrap_or(i64::MAX),
+            tolerance_secs,
         }
+    }
+
+    /// What can be checked before the body is read: the `Stripe-Signature` header is present,
+    /// well formed, and signed within the tolerance of `now` (unix seconds). A delivery that
+    /// fails here is refused without reading (or buffering) its body.
+    pub fn check_header(
+        &self,
+        header: Option<&str>,
+        now: i64,
+    ) -> Result<SignatureHeader, Rejection> {
+        let header = header.ok_or(Rejection::SignatureMissing("Stripe-Signature"))?;
+        let parsed = parse_signature_header(header)?;
+        if !within_tolerance(now, parsed.timestamp, self.tolerance_secs) {
+            return Err(Rejection::TimestampOutOfTolerance);
+        }
+        Ok(parsed)
     }
 
     /// Verifies `body` against the `Stripe-Signature` header at time `now` (unix seconds).
     pub fn verify(&self, header: Option<&str>, body: &[u8], now: i64) -> Result<(), Rejection> {
-        let header = header.ok_or(Rejection::SignatureMissing("Stripe-Signature"))?;
-        let parsed = parse_signature_header(header)?;
+        let parsed = self.check_header(header, now)?;
         let mut matched = subtle::Choice::from(0);
         for secret in &self.secrets {
             let expected = mac(secret.expose_secret(), parsed.timestamp, body);
@@ -106,11 +121,14 @@ impl StripeVerifier {
                 "no signature matches a configured secret",
             ));
         }
-        if (now - parsed.timestamp).abs() > self.tolerance_secs {
-            return Err(Rejection::TimestampOutOfTolerance);
-        }
         Ok(())
     }
+}
+
+/// Whether `timestamp` is at most `tolerance_secs` from `now`, either way. `abs_diff` cannot
+/// overflow, whatever a header claims (`t` near `i64::MIN` or `i64::MAX`).
+pub(crate) fn within_tolerance(now: i64, timestamp: i64, tolerance_secs: u64) -> bool {
+    now.abs_diff(timestamp) <= tolerance_secs
 }
 
 #[cfg(test)]
@@ -172,6 +190,27 @@ mod tests {
         verifier(&[SECRET])
             .verify(Some(&header), BODY, signed_at + 300)
             .expect("at the bound is accepted");
+    }
+
+    #[test]
+    fn extreme_timestamps_are_out_of_tolerance_without_overflowing() {
+        let v = verifier(&[SECRET]);
+        for (t, now) in [
+            (i64::MIN, 1_700_000_000),
+            (i64::MAX, 1_700_000_000),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (i64::MIN + 1, 0),
+        ] {
+            let header = format!("t={t},v1={}", sign(SECRET, t, BODY));
+            assert_eq!(
+                v.check_header(Some(&header), now),
+                Err(Rejection::TimestampOutOfTolerance),
+                "t={t} now={now}"
+            );
+        }
+        assert!(within_tolerance(i64::MAX, i64::MAX, 0));
+        assert!(within_tolerance(i64::MIN, i64::MIN, 0));
     }
 
     #[test]

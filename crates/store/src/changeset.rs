@@ -1,0 +1,601 @@
+//! Applying the changes of many events as sets: reduced per (table, id) in memory by the
+//! guard's own rule ([`supersedes`]), then one multi-row guarded upsert per table.
+//!
+//! Lock order is what keeps concurrent writers (replicas, or a batch and a replay) from
+//! deadlocking: every writer locks the customers it touches first (PostgreSQL advisory locks,
+//! sorted), then rows table by table in one fixed order, each table's rows sorted by primary
+//! key (a `BTreeMap` per table).
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, Func, IntoIden, OnConflict, Query, SimpleExpr, SubQueryStatement,
+};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+
+use crate::entities::{
+    organization_memberships as memberships, organizations, stripe_customers as customers,
+    stripe_subscriptions as subscriptions, users,
+};
+use crate::sync::{
+    Change, CustomerLink, CustomerState, MembershipState, OrganizationState, Rank,
+    SubscriptionState, Tie, UserState, Version, supersedes,
+};
+
+/// The changes of a batch, at most one per (table, id), rows of each table in primary-key order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangeSet {
+    organizations: BTreeMap<String, Vec<OrganizationState>>,
+    users: BTreeMap<String, Vec<UserState>>,
+    user_snapshots: BTreeMap<String, UserState>,
+    memberships: BTreeMap<String, Vec<MembershipState>>,
+    customers: BTreeMap<String, Vec<CustomerState>>,
+    links: BTreeMap<String, CustomerLink>,
+    subscriptions: BTreeMap<String, Vec<SubscriptionState>>,
+}
+
+/// The `round`-th state of each object that has one, in primary-key order.
+fn round<S>(rounds: &BTreeMap<String, Vec<S>>, round: usize) -> impl Iterator<Item = &S> + Clone {
+    rounds.values().filter_map(move |chain| chain.get(round))
+}
+
+/// How many rounds the objects of one table need.
+fn round_count<S>(rounds: &BTreeMap<String, Vec<S>>) -> usize {
+    rounds.values().map(Vec::len).max().unwrap_or(0)
+}
+
+/// A synced state as the reduction sees it.
+trait Synced: Clone {
+    fn version(&self) -> Version;
+    /// Fills what this state leaves unknown from another state of the same object, the way
+    /// the upsert's `COALESCE` keeps a stored value the incoming state does not name.
+    fn fill_gaps_from(&mut self, _other: &Self) {}
+}
+
+macro_rules! synced {
+    ($($state:ty),*) => {$(
+        impl Synced for $state {
+            fn version(&self) -> Version {
+                self.version
+            }
+        }
+    )*};
+}
+synced!(OrganizationState, UserState, MembershipState);
+
+impl Synced for CustomerState {
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn fill_gaps_from(&mut self, other: &Self) {
+        if self.organization_id.is_none() {
+            self.organization_id.clone_from(&other.organization_id);
+        }
+    }
+}
+
+impl Synced for SubscriptionState {
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn fill_gaps_from(&mut self, other: &Self) {
+        if self.organization_id.is_none() {
+            self.organization_id.clone_from(&other.organization_id);
+        }
+    }
+}
+
+/// Adds `state` to the states of its object, `rounds`: the shortest sequence of states that,
+/// applied one round after another through the guarded upsert, leaves what applying every
+/// state one by one leaves, whatever is stored. Usually one state, the newest. A second round
+/// is needed only where the guard is not transitive: a terminal state that would block a
+/// later update, yet itself lose to what is stored (see [`subsumes`]).
+fn keep_newer<S: Synced>(rounds: &mut BTreeMap<String, Vec<S>>, id: &str, state: S, tie: Tie) {
+    let chain = rounds.entry(id.to_owned()).or_default();
+    let Some(last) = chain.last_mut() else {
+        chain.push(state);
+        return;
+    };
+    if supersedes(state.version(), last.version(), tie) {
+        // Whatever `last` would replace, `state` replaces too: `last` can go.
+        let mut state = state;
+        state.fill_gaps_from(last);
+        *last = state;
+    } else if subsumes(last.version(), state.version()) {
+        // `state` would lose to `last`, and could replace nothing that `last` does not.
+        last.fill_gaps_from(&state);
+    } else {
+        chain.push(state);
+    }
+}
+
+/// Whether every stored state that `dropped` would replace, `kept` replaces too (by the
+/// guard's rule), so that `dropped`, arriving after `kept` and losing to it, can be left out.
+fn subsumes(kept: Version, dropped: Version) -> bool {
+    let position = |v: Version| (v.key, v.rank);
+    match (kept.rank == Rank::Terminal, dropped.rank == Rank::Terminal) {
+        // Non-terminal states are only ever stored under a key at most their own.
+        (true, false) => dropped.key <= kept.key,
+        // A terminal state replaces older terminal states, which no update replaces.
+        (false, true) => false,
+        _ => position(dropped) <= position(kept),
+    }
+}
+
+/// Keeps the first of several insert-if-absent changes: only the first could insert.
+fn keep_first<S>(states: &mut BTreeMap<String, S>, id: &str, state: S) {
+    states.entry(id.to_owned()).or_insert(state);
+}
+
+impl ChangeSet {
+    /// A set holding `changes`, in arrival order.
+    pub fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Self {
+        let mut set = ChangeSet::default();
+        for change in changes {
+            set.add(change.clone());
+        }
+        set
+    }
+
+    /// Adds a change that arrived after every change already in the set.
+    pub fn add(&mut self, change: Change) {
+        match change {
+            Change::Organization(s) => {
+                keep_newer(&mut self.organizations, &s.id.clone(), s, Tie::StoredWins)
+            }
+            Change::User(s) => keep_newer(&mut self.users, &s.id.clone(), s, Tie::StoredWins),
+            Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.id.clone(), s),
+            Change::Membership(s) => {
+                keep_newer(&mut self.memberships, &s.id.clone(), s, Tie::StoredWins)
+            }
+            Change::Customer(s) => {
+                keep_newer(&mut self.customers, &s.id.clone(), s, Tie::LaterArrivalWins)
+            }
+            Change::CustomerLink(link) => {
+                keep_first(&mut self.links, &link.customer_id.clone(), link)
+            }
+            Change::Subscription(s) => keep_newer(
+                &mut self.subscriptions,
+                &s.id.clone(),
+                s,
+                Tie::LaterArrivalWins,
+            ),
+        }
+    }
+
+    /// Whether the set changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.organizations.is_empty()
+            && self.users.is_empty()
+            && self.user_snapshots.is_empty()
+            && self.memberships.is_empty()
+            && self.customers.is_empty()
+            && self.links.is_empty()
+            && self.subscriptions.is_empty()
+    }
+
+    /// Every customer id the set touches (its own rows, links, and subscriptions' customers),
+    /// sorted and without repeats.
+    fn customer_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .customers
+            .keys()
+            .chain(self.links.keys())
+            .map(String::as_str)
+            .chain(
+                self.subscriptions
+                    .values()
+                    .flatten()
+                    .map(|s| s.customer_id.as_str()),
+            )
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Applies `set` inside the caller's transaction: one statement per table that has rows.
+/// Returns how many rows the upserts wrote (0: every stored state was newer).
+pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet) -> Result<u64, DbErr> {
+    if set.is_empty() {
+        return Ok(0);
+    }
+    let backend = db.get_database_backend();
+    lock_customers(db, backend, &set.customer_ids()).await?;
+    let now = Utc::now();
+    let mut written = 0;
+    for n in 0..round_count(&set.organizations) {
+        written += run(db, organizations_upsert(round(&set.organizations, n), now)).await?;
+    }
+    for n in 0..round_count(&set.users) {
+        written += run(db, users_upsert(round(&set.users, n), now, false)).await?;
+    }
+    if !set.user_snapshots.is_empty() {
+        written += run(db, users_upsert(set.user_snapshots.values(), now, true)).await?;
+    }
+    for n in 0..round_count(&set.memberships) {
+        written += run(db, memberships_upsert(round(&set.memberships, n), now)).await?;
+    }
+    for n in 0..round_count(&set.customers) {
+        written += run(db, customers_upsert(round(&set.customers, n), now)).await?;
+    }
+    if !set.links.is_empty() {
+        written += run(db, links_upsert(set, now)).await?;
+    }
+    let adopting: Vec<&str> = set
+        .customers
+        .values()
+        .filter(|chain| chain.iter().any(|c| c.organization_id.is_some()))
+        .filter_map(|chain| chain.first().map(|c| c.id.as_str()))
+        .chain(set.links.keys().map(String::as_str))
+        .collect();
+    if !adopting.is_empty() {
+        run(db, adopt_customer_organizations(&adopting)).await?;
+    }
+    for n in 0..round_count(&set.subscriptions) {
+        written += run(db, subscriptions_upsert(round(&set.subscriptions, n), now)).await?;
+    }
+    Ok(written)
+}
+
+async fn run(
+    db: &impl ConnectionTrait,
+    statement: impl sea_orm::StatementBuilder,
+) -> Result<u64, DbErr> {
+    let backend = db.get_database_backend();
+    match db.execute_raw(backend.build(&statement)).await {
+        Ok(result) => Ok(result.rows_affected()),
+        // `ON CONFLICT … DO NOTHING` and a guard that filters the update out both mean "0 rows".
+        Err(DbErr::RecordNotInserted) => Ok(0),
+        Err(err) => Err(err),
+    }
+}
+
+/// On PostgreSQL, a transaction-scoped advisory lock per customer, taken in one sorted order
+/// before any row: a subscription inherits its customer's organization inside its upsert, and
+/// a customer's new organization is passed on to its stored subscriptions; holding the
+/// customer's lock across both means neither can miss the other's uncommitted write. SQLite
+/// runs one writing transaction at a time and needs none.
+async fn lock_customers(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    ids: &[&str],
+) -> Result<(), DbErr> {
+    if backend != DbBackend::Postgres || ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    // The inner ORDER BY (kept by OFFSET 0) fixes the order in which the locks are taken.
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "SELECT pg_advisory_xact_lock(k) FROM \
+         (SELECT hashtextextended(id, 0) AS k FROM unnest($1::text[]) AS id ORDER BY 1 OFFSET 0) s",
+        [ids.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The `WHERE` of a guarded upsert on `table`: the incoming state (`excluded`) replaces the
+/// stored one only when it is newer by `(ordering_key, ordering_rank)`, and a terminal state
+/// is only ever replaced by a newer terminal state. [`supersedes`] is the same rule in Rust.
+fn newer_than_stored(table: &str, tie: Tie) -> Expr {
+    let same_rank_update = match tie {
+        Tie::LaterArrivalWins => format!(
+            " OR (excluded.ordering_rank = {update} AND {table}.ordering_rank = {update})",
+            update = Rank::Update as i16
+        ),
+        Tie::StoredWins => String::new(),
+    };
+    Expr::cust(format!(
+        "({table}.ordering_rank < {terminal} OR excluded.ordering_rank = {terminal}) \
+         AND (excluded.ordering_key > {table}.ordering_key \
+              OR (excluded.ordering_key = {table}.ordering_key \
+                  AND (excluded.ordering_rank > {table}.ordering_rank{same_rank_update})))",
+        terminal = Rank::Terminal as i16
+    ))
+}
+
+/// The columns every synced table has, first in every row and replaced together when an
+/// upsert wins.
+#[derive(Clone, Copy)]
+enum SyncedColumn {
+    Id,
+    Raw,
+    OrderingKey,
+    OrderingRank,
+    DeletedAt,
+    SyncedAt,
+}
+
+impl SyncedColumn {
+    const ALL: [SyncedColumn; 6] = [
+        SyncedColumn::Id,
+        SyncedColumn::Raw,
+        SyncedColumn::OrderingKey,
+        SyncedColumn::OrderingRank,
+        SyncedColumn::DeletedAt,
+        SyncedColumn::SyncedAt,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            SyncedColumn::Id => "id",
+            SyncedColumn::Raw => "raw",
+            SyncedColumn::OrderingKey => "ordering_key",
+            SyncedColumn::OrderingRank => "ordering_rank",
+            SyncedColumn::DeletedAt => "deleted_at",
+            SyncedColumn::SyncedAt => "synced_at",
+        }
+    }
+}
+
+/// The synced columns' values of one row, in [`SyncedColumn::ALL`] order.
+fn synced_values(
+    id: &str,
+    raw: Option<&serde_json::Value>,
+    version: Version,
+    deleted_at: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Vec<SimpleExpr> {
+    vec![
+        Expr::val(id),
+        Expr::val(raw.cloned()),
+        Expr::val(version.key),
+        Expr::val(version.rank as i16),
+        Expr::val(deleted_at),
+        Expr::val(now),
+    ]
+}
+
+/// `INSERT INTO table (synced columns, columns) VALUES rows…` with no conflict clause yet.
+fn insert_rows<C: IntoIden + Copy>(
+    table: impl IntoIden,
+    columns: &[C],
+    rows: impl IntoIterator<Item = Vec<SimpleExpr>>,
+) -> sea_orm::sea_query::InsertStatement {
+    let mut statement = Query::insert();
+    statement.into_table(table).columns(
+        SyncedColumn::ALL
+            .iter()
+            .map(|c| Alias::new(c.name()).into_iden())
+            .chain(columns.iter().map(|c| c.into_iden())),
+    );
+    for row in rows {
+        statement.values_panic(row);
+    }
+    statement
+}
+
+/// `ON CONFLICT (id) DO UPDATE SET <synced columns and columns> WHERE <newer than stored>`.
+fn guarded<C: IntoIden + Copy>(table: &str, tie: Tie, columns: &[C]) -> OnConflict {
+    OnConflict::column(Alias::new("id"))
+        .update_columns(
+            SyncedColumn::ALL[1..]
+                .iter()
+                .map(|c| Alias::new(c.name()).into_iden())
+                .chain(columns.iter().map(|c| c.into_iden())),
+        )
+        .action_and_where(newer_than_stored(table, tie))
+        .to_owned()
+}
+
+fn organizations_upsert<'a>(
+    states: impl Iterator<Item = &'a OrganizationState>,
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
+    use organizations::Column as C;
+    let columns = [C::Name, C::Slug];
+    let rows = states.map(|org| {
+        let mut row = synced_values(&org.id, Some(&org.raw), org.version, org.deleted_at, now);
+        row.extend([Expr::val(org.name.clone()), Expr::val(org.slug.clone())]);
+        row
+    });
+    let mut statement = insert_rows(organizations::Entity, &columns, rows);
+    statement.on_conflict(guarded("organizations", Tie::StoredWins, &columns));
+    statement
+}
+
+/// Users from their own events (guarded), or `snapshots` known only from a membership's
+/// `public_user_data`, which has no `updated_at`: those only fill a gap, never replace a user
+/// we know from the user's own events.
+fn users_upsert<'a>(
+    states: impl Iterator<Item = &'a UserState>,
+    now: chrono::DateTime<Utc>,
+    snapshots: bool,
+) -> sea_orm::sea_query::InsertStatement {
+    use users::Column as C;
+    let columns = [C::PrimaryEmail, C::FirstName, C::LastName];
+    let rows = states.map(|user| {
+        let mut row = synced_values(
+            &user.id,
+            Some(&user.raw),
+            user.version,
+            user.deleted_at,
+            now,
+        );
+        row.extend([
+            Expr::val(user.primary_email.clone()),
+            Expr::val(user.first_name.clone()),
+            Expr::val(user.last_name.clone()),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(users::Entity, &columns, rows);
+    if snapshots {
+        statement.on_conflict(OnConflict::column(C::Id).do_nothing().to_owned());
+    } else {
+        statement.on_conflict(guarded("users", Tie::StoredWins, &columns));
+    }
+    statement
+}
+
+fn memberships_upsert<'a>(
+    states: impl Iterator<Item = &'a MembershipState>,
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
+    use memberships::Column as C;
+    let columns = [C::OrganizationId, C::UserId, C::Role];
+    let rows = states.map(|m| {
+        let mut row = synced_values(&m.id, Some(&m.raw), m.version, m.deleted_at, now);
+        row.extend([
+            Expr::val(m.organization_id.clone()),
+            Expr::val(m.user_id.clone()),
+            Expr::val(m.role.clone()),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(memberships::Entity, &columns, rows);
+    statement.on_conflict(guarded(
+        "organization_memberships",
+        Tie::StoredWins,
+        &columns,
+    ));
+    statement
+}
+
+fn customers_upsert<'a>(
+    states: impl Iterator<Item = &'a CustomerState>,
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
+    use customers::Column as C;
+    let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
+    let rows = states.map(|c| {
+        let mut row = synced_values(&c.id, Some(&c.raw), c.version, c.deleted_at, now);
+        row.extend([
+            Expr::val(c.livemode),
+            Expr::val(c.organization_id.clone()),
+            Expr::val(c.email.clone()),
+            Expr::val(c.name.clone()),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(customers::Entity, &columns, rows);
+    let mut on_conflict = guarded(
+        "stripe_customers",
+        Tie::LaterArrivalWins,
+        &[C::Livemode, C::Email, C::Name],
+    );
+    // A link made by a checkout stays when the customer's metadata names no organization,
+    // whichever arrived first.
+    on_conflict.value(
+        C::OrganizationId,
+        Expr::cust("COALESCE(excluded.organization_id, stripe_customers.organization_id)"),
+    );
+    statement.on_conflict(on_conflict);
+    statement
+}
+
+/// A completed checkout links its customer to an organization: a placeholder row at key 0
+/// when the customer is not stored yet (its own events, whenever they arrive, replace
+/// everything but the link), else the organization when the row has none.
+fn links_upsert(
+    set: &ChangeSet,
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
+    use customers::Column as C;
+    let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
+    let placeholder = Version {
+        key: 0,
+        rank: Rank::Initial,
+    };
+    let rows = set.links.values().map(|link| {
+        let mut row = synced_values(&link.customer_id, None, placeholder, None, now);
+        row.extend([
+            Expr::val(link.livemode),
+            Expr::val(link.organization_id.clone()),
+            Expr::val(None::<String>),
+            Expr::val(None::<String>),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(customers::Entity, &columns, rows);
+    statement.on_conflict(
+        OnConflict::column(C::Id)
+            .update_columns([C::OrganizationId, C::SyncedAt])
+            .action_and_where(Expr::cust("stripe_customers.organization_id IS NULL"))
+            .to_owned(),
+    );
+    statement
+}
+
+/// Stored subscriptions of these customers that have no organization yet take their
+/// customer's, so the result does not depend on which arrived first.
+fn adopt_customer_organizations(customer_ids: &[&str]) -> sea_orm::sea_query::UpdateStatement {
+    use subscriptions::Column as S;
+    Query::update()
+        .table(subscriptions::Entity)
+        .value(
+            S::OrganizationId,
+            customer_organization(Expr::col((subscriptions::Entity, S::CustomerId))),
+        )
+        .and_where(Expr::col(S::OrganizationId).is_null())
+        .and_where(Expr::col(S::CustomerId).is_in(customer_ids.iter().copied()))
+        .to_owned()
+}
+
+/// `(SELECT organization_id FROM stripe_customers WHERE id = <customer>)`.
+fn customer_organization(customer: impl Into<SimpleExpr>) -> SimpleExpr {
+    let select = Query::select()
+        .column((customers::Entity, customers::Column::OrganizationId))
+        .from(customers::Entity)
+        .and_where(Expr::col((customers::Entity, customers::Column::Id)).eq(customer.into()))
+        .to_owned();
+    SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(select)))
+}
+
+fn subscriptions_upsert<'a>(
+    states: impl Iterator<Item = &'a SubscriptionState>,
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
+    use subscriptions::Column as C;
+    let columns = [
+        C::Livemode,
+        C::CustomerId,
+        C::Status,
+        C::CancelAtPeriodEnd,
+        C::CancelAt,
+        C::CanceledAt,
+        C::EndedAt,
+        C::TrialEnd,
+        C::CurrentPeriodStart,
+        C::CurrentPeriodEnd,
+        C::Items,
+    ];
+    let rows = states.map(|s| {
+        let mut row = synced_values(&s.id, Some(&s.raw), s.version, s.deleted_at, now);
+        row.extend([
+            Expr::val(s.livemode),
+            Expr::val(s.customer_id.clone()),
+            Expr::val(s.status.clone()),
+            Expr::val(s.cancel_at_period_end),
+            Expr::val(s.cancel_at),
+            Expr::val(s.canceled_at),
+            Expr::val(s.ended_at),
+            Expr::val(s.trial_end),
+            Expr::val(s.current_period_start),
+            Expr::val(s.current_period_end),
+            Expr::val(s.items.clone()),
+            // The subscription's own organization, else its customer's, read in this very
+            // statement (no read-then-write).
+            Func::coalesce([
+                Expr::val(s.organization_id.clone()),
+                customer_organization(Expr::val(s.customer_id.clone())),
+            ])
+            .into(),
+        ]);
+        row
+    });
+    let mut all_columns: Vec<C> = columns.to_vec();
+    all_columns.push(C::OrganizationId);
+    let mut statement = insert_rows(subscriptions::Entity, &all_columns, rows);
+    let mut on_conflict = guarded("stripe_subscriptions", Tie::LaterArrivalWins, &columns);
+    on_conflict.value(
+        C::OrganizationId,
+        Expr::cust("COALESCE(excluded.organization_id, stripe_subscriptions.organization_id)"),
+    );
+    statement.on_conflict(on_conflict);
+    statement
+}
