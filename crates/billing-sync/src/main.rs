@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use billing_sync::config::{Cli, CommonSettings};
 use clap::Parser;
 
+/// See the workspace manifest for why not the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let common = match CommonSettings::from_cli(&cli) {

@@ -6,6 +6,7 @@
 //! sorted), then rows table by table in one fixed order, each table's rows sorted by primary
 //! key (a `BTreeMap` per table).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
@@ -25,31 +26,43 @@ use crate::sync::{
 
 /// The changes of a batch, at most one per (table, id), rows of each table in primary-key order.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ChangeSet {
-    organizations: BTreeMap<String, Vec<OrganizationState>>,
-    users: BTreeMap<String, Vec<UserState>>,
-    user_snapshots: BTreeMap<String, UserState>,
-    memberships: BTreeMap<String, Vec<MembershipState>>,
-    customers: BTreeMap<String, Vec<CustomerState>>,
-    links: BTreeMap<String, CustomerLink>,
-    subscriptions: BTreeMap<String, Vec<SubscriptionState>>,
+///
+/// It borrows the changes it holds (a state is copied only when the reduction must fill one of
+/// its gaps), so that reducing a batch copies no payload.
+pub struct ChangeSet<'a> {
+    organizations: BTreeMap<&'a str, Vec<Cow<'a, OrganizationState>>>,
+    users: BTreeMap<&'a str, Vec<Cow<'a, UserState>>>,
+    user_snapshots: BTreeMap<&'a str, &'a UserState>,
+    memberships: BTreeMap<&'a str, Vec<Cow<'a, MembershipState>>>,
+    customers: BTreeMap<&'a str, Vec<Cow<'a, CustomerState>>>,
+    links: BTreeMap<&'a str, &'a CustomerLink>,
+    subscriptions: BTreeMap<&'a str, Vec<Cow<'a, SubscriptionState>>>,
 }
 
 /// The `round`-th state of each object that has one, in primary-key order.
-fn round<S>(rounds: &BTreeMap<String, Vec<S>>, round: usize) -> impl Iterator<Item = &S> + Clone {
-    rounds.values().filter_map(move |chain| chain.get(round))
+fn round<'s, S: Clone + 's>(
+    rounds: &'s BTreeMap<&str, Vec<Cow<'_, S>>>,
+    round: usize,
+) -> impl Iterator<Item = &'s S> + Clone {
+    rounds
+        .values()
+        .filter_map(move |chain| chain.get(round).map(|state| state.as_ref()))
 }
 
 /// How many rounds the objects of one table need.
-fn round_count<S>(rounds: &BTreeMap<String, Vec<S>>) -> usize {
+fn round_count<S>(rounds: &BTreeMap<&str, Vec<S>>) -> usize {
     rounds.values().map(Vec::len).max().unwrap_or(0)
 }
 
 /// A synced state as the reduction sees it.
 trait Synced: Clone {
     fn version(&self) -> Version;
-    /// Fills what this state leaves unknown from another state of the same object, the way
-    /// the upsert's `COALESCE` keeps a stored value the incoming state does not name.
+    /// Whether `other` knows something this state leaves unknown, which the upsert's
+    /// `COALESCE` would keep: then [`Synced::fill_gaps_from`] has work to do.
+    fn has_gaps_filled_by(&self, _other: &Self) -> bool {
+        false
+    }
+    /// Fills what this state leaves unknown from another state of the same object.
     fn fill_gaps_from(&mut self, _other: &Self) {}
 }
 
@@ -68,6 +81,9 @@ impl Synced for CustomerState {
     fn version(&self) -> Version {
         self.version
     }
+    fn has_gaps_filled_by(&self, other: &Self) -> bool {
+        self.organization_id.is_none() && other.organization_id.is_some()
+    }
     fn fill_gaps_from(&mut self, other: &Self) {
         if self.organization_id.is_none() {
             self.organization_id.clone_from(&other.organization_id);
@@ -78,6 +94,9 @@ impl Synced for CustomerState {
 impl Synced for SubscriptionState {
     fn version(&self) -> Version {
         self.version
+    }
+    fn has_gaps_filled_by(&self, other: &Self) -> bool {
+        self.organization_id.is_none() && other.organization_id.is_some()
     }
     fn fill_gaps_from(&mut self, other: &Self) {
         if self.organization_id.is_none() {
@@ -91,22 +110,34 @@ impl Synced for SubscriptionState {
 /// state one by one leaves, whatever is stored. Usually one state, the newest. A second round
 /// is needed only where the guard is not transitive: a terminal state that would block a
 /// later update, yet itself lose to what is stored (see [`subsumes`]).
-fn keep_newer<S: Synced>(rounds: &mut BTreeMap<String, Vec<S>>, id: &str, state: S, tie: Tie) {
-    let chain = rounds.entry(id.to_owned()).or_default();
+fn keep_newer<'a, S: Synced>(
+    rounds: &mut BTreeMap<&'a str, Vec<Cow<'a, S>>>,
+    id: &'a str,
+    state: &'a S,
+    tie: Tie,
+) {
+    let chain = rounds.entry(id).or_default();
     let Some(last) = chain.last_mut() else {
-        chain.push(state);
+        chain.push(Cow::Borrowed(state));
         return;
     };
     if supersedes(state.version(), last.version(), tie) {
         // Whatever `last` would replace, `state` replaces too: `last` can go.
-        let mut state = state;
-        state.fill_gaps_from(last);
+        let mut state = Cow::Borrowed(state);
+        fill_gaps(&mut state, last);
         *last = state;
     } else if subsumes(last.version(), state.version()) {
         // `state` would lose to `last`, and could replace nothing that `last` does not.
-        last.fill_gaps_from(&state);
+        fill_gaps(last, state);
     } else {
-        chain.push(state);
+        chain.push(Cow::Borrowed(state));
+    }
+}
+
+/// Fills `state`'s gaps from `other`, copying `state` only when there is a gap to fill.
+fn fill_gaps<S: Synced>(state: &mut Cow<'_, S>, other: &S) {
+    if state.has_gaps_filled_by(other) {
+        state.to_mut().fill_gaps_from(other);
     }
 }
 
@@ -124,43 +155,34 @@ fn subsumes(kept: Version, dropped: Version) -> bool {
 }
 
 /// Keeps the first of several insert-if-absent changes: only the first could insert.
-fn keep_first<S>(states: &mut BTreeMap<String, S>, id: &str, state: S) {
-    states.entry(id.to_owned()).or_insert(state);
+fn keep_first<'a, S>(states: &mut BTreeMap<&'a str, &'a S>, id: &'a str, state: &'a S) {
+    states.entry(id).or_insert(state);
 }
 
-impl ChangeSet {
+impl<'a> ChangeSet<'a> {
     /// A set holding `changes`, in arrival order.
-    pub fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Self {
+    pub fn of(changes: impl IntoIterator<Item = &'a Change>) -> Self {
         let mut set = ChangeSet::default();
         for change in changes {
-            set.add(change.clone());
+            set.add(change);
         }
         set
     }
 
     /// Adds a change that arrived after every change already in the set.
-    pub fn add(&mut self, change: Change) {
+    pub fn add(&mut self, change: &'a Change) {
         match change {
             Change::Organization(s) => {
-                keep_newer(&mut self.organizations, &s.id.clone(), s, Tie::StoredWins)
+                keep_newer(&mut self.organizations, &s.id, s, Tie::StoredWins)
             }
-            Change::User(s) => keep_newer(&mut self.users, &s.id.clone(), s, Tie::StoredWins),
-            Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.id.clone(), s),
-            Change::Membership(s) => {
-                keep_newer(&mut self.memberships, &s.id.clone(), s, Tie::StoredWins)
+            Change::User(s) => keep_newer(&mut self.users, &s.id, s, Tie::StoredWins),
+            Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.id, s),
+            Change::Membership(s) => keep_newer(&mut self.memberships, &s.id, s, Tie::StoredWins),
+            Change::Customer(s) => keep_newer(&mut self.customers, &s.id, s, Tie::LaterArrivalWins),
+            Change::CustomerLink(link) => keep_first(&mut self.links, &link.customer_id, link),
+            Change::Subscription(s) => {
+                keep_newer(&mut self.subscriptions, &s.id, s, Tie::LaterArrivalWins)
             }
-            Change::Customer(s) => {
-                keep_newer(&mut self.customers, &s.id.clone(), s, Tie::LaterArrivalWins)
-            }
-            Change::CustomerLink(link) => {
-                keep_first(&mut self.links, &link.customer_id.clone(), link)
-            }
-            Change::Subscription(s) => keep_newer(
-                &mut self.subscriptions,
-                &s.id.clone(),
-                s,
-                Tie::LaterArrivalWins,
-            ),
         }
     }
 
@@ -182,7 +204,7 @@ impl ChangeSet {
             .customers
             .keys()
             .chain(self.links.keys())
-            .map(String::as_str)
+            .copied()
             .chain(
                 self.subscriptions
                     .values()
@@ -198,44 +220,59 @@ impl ChangeSet {
 
 /// Applies `set` inside the caller's transaction: one statement per table that has rows.
 /// Returns how many rows the upserts wrote (0: every stored state was newer).
-pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet) -> Result<u64, DbErr> {
+pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet<'_>) -> Result<u64, DbErr> {
     if set.is_empty() {
         return Ok(0);
     }
     let backend = db.get_database_backend();
     lock_customers(db, backend, &set.customer_ids()).await?;
-    let now = Utc::now();
+    let writing = Writing {
+        backend,
+        now: Utc::now(),
+    };
     let mut written = 0;
     for n in 0..round_count(&set.organizations) {
-        written += run(db, organizations_upsert(round(&set.organizations, n), now)).await?;
+        written += run(
+            db,
+            organizations_upsert(round(&set.organizations, n), writing),
+        )
+        .await?;
     }
     for n in 0..round_count(&set.users) {
-        written += run(db, users_upsert(round(&set.users, n), now, false)).await?;
+        written += run(db, users_upsert(round(&set.users, n), writing, false)).await?;
     }
     if !set.user_snapshots.is_empty() {
-        written += run(db, users_upsert(set.user_snapshots.values(), now, true)).await?;
+        written += run(
+            db,
+            users_upsert(set.user_snapshots.values().copied(), writing, true),
+        )
+        .await?;
     }
     for n in 0..round_count(&set.memberships) {
-        written += run(db, memberships_upsert(round(&set.memberships, n), now)).await?;
+        written += run(db, memberships_upsert(round(&set.memberships, n), writing)).await?;
     }
     for n in 0..round_count(&set.customers) {
-        written += run(db, customers_upsert(round(&set.customers, n), now)).await?;
+        written += run(db, customers_upsert(round(&set.customers, n), writing)).await?;
     }
     if !set.links.is_empty() {
-        written += run(db, links_upsert(set, now)).await?;
+        written += run(db, links_upsert(set, writing)).await?;
     }
     let adopting: Vec<&str> = set
         .customers
         .values()
         .filter(|chain| chain.iter().any(|c| c.organization_id.is_some()))
         .filter_map(|chain| chain.first().map(|c| c.id.as_str()))
-        .chain(set.links.keys().map(String::as_str))
+        .chain(set.links.keys().copied())
         .collect();
     if !adopting.is_empty() {
         run(db, adopt_customer_organizations(&adopting)).await?;
     }
     for n in 0..round_count(&set.subscriptions) {
-        written += run(db, subscriptions_upsert(round(&set.subscriptions, n), now)).await?;
+        written += run(
+            db,
+            subscriptions_upsert(round(&set.subscriptions, n), writing),
+        )
+        .await?;
     }
     Ok(written)
 }
@@ -332,22 +369,46 @@ impl SyncedColumn {
     }
 }
 
-/// The synced columns' values of one row, in [`SyncedColumn::ALL`] order.
-fn synced_values(
-    id: &str,
-    raw: Option<&serde_json::Value>,
-    version: Version,
-    deleted_at: Option<chrono::DateTime<Utc>>,
+/// What every row written by one `apply_set` shares.
+#[derive(Clone, Copy)]
+struct Writing {
+    backend: DbBackend,
     now: chrono::DateTime<Utc>,
-) -> Vec<SimpleExpr> {
-    vec![
-        Expr::val(id),
-        Expr::val(raw.cloned()),
-        Expr::val(version.key),
-        Expr::val(version.rank as i16),
-        Expr::val(deleted_at),
-        Expr::val(now),
-    ]
+}
+
+impl Writing {
+    /// The synced columns' values of one row, in [`SyncedColumn::ALL`] order.
+    fn synced_values(
+        self,
+        id: &str,
+        raw: Option<&serde_json::Value>,
+        version: Version,
+        deleted_at: Option<chrono::DateTime<Utc>>,
+    ) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(id),
+            self.json(raw),
+            Expr::val(version.key),
+            Expr::val(version.rank as i16),
+            Expr::val(deleted_at),
+            Expr::val(self.now),
+        ]
+    }
+
+    /// A JSON value bound as its text, serialised once here rather than copied into the
+    /// statement (the driver would serialise the copy all the same).
+    fn json(self, value: Option<&serde_json::Value>) -> SimpleExpr {
+        json_text(self.backend, value.map(serde_json::Value::to_string))
+    }
+}
+
+/// JSON text as a value of a JSON column: PostgreSQL needs the cast to `jsonb`; SQLite stores
+/// JSON as text.
+pub(crate) fn json_text(backend: DbBackend, text: Option<String>) -> SimpleExpr {
+    match backend {
+        DbBackend::Postgres => Expr::val(text).cast_as(Alias::new("jsonb")),
+        _ => Expr::val(text),
+    }
 }
 
 /// `INSERT INTO table (synced columns, columns) VALUES rows…` with no conflict clause yet.
@@ -384,12 +445,12 @@ fn guarded<C: IntoIden + Copy>(table: &str, tie: Tie, columns: &[C]) -> OnConfli
 
 fn organizations_upsert<'a>(
     states: impl Iterator<Item = &'a OrganizationState>,
-    now: chrono::DateTime<Utc>,
+    writing: Writing,
 ) -> sea_orm::sea_query::InsertStatement {
     use organizations::Column as C;
     let columns = [C::Name, C::Slug];
     let rows = states.map(|org| {
-        let mut row = synced_values(&org.id, Some(&org.raw), org.version, org.deleted_at, now);
+        let mut row = writing.synced_values(&org.id, Some(&org.raw), org.version, org.deleted_at);
         row.extend([Expr::val(org.name.clone()), Expr::val(org.slug.clone())]);
         row
     });
@@ -403,19 +464,14 @@ fn organizations_upsert<'a>(
 /// we know from the user's own events.
 fn users_upsert<'a>(
     states: impl Iterator<Item = &'a UserState>,
-    now: chrono::DateTime<Utc>,
+    writing: Writing,
     snapshots: bool,
 ) -> sea_orm::sea_query::InsertStatement {
     use users::Column as C;
     let columns = [C::PrimaryEmail, C::FirstName, C::LastName];
     let rows = states.map(|user| {
-        let mut row = synced_values(
-            &user.id,
-            Some(&user.raw),
-            user.version,
-            user.deleted_at,
-            now,
-        );
+        let mut row =
+            writing.synced_values(&user.id, Some(&user.raw), user.version, user.deleted_at);
         row.extend([
             Expr::val(user.primary_email.clone()),
             Expr::val(user.first_name.clone()),
@@ -434,12 +490,12 @@ fn users_upsert<'a>(
 
 fn memberships_upsert<'a>(
     states: impl Iterator<Item = &'a MembershipState>,
-    now: chrono::DateTime<Utc>,
+    writing: Writing,
 ) -> sea_orm::sea_query::InsertStatement {
     use memberships::Column as C;
     let columns = [C::OrganizationId, C::UserId, C::Role];
     let rows = states.map(|m| {
-        let mut row = synced_values(&m.id, Some(&m.raw), m.version, m.deleted_at, now);
+        let mut row = writing.synced_values(&m.id, Some(&m.raw), m.version, m.deleted_at);
         row.extend([
             Expr::val(m.organization_id.clone()),
             Expr::val(m.user_id.clone()),
@@ -458,12 +514,12 @@ fn memberships_upsert<'a>(
 
 fn customers_upsert<'a>(
     states: impl Iterator<Item = &'a CustomerState>,
-    now: chrono::DateTime<Utc>,
+    writing: Writing,
 ) -> sea_orm::sea_query::InsertStatement {
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
     let rows = states.map(|c| {
-        let mut row = synced_values(&c.id, Some(&c.raw), c.version, c.deleted_at, now);
+        let mut row = writing.synced_values(&c.id, Some(&c.raw), c.version, c.deleted_at);
         row.extend([
             Expr::val(c.livemode),
             Expr::val(c.organization_id.clone()),
@@ -491,10 +547,7 @@ fn customers_upsert<'a>(
 /// A completed checkout links its customer to an organization: a placeholder row at key 0
 /// when the customer is not stored yet (its own events, whenever they arrive, replace
 /// everything but the link), else the organization when the row has none.
-fn links_upsert(
-    set: &ChangeSet,
-    now: chrono::DateTime<Utc>,
-) -> sea_orm::sea_query::InsertStatement {
+fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> sea_orm::sea_query::InsertStatement {
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
     let placeholder = Version {
@@ -502,7 +555,7 @@ fn links_upsert(
         rank: Rank::Initial,
     };
     let rows = set.links.values().map(|link| {
-        let mut row = synced_values(&link.customer_id, None, placeholder, None, now);
+        let mut row = writing.synced_values(&link.customer_id, None, placeholder, None);
         row.extend([
             Expr::val(link.livemode),
             Expr::val(link.organization_id.clone()),
@@ -548,7 +601,7 @@ fn customer_organization(customer: impl Into<SimpleExpr>) -> SimpleExpr {
 
 fn subscriptions_upsert<'a>(
     states: impl Iterator<Item = &'a SubscriptionState>,
-    now: chrono::DateTime<Utc>,
+    writing: Writing,
 ) -> sea_orm::sea_query::InsertStatement {
     use subscriptions::Column as C;
     let columns = [
@@ -565,7 +618,7 @@ fn subscriptions_upsert<'a>(
         C::Items,
     ];
     let rows = states.map(|s| {
-        let mut row = synced_values(&s.id, Some(&s.raw), s.version, s.deleted_at, now);
+        let mut row = writing.synced_values(&s.id, Some(&s.raw), s.version, s.deleted_at);
         row.extend([
             Expr::val(s.livemode),
             Expr::val(s.customer_id.clone()),
@@ -577,7 +630,7 @@ fn subscriptions_upsert<'a>(
             Expr::val(s.trial_end),
             Expr::val(s.current_period_start),
             Expr::val(s.current_period_end),
-            Expr::val(s.items.clone()),
+            writing.json(Some(&s.items)),
             // The subscription's own organization, else its customer's, read in this very
             // statement (no read-then-write).
             Func::coalesce([

@@ -179,7 +179,7 @@ impl Store {
                 && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
             {
                 for change in event_changes {
-                    changes.add(change.clone());
+                    changes.add(change);
                 }
             }
         }
@@ -386,6 +386,7 @@ async fn insert_ledger_rows<'a>(
     }
     events.sort_by(|(a, _), (b, _)| (a.provider, &a.event_id).cmp(&(b.provider, &b.event_id)));
     let now = Utc::now();
+    let backend = txn.get_database_backend();
     let mut insert = Query::insert();
     insert.into_table(webhook_events::Entity).columns([
         C::Provider,
@@ -410,7 +411,7 @@ async fn insert_ledger_rows<'a>(
             Expr::val(event.api_version.clone()),
             Expr::val(event.livemode),
             Expr::val(event.event_created),
-            Expr::val(event.payload.clone()),
+            crate::changeset::json_text(backend, Some(event.payload.to_string())),
             Expr::val(now),
             Expr::val(Some(now)),
             Expr::val(status.as_str()),
@@ -425,7 +426,6 @@ async fn insert_ledger_rows<'a>(
                 .to_owned(),
         )
         .returning(Query::returning().columns([C::Provider, C::EventId]));
-    let backend = txn.get_database_backend();
     let rows = txn.query_all_raw(backend.build(&insert)).await?;
     rows.iter()
         .map(|row| {

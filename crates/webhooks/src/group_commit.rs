@@ -4,9 +4,11 @@
 
 use billing_sync_store::ledger::{NewEvent, Plan, Recorded};
 use billing_sync_store::{Store, StoreError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use billing_sync_store::sea_orm::DbBackend;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 64;
@@ -45,10 +47,18 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer on the current tokio runtime.
+    /// Starts the writers on the current tokio runtime.
     pub(crate) fn start(store: Store) -> Self {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_batches(store, queue));
+        let queue = Arc::new(Mutex::new(queue));
+        let writers = match store.backend() {
+            DbBackend::Postgres => POSTGRES_WRITERS,
+            // SQLite runs one writing transaction at a time: a second writer would only wait.
+            _ => 1,
+        };
+        for _ in 0..writers {
+            tokio::spawn(write_batches(store.clone(), queue.clone()));
+        }
         GroupCommit { jobs }
     }
 
@@ -69,17 +79,30 @@ impl GroupCommit {
     }
 }
 
-/// One writer: in-process batches never contend with each other for row locks, so they cannot
-/// deadlock; concurrency comes from the size of each batch instead.
-async fn write_batches(store: Store, mut queue: mpsc::Receiver<Job>) {
-    while let Some(first) = queue.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// Writers on PostgreSQL: while one batch waits on its round trips and its commit, the next
+/// is already being written, so the service does not wait on itself. Every writer takes its
+/// locks in one order (see `billing_sync_store::changeset`), so concurrent batches wait for each
+/// other rather than deadlock, and a deadlock that happens anyway is retried.
+const POSTGRES_WRITERS: usize = 4;
+
+/// One writer: takes every job waiting (up to [`MAX_BATCH`]) as one batch, writes it, answers.
+async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let jobs = {
+            // Whoever holds the queue takes the next batch; the others are writing theirs.
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+            jobs
+        };
         metrics::histogram!("billing_sync_webhook_batch_size").record(jobs.len() as f64);
         let (batch, replies): (Vec<(NewEvent, Plan)>, Vec<_>) = jobs
             .into_iter()
