@@ -19,6 +19,7 @@ const CLERK_KEY: &str = "sk_test_clerk_backfill_key_7777";
 const STRIPE_WEBHOOK_SECRET: &str = "whsec_backfill_stripe";
 
 each_backend!(
+    a_backfill_stops_when_the_cursor_does_not_advance,
     stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing,
     a_backfill_never_replaces_a_newer_webhook_state,
     an_interrupted_backfill_resumes_after_the_last_committed_page,
@@ -533,4 +534,31 @@ async fn a_backfill_without_its_api_key_names_the_variable() {
             finished.stderr
         );
     }
+}
+
+async fn a_backfill_stops_when_the_cursor_does_not_advance(db: TestDatabase) {
+    let stripe = StripeStandIn::start(&[]).await;
+    stripe_catalog(&stripe);
+    stripe.never_advance();
+    let finished = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stripe_backfill(&db, &stripe, &[]),
+    )
+    .await
+    .expect("the backfill stops by itself");
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("cursor does not advance"),
+        "{}",
+        finished.stderr
+    );
+    let customer_pages = stripe
+        .list_requests()
+        .iter()
+        .filter(|request| request.resource == "customers")
+        .count();
+    assert_eq!(
+        customer_pages, 2,
+        "the second page's repeated cursor stops the pass"
+    );
 }

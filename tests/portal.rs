@@ -135,6 +135,7 @@ fn client(server: &Server, token: &str) -> Client {
 }
 
 each_backend!(
+    a_token_issued_in_the_second_of_the_removal_is_refused,
     a_member_is_redirected_to_a_fresh_session_for_the_checkout_linked_customer,
     the_organization_comes_from_the_only_active_membership_when_the_token_has_none,
     a_member_removed_by_a_clerk_webhook_loses_access_before_the_token_expires,
@@ -592,4 +593,90 @@ async fn sigterm_lets_an_in_flight_request_finish_before_exiting() {
     );
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert_eq!(stripe.received().len(), 2);
+}
+
+async fn a_token_issued_in_the_second_of_the_removal_is_refused(db: TestDatabase) {
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_s", "user_s").await;
+    checkout(&s.server, "cus_s", "org_s").await;
+    let t = now();
+    let mut same_second = claims("user_s", Some("org_s"));
+    same_second["iat"] = json!(t);
+    let token = key().sign(&same_second);
+    // The deletion is delivered at `t` and carries an older `updated_at`: it happened at `t`.
+    let body = support::membership_body("organizationMembership.deleted", "org_s", "user_s");
+    let response = post_clerk(&s.server, CLERK_WEBHOOK_SECRET, "msg_remove_s", t, &body).await;
+    assert_eq!(response.status(), 200);
+    let (status, code, message) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "VALIDATION_ERROR"),
+        "{message}"
+    );
+    assert!(
+        s.stripe.received().is_empty(),
+        "no session for a removed member"
+    );
+}
+
+#[tokio::test]
+async fn with_an_issuer_configured_a_token_without_iss_is_refused() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_i", "user_i").await;
+    checkout(&s.server, "cus_i", "org_i").await;
+    let mut without_iss = claims("user_i", Some("org_i"));
+    without_iss.as_object_mut().expect("claims").remove("iss");
+    let (status, code, _) =
+        error_of(get_portal(&s.server, Some(&key().sign(&without_iss)), None).await).await;
+    assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+    // The same claims with the issuer: accepted.
+    assert_eq!(
+        get_portal(
+            &s.server,
+            Some(&key().sign(&claims("user_i", Some("org_i")))),
+            None
+        )
+        .await
+        .status(),
+        302
+    );
+}
+
+#[tokio::test]
+async fn a_failed_jwks_fetch_does_not_block_the_next_one() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    add_member(&s.server, "org_j", "user_j").await;
+    checkout(&s.server, "cus_j", "org_j").await;
+    let token = key().sign(&claims("user_j", Some("org_j")));
+    s.jwks.fail_next(1);
+    let (status, code, _) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "INTERNAL_ERROR"),
+        "the JWKS could not be fetched: authentication is unavailable"
+    );
+    // Clerk answers again: the very next request fetches and is served, not refused for 30 s.
+    assert_eq!(
+        get_portal(&s.server, Some(&token), None).await.status(),
+        302
+    );
+    assert_eq!(s.jwks.fetch_count(), 2);
+    // After that success, the interval stands: an unknown kid is refused without a fetch,
+    // and the keys already known keep verifying.
+    let rotated = SigningKey::generate("ins_key_9");
+    let unknown = rotated.sign(&claims("user_j", Some("org_j")));
+    assert_eq!(
+        error_of(get_portal(&s.server, Some(&unknown), None).await)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(s.jwks.fetch_count(), 2);
+    assert_eq!(
+        get_portal(&s.server, Some(&token), None).await.status(),
+        302,
+        "known keys still verify"
+    );
 }

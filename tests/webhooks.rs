@@ -433,7 +433,8 @@ async fn an_event_that_cannot_be_applied_is_acknowledged_as_failed_and_listed_fo
     );
 }
 
-/// `../shared/fixtures` beside the repository, where CI puts it; `None` (said plainly) if absent.
+/// `../shared/fixtures` beside the repository, where CI puts it (or `BILLING_SYNC_FIXTURES`);
+/// `None` (said plainly) if absent, unless `BILLING_SYNC_TEST_REQUIRE_FIXTURES=1`.
 fn shared_fixtures(provider: &str) -> Option<Vec<(String, Vec<u8>)>> {
     let dir = std::env::var_os("BILLING_SYNC_FIXTURES")
         .map(PathBuf::from)
@@ -445,6 +446,12 @@ fn shared_fixtures(provider: &str) -> Option<Vec<(String, Vec<u8>)>> {
         })
         .join(provider);
     let Ok(entries) = std::fs::read_dir(&dir) else {
+        // CI sets the switch: there, missing fixtures are a failure, never a silent pass.
+        assert!(
+            std::env::var("BILLING_SYNC_TEST_REQUIRE_FIXTURES").as_deref() != Ok("1"),
+            "no shared fixtures at {} but BILLING_SYNC_TEST_REQUIRE_FIXTURES=1",
+            dir.display()
+        );
         eprintln!(
             "SKIPPED conformance: no shared fixtures at {}",
             dir.display()

@@ -75,15 +75,29 @@ pub struct JwksStandIn {
     pub url: String,
     pub fetches: Arc<AtomicUsize>,
     keys: Arc<Mutex<Vec<Value>>>,
+    failures: Arc<JwksFailures>,
 }
+
+/// How many of the next fetches answer 503.
+#[derive(Default)]
+struct JwksFailures(AtomicUsize);
 
 #[handler]
 fn jwks(
     keys: Data<&Arc<Mutex<Vec<Value>>>>,
     fetches: Data<&Arc<AtomicUsize>>,
-) -> poem::web::Json<Value> {
+    failures: Data<&Arc<JwksFailures>>,
+) -> Response {
     fetches.fetch_add(1, Ordering::SeqCst);
-    poem::web::Json(json!({"keys": keys.lock().expect("lock").clone()}))
+    let failing = failures
+        .0
+        .0
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        return json_response(503, json!({"error": "unavailable"}));
+    }
+    json_response(200, json!({"keys": keys.lock().expect("lock").clone()}))
 }
 
 impl JwksStandIn {
@@ -92,18 +106,26 @@ impl JwksStandIn {
         let keys = Arc::new(Mutex::new(
             keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>(),
         ));
+        let failures = Arc::new(JwksFailures::default());
         let base = serve(
             Route::new()
                 .at("/.well-known/jwks.json", get(jwks))
                 .data(keys.clone())
-                .data(fetches.clone()),
+                .data(fetches.clone())
+                .data(failures.clone()),
         )
         .await;
         JwksStandIn {
             url: format!("{base}/.well-known/jwks.json"),
             fetches,
             keys,
+            failures,
         }
+    }
+
+    /// The next `count` fetches answer 503.
+    pub fn fail_next(&self, count: usize) {
+        self.failures.0.store(count, Ordering::SeqCst);
     }
 
     /// Publishes another key (as Clerk does when it rotates).
@@ -179,6 +201,8 @@ impl ListRequest {
 struct ListState {
     /// Objects by resource, in the order the service keeps them.
     lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
+    /// Misbehave: ignore `starting_after`, answer the first page with `has_more` every time.
+    never_advance: std::sync::atomic::AtomicBool,
     failures: ListFailures,
     requests: Mutex<Vec<ListRequest>>,
 }
@@ -284,6 +308,7 @@ fn list_stripe_objects(
         })
         .collect();
     let start = match query.get("starting_after") {
+        _ if state.lists.never_advance.load(Ordering::SeqCst) => 0,
         Some(after) => match listed.iter().position(|o| o["id"] == after.as_str()) {
             Some(index) => index + 1,
             None => {
@@ -300,7 +325,8 @@ fn list_stripe_objects(
         .and_then(|l| l.parse().ok())
         .unwrap_or(10);
     let page: Vec<&Value> = listed.iter().skip(start).take(limit).copied().collect();
-    let has_more = start + page.len() < listed.len();
+    let has_more =
+        start + page.len() < listed.len() || state.lists.never_advance.load(Ordering::SeqCst);
     json_response(
         200,
         json!({"object": "list", "url": format!("/v1/{resource}"), "has_more": has_more, "data": page}),
@@ -440,6 +466,12 @@ impl StripeStandIn {
     /// The next list calls fail with these statuses, one each.
     pub fn fail_next_lists(&self, statuses: &[u16]) {
         self.state.lists.fail_next_lists(statuses);
+    }
+
+    /// From now on, answer every list call with its first page and `has_more: true`, whatever
+    /// `starting_after` says (a cursor that never advances).
+    pub fn never_advance(&self) {
+        self.state.lists.never_advance.store(true, Ordering::SeqCst);
     }
 
     /// Every list call after the first `after` fails with `status` (`None`: heal).

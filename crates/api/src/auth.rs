@@ -80,7 +80,8 @@ pub struct JwksCache {
     url: String,
     client: reqwest::Client,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    /// When the keys were last fetched; held across a fetch so that fetches are single-flight.
+    /// When the keys were last fetched successfully; held across a fetch so that fetches are
+    /// single-flight.
     last_fetch: Mutex<Option<Instant>>,
 }
 
@@ -107,7 +108,8 @@ impl JwksCache {
         if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
             return Err(AuthError::UnknownKey);
         }
-        *last_fetch = Some(Instant::now());
+        // Only a successful fetch starts the interval: after a failed one (Clerk or the network
+        // briefly down) the next request may try again, and the keys already known stay.
         let set: JwkSet = self
             .client
             .get(&self.url)
@@ -125,6 +127,7 @@ impl JwksCache {
             }
         }
         tracing::info!(keys = keys.len(), "fetched Clerk's JWKS");
+        *last_fetch = Some(Instant::now());
         let found = keys.get(kid).cloned();
         *self.keys.write().await = keys;
         found.ok_or(AuthError::UnknownKey)
@@ -148,9 +151,12 @@ impl SessionVerifier {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         if let Some(issuer) = issuer {
+            // `set_issuer` alone checks `iss` only when a token carries one: required too.
+            validation.set_required_spec_claims(&["exp", "sub", "iat", "iss"]);
             validation.set_issuer(&[issuer]);
+        } else {
+            validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         }
         SessionVerifier {
             keys,

@@ -33,7 +33,8 @@ pub enum ReadyResponse {
     /// The database answers: the service can take traffic.
     #[oai(status = 200)]
     Ready(Json<ProbeStatus>),
-    /// The database does not answer; the reason says which one, never its credentials.
+    /// The database does not answer. The reason says only that (the log has the detail):
+    /// a probe is public, and the database's address is nobody's business.
     #[oai(status = 503)]
     NotReady(Json<ProbeStatus>),
 }
@@ -73,10 +74,7 @@ impl ProbesApi {
                 tracing::warn!(error = %err, "readiness check failed");
                 ReadyResponse::NotReady(Json(ProbeStatus {
                     status: "unavailable".into(),
-                    reason: Some(format!(
-                        "database at {} does not answer",
-                        self.store.target()
-                    )),
+                    reason: Some("database unavailable".into()),
                 }))
             }
         }

@@ -33,6 +33,17 @@ pub enum BackfillError {
     /// The database failed.
     #[error("writing to the database failed: {0}")]
     Store(#[from] billing_sync_store::StoreError),
+    /// The source said there is more, but named as the next page's cursor one it had already
+    /// given in this pass: following it would list the same pages forever.
+    #[error(
+        "{resource}: the source says there is more after `{cursor}` but its cursor does not advance; stopping"
+    )]
+    CursorStuck {
+        /// `stripe/customers`, …
+        resource: String,
+        /// The cursor given again.
+        cursor: String,
+    },
     /// A stored checkpoint does not fit the source.
     #[error("the stored checkpoint `{0}` is not a cursor of this source; run with --restart")]
     BadCheckpoint(String),
@@ -100,9 +111,18 @@ async fn run_resource(
         );
     }
     let progress = Progress::start(name, &checkpoint.tally);
+    let mut cursors_seen = std::collections::HashSet::from([checkpoint.cursor.clone()]);
     loop {
         let cursor = Some(checkpoint.cursor.as_str()).filter(|c| !c.is_empty());
         let page = source.page(resource, cursor, options.page_size).await?;
+        if let Some(next) = &page.next
+            && !cursors_seen.insert(next.clone())
+        {
+            return Err(BackfillError::CursorStuck {
+                resource: name.to_owned(),
+                cursor: next.clone(),
+            });
+        }
         let listed: Vec<_> = page
             .objects
             .into_iter()

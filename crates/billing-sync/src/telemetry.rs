@@ -9,9 +9,17 @@ pub fn init(settings: &CommonSettings) {
     let filter = EnvFilter::builder().parse_lossy(&settings.log_filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours_wanted())
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Colour codes only for a person at a terminal: never into a file, a pipe, journald or a log
+/// shipper, and never when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn colours_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -12,7 +12,8 @@ use crate::error::StoreError;
 /// Why the synced state withdraws access that a still-valid session token grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Revocation {
-    /// The user's membership of the organization was deleted after the token was issued.
+    /// The user's membership of the organization was deleted after the token was issued (or in
+    /// the same second).
     MembershipDeleted,
     /// The organization is deleted.
     OrganizationDeleted,
@@ -61,7 +62,9 @@ impl Store {
             .from(organization_memberships::Entity)
             .and_where(Expr::col(M::UserId).eq(user_id))
             .and_where(Expr::col(M::OrganizationId).eq(organization_id))
-            .and_where(Expr::col(M::DeletedAt).gt(issued_at))
+            // `iat` has one-second resolution, and so has a Clerk deletion's time: a token
+            // issued in the very second of the deletion may predate it, so it is refused too.
+            .and_where(Expr::col(M::DeletedAt).gte(issued_at))
             .to_owned();
         let customer = Query::select()
             .column(stripe_customers::Column::Id)

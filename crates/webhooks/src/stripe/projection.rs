@@ -155,9 +155,11 @@ fn items(subscription: &Value) -> Value {
 
 fn checkout_link(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
     let object = object(event)?;
-    let organization_id = text(object, "client_reference_id")
-        .filter(|id| !id.is_empty())
-        .or_else(|| metadata(object, org_key));
+    // The session's metadata is set by the server that created the session; the
+    // `client_reference_id` of a Payment Link or a Pricing Table comes from the browser. When
+    // both name an organization, the server's word wins.
+    let organization_id = metadata(object, org_key)
+        .or_else(|| text(object, "client_reference_id").filter(|id| !id.is_empty()));
     // A guest checkout has no customer, and a checkout for no organization links nothing:
     // both are recorded as processed with no change.
     let (Some(customer_id), Some(organization_id)) =
@@ -250,7 +252,34 @@ mod tests {
     }
 
     #[test]
-    fn checkout_links_by_client_reference_id_then_metadata() {
+    fn checkout_metadata_wins_over_a_client_reference_id_naming_another_organization() {
+        let object = json!({"id": "cs_1", "customer": "cus_1",
+                            "client_reference_id": "org_from_the_browser",
+                            "metadata": {"organization_id": "org_from_the_server"}});
+        assert_eq!(
+            only_change(project(
+                &event("checkout.session.completed", 10, object),
+                "organization_id"
+            )),
+            Change::CustomerLink(CustomerLink {
+                customer_id: "cus_1".into(),
+                organization_id: "org_from_the_server".into(),
+                livemode: false,
+            })
+        );
+        let without_metadata = json!({"id": "cs_2", "customer": "cus_2",
+                                      "client_reference_id": "org_2", "metadata": {}});
+        let Change::CustomerLink(link) = only_change(project(
+            &event("checkout.session.completed", 10, without_metadata),
+            "organization_id",
+        )) else {
+            panic!("a link expected")
+        };
+        assert_eq!(link.organization_id, "org_2");
+    }
+
+    #[test]
+    fn checkout_links_by_metadata_when_there_is_no_client_reference_id() {
         let object = json!({"id": "cs_1", "customer": "cus_1", "client_reference_id": null,
                             "metadata": {"organization_id": "org_1"}});
         assert_eq!(
