@@ -153,7 +153,14 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
 
 #[tokio::test]
 async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 11] = [
+        (
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example.com/",
+            &["serve"],
+        ),
+        ("WEBHOOK_BODY_BYTES_IN_FLIGHT", "1000", &["serve"]),
+        ("PORTAL_SESSIONS_PER_MINUTE", "0", &["serve"]),
         ("STRIPE_REFETCH_OBJECTS", "true", &["serve"]),
         ("STRIPE_WEBHOOK_SECRET", "not-a-whsec-s3cret", &["serve"]),
         ("APP_BASE_URL", "app.example.com", &["serve"]),
@@ -235,6 +242,22 @@ async fn the_committed_openapi_document_matches_the_generated_and_served_one() {
     assert_eq!(served, committed);
     let docs = http().get(server.url("/docs")).send().await.expect("docs");
     assert_eq!(docs.status(), 200);
+}
+
+#[tokio::test]
+async fn header_names_in_the_openapi_document_have_their_canonical_case() {
+    let document = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../openapi/openapi.json"
+    ))
+    .expect("openapi/openapi.json is committed");
+    for canonical in ["\"Location\"", "\"Cache-Control\"", "\"WWW-Authenticate\""] {
+        assert!(document.contains(canonical), "{canonical} missing");
+        assert!(
+            !document.contains(&canonical.to_ascii_uppercase()),
+            "{canonical} upper-cased"
+        );
+    }
 }
 
 #[tokio::test]

@@ -680,3 +680,158 @@ async fn a_failed_jwks_fetch_does_not_block_the_next_one() {
         "known keys still verify"
     );
 }
+
+#[tokio::test]
+async fn head_creates_no_session_and_a_user_is_limited_per_minute() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[("PORTAL_SESSIONS_PER_MINUTE", "3")]).await;
+    add_member(&s.server, "org_h", "user_h").await;
+    checkout(&s.server, "cus_h", "org_h").await;
+    let token = key().sign(&claims("user_h", Some("org_h")));
+
+    let head = support::http()
+        .head(s.server.url(PORTAL))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status(), 405);
+    assert_eq!(head.headers()["allow"], "GET");
+    assert!(s.stripe.received().is_empty(), "HEAD created a session");
+
+    for _ in 0..3 {
+        assert_eq!(
+            get_portal(&s.server, Some(&token), None).await.status(),
+            302
+        );
+    }
+    let limited = get_portal(&s.server, Some(&token), None).await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let (status, code, _) = error_of(limited).await;
+    assert_eq!((status, code.as_str()), (429, "TOO_MANY_REQUESTS"));
+    assert_eq!(
+        s.stripe.received().len(),
+        3,
+        "the refused request cost no Stripe call"
+    );
+}
+
+#[tokio::test]
+async fn error_answers_are_not_cached_nor_sniffed() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    let unauthenticated = get_portal(&s.server, None, None).await;
+    let webhook_refused = support::post_stripe(&s.server, b"{}", None).await;
+    let unknown_path = support::http()
+        .get(s.server.url("/api/v1/nowhere"))
+        .send()
+        .await
+        .expect("GET");
+    for response in [unauthenticated, webhook_refused, unknown_path] {
+        let status = response.status();
+        assert!(status.is_client_error(), "{status}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{status}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{status}"
+        );
+    }
+}
+
+/// The requests a browser sends for a `fetch` with credentials from a page on another origin:
+/// the preflight (`OPTIONS` with `Access-Control-Request-*`), then the call with `Origin`.
+#[tokio::test]
+async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answer() {
+    let db = sqlite().await;
+    let s = setup(
+        &db,
+        &[],
+        &[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example.com,http://localhost:5173",
+        )],
+    )
+    .await;
+    add_member(&s.server, "org_o", "user_o").await;
+    checkout(&s.server, "cus_o", "org_o").await;
+    let preflight = |origin: &'static str| {
+        support::http()
+            .request(reqwest::Method::OPTIONS, s.server.url(PORTAL))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.expect("OPTIONS");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .expect("text")
+            .contains("GET")
+    );
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .expect("text")
+            .to_ascii_lowercase()
+            .contains("authorization")
+    );
+    let refused = preflight("https://evil.example.net")
+        .await
+        .expect("OPTIONS");
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "another origin is not allowed"
+    );
+
+    let token = key().sign(&claims("user_o", Some("org_o")));
+    let call = support::http()
+        .get(s.server.url(PORTAL))
+        .bearer_auth(&token)
+        .header("accept", "application/json")
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(call.status(), 200);
+    assert_eq!(
+        call.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(call.headers()["access-control-allow-credentials"], "true");
+}
+
+#[tokio::test]
+async fn without_allowed_origins_there_is_no_cors() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    let preflight = support::http()
+        .request(reqwest::Method::OPTIONS, s.server.url(PORTAL))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("OPTIONS");
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

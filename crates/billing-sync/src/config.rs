@@ -182,6 +182,15 @@ pub struct ServeArgs {
     #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION")]
     pub stripe_portal_configuration: Option<String>,
 
+    /// Origins (`https://app.example.com`, comma-separated, exact) whose pages may call the API
+    /// from the browser, with credentials. Unset: no CORS.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
+
+    /// Portal sessions one user may create per minute; more get 429 `TOO_MANY_REQUESTS`.
+    #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", default_value = "10")]
+    pub portal_sessions_per_minute: String,
+
     /// `true` to project Stripe customers and subscriptions from their current state fetched
     /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
     #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false")]
@@ -376,6 +385,10 @@ pub struct ServeSettings {
     pub portal_return_url: Option<String>,
     /// `STRIPE_PORTAL_CONFIGURATION`.
     pub stripe_portal_configuration: Option<String>,
+    /// `PORTAL_SESSIONS_PER_MINUTE`.
+    pub portal_sessions_per_minute: u32,
+    /// `CORS_ALLOWED_ORIGINS`, each a bare origin.
+    pub cors_allowed_origins: Vec<String>,
     /// `STRIPE_REFETCH_OBJECTS`.
     pub stripe_refetch_objects: bool,
 }
@@ -561,6 +574,11 @@ impl ServeSettings {
                 .unwrap_or_default(),
             stripe_api,
             portal_return_url,
+            cors_allowed_origins: origins(args.cors_allowed_origins.as_deref())?,
+            portal_sessions_per_minute: positive_number(
+                "PORTAL_SESSIONS_PER_MINUTE",
+                &args.portal_sessions_per_minute,
+            )?,
             stripe_portal_configuration: non_empty(args.stripe_portal_configuration.as_ref())
                 .map(str::to_owned),
             listen_addr,
@@ -582,6 +600,31 @@ impl ServeSettings {
             )?),
         })
     }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: each entry a bare origin, `scheme://host[:port]`, as browsers send
+/// it in `Origin` (no path, no trailing slash: it would never match).
+fn origins(list: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .map(|entry| {
+            let bare = url::Url::parse(entry).ok().filter(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && url.origin().ascii_serialization() == entry
+            });
+            bare.map(|_| entry.to_owned()).ok_or_else(|| ConfigError {
+                variable: "CORS_ALLOWED_ORIGINS",
+                problem: format!(
+                    "`{entry}` is not an origin; expected scheme://host[:port] with no path, \
+                     e.g. https://app.example.com"
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Parses an age such as `90d`, `12h`, `30m` or `3600s`.

@@ -66,6 +66,7 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
                 .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
             App::build(store, ingestor, portal)
                 .idle_timeout(settings.request_timeout)
+                .cors_allowed_origins(settings.cors_allowed_origins.clone())
                 .serve(listener, shutdown)
                 .await
                 .context("serving HTTP")?;
@@ -123,7 +124,9 @@ pub async fn openapi_json() -> anyhow::Result<String> {
         .await
         .context("opening an in-memory database")?;
     let portal = Arc::new(Portal::new(store.clone(), None, None));
-    Ok(billing_sync_api::service(store, portal).spec())
+    Ok(billing_sync_api::openapi_document(
+        &billing_sync_api::service(store, portal),
+    ))
 }
 
 fn projectors(common: &CommonSettings) -> Projectors {
@@ -230,7 +233,8 @@ fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal
             "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal answers 500 (billing is not configured)"
         );
     }
-    Ok(Portal::new(store, verifier, stripe))
+    Ok(Portal::new(store, verifier, stripe)
+        .with_sessions_per_minute(settings.portal_sessions_per_minute))
 }
 
 async fn open_store(common: &CommonSettings) -> anyhow::Result<Store> {

@@ -22,6 +22,7 @@ pub struct App {
     ingestor: Arc<Ingestor>,
     portal: Arc<Portal>,
     idle_timeout: Duration,
+    cors_allowed_origins: Vec<String>,
 }
 
 /// How long a connection may stay silent before it is closed, unless told otherwise.
@@ -36,7 +37,16 @@ impl App {
             ingestor,
             portal,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            cors_allowed_origins: Vec::new(),
         }
+    }
+
+    /// Lets web apps on these exact origins call the API from the browser (CORS, with
+    /// credentials so that the `__session` cookie is sent); none, the default, means no CORS
+    /// headers at all, so only same-origin pages can read the answers.
+    pub fn cors_allowed_origins(mut self, origins: Vec<String>) -> App {
+        self.cors_allowed_origins = origins;
+        self
     }
 
     /// Bounds how long a client may keep the server waiting: twice `timeout` from the accept
@@ -49,7 +59,12 @@ impl App {
 
     fn routes(&self) -> impl Endpoint + 'static {
         let api = billing_sync_api::service(self.store.clone(), self.portal.clone());
-        let spec = api.spec_endpoint();
+        let document = billing_sync_api::openapi_document(&api);
+        let spec = poem::endpoint::make_sync(move |_| {
+            poem::Response::builder()
+                .content_type("application/json; charset=utf-8")
+                .body(document.clone())
+        });
         let docs = api.swagger_ui();
         let metrics = MetricsEndpoint {
             handle: crate::observability::prometheus(),
@@ -62,11 +77,20 @@ impl App {
             .nest(
                 "/",
                 api.into_endpoint()
-                    .catch_error(billing_sync_api::portal::api::unauthorized),
+                    .catch_error(billing_sync_api::portal::api::unauthorized)
+                    .with_if(!self.cors_allowed_origins.is_empty(), self.cors()),
             )
             .around(|endpoint, request| async move {
                 let path = request.uri().path().to_owned();
-                let mut response = endpoint.get_response(request).await;
+                // poem answers HEAD with the GET handler (body dropped): for an operation that
+                // creates a Stripe session, a HEAD would create one for nobody to see.
+                let mut response = if request.method() == poem::http::Method::HEAD
+                    && path.starts_with(OPERATIONS_PREFIX)
+                {
+                    method_not_allowed()
+                } else {
+                    endpoint.get_response(request).await
+                };
                 // RFC 9110: a 405 names the methods the resource supports.
                 if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
                     response.headers_mut().insert(
@@ -74,10 +98,23 @@ impl App {
                         poem::http::HeaderValue::from_static(allowed_methods(&path)),
                     );
                 }
+                protect(&mut response);
                 Ok(response)
             })
             .with(crate::observability::RequestIds)
             .into_endpoint()
+    }
+
+    /// The CORS policy for the API: the configured origins only (poem allows every origin when
+    /// given none, so this is only used with some), the methods and headers the operations use.
+    fn cors(&self) -> poem::middleware::Cors {
+        poem::middleware::Cors::new()
+            .allow_origins(self.cors_allowed_origins.iter().map(String::as_str))
+            .allow_credentials(true)
+            .allow_methods([poem::http::Method::GET, poem::http::Method::POST])
+            .allow_headers(["authorization", "content-type"])
+            .expose_headers(["retry-after", "x-request-id"])
+            .max_age(600)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
@@ -101,6 +138,36 @@ impl App {
             tracing::warn!(error = %err, "closing the database pool");
         }
         result
+    }
+}
+
+/// The paths of the operations an end user's browser calls.
+const OPERATIONS_PREFIX: &str = "/api/v1/operations/";
+
+/// 405 in the documented error format (the `Allow` header is added with every 405).
+fn method_not_allowed() -> poem::Response {
+    poem::Response::builder()
+        .status(poem::http::StatusCode::METHOD_NOT_ALLOWED)
+        .content_type("application/json; charset=utf-8")
+        .body(
+            r#"{"code":"METHOD_NOT_ALLOWED","message":"This method is not allowed here; see the Allow header."}"#,
+        )
+}
+
+/// Headers every answer gets: no content sniffing, and no caching of an error (an error about
+/// one user's session must never be served to another from a shared cache).
+fn protect(response: &mut poem::Response) {
+    use poem::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response
+            .headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
     }
 }
 

@@ -62,7 +62,8 @@ pub async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> poem::R
 /// An error answer.
 #[derive(Debug, Object)]
 pub struct ErrorBody {
-    /// `UNAUTHORIZED`, `VALIDATION_ERROR`, `NOT_FOUND` or `INTERNAL_ERROR`.
+    /// `UNAUTHORIZED`, `VALIDATION_ERROR`, `NOT_FOUND`, `TOO_MANY_REQUESTS` or
+    /// `INTERNAL_ERROR`.
     pub code: String,
     /// What went wrong and what to do, for the caller.
     pub message: String,
@@ -116,6 +117,15 @@ pub enum PortalResponse {
     /// organization first subscribes or purchases credits).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// `TOO_MANY_REQUESTS`: the user created as many portal sessions as allowed this minute
+    /// (`PORTAL_SESSIONS_PER_MINUTE`, 10 by default); retry after the seconds given.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until the user may create a session again.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
     /// `INTERNAL_ERROR`: the portal session could not be created.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -173,6 +183,17 @@ impl From<PortalError> for PortalResponse {
                 "The organization has no Stripe customer record. It is created when the \
                  organization first subscribes or purchases credits.",
             )),
+            PortalError::TooManyRequests(wait) => {
+                tracing::warn!(?wait, "customer portal: session limit reached");
+                PortalResponse::TooManyRequests(
+                    body(
+                        "TOO_MANY_REQUESTS",
+                        "Too many billing portal sessions were opened in the last minute. \
+                         Please try again shortly.",
+                    ),
+                    wait.as_secs().max(1).to_string(),
+                )
+            }
             PortalError::NotConfigured(what) => {
                 tracing::error!(what, "customer portal: not configured");
                 PortalResponse::Internal(body(
@@ -258,6 +279,7 @@ impl PaymentApi {
             PortalResponse::BadRequest(_) => "validation_error",
             PortalResponse::Unauthorized(..) => "unauthorized",
             PortalResponse::NotFound(_) => "not_found",
+            PortalResponse::TooManyRequests(..) => "too_many_requests",
             PortalResponse::Internal(_) => "internal_error",
         };
         metrics::counter!("billing_sync_portal_requests_total", "outcome" => outcome).increment(1);

@@ -2,12 +2,14 @@
 //! caller's organization. Transport-free: the HTTP mapping lives in [`api`].
 
 pub mod api;
+pub mod limit;
 
 use billing_sync_store::billing::Revocation;
 use billing_sync_store::{Store, StoreError};
 use chrono::DateTime;
 
 use crate::auth::{AuthError, SessionVerifier};
+use crate::portal::limit::SessionLimit;
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
 /// Where Stripe sends the customer back, and which portal configuration to use.
@@ -23,7 +25,11 @@ pub struct Portal {
     store: Store,
     verifier: Option<SessionVerifier>,
     stripe: Option<(StripeClient, PortalSettings)>,
+    limit: SessionLimit,
 }
+
+/// Sessions one user may create per minute unless told otherwise (`PORTAL_SESSIONS_PER_MINUTE`).
+pub const DEFAULT_SESSIONS_PER_MINUTE: u32 = 10;
 
 /// Why no portal URL was produced.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,9 @@ pub enum PortalError {
     /// The organization has no Stripe customer.
     #[error("the organization has no Stripe customer record")]
     NoCustomer,
+    /// The user created as many sessions as allowed this minute; may retry after this long.
+    #[error("too many sessions; retry in {0:?}")]
+    TooManyRequests(std::time::Duration),
     /// Authentication or Stripe is not configured.
     #[error("{0} is not configured")]
     NotConfigured(&'static str),
@@ -66,7 +75,14 @@ impl Portal {
             store,
             verifier,
             stripe,
+            limit: SessionLimit::per_minute(DEFAULT_SESSIONS_PER_MINUTE),
         }
+    }
+
+    /// Allows each user `per_minute` sessions per minute; more get `TooManyRequests`.
+    pub fn with_sessions_per_minute(mut self, per_minute: u32) -> Self {
+        self.limit = SessionLimit::per_minute(per_minute);
+        self
     }
 
     /// The URL of a fresh portal session for the holder of `token`.
@@ -101,6 +117,11 @@ impl Portal {
             return Err(PortalError::Revoked(revocation));
         }
         let customer = access.customer_id.ok_or(PortalError::NoCustomer)?;
+        // Counted only when a session would really be created: refusals above cost no
+        // Stripe call.
+        self.limit
+            .take(&claims.sub, std::time::Instant::now())
+            .map_err(PortalError::TooManyRequests)?;
         Ok(stripe
             .create_portal_session(
                 &customer,
