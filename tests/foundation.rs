@@ -125,6 +125,31 @@ async fn an_unreachable_database_fails_startup_naming_the_host_not_the_password(
     );
 }
 
+/// The README's "try it without accounts" path: `scripts/send-test-event` signs a customer event
+/// with a local secret, and the server records it as processed.
+#[tokio::test]
+async fn the_readme_test_event_script_gets_a_first_processed_event() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let url = format!("sqlite://{}", dir.path().join("try.db").display());
+    let server = Server::start(&url, &[("STRIPE_WEBHOOK_SECRET", "whsec_local_try")]).await;
+    let output = tokio::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/send-test-event"
+    ))
+    .arg(&server.base_url)
+    .env("STRIPE_WEBHOOK_SECRET", "whsec_local_try")
+    .output()
+    .await
+    .expect("run scripts/send-test-event");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(r#""status":"processed""#), "{stdout}");
+}
+
 #[tokio::test]
 async fn text_logs_into_a_pipe_carry_no_colour_codes() {
     // The test captures standard error through a pipe, as journald or `docker logs` would.

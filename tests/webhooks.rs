@@ -60,6 +60,12 @@ fn stripe_event(id: &str, event_type: &str, object: serde_json::Value) -> Vec<u8
     .expect("JSON")
 }
 
+/// Posts `body` signed now with the Stripe secret; the answer's status and JSON body.
+async fn deliver_stripe(server: &Server, body: &[u8]) -> (u16, serde_json::Value) {
+    let signature = stripe_signature(STRIPE_SECRET, now(), body);
+    status_and_json(post_stripe(server, body, Some(signature)).await).await
+}
+
 fn clerk_event(event_type: &str, data: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"type": event_type, "object": "event", "data": data})).expect("JSON")
 }
@@ -871,13 +877,7 @@ async fn a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends
         body.windows(6).any(|w| w == b"\\u0000"),
         "the body carries the JSON escape"
     );
-    let response = post_stripe(
-        &server,
-        &body,
-        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
-    )
-    .await;
-    let (status, json) = status_and_json(response).await;
+    let (status, json) = deliver_stripe(&server, &body).await;
     assert_eq!(
         (status, json["status"].as_str()),
         (200, Some("processed")),
@@ -967,13 +967,7 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         "customer.created",
         json!({"id": "cus_deadlock"}),
     );
-    let response = post_stripe(
-        &server,
-        &body,
-        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
-    )
-    .await;
-    let (status, json) = status_and_json(response).await;
+    let (status, json) = deliver_stripe(&server, &body).await;
     assert_eq!(
         (status, json["status"].as_str()),
         (200, Some("processed")),
@@ -992,13 +986,7 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         "customer.created",
         json!({"id": "cus_always"}),
     );
-    let response = post_stripe(
-        &server,
-        &body,
-        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
-    )
-    .await;
-    let (status, json) = status_and_json(response).await;
+    let (status, json) = deliver_stripe(&server, &body).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("UNAVAILABLE")),
@@ -1017,13 +1005,7 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         .execute_unprepared("DROP TRIGGER deadlock ON stripe_customers")
         .await
         .expect("drop the trigger");
-    let response = post_stripe(
-        &server,
-        &body,
-        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
-    )
-    .await;
-    let (status, json) = status_and_json(response).await;
+    let (status, json) = deliver_stripe(&server, &body).await;
     assert_eq!(
         (status, json["status"].as_str()),
         (200, Some("processed")),

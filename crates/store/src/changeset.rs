@@ -77,33 +77,26 @@ macro_rules! synced {
 }
 synced!(OrganizationState, UserState, MembershipState);
 
-impl Synced for CustomerState {
-    fn version(&self) -> Version {
-        self.version
-    }
-    fn has_gaps_filled_by(&self, other: &Self) -> bool {
-        self.organization_id.is_none() && other.organization_id.is_some()
-    }
-    fn fill_gaps_from(&mut self, other: &Self) {
-        if self.organization_id.is_none() {
-            self.organization_id.clone_from(&other.organization_id);
+/// States that may name an organization or leave it unknown: a later state that leaves it
+/// unknown keeps the known one (the upsert's `COALESCE`).
+macro_rules! synced_with_organization {
+    ($($state:ty),*) => {$(
+        impl Synced for $state {
+            fn version(&self) -> Version {
+                self.version
+            }
+            fn has_gaps_filled_by(&self, other: &Self) -> bool {
+                self.organization_id.is_none() && other.organization_id.is_some()
+            }
+            fn fill_gaps_from(&mut self, other: &Self) {
+                if self.organization_id.is_none() {
+                    self.organization_id.clone_from(&other.organization_id);
+                }
+            }
         }
-    }
+    )*};
 }
-
-impl Synced for SubscriptionState {
-    fn version(&self) -> Version {
-        self.version
-    }
-    fn has_gaps_filled_by(&self, other: &Self) -> bool {
-        self.organization_id.is_none() && other.organization_id.is_some()
-    }
-    fn fill_gaps_from(&mut self, other: &Self) {
-        if self.organization_id.is_none() {
-            self.organization_id.clone_from(&other.organization_id);
-        }
-    }
-}
+synced_with_organization!(CustomerState, SubscriptionState);
 
 /// Adds `state` to the states of its object, `rounds`: the shortest sequence of states that,
 /// applied one round after another through the guarded upsert, leaves what applying every

@@ -251,31 +251,31 @@ mod tests {
         assert_eq!(created.version.rank, Rank::Initial);
     }
 
+    /// The organization a completed checkout session links its customer to.
+    fn linked_organization(session: Value) -> String {
+        match only_change(project(
+            &event("checkout.session.completed", 10, session),
+            "organization_id",
+        )) {
+            Change::CustomerLink(link) => link.organization_id,
+            other => panic!("a link expected, got {other:?}"),
+        }
+    }
+
     #[test]
     fn checkout_metadata_wins_over_a_client_reference_id_naming_another_organization() {
-        let object = json!({"id": "cs_1", "customer": "cus_1",
-                            "client_reference_id": "org_from_the_browser",
-                            "metadata": {"organization_id": "org_from_the_server"}});
         assert_eq!(
-            only_change(project(
-                &event("checkout.session.completed", 10, object),
-                "organization_id"
-            )),
-            Change::CustomerLink(CustomerLink {
-                customer_id: "cus_1".into(),
-                organization_id: "org_from_the_server".into(),
-                livemode: false,
-            })
+            linked_organization(json!({"id": "cs_1", "customer": "cus_1",
+                "client_reference_id": "org_from_the_browser",
+                "metadata": {"organization_id": "org_from_the_server"}})),
+            "org_from_the_server"
         );
-        let without_metadata = json!({"id": "cs_2", "customer": "cus_2",
-                                      "client_reference_id": "org_2", "metadata": {}});
-        let Change::CustomerLink(link) = only_change(project(
-            &event("checkout.session.completed", 10, without_metadata),
-            "organization_id",
-        )) else {
-            panic!("a link expected")
-        };
-        assert_eq!(link.organization_id, "org_2");
+        assert_eq!(
+            linked_organization(json!({"id": "cs_2", "customer": "cus_2",
+                "client_reference_id": "org_2", "metadata": {}})),
+            "org_2",
+            "without metadata, the client_reference_id links"
+        );
     }
 
     #[test]
