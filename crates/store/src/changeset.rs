@@ -391,8 +391,14 @@ impl Writing {
     /// A JSON value bound as its text, serialised once here rather than copied into the
     /// statement (the driver would serialise the copy all the same).
     fn json(self, value: Option<&serde_json::Value>) -> SimpleExpr {
-        json_text(self.backend, value.map(serde_json::Value::to_string))
+        json_text(self.backend, value.map(serialise))
     }
+}
+
+/// The JSON text of `value`, written straight into a buffer (`Value`'s `Display` goes through
+/// the formatting machinery, and showed in the profile).
+pub(crate) fn serialise(value: &serde_json::Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// JSON text as a value of a JSON column: PostgreSQL needs the cast to `jsonb`; SQLite stores

@@ -411,7 +411,7 @@ async fn insert_ledger_rows<'a>(
             Expr::val(event.api_version.clone()),
             Expr::val(event.livemode),
             Expr::val(event.event_created),
-            crate::changeset::json_text(backend, Some(event.payload.to_string())),
+            crate::changeset::json_text(backend, Some(crate::changeset::serialise(&event.payload))),
             Expr::val(now),
             Expr::val(Some(now)),
             Expr::val(status.as_str()),
