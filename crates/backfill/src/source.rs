@@ -166,5 +166,6 @@ fn listed_event(
         livemode: None,
         event_created: created,
         payload,
+        payload_text: None,
     }
 }

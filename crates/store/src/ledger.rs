@@ -34,6 +34,9 @@ pub struct NewEvent {
     pub event_created: Option<i64>,
     /// The event as received.
     pub payload: Value,
+    /// `payload`'s JSON text exactly as received, when `payload` was parsed from it unchanged:
+    /// the ledger stores this text rather than serialising `payload` again. `None` otherwise.
+    pub payload_text: Option<std::sync::Arc<str>>,
 }
 
 /// What to do with a recorded event, decided by its projection.

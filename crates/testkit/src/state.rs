@@ -34,6 +34,7 @@ pub fn new_event(event: &ScenarioEvent) -> NewEvent {
         livemode: event.payload["livemode"].as_bool(),
         event_created: Some(event.timestamp),
         payload: event.payload.clone(),
+        payload_text: None,
     }
 }
 

@@ -247,6 +247,7 @@ pub async fn replay(
         livemode: row.livemode,
         event_created: row.event_created,
         payload: row.payload.clone(),
+        payload_text: None,
     };
     let plan = projectors.plan(&event);
     Ok(store.replay(row, &plan).await?)
@@ -299,6 +300,7 @@ async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<New
         event_type: event_type.to_owned(),
         event_created: Some(fetched_at),
         payload,
+        payload_text: None,
         ..event.clone()
     }))
 }
@@ -306,7 +308,7 @@ async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<New
 /// A verified Stripe body as the ledger's event: it must be a JSON object with a string `id`,
 /// a string `type` and an integer `created`.
 pub fn stripe_event(body: &[u8]) -> Result<NewEvent, Rejection> {
-    let payload = parse_json(body)?;
+    let (payload, payload_text) = parse_json(body)?;
     Ok(NewEvent {
         provider: STRIPE,
         event_id: text(&payload, "id")
@@ -321,13 +323,14 @@ pub fn stripe_event(body: &[u8]) -> Result<NewEvent, Rejection> {
                 .ok_or_else(|| Rejection::InvalidPayload("no integer `created`".into()))?,
         ),
         payload,
+        payload_text,
     })
 }
 
 /// A verified Clerk body as the ledger's event, identified by its Svix message id and dated by
 /// its `svix-timestamp`: it must be a JSON object with a string `type`.
 pub fn clerk_event(body: &[u8], message_id: String, timestamp: i64) -> Result<NewEvent, Rejection> {
-    let payload = parse_json(body)?;
+    let (payload, payload_text) = parse_json(body)?;
     Ok(NewEvent {
         provider: CLERK,
         event_id: message_id,
@@ -337,10 +340,13 @@ pub fn clerk_event(body: &[u8], message_id: String, timestamp: i64) -> Result<Ne
         livemode: None,
         event_created: Some(timestamp),
         payload,
+        payload_text,
     })
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
+/// The body as a JSON object, and its text when that is what the ledger may store as is (not
+/// when U+0000 had to be replaced).
+fn parse_json(body: &[u8]) -> Result<(Value, Option<std::sync::Arc<str>>), Rejection> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|err| Rejection::InvalidPayload(format!("not JSON: {err}")))?;
     if !value.is_object() {
@@ -349,8 +355,10 @@ fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
     // JSON can carry U+0000 only as the escape `\u0000`: look for it before walking the tree.
     if body.windows(6).any(|window| window == b"\\u0000") {
         replace_nul(&mut value);
+        return Ok((value, None));
     }
-    Ok(value)
+    let text = std::str::from_utf8(body).ok().map(std::sync::Arc::from);
+    Ok((value, text))
 }
 
 /// What U+0000 becomes in every string (and key) of a payload: PostgreSQL cannot store U+0000

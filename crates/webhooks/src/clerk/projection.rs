@@ -212,6 +212,7 @@ mod tests {
             livemode: None,
             event_created: Some(delivered),
             payload: json!({"data": data, "object": "event", "type": event_type}),
+            payload_text: None,
         }
     }
 
