@@ -1024,3 +1024,38 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         "no event was recorded as failed"
     );
 }
+
+/// The ledger keeps a delivery's body as it was received (SQLite stores JSON as text, so the
+/// stored text can be compared byte for byte): the payload is not serialised a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_stores_the_body_as_received() {
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("an SQLite database");
+    let server = start(&db, &[]).await;
+    // Keys out of order and spaces: what a re-serialisation would change.
+    let body = format!(
+        r#"{{ "type": "customer.created", "id": "evt_as_received", "object": "event",
+             "created": {}, "livemode": false, "data": {{ "object": {{ "id": "cus_as_received" }} }} }}"#,
+        now()
+    );
+    let (status, json) = deliver_stripe(&server, body.as_bytes()).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("processed")),
+        "{json}"
+    );
+    let store = Store::connect(&db.url).await.expect("connect");
+    let stored = store
+        .connection()
+        .query_one_raw(billing_sync_store::sea_orm::Statement::from_string(
+            billing_sync_store::sea_orm::DbBackend::Sqlite,
+            "SELECT payload FROM webhook_events WHERE event_id = 'evt_as_received'",
+        ))
+        .await
+        .expect("query")
+        .expect("the row")
+        .try_get::<String>("", "payload")
+        .expect("text");
+    assert_eq!(stored, body);
+}

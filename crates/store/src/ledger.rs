@@ -414,7 +414,13 @@ async fn insert_ledger_rows<'a>(
             Expr::val(event.api_version.clone()),
             Expr::val(event.livemode),
             Expr::val(event.event_created),
-            crate::changeset::json_text(backend, Some(crate::changeset::serialise(&event.payload))),
+            crate::changeset::json_text(
+                backend,
+                Some(match &event.payload_text {
+                    Some(text) => text.to_string(),
+                    None => crate::changeset::serialise(&event.payload),
+                }),
+            ),
             Expr::val(now),
             Expr::val(Some(now)),
             Expr::val(status.as_str()),
