@@ -24,11 +24,12 @@ use crate::sync::{
     SubscriptionState, Tie, UserState, Version, supersedes,
 };
 
-/// The changes of a batch, at most one per (table, id), rows of each table in primary-key order.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The changes of a batch reduced per (table, id): for each object the rounds of states to
+/// write (usually one, see [`keep_newer`]), each table's objects in primary-key order.
 ///
 /// It borrows the changes it holds (a state is copied only when the reduction must fill one of
 /// its gaps), so that reducing a batch copies no payload.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChangeSet<'a> {
     organizations: BTreeMap<&'a str, Vec<Cow<'a, OrganizationState>>>,
     users: BTreeMap<&'a str, Vec<Cow<'a, UserState>>>,
@@ -98,6 +99,14 @@ macro_rules! synced_with_organization {
 }
 synced_with_organization!(CustomerState, SubscriptionState);
 
+/// How each table breaks a tie between two updates at one key ([`Tie`] says why), read by the
+/// reduction and by the upserts alike.
+const ORGANIZATIONS_TIE: Tie = Tie::StoredWins;
+const USERS_TIE: Tie = Tie::StoredWins;
+const MEMBERSHIPS_TIE: Tie = Tie::StoredWins;
+const CUSTOMERS_TIE: Tie = Tie::LaterArrivalWins;
+const SUBSCRIPTIONS_TIE: Tie = Tie::LaterArrivalWins;
+
 /// Adds `state` to the states of its object, `rounds`: the shortest sequence of states that,
 /// applied one round after another through the guarded upsert, leaves what applying every
 /// state one by one leaves, whatever is stored. Usually one state, the newest. A second round
@@ -166,15 +175,15 @@ impl<'a> ChangeSet<'a> {
     pub fn add(&mut self, change: &'a Change) {
         match change {
             Change::Organization(s) => {
-                keep_newer(&mut self.organizations, &s.id, s, Tie::StoredWins)
+                keep_newer(&mut self.organizations, &s.id, s, ORGANIZATIONS_TIE)
             }
-            Change::User(s) => keep_newer(&mut self.users, &s.id, s, Tie::StoredWins),
+            Change::User(s) => keep_newer(&mut self.users, &s.id, s, USERS_TIE),
             Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.id, s),
-            Change::Membership(s) => keep_newer(&mut self.memberships, &s.id, s, Tie::StoredWins),
-            Change::Customer(s) => keep_newer(&mut self.customers, &s.id, s, Tie::LaterArrivalWins),
+            Change::Membership(s) => keep_newer(&mut self.memberships, &s.id, s, MEMBERSHIPS_TIE),
+            Change::Customer(s) => keep_newer(&mut self.customers, &s.id, s, CUSTOMERS_TIE),
             Change::CustomerLink(link) => keep_first(&mut self.links, &link.customer_id, link),
             Change::Subscription(s) => {
-                keep_newer(&mut self.subscriptions, &s.id, s, Tie::LaterArrivalWins)
+                keep_newer(&mut self.subscriptions, &s.id, s, SUBSCRIPTIONS_TIE)
             }
         }
     }
@@ -252,9 +261,9 @@ pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet<'_>) -> Result
     }
     let adopting: Vec<&str> = set
         .customers
-        .values()
-        .filter(|chain| chain.iter().any(|c| c.organization_id.is_some()))
-        .filter_map(|chain| chain.first().map(|c| c.id.as_str()))
+        .iter()
+        .filter(|(_, chain)| chain.iter().any(|c| c.organization_id.is_some()))
+        .map(|(id, _)| *id)
         .chain(set.links.keys().copied())
         .collect();
     if !adopting.is_empty() {
@@ -454,7 +463,7 @@ fn organizations_upsert<'a>(
         row
     });
     let mut statement = insert_rows(organizations::Entity, &columns, rows);
-    statement.on_conflict(guarded("organizations", Tie::StoredWins, &columns));
+    statement.on_conflict(guarded("organizations", ORGANIZATIONS_TIE, &columns));
     statement
 }
 
@@ -482,7 +491,7 @@ fn users_upsert<'a>(
     if snapshots {
         statement.on_conflict(OnConflict::column(C::Id).do_nothing().to_owned());
     } else {
-        statement.on_conflict(guarded("users", Tie::StoredWins, &columns));
+        statement.on_conflict(guarded("users", USERS_TIE, &columns));
     }
     statement
 }
@@ -505,7 +514,7 @@ fn memberships_upsert<'a>(
     let mut statement = insert_rows(memberships::Entity, &columns, rows);
     statement.on_conflict(guarded(
         "organization_memberships",
-        Tie::StoredWins,
+        MEMBERSHIPS_TIE,
         &columns,
     ));
     statement
@@ -530,7 +539,7 @@ fn customers_upsert<'a>(
     let mut statement = insert_rows(customers::Entity, &columns, rows);
     let mut on_conflict = guarded(
         "stripe_customers",
-        Tie::LaterArrivalWins,
+        CUSTOMERS_TIE,
         &[C::Livemode, C::Email, C::Name],
     );
     // A link made by a checkout stays when the customer's metadata names no organization,
@@ -643,7 +652,7 @@ fn subscriptions_upsert<'a>(
     let mut all_columns: Vec<C> = columns.to_vec();
     all_columns.push(C::OrganizationId);
     let mut statement = insert_rows(subscriptions::Entity, &all_columns, rows);
-    let mut on_conflict = guarded("stripe_subscriptions", Tie::LaterArrivalWins, &columns);
+    let mut on_conflict = guarded("stripe_subscriptions", SUBSCRIPTIONS_TIE, &columns);
     on_conflict.value(
         C::OrganizationId,
         Expr::cust("COALESCE(excluded.organization_id, stripe_subscriptions.organization_id)"),

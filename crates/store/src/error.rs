@@ -29,16 +29,6 @@ impl StoreError {
         }
     }
 
-    /// Whether the error means the database cannot be reached right now (so a webhook sender
-    /// should be told to retry), as opposed to a query being wrong.
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            StoreError::Unavailable { .. } => true,
-            StoreError::InvalidUrl(_) => false,
-            StoreError::Database(err) => is_connection_error(err),
-        }
-    }
-
     /// Whether the same statements may succeed if tried again: the database is unavailable,
     /// or it refused this attempt for a reason of the moment (a deadlock, a serialization
     /// failure, too many connections, SQLite busy or locked) rather than for the data itself.

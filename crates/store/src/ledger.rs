@@ -172,15 +172,20 @@ impl Store {
             .iter()
             .zip(&repeats)
             .filter(|(_, repeat)| !**repeat)
-            .map(|(item, _)| item);
+            .map(|((event, plan), _)| (event, plan));
         let txn = self.connection().begin().await?;
-        let inserted =
-            insert_ledger_rows(&txn, firsts.clone().map(|(event, plan)| (event, plan))).await?;
+        let inserted = insert_ledger_rows(&txn, firsts).await?;
+        // Which deliveries of the batch are new events (the rest are duplicates), decided once.
+        let new: Vec<bool> = batch
+            .iter()
+            .zip(&repeats)
+            .map(|((event, _), repeat)| {
+                !repeat && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
+            })
+            .collect();
         let mut changes = ChangeSet::default();
-        for (event, plan) in firsts {
-            if let Plan::Apply(event_changes) = plan
-                && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
-            {
+        for ((_, plan), _) in batch.iter().zip(&new).filter(|(_, new)| **new) {
+            if let Plan::Apply(event_changes) = plan {
                 for change in event_changes {
                     changes.add(change);
                 }
@@ -190,11 +195,9 @@ impl Store {
         txn.commit().await?;
         Ok(batch
             .iter()
-            .zip(repeats)
-            .map(|((event, plan), repeat)| {
-                if !repeat
-                    && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
-                {
+            .zip(new)
+            .map(|((_, plan), new)| {
+                if new {
                     Recorded::New(plan.outcome().0)
                 } else {
                     Recorded::Duplicate

@@ -2,8 +2,9 @@
 //!
 //! Every upsert carries its ordering (`ordering_key`, `ordering_rank`) and the SQL itself
 //! decides whether it is newer than what is stored (`ON CONFLICT (id) DO UPDATE … WHERE …`).
-//! No lock and no read-modify-write is involved, so replicas can apply events concurrently and
-//! the newest state wins whatever the arrival order.
+//! No read-modify-write is involved, and writers take their locks in one order
+//! ([`crate::changeset`]), so replicas can apply events concurrently and the newest state wins
+//! whatever the arrival order.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};

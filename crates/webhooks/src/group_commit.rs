@@ -41,7 +41,7 @@ struct Job {
     reply: oneshot::Sender<Result<Recorded, RecordError>>,
 }
 
-/// The handle requests use; the single writer task ends when the last handle is dropped.
+/// The handle requests use; the writer tasks end when the last handle is dropped.
 pub(crate) struct GroupCommit {
     jobs: mpsc::Sender<Job>,
 }
@@ -81,9 +81,10 @@ impl GroupCommit {
 
 /// Writers on PostgreSQL: while one batch waits on its round trips and its commit, the next
 /// is already being written, so the service does not wait on itself. Two did as well as four
-/// in the ingest bench (16 and 64 senders) with fewer, larger batches and less CPU per event. Every writer takes its
-/// locks in one order (see `billing_sync_store::changeset`), so concurrent batches wait for each
-/// other rather than deadlock, and a deadlock that happens anyway is retried.
+/// in the ingest bench (16 and 64 senders) with fewer, larger batches and less CPU per event.
+/// Every writer takes its locks in one order (see `billing_sync_store::changeset`), so
+/// concurrent batches wait for each other rather than deadlock, and a deadlock that happens
+/// anyway is retried.
 const POSTGRES_WRITERS: usize = 2;
 
 /// One writer: takes every job waiting (up to [`MAX_BATCH`]) as one batch, writes it, answers.
