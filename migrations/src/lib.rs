@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_synced_state;
 mod m20261123_000002_backfill_checkpoints;
+mod m20261124_000003_catalog_and_entitlements;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_synced_state::Migration),
             Box::new(m20261123_000002_backfill_checkpoints::Migration),
+            Box::new(m20261124_000003_catalog_and_entitlements::Migration),
         ]
     }
 }

@@ -90,11 +90,11 @@ enum SyncedColumns {
     SyncedAt,
 }
 
-fn text(name: impl IntoIden) -> ColumnDef {
+pub(crate) fn text(name: impl IntoIden) -> ColumnDef {
     ColumnDef::new(name).string().not_null().to_owned()
 }
 
-fn text_null(name: impl IntoIden) -> ColumnDef {
+pub(crate) fn text_null(name: impl IntoIden) -> ColumnDef {
     ColumnDef::new(name).string().null().to_owned()
 }
 
@@ -109,7 +109,7 @@ fn timestamp_null(name: impl IntoIden) -> ColumnDef {
 /// `ordering_rank` breaks ties between states with the same `ordering_key` (0: a `*.created`
 /// event or an embedded snapshot, 1: an update, 2: a terminal state such as a deletion).
 /// `stripe` adds `livemode`.
-fn synced_table(table: impl IntoIden, stripe: bool) -> TableCreateStatement {
+pub(crate) fn synced_table(table: impl IntoIden, stripe: bool) -> TableCreateStatement {
     let mut statement = Table::create();
     statement
         .table(table)
@@ -143,7 +143,7 @@ fn synced_table(table: impl IntoIden, stripe: bool) -> TableCreateStatement {
     statement.to_owned()
 }
 
-fn index(name: &str, table: impl IntoIden, columns: &[&str]) -> IndexCreateStatement {
+pub(crate) fn index(name: &str, table: impl IntoIden, columns: &[&str]) -> IndexCreateStatement {
     let mut statement = Index::create();
     statement.name(name).table(table).if_not_exists();
     for column in columns {

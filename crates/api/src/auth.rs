@@ -44,6 +44,9 @@ pub struct SessionClaims {
     /// Session token v1: the active organization.
     #[serde(default)]
     pub org_id: Option<String>,
+    /// Session token v1: the user's role in the active organization, e.g. `org:admin`.
+    #[serde(default)]
+    pub org_role: Option<String>,
     /// Session token v2: `o.id` is the active organization.
     #[serde(default)]
     pub o: Option<OrganizationClaim>,
@@ -54,6 +57,9 @@ pub struct SessionClaims {
 pub struct OrganizationClaim {
     /// The active organization.
     pub id: Option<String>,
+    /// The user's role in it, written without the `org:` prefix (`admin`).
+    #[serde(default)]
+    pub rol: Option<String>,
 }
 
 impl SessionClaims {
@@ -64,6 +70,30 @@ impl SessionClaims {
             .and_then(|o| o.id.as_deref())
             .or(self.org_id.as_deref())
             .filter(|id| !id.is_empty())
+    }
+
+    /// The user's role in the active organization, as [`organization_role`] writes it, from
+    /// v2's `o.rol` or v1's `org_role`.
+    pub fn organization_role(&self) -> Option<String> {
+        self.o
+            .as_ref()
+            .and_then(|o| o.rol.as_deref())
+            .or(self.org_role.as_deref())
+            .and_then(organization_role)
+    }
+}
+
+/// A Clerk organization role in one spelling, `org:<key>`: session token v2 writes the key
+/// without the `org:` prefix, v1 and the membership objects with it, and `BILLING_ROLES` may
+/// name it either way. `None` for an empty role.
+pub fn organization_role(role: &str) -> Option<String> {
+    let role = role.trim();
+    if role.is_empty() {
+        None
+    } else if role.contains(':') {
+        Some(role.to_owned())
+    } else {
+        Some(format!("org:{role}"))
     }
 }
 

@@ -1,8 +1,11 @@
 //! The HTTP API of billing-sync, described with poem-openapi: the probes and the operations on
-//! the synced state (the customer portal). Handlers stay thin; what they decide lives in the
+//! the synced state (the customer portal and the plans page). Handlers stay thin; what they decide lives in the
 //! store and in [`portal::Portal`].
 
+pub mod access;
 pub mod auth;
+pub mod http;
+pub mod plans;
 pub mod portal;
 mod probes;
 
@@ -13,6 +16,8 @@ use poem_openapi::OpenApiService;
 
 pub use probes::ProbesApi;
 
+use crate::plans::Plans;
+use crate::plans::api::PlansApi;
 use crate::portal::Portal;
 use crate::portal::api::PaymentApi;
 
@@ -20,9 +25,17 @@ use crate::portal::api::PaymentApi;
 pub const OPENAPI_JSON_PATH: &str = "/api/v1/openapi.json";
 
 /// The OpenAPI service of billing-sync, with every documented operation.
-pub fn service(store: Store, portal: Arc<Portal>) -> OpenApiService<(ProbesApi, PaymentApi), ()> {
+pub fn service(
+    store: Store,
+    portal: Arc<Portal>,
+    plans: Arc<Plans>,
+) -> OpenApiService<(ProbesApi, PaymentApi, PlansApi), ()> {
     OpenApiService::new(
-        (ProbesApi::new(store), PaymentApi::new(portal)),
+        (
+            ProbesApi::new(store),
+            PaymentApi::new(portal),
+            PlansApi::new(plans),
+        ),
         "billing-sync",
         env!("CARGO_PKG_VERSION"),
     )

@@ -114,7 +114,9 @@ async fn run_resource(
     let mut cursors_seen = std::collections::HashSet::from([checkpoint.cursor.clone()]);
     loop {
         let cursor = Some(checkpoint.cursor.as_str()).filter(|c| !c.is_empty());
-        let page = source.page(resource, cursor, options.page_size).await?;
+        let page = source
+            .page(store, resource, cursor, options.page_size)
+            .await?;
         if let Some(next) = &page.next
             && !cursors_seen.insert(next.clone())
         {

@@ -1,6 +1,7 @@
 //! Where a backfill lists objects from, page by page, and how a listed object becomes changes:
 //! as the update event that would carry it, through the webhook projections.
 
+use billing_sync_store::Store;
 use billing_sync_store::backfill::ListedObject;
 use billing_sync_store::ledger::{NewEvent, Plan};
 use billing_sync_stripe_api::StripeClient;
@@ -12,7 +13,8 @@ use crate::clerk_api::ClerkClient;
 
 /// An API to list from.
 pub enum Source {
-    /// Stripe: customers, then subscriptions (every status).
+    /// Stripe: customers, the catalog (products, prices), subscriptions (every status), then
+    /// each synced customer's active entitlements.
     Stripe {
         /// The API client.
         client: StripeClient,
@@ -37,10 +39,18 @@ pub struct Page {
 
 impl Source {
     /// The resources listed, in order: customers before subscriptions (which inherit their
-    /// customer's organization), users before memberships (which only fill gaps in users).
+    /// customer's organization) and before entitlements (read per synced customer), the
+    /// catalog before subscriptions (whose items name its prices), users before memberships
+    /// (which only fill gaps in users).
     pub fn resources(&self) -> &'static [&'static str] {
         match self {
-            Source::Stripe { .. } => &["customers", "subscriptions"],
+            Source::Stripe { .. } => &[
+                "customers",
+                "products",
+                "prices",
+                "subscriptions",
+                ENTITLEMENTS,
+            ],
             Source::Clerk(_) => &["organizations", "users", "organization_memberships"],
         }
     }
@@ -53,15 +63,33 @@ impl Source {
         }
     }
 
-    /// The page of `resource` at `cursor` (`None`: the first page).
+    /// The page of `resource` at `cursor` (`None`: the first page). `store` holds what was
+    /// synced, for resources listed per synced object.
     pub async fn page(
         &self,
+        store: &Store,
         resource: &str,
         cursor: Option<&str>,
         page_size: u64,
     ) -> Result<Page, BackfillError> {
         let fetched_at = chrono::Utc::now().timestamp();
         match self {
+            Source::Stripe { client, .. } if resource == ENTITLEMENTS => {
+                // A page is a page of synced customers, each with its whole entitlement list;
+                // the cursor is the last customer's id.
+                let customers = store.customer_ids_after(cursor, page_size).await?;
+                let mut objects = Vec::with_capacity(customers.len());
+                for customer in &customers {
+                    objects.push(entitlement_summary(client, customer).await?);
+                }
+                let full = customers.len() as u64 >= page_size;
+                Ok(Page {
+                    next: customers.last().cloned().filter(|_| full),
+                    objects,
+                    total: None,
+                    fetched_at,
+                })
+            }
             Source::Stripe { client, .. } => {
                 let limit = page_size.min(100).to_string();
                 let mut query = vec![("limit", limit.as_str())];
@@ -117,6 +145,9 @@ impl Source {
             ("customers", false) => "customer.updated",
             ("customers", true) => "customer.deleted",
             ("subscriptions", _) => "customer.subscription.updated",
+            ("products", _) => "product.updated",
+            ("prices", _) => "price.updated",
+            (ENTITLEMENTS, _) => "entitlements.active_entitlement_summary.updated",
             ("organizations", _) => "organization.updated",
             ("users", _) => "user.updated",
             ("organization_memberships", _) => "organizationMembership.updated",
@@ -150,6 +181,47 @@ impl Source {
             Plan::Ignore => Err(format!("{event_type} is not projected")),
         }
     }
+}
+
+/// The resource name of the per-customer entitlement lists.
+const ENTITLEMENTS: &str = "entitlements";
+
+/// A customer's active entitlements read from `GET /v1/entitlements/active_entitlements`
+/// (every page), as the summary object Stripe's event carries.
+async fn entitlement_summary(client: &StripeClient, customer: &str) -> Result<Value, BackfillError> {
+    let mut entitlements = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("customer", customer), ("limit", "100")];
+        if let Some(after) = &after {
+            query.push(("starting_after", after.as_str()));
+        }
+        let page = client
+            .list_page("entitlements/active_entitlements", &query)
+            .await?;
+        let last = page
+            .data
+            .last()
+            .and_then(|entitlement| entitlement.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        entitlements.extend(page.data);
+        match last.filter(|_| page.has_more) {
+            Some(last) if after.as_deref() != Some(last.as_str()) => after = Some(last),
+            _ => break,
+        }
+    }
+    let livemode = entitlements
+        .first()
+        .and_then(|entitlement| entitlement.get("livemode"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(json!({
+        "object": "entitlements.active_entitlement_summary",
+        "customer": customer,
+        "entitlements": {"object": "list", "data": entitlements, "has_more": false},
+        "livemode": livemode,
+    }))
 }
 
 fn listed_event(

@@ -174,7 +174,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub stripe_api: StripeApiArgs,
 
-    /// Base URL of the web app; the portal's return URL is this + `/organization#/plans`.
+    /// Base URL of the web app; the portal and checkout return to this + `/organization#/plans`.
     #[arg(long, env = "APP_BASE_URL")]
     pub app_base_url: Option<String>,
 
@@ -187,7 +187,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
     pub cors_allowed_origins: Option<String>,
 
-    /// Portal sessions one user may create per minute; more get 429 `TOO_MANY_REQUESTS`.
+    /// Clerk organization roles (`org:admin` or `admin`, comma-separated) allowed to open the
+    /// portal and start a checkout; other members get 403 `FORBIDDEN`. Unset: any member.
+    #[arg(long, env = "BILLING_ROLES")]
+    pub billing_roles: Option<String>,
+
+    /// Portal sessions one user may create per minute, and as many checkout sessions; more get
+    /// 429 `TOO_MANY_REQUESTS`.
     #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", default_value = "10")]
     pub portal_sessions_per_minute: String,
 
@@ -381,8 +387,10 @@ pub struct ServeSettings {
     pub clerk_authorized_parties: Vec<String>,
     /// How to call the Stripe API.
     pub stripe_api: StripeApiSettings,
-    /// `APP_BASE_URL` + `/organization#/plans`, when configured.
-    pub portal_return_url: Option<String>,
+    /// `APP_BASE_URL`, without a trailing slash, when configured.
+    pub app_base_url: Option<String>,
+    /// `BILLING_ROLES`; empty: any member manages billing.
+    pub billing_roles: Vec<String>,
     /// `STRIPE_PORTAL_CONFIGURATION`.
     pub stripe_portal_configuration: Option<String>,
     /// `PORTAL_SESSIONS_PER_MINUTE`.
@@ -539,10 +547,9 @@ impl ServeSettings {
             (None, Some(url)) => Some(ClerkKeys::Jwks(absolute_url("CLERK_JWKS_URL", url)?)),
             (None, None) => None,
         };
-        let portal_return_url = non_empty(args.app_base_url.as_ref())
+        let app_base_url = non_empty(args.app_base_url.as_ref())
             .map(|base| absolute_url("APP_BASE_URL", base))
-            .transpose()?
-            .map(|base| format!("{base}/organization#/plans"));
+            .transpose()?;
         let stripe_refetch_objects = match args.stripe_refetch_objects.trim() {
             "true" | "1" => true,
             "false" | "0" | "" => false,
@@ -573,7 +580,15 @@ impl ServeSettings {
                 })
                 .unwrap_or_default(),
             stripe_api,
-            portal_return_url,
+            app_base_url,
+            billing_roles: non_empty(args.billing_roles.as_ref())
+                .map(|list| {
+                    list.split(',')
+                        .map(|role| role.trim().to_owned())
+                        .filter(|role| !role.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             cors_allowed_origins: origins(args.cors_allowed_origins.as_deref())?,
             portal_sessions_per_minute: positive_number(
                 "PORTAL_SESSIONS_PER_MINUTE",

@@ -19,6 +19,8 @@ use billing_sync_webhooks::{Ingestor, Projectors};
 use std::time::Duration;
 
 use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
+use billing_sync_api::access::Access;
+use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
 use billing_sync_api::portal::{Portal, PortalSettings};
 use billing_sync_stripe_api::StripeClient;
 use secrecy::ExposeSecret;
@@ -59,12 +61,12 @@ pub async fn run(command: Command, common: CommonSettings) -> Result<(), RunErro
                 tracing::info!(database = store.target(), "database schema is up to date");
             }
             let ingestor = Arc::new(build_ingestor(&settings, &common, store.clone())?);
-            let portal = Arc::new(build_portal(&settings, store.clone())?);
+            let (portal, plans) = build_operations(&settings, &common, store.clone())?;
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let listener = tokio::net::TcpListener::bind(settings.listen_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
-            App::build(store, ingestor, portal)
+            App::build(store, ingestor, Arc::new(portal), Arc::new(plans))
                 .idle_timeout(settings.request_timeout)
                 .cors_allowed_origins(settings.cors_allowed_origins.clone())
                 .serve(listener, shutdown)
@@ -123,9 +125,11 @@ pub async fn openapi_json() -> anyhow::Result<String> {
     let store = Store::connect("sqlite::memory:")
         .await
         .context("opening an in-memory database")?;
-    let portal = Arc::new(Portal::new(store.clone(), None, None));
+    let access = Arc::new(Access::new(store.clone(), None));
+    let portal = Arc::new(Portal::new(access.clone(), None));
+    let plans = Arc::new(Plans::new(access, None));
     Ok(billing_sync_api::openapi_document(
-        &billing_sync_api::service(store, portal),
+        &billing_sync_api::service(store, portal, plans),
     ))
 }
 
@@ -190,7 +194,13 @@ fn stripe_client(
     .context("building the Stripe client")
 }
 
-fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal> {
+/// The operations on the synced state: the customer portal and the plans page, sharing one
+/// way of admitting callers.
+fn build_operations(
+    settings: &ServeSettings,
+    common: &CommonSettings,
+    store: Store,
+) -> anyhow::Result<(Portal, Plans)> {
     let verifier = match &settings.clerk_keys {
         Some(ClerkKeys::Pem(pem)) => Some(KeySource::Pem(Box::new(
             jsonwebtoken::DecodingKey::from_rsa_pem(pem.expose_secret().as_bytes())
@@ -213,28 +223,41 @@ fn build_portal(settings: &ServeSettings, store: Store) -> anyhow::Result<Portal
             settings.clerk_authorized_parties.clone(),
         )
     });
-    let stripe = match (&settings.stripe_api.secret_key, &settings.portal_return_url) {
-        (Some(key), Some(return_url)) => Some((
-            stripe_client(&settings.stripe_api, key)?,
-            PortalSettings {
-                return_url: return_url.clone(),
-                configuration: settings.stripe_portal_configuration.clone(),
-            },
-        )),
-        _ => None,
-    };
     if verifier.is_none() {
         tracing::warn!(
-            "neither CLERK_JWT_KEY nor CLERK_JWKS_URL is set: the customer portal answers 500 (not configured)"
+            "neither CLERK_JWT_KEY nor CLERK_JWKS_URL is set: the portal, billing state and checkout answer 500 (not configured)"
         );
     }
-    if stripe.is_none() {
-        tracing::warn!(
-            "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal answers 500 (billing is not configured)"
-        );
-    }
-    Ok(Portal::new(store, verifier, stripe)
-        .with_sessions_per_minute(settings.portal_sessions_per_minute))
+    let access = Arc::new(
+        Access::new(store, verifier).with_billing_roles(&settings.billing_roles),
+    );
+    let (portal_stripe, checkout_stripe) =
+        match (&settings.stripe_api.secret_key, &settings.app_base_url) {
+            (Some(key), Some(base)) => (
+                Some((
+                    stripe_client(&settings.stripe_api, key)?,
+                    PortalSettings {
+                        return_url: plans_page_url(base),
+                        configuration: settings.stripe_portal_configuration.clone(),
+                    },
+                )),
+                Some((
+                    stripe_client(&settings.stripe_api, key)?,
+                    CheckoutSettings::for_app(base, &common.stripe_org_metadata_key),
+                )),
+            ),
+            _ => {
+                tracing::warn!(
+                    "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal and checkout answer 500 (billing is not configured)"
+                );
+                (None, None)
+            }
+        };
+    let per_minute = settings.portal_sessions_per_minute;
+    Ok((
+        Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute),
+        Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute),
+    ))
 }
 
 async fn open_store(common: &CommonSettings) -> anyhow::Result<Store> {

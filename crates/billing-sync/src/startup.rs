@@ -9,8 +9,10 @@ use poem::listener::TcpAcceptor;
 use crate::client_deadline::DeadlineAcceptor;
 use std::sync::Arc;
 
+use billing_sync_api::plans::Plans;
 use billing_sync_api::portal::Portal;
 use billing_sync_webhooks::Ingestor;
+use billing_sync_api::http;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Server};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -21,6 +23,7 @@ pub struct App {
     store: Store,
     ingestor: Arc<Ingestor>,
     portal: Arc<Portal>,
+    plans: Arc<Plans>,
     idle_timeout: Duration,
     cors_allowed_origins: Vec<String>,
 }
@@ -30,12 +33,19 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl App {
     /// The application on `store` (migrated or not: that is the caller's choice), ingesting
-    /// webhooks through `ingestor` and serving the customer portal through `portal`.
-    pub fn build(store: Store, ingestor: Arc<Ingestor>, portal: Arc<Portal>) -> App {
+    /// webhooks through `ingestor`, serving the customer portal through `portal` and the plans
+    /// page through `plans`.
+    pub fn build(
+        store: Store,
+        ingestor: Arc<Ingestor>,
+        portal: Arc<Portal>,
+        plans: Arc<Plans>,
+    ) -> App {
         App {
             store,
             ingestor,
             portal,
+            plans,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             cors_allowed_origins: Vec::new(),
         }
@@ -58,7 +68,11 @@ impl App {
     }
 
     fn routes(&self) -> impl Endpoint + 'static {
-        let api = billing_sync_api::service(self.store.clone(), self.portal.clone());
+        let api = billing_sync_api::service(
+            self.store.clone(),
+            self.portal.clone(),
+            self.plans.clone(),
+        );
         let document = billing_sync_api::openapi_document(&api);
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
@@ -76,8 +90,7 @@ impl App {
             .nest("/docs", docs)
             .nest(
                 "/",
-                api.into_endpoint()
-                    .catch_error(billing_sync_api::portal::api::unauthorized)
+                http::with_documented_errors(api.into_endpoint())
                     .with_if(!self.cors_allowed_origins.is_empty(), self.cors()),
             )
             .around(|endpoint, request| async move {
@@ -91,6 +104,14 @@ impl App {
                 } else {
                     endpoint.get_response(request).await
                 };
+                // A request without any token never reached the portal's handler, which counts
+                // every other answer.
+                if path == PORTAL_PATH
+                    && response.extensions().get::<http::TokenMissing>().is_some()
+                {
+                    metrics::counter!("billing_sync_portal_requests_total", "outcome" => "unauthorized")
+                        .increment(1);
+                }
                 // RFC 9110: a 405 names the methods the resource supports.
                 if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
                     response.headers_mut().insert(
@@ -112,8 +133,8 @@ impl App {
             .allow_origins(self.cors_allowed_origins.iter().map(String::as_str))
             .allow_credentials(true)
             .allow_methods([poem::http::Method::GET, poem::http::Method::POST])
-            .allow_headers(["authorization", "content-type"])
-            .expose_headers(["retry-after", "x-request-id"])
+            .allow_headers(["authorization", "content-type", "if-none-match"])
+            .expose_headers(["retry-after", "x-request-id", "etag"])
             .max_age(600)
     }
 
@@ -171,14 +192,18 @@ fn protect(response: &mut poem::Response) {
     }
 }
 
-/// The methods a path of ours answers: the webhooks take POST, everything else is read-only.
+/// The methods a path of ours answers: the webhooks and checkout take POST, everything else is
+/// read-only.
 fn allowed_methods(path: &str) -> &'static str {
-    if path.starts_with("/api/v1/webhooks/") {
+    if path.starts_with("/api/v1/webhooks/") || path == CHECKOUT_PATH {
         "POST"
     } else {
         "GET"
     }
 }
+
+const PORTAL_PATH: &str = "/api/v1/operations/payment/customer-portal";
+const CHECKOUT_PATH: &str = "/api/v1/operations/payment/checkout";
 
 /// `GET /metrics`: Prometheus text format.
 struct MetricsEndpoint {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::Store;
 use crate::entities::{
     backfill_checkpoints, organization_memberships, organizations, stripe_customers,
-    stripe_subscriptions, users,
+    stripe_entitlement_summaries, stripe_prices, stripe_products, stripe_subscriptions, users,
 };
 use crate::error::StoreError;
 use crate::sync::{Change, apply};
@@ -101,6 +101,31 @@ impl Store {
             },
             started_at: row.started_at,
         }))
+    }
+
+    /// Up to `limit` ids of customers that are not deleted, in id order, after `after`: the
+    /// customers whose entitlements a backfill reads.
+    pub async fn customer_ids_after(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+        use stripe_customers::Column as C;
+        let mut query = stripe_customers::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .filter(C::DeletedAt.is_null())
+            .order_by_asc(C::Id)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.filter(C::Id.gt(after));
+        }
+        query
+            .into_tuple()
+            .all(self.connection())
+            .await
+            .map_err(|err| self.classify(err))
     }
 
     /// Forgets the checkpoint of `resource`, so that the next pass starts from the beginning.
@@ -200,6 +225,9 @@ fn raw_of(change: &Change) -> &Value {
         Change::Membership(state) => &state.raw,
         Change::Customer(state) => &state.raw,
         Change::Subscription(state) => &state.raw,
+        Change::Product(state) => &state.raw,
+        Change::Price(state) => &state.raw,
+        Change::Entitlements(state) => &state.raw,
         Change::CustomerLink(_) => &Value::Null,
     }
 }
@@ -241,6 +269,21 @@ async fn stored_raw(
                 db,
                 &state.id,
                 stripe_subscriptions::Column::Raw,
+            )
+            .await
+        }
+        Change::Product(state) => {
+            raw_column::<stripe_products::Entity>(db, &state.id, stripe_products::Column::Raw)
+                .await
+        }
+        Change::Price(state) => {
+            raw_column::<stripe_prices::Entity>(db, &state.id, stripe_prices::Column::Raw).await
+        }
+        Change::Entitlements(state) => {
+            raw_column::<stripe_entitlement_summaries::Entity>(
+                db,
+                &state.customer_id,
+                stripe_entitlement_summaries::Column::Raw,
             )
             .await
         }

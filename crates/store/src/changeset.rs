@@ -17,11 +17,12 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use crate::entities::{
     organization_memberships as memberships, organizations, stripe_customers as customers,
-    stripe_subscriptions as subscriptions, users,
+    stripe_entitlement_summaries as entitlements, stripe_prices as prices,
+    stripe_products as products, stripe_subscriptions as subscriptions, users,
 };
 use crate::sync::{
-    Change, CustomerLink, CustomerState, MembershipState, OrganizationState, Rank,
-    SubscriptionState, Tie, UserState, Version, supersedes,
+    Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
+    PriceState, ProductState, Rank, SubscriptionState, Tie, UserState, Version, supersedes,
 };
 
 /// The changes of a batch reduced per (table, id): for each object the rounds of states to
@@ -38,6 +39,9 @@ pub struct ChangeSet<'a> {
     customers: BTreeMap<&'a str, Vec<Cow<'a, CustomerState>>>,
     links: BTreeMap<&'a str, &'a CustomerLink>,
     subscriptions: BTreeMap<&'a str, Vec<Cow<'a, SubscriptionState>>>,
+    products: BTreeMap<&'a str, Vec<Cow<'a, ProductState>>>,
+    prices: BTreeMap<&'a str, Vec<Cow<'a, PriceState>>>,
+    entitlements: BTreeMap<&'a str, Vec<Cow<'a, EntitlementsState>>>,
 }
 
 /// The `round`-th state of each object that has one, in primary-key order.
@@ -76,7 +80,14 @@ macro_rules! synced {
         }
     )*};
 }
-synced!(OrganizationState, UserState, MembershipState);
+synced!(
+    OrganizationState,
+    UserState,
+    MembershipState,
+    ProductState,
+    PriceState,
+    EntitlementsState
+);
 
 /// States that may name an organization or leave it unknown: a later state that leaves it
 /// unknown keeps the known one (the upsert's `COALESCE`).
@@ -106,6 +117,9 @@ const USERS_TIE: Tie = Tie::StoredWins;
 const MEMBERSHIPS_TIE: Tie = Tie::StoredWins;
 const CUSTOMERS_TIE: Tie = Tie::LaterArrivalWins;
 const SUBSCRIPTIONS_TIE: Tie = Tie::LaterArrivalWins;
+const PRODUCTS_TIE: Tie = Tie::LaterArrivalWins;
+const PRICES_TIE: Tie = Tie::LaterArrivalWins;
+const ENTITLEMENTS_TIE: Tie = Tie::LaterArrivalWins;
 
 /// Adds `state` to the states of its object, `rounds`: the shortest sequence of states that,
 /// applied one round after another through the guarded upsert, leaves what applying every
@@ -185,6 +199,11 @@ impl<'a> ChangeSet<'a> {
             Change::Subscription(s) => {
                 keep_newer(&mut self.subscriptions, &s.id, s, SUBSCRIPTIONS_TIE)
             }
+            Change::Product(s) => keep_newer(&mut self.products, &s.id, s, PRODUCTS_TIE),
+            Change::Price(s) => keep_newer(&mut self.prices, &s.id, s, PRICES_TIE),
+            Change::Entitlements(s) => {
+                keep_newer(&mut self.entitlements, &s.customer_id, s, ENTITLEMENTS_TIE)
+            }
         }
     }
 
@@ -197,6 +216,9 @@ impl<'a> ChangeSet<'a> {
             && self.customers.is_empty()
             && self.links.is_empty()
             && self.subscriptions.is_empty()
+            && self.products.is_empty()
+            && self.prices.is_empty()
+            && self.entitlements.is_empty()
     }
 
     /// Every customer id the set touches (its own rows, links, and subscriptions' customers),
@@ -273,6 +295,19 @@ pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet<'_>) -> Result
         written += run(
             db,
             subscriptions_upsert(round(&set.subscriptions, n), writing),
+        )
+        .await?;
+    }
+    for n in 0..round_count(&set.products) {
+        written += run(db, products_upsert(round(&set.products, n), writing)).await?;
+    }
+    for n in 0..round_count(&set.prices) {
+        written += run(db, prices_upsert(round(&set.prices, n), writing)).await?;
+    }
+    for n in 0..round_count(&set.entitlements) {
+        written += run(
+            db,
+            entitlements_upsert(round(&set.entitlements, n), writing),
         )
         .await?;
     }
@@ -658,5 +693,94 @@ fn subscriptions_upsert<'a>(
         Expr::cust("COALESCE(excluded.organization_id, stripe_subscriptions.organization_id)"),
     );
     statement.on_conflict(on_conflict);
+    statement
+}
+
+fn products_upsert<'a>(
+    states: impl Iterator<Item = &'a ProductState>,
+    writing: Writing,
+) -> sea_orm::sea_query::InsertStatement {
+    use products::Column as C;
+    let columns = [
+        C::Livemode,
+        C::Name,
+        C::Description,
+        C::Active,
+        C::MarketingFeatures,
+        C::DefaultPriceId,
+    ];
+    let rows = states.map(|p| {
+        let mut row = writing.synced_values(&p.id, Some(&p.raw), p.version, p.deleted_at);
+        row.extend([
+            Expr::val(p.livemode),
+            Expr::val(p.name.clone()),
+            Expr::val(p.description.clone()),
+            Expr::val(p.active),
+            writing.json(Some(&p.marketing_features)),
+            Expr::val(p.default_price_id.clone()),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(products::Entity, &columns, rows);
+    statement.on_conflict(guarded("stripe_products", PRODUCTS_TIE, &columns));
+    statement
+}
+
+fn prices_upsert<'a>(
+    states: impl Iterator<Item = &'a PriceState>,
+    writing: Writing,
+) -> sea_orm::sea_query::InsertStatement {
+    use prices::Column as C;
+    let columns = [
+        C::Livemode,
+        C::ProductId,
+        C::Active,
+        C::Currency,
+        C::UnitAmount,
+        C::LookupKey,
+        C::Nickname,
+        C::RecurringInterval,
+        C::RecurringIntervalCount,
+    ];
+    let rows = states.map(|p| {
+        let mut row = writing.synced_values(&p.id, Some(&p.raw), p.version, p.deleted_at);
+        row.extend([
+            Expr::val(p.livemode),
+            Expr::val(p.product_id.clone()),
+            Expr::val(p.active),
+            Expr::val(p.currency.clone()),
+            Expr::val(p.unit_amount),
+            Expr::val(p.lookup_key.clone()),
+            Expr::val(p.nickname.clone()),
+            Expr::val(p.recurring_interval.clone()),
+            Expr::val(p.recurring_interval_count),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(prices::Entity, &columns, rows);
+    statement.on_conflict(guarded("stripe_prices", PRICES_TIE, &columns));
+    statement
+}
+
+fn entitlements_upsert<'a>(
+    states: impl Iterator<Item = &'a EntitlementsState>,
+    writing: Writing,
+) -> sea_orm::sea_query::InsertStatement {
+    use entitlements::Column as C;
+    let columns = [C::Livemode, C::LookupKeys];
+    let rows = states.map(|e| {
+        let mut row = writing.synced_values(&e.customer_id, Some(&e.raw), e.version, None);
+        row.extend([
+            Expr::val(e.livemode),
+            writing.json(Some(&e.lookup_keys)),
+        ]);
+        row
+    });
+    let mut statement = insert_rows(entitlements::Entity, &columns, rows);
+    statement.on_conflict(guarded(
+        "stripe_entitlement_summaries",
+        ENTITLEMENTS_TIE,
+        &columns,
+    ));
     statement
 }

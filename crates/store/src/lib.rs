@@ -9,6 +9,7 @@ pub mod entities;
 mod error;
 pub mod ledger;
 mod memberships;
+pub mod plans;
 pub mod sync;
 
 pub use connect::{MigrationState, Store};

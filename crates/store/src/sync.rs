@@ -171,6 +171,77 @@ pub struct SubscriptionState {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// A Stripe product's state (the catalog).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductState {
+    /// `prod_…`.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether it can be bought.
+    pub active: bool,
+    /// The names of its `marketing_features`, in Stripe's order, as a JSON array of strings.
+    pub marketing_features: Value,
+    /// `default_price`, when set.
+    pub default_price_id: Option<String>,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Stripe price's state (the catalog).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriceState {
+    /// `price_…`.
+    pub id: String,
+    /// The product it prices.
+    pub product_id: String,
+    /// Whether it can be used for new purchases.
+    pub active: bool,
+    /// ISO currency code, lower case.
+    pub currency: String,
+    /// Amount in the currency's smallest unit; none for tiered or customer-chosen amounts.
+    pub unit_amount: Option<i64>,
+    /// `lookup_key`, when set.
+    pub lookup_key: Option<String>,
+    /// `nickname`, when set.
+    pub nickname: Option<String>,
+    /// `recurring.interval` (`day`, `week`, `month`, `year`); none for a one-time price.
+    pub recurring_interval: Option<String>,
+    /// `recurring.interval_count`; none for a one-time price.
+    pub recurring_interval_count: Option<i64>,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Stripe customer's active entitlements: the whole list, replaced by each summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntitlementsState {
+    /// The customer, `cus_…` (the row's id: one summary per customer).
+    pub customer_id: String,
+    /// The active features' `lookup_key`s, sorted, as a JSON array of strings.
+    pub lookup_keys: Value,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+}
+
 /// One change an event makes to the synced state.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
@@ -189,6 +260,12 @@ pub enum Change {
     CustomerLink(CustomerLink),
     /// Upsert a subscription.
     Subscription(SubscriptionState),
+    /// Upsert a product.
+    Product(ProductState),
+    /// Upsert a price.
+    Price(PriceState),
+    /// Replace a customer's active entitlements.
+    Entitlements(EntitlementsState),
 }
 
 /// Applies one change inside the caller's transaction. Returns whether a row changed (false:

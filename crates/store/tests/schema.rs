@@ -10,13 +10,16 @@ each_backend!(
     migration_status_tells_pending_from_applied,
 );
 
-const CONTRACT_TABLES: [&str; 6] = [
+const CONTRACT_TABLES: [&str; 9] = [
     "webhook_events",
     "organizations",
     "users",
     "organization_memberships",
     "stripe_customers",
     "stripe_subscriptions",
+    "stripe_products",
+    "stripe_prices",
+    "stripe_entitlement_summaries",
 ];
 
 async fn migrations_applied_twice_end_in_the_same_schema(db: TestDatabase) {
@@ -96,6 +99,21 @@ async fn every_contract_table_exists_with_its_unique_keys(db: TestDatabase) {
             "stripe_subscriptions",
             "id, customer_id, status, cancel_at_period_end, items, ordering_key, ordering_rank, livemode, synced_at",
             "'sub_1', 'cus_1', 'active', false, '[]', 1, 0, false, {now}",
+        ),
+        (
+            "stripe_products",
+            "id, active, marketing_features, ordering_key, ordering_rank, livemode, synced_at",
+            "'prod_1', true, '[]', 1, 0, false, {now}",
+        ),
+        (
+            "stripe_prices",
+            "id, product_id, active, currency, ordering_key, ordering_rank, livemode, synced_at",
+            "'price_1', 'prod_1', true, 'eur', 1, 0, false, {now}",
+        ),
+        (
+            "stripe_entitlement_summaries",
+            "id, lookup_keys, ordering_key, ordering_rank, livemode, synced_at",
+            "'cus_1', '[]', 1, 1, false, {now}",
         ),
     ];
     for (table, columns, values) in synced_rows {

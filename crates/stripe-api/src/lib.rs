@@ -1,5 +1,5 @@
-//! The calls billing-sync makes to the Stripe API: creating Billing Portal sessions and
-//! retrieving current objects. Timeouts, bounded retries (under one `Idempotency-Key` for
+//! The calls billing-sync makes to the Stripe API: creating Billing Portal and Checkout sessions,
+//! listing and retrieving current objects. Timeouts, bounded retries (under one `Idempotency-Key` for
 //! writes), and errors that name Stripe's `request-id`, never the key.
 
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub enum StripeError {
         request_id: String,
     },
     /// Stripe's answer was not a session with an absolute https `url`.
-    #[error("Stripe's answer is not a portal session with an https url (request-id {request_id})")]
+    #[error("Stripe's answer is not a session with an https url (request-id {request_id})")]
     BadSession {
         /// Stripe's `request-id` header.
         request_id: String,
@@ -57,8 +57,9 @@ pub struct ListPage {
     pub has_more: bool,
 }
 
+/// A Billing Portal or Checkout session: only its `url` is used.
 #[derive(Deserialize)]
-struct PortalSession {
+struct Session {
     url: Option<String>,
 }
 
@@ -115,15 +116,26 @@ impl StripeClient {
                     .form(&form)
             })
             .await;
-        let (request_id, body) = parse(result).await?;
-        let session: PortalSession =
-            serde_json::from_slice(&body).map_err(|_| StripeError::BadSession {
-                request_id: request_id.clone(),
-            })?;
-        match session.url {
-            Some(url) if is_absolute_https(&url) => Ok(url),
-            _ => Err(StripeError::BadSession { request_id }),
-        }
+        session_url(parse(result).await?)
+    }
+
+    /// A Checkout Session made of `form` (Stripe's form-encoded parameters, e.g.
+    /// `line_items[0][price]`), created under `idempotency_key` so that a repeated request within
+    /// Stripe's idempotency window returns the same session; its `url`.
+    pub async fn create_checkout_session(
+        &self,
+        form: &[(String, String)],
+        idempotency_key: &str,
+    ) -> Result<String, StripeError> {
+        let url = format!("{}/v1/checkout/sessions", self.api_base);
+        let result = self
+            .send(RetryPolicy::INTERACTIVE, "create_checkout_session", || {
+                self.authorized(self.http.post(&url))
+                    .header("Idempotency-Key", idempotency_key)
+                    .form(form)
+            })
+            .await;
+        session_url(parse(result).await?)
     }
 
     /// The current state of an object, e.g. `customers/cus_…` or `subscriptions/sub_…`, as
@@ -208,6 +220,17 @@ async fn parse(
         });
     }
     Ok((request_id, body))
+}
+
+/// The absolute https `url` of a session Stripe answered with.
+fn session_url((request_id, body): (String, Vec<u8>)) -> Result<String, StripeError> {
+    let session: Session = serde_json::from_slice(&body).map_err(|_| StripeError::BadSession {
+        request_id: request_id.clone(),
+    })?;
+    match session.url {
+        Some(url) if is_absolute_https(&url) => Ok(url),
+        _ => Err(StripeError::BadSession { request_id }),
+    }
 }
 
 fn is_absolute_https(url: &str) -> bool {

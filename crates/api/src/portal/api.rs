@@ -2,81 +2,15 @@
 
 use std::sync::Arc;
 
-use billing_sync_store::billing::Revocation;
 use poem::Request;
-use poem_openapi::auth::{ApiKey, Bearer};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
+use poem_openapi::{ApiResponse, OpenApi};
 
 use super::{Portal, PortalError};
-use crate::auth::AuthError;
-
-#[derive(Tags)]
-enum ApiTags {
-    /// Credits & Payments.
-    Payment,
-}
-
-/// A Clerk session token sent as `Authorization: Bearer <token>` (API calls).
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer", bearer_format = "JWT")]
-pub struct ClerkBearer(Bearer);
-
-/// The Clerk session token in the `__session` cookie (a browser following a plain link).
-#[derive(SecurityScheme)]
-#[oai(ty = "api_key", key_in = "cookie", key_name = "__session")]
-pub struct ClerkSessionCookie(ApiKey);
-
-/// Either way of sending a Clerk session token. A request with neither is refused by the
-/// framework before the handler runs; [`unauthorized`] answers it in the documented format.
-#[derive(SecurityScheme)]
-pub enum ClerkSession {
-    /// `Authorization: Bearer`.
-    Bearer(ClerkBearer),
-    /// The `__session` cookie.
-    Cookie(ClerkSessionCookie),
-}
-
-impl ClerkSession {
-    fn token(&self) -> &str {
-        match self {
-            ClerkSession::Bearer(ClerkBearer(bearer)) => bearer.token.as_str(),
-            ClerkSession::Cookie(ClerkSessionCookie(key)) => key.key.as_str(),
-        }
-    }
-}
-
-const UNAUTHORIZED_MESSAGE: &str = "Authentication required: send a valid Clerk session token as \
-     `Authorization: Bearer <token>` or in the `__session` cookie.";
-
-/// The documented 401 for a request that carries no session token at all (poem-openapi refuses
-/// it with `AuthorizationError` before the handler runs).
-pub async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> poem::Response {
-    use poem::IntoResponse;
-    metrics::counter!("billing_sync_portal_requests_total", "outcome" => "unauthorized")
-        .increment(1);
-    PortalResponse::Unauthorized(body("UNAUTHORIZED", UNAUTHORIZED_MESSAGE), "Bearer".into())
-        .into_response()
-}
-
-/// An error answer.
-#[derive(Debug, Object)]
-pub struct ErrorBody {
-    /// `UNAUTHORIZED`, `VALIDATION_ERROR`, `NOT_FOUND`, `TOO_MANY_REQUESTS` or
-    /// `INTERNAL_ERROR`.
-    pub code: String,
-    /// What went wrong and what to do, for the caller.
-    pub message: String,
-}
-
-/// The portal URL, for callers that asked for JSON.
-#[derive(Debug, Object)]
-pub struct PortalUrl {
-    /// The Stripe Billing Portal session URL (absolute, https). Valid for a limited time.
-    pub url: String,
-}
-
-const NO_STORE: &str = "no-store";
+use crate::http::{
+    ApiTags, ClerkSession, ErrorBody, NO_STORE, PortalUrl, Refusal, body, not_configured,
+    prefers_json, refusal,
+};
 
 /// The answers of the customer-portal endpoint.
 #[derive(ApiResponse)]
@@ -113,6 +47,10 @@ pub enum PortalResponse {
         #[oai(header = "WWW-Authenticate")]
         String,
     ),
+    /// `FORBIDDEN`: `BILLING_ROLES` is set and the member has none of those roles (an addition
+    /// to the original contract; unset, any member may open the portal).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// `NOT_FOUND`: the organization has no Stripe customer record yet (it is created when the
     /// organization first subscribes or purchases credits).
     #[oai(status = 404)]
@@ -131,53 +69,21 @@ pub enum PortalResponse {
     Internal(Json<ErrorBody>),
 }
 
-fn body(code: &str, message: &str) -> Json<ErrorBody> {
-    Json(ErrorBody {
-        code: code.into(),
-        message: message.into(),
-    })
+impl From<Refusal> for PortalResponse {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::BadRequest(body) => PortalResponse::BadRequest(body),
+            Refusal::Unauthorized(body) => PortalResponse::Unauthorized(body, "Bearer".into()),
+            Refusal::Forbidden(body) => PortalResponse::Forbidden(body),
+            Refusal::Internal(body) => PortalResponse::Internal(body),
+        }
+    }
 }
 
 impl From<PortalError> for PortalResponse {
     fn from(err: PortalError) -> Self {
-        // The caller gets a helpful message; the details (never a token or key) go to the log.
         match &err {
-            PortalError::Unauthorized(AuthError::KeysUnavailable(_)) => {
-                tracing::error!(error = %err, "customer portal: cannot verify tokens");
-                PortalResponse::Internal(body(
-                    "INTERNAL_ERROR",
-                    "Authentication is temporarily unavailable. Please try again.",
-                ))
-            }
-            PortalError::Unauthorized(reason) => {
-                tracing::info!(reason = %reason, "customer portal: unauthenticated");
-                PortalResponse::Unauthorized(
-                    body("UNAUTHORIZED", UNAUTHORIZED_MESSAGE),
-                    "Bearer".into(),
-                )
-            }
-            PortalError::NoOrganization => PortalResponse::BadRequest(body(
-                "VALIDATION_ERROR",
-                "The user is not associated with an organization.",
-            )),
-            PortalError::SeveralOrganizations => PortalResponse::BadRequest(body(
-                "VALIDATION_ERROR",
-                "The user belongs to several organizations: select an active organization and try again.",
-            )),
-            PortalError::Revoked(revocation) => {
-                tracing::info!(
-                    ?revocation,
-                    "customer portal: access revoked by synced state"
-                );
-                let message = match revocation {
-                    Revocation::MembershipDeleted => {
-                        "The user is no longer a member of this organization."
-                    }
-                    Revocation::OrganizationDeleted => "The organization has been deleted.",
-                    Revocation::UserDeleted => "The user has been deleted.",
-                };
-                PortalResponse::BadRequest(body("VALIDATION_ERROR", message))
-            }
+            PortalError::Access(access) => refusal(access, "customer portal").into(),
             PortalError::NoCustomer => PortalResponse::NotFound(body(
                 "NOT_FOUND",
                 "The organization has no Stripe customer record. It is created when the \
@@ -194,14 +100,11 @@ impl From<PortalError> for PortalResponse {
                     wait.as_secs().max(1).to_string(),
                 )
             }
-            PortalError::NotConfigured(what) => {
-                tracing::error!(what, "customer portal: not configured");
-                PortalResponse::Internal(body(
-                    "INTERNAL_ERROR",
-                    "Billing is not configured on this server.",
-                ))
+            PortalError::NotConfigured => {
+                tracing::error!("customer portal: Stripe is not configured");
+                not_configured().into()
             }
-            PortalError::Stripe(_) | PortalError::Store(_) => {
+            PortalError::Stripe(_) => {
                 tracing::error!(error = %err, "customer portal: creating the session failed");
                 PortalResponse::Internal(body(
                     "INTERNAL_ERROR",
@@ -209,34 +112,6 @@ impl From<PortalError> for PortalResponse {
                 ))
             }
         }
-    }
-}
-
-/// Whether the request prefers `application/json` to HTML (weighing `q` values), as a
-/// single-page app's `fetch` with `Accept: application/json` does; a browser navigating, or
-/// `*/*`, gets the redirect.
-pub fn prefers_json(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else { return false };
-    let mut json = None::<f32>;
-    let mut html = None::<f32>;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let quality = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let slot = match media.as_str() {
-            "application/json" => &mut json,
-            "text/html" => &mut html,
-            _ => continue,
-        };
-        *slot = Some(slot.map_or(quality, |q| q.max(quality)));
-    }
-    match (json, html) {
-        (Some(json), Some(html)) => json > html,
-        (Some(json), None) => json > 0.0,
-        _ => false,
     }
 }
 
@@ -278,30 +153,12 @@ impl PaymentApi {
             PortalResponse::Url(..) => "json",
             PortalResponse::BadRequest(_) => "validation_error",
             PortalResponse::Unauthorized(..) => "unauthorized",
+            PortalResponse::Forbidden(_) => "forbidden",
             PortalResponse::NotFound(_) => "not_found",
             PortalResponse::TooManyRequests(..) => "too_many_requests",
             PortalResponse::Internal(_) => "internal_error",
         };
         metrics::counter!("billing_sync_portal_requests_total", "outcome" => outcome).increment(1);
         response
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefers_json;
-
-    #[test]
-    fn json_is_chosen_only_when_preferred_over_html() {
-        assert!(prefers_json(Some("application/json")));
-        assert!(prefers_json(Some("application/json, text/plain, */*")));
-        assert!(prefers_json(Some("text/html;q=0.5, application/json")));
-        assert!(!prefers_json(None));
-        assert!(!prefers_json(Some("*/*")));
-        assert!(!prefers_json(Some(
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-        )));
-        assert!(!prefers_json(Some("text/html, application/json")));
-        assert!(!prefers_json(Some("application/json;q=0")));
     }
 }

@@ -8,7 +8,8 @@
 
 use billing_sync_store::ledger::{NewEvent, Plan};
 use billing_sync_store::sync::{
-    Change, CustomerLink, CustomerState, Rank, SubscriptionState, Version,
+    Change, CustomerLink, CustomerState, EntitlementsState, PriceState, ProductState, Rank,
+    SubscriptionState, Version,
 };
 use serde_json::{Value, json};
 
@@ -36,6 +37,9 @@ pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
         }
         "checkout.session.completed" => checkout_link(event, org_metadata_key),
         other if SUBSCRIPTION_EVENTS.contains(&other) => subscription(event, org_metadata_key),
+        "product.created" | "product.updated" | "product.deleted" => product(event),
+        "price.created" | "price.updated" | "price.deleted" => price(event),
+        "entitlements.active_entitlement_summary.updated" => entitlements(event),
         _ => return Plan::Ignore,
     };
     match result {
@@ -122,6 +126,118 @@ fn subscription(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> 
         },
         deleted_at: if deleted { unix_seconds(created) } else { None },
     })])
+}
+
+/// The version of a catalog object's state: deleted is terminal (a deleted product or price is
+/// never resurrected; an archived one, `active: false`, is an ordinary update).
+fn catalog_version(event: &NewEvent, created: i64) -> Version {
+    let deleted = event.event_type.ends_with(".deleted");
+    Version {
+        key: created,
+        rank: rank(&event.event_type, deleted),
+    }
+}
+
+fn deleted_at(event: &NewEvent, created: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    if event.event_type.ends_with(".deleted") {
+        unix_seconds(created)
+    } else {
+        None
+    }
+}
+
+fn product(event: &NewEvent) -> Result<Vec<Change>, String> {
+    let object = object(event)?;
+    let created = created(event)?;
+    // `marketing_features` is `[{name}]`; entries without a name are left out.
+    let marketing_features = object
+        .get("marketing_features")
+        .and_then(Value::as_array)
+        .map(|features| {
+            features
+                .iter()
+                .filter_map(|feature| text(feature, "name"))
+                .map(Value::String)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(vec![Change::Product(ProductState {
+        id: required_text(object, "id", "product")?,
+        name: text(object, "name"),
+        description: text(object, "description"),
+        active: flag(object, "active"),
+        marketing_features: Value::Array(marketing_features),
+        default_price_id: id_or_object(object, "default_price"),
+        livemode: flag(object, "livemode"),
+        raw: object.clone(),
+        version: catalog_version(event, created),
+        deleted_at: deleted_at(event, created),
+    })])
+}
+
+fn price(event: &NewEvent) -> Result<Vec<Change>, String> {
+    let object = object(event)?;
+    let created = created(event)?;
+    let recurring = object.get("recurring").filter(|r| r.is_object());
+    Ok(vec![Change::Price(PriceState {
+        id: required_text(object, "id", "price")?,
+        product_id: id_or_object(object, "product")
+            .ok_or_else(|| "price has no `product`".to_owned())?,
+        active: flag(object, "active"),
+        currency: required_text(object, "currency", "price")?,
+        unit_amount: integer(object, "unit_amount"),
+        lookup_key: text(object, "lookup_key"),
+        nickname: text(object, "nickname"),
+        recurring_interval: recurring.and_then(|r| text(r, "interval")),
+        recurring_interval_count: recurring.and_then(|r| integer(r, "interval_count")),
+        livemode: flag(object, "livemode"),
+        raw: object.clone(),
+        version: catalog_version(event, created),
+        deleted_at: deleted_at(event, created),
+    })])
+}
+
+/// A customer's whole list of active entitlements, replacing the stored one. A summary whose
+/// list says `has_more` is incomplete: it fails rather than store part of the list as the
+/// whole (a backfill reads the complete list from the API).
+fn entitlements(event: &NewEvent) -> Result<Vec<Change>, String> {
+    let object = object(event)?;
+    let created = created(event)?;
+    let list = object
+        .get("entitlements")
+        .filter(|list| list.is_object())
+        .ok_or_else(|| "entitlement summary has no `entitlements` list".to_owned())?;
+    if flag(list, "has_more") {
+        return Err("entitlement summary lists only part of the entitlements (`has_more`)".into());
+    }
+    let lookup_keys = entitlement_lookup_keys(
+        list.get("data")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    );
+    Ok(vec![Change::Entitlements(EntitlementsState {
+        customer_id: id_or_object(object, "customer")
+            .ok_or_else(|| "entitlement summary has no `customer`".to_owned())?,
+        lookup_keys,
+        livemode: flag(object, "livemode"),
+        raw: object.clone(),
+        version: Version {
+            key: created,
+            rank: Rank::Update,
+        },
+    })])
+}
+
+/// The `lookup_key`s of active entitlement objects, sorted and without repeats, as a JSON array.
+pub fn entitlement_lookup_keys(entitlements: &[Value]) -> Value {
+    let mut keys: Vec<String> = entitlements
+        .iter()
+        .filter_map(|entitlement| text(entitlement, "lookup_key"))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Value::Array(keys.into_iter().map(Value::String).collect())
 }
 
 fn first_item(subscription: &Value) -> Option<&Value> {

@@ -1,0 +1,259 @@
+//! What the operations share on the wire: the Clerk session security scheme, the error body,
+//! how a refused caller is answered, and content negotiation.
+
+use billing_sync_store::billing::Revocation;
+use poem_openapi::auth::{ApiKey, Bearer};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, SecurityScheme, Tags};
+
+use crate::access::AccessError;
+use crate::auth::AuthError;
+
+/// The tag of the payment operations.
+#[derive(Tags)]
+pub(crate) enum ApiTags {
+    /// Credits & Payments.
+    Payment,
+}
+
+/// A Clerk session token sent as `Authorization: Bearer <token>` (API calls).
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT")]
+pub struct ClerkBearer(Bearer);
+
+/// The Clerk session token in the `__session` cookie (a browser following a plain link).
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_in = "cookie", key_name = "__session")]
+pub struct ClerkSessionCookie(ApiKey);
+
+/// Either way of sending a Clerk session token. A request with neither is refused by the
+/// framework before the handler runs; [`unauthorized`] answers it in the documented format.
+#[derive(SecurityScheme)]
+pub enum ClerkSession {
+    /// `Authorization: Bearer`.
+    Bearer(ClerkBearer),
+    /// The `__session` cookie.
+    Cookie(ClerkSessionCookie),
+}
+
+impl ClerkSession {
+    pub(crate) fn token(&self) -> &str {
+        match self {
+            ClerkSession::Bearer(ClerkBearer(bearer)) => bearer.token.as_str(),
+            ClerkSession::Cookie(ClerkSessionCookie(key)) => key.key.as_str(),
+        }
+    }
+}
+
+pub(crate) const UNAUTHORIZED_MESSAGE: &str = "Authentication required: send a valid Clerk \
+     session token as `Authorization: Bearer <token>` or in the `__session` cookie.";
+
+/// An error answer.
+#[derive(Debug, Object)]
+pub struct ErrorBody {
+    /// `UNAUTHORIZED`, `FORBIDDEN`, `VALIDATION_ERROR`, `NOT_FOUND`, `CONFLICT`,
+    /// `TOO_MANY_REQUESTS` or `INTERNAL_ERROR`.
+    pub code: String,
+    /// What went wrong and what to do, for the caller.
+    pub message: String,
+}
+
+/// The portal URL, for callers that asked for JSON.
+#[derive(Debug, Object)]
+pub struct PortalUrl {
+    /// The Stripe Billing Portal session URL (absolute, https). Valid for a limited time.
+    pub url: String,
+}
+
+/// The checkout URL, for callers that asked for JSON.
+#[derive(Debug, Object)]
+pub struct CheckoutUrl {
+    /// The Stripe Checkout session URL (absolute, https). Valid for 24 hours.
+    pub url: String,
+}
+
+/// `Cache-Control` of every answer about one caller's session or billing.
+pub(crate) const NO_STORE: &str = "no-store";
+
+pub(crate) fn body(code: &str, message: &str) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        code: code.into(),
+        message: message.into(),
+    })
+}
+
+/// How a refused caller is answered, whatever the operation.
+pub(crate) enum Refusal {
+    /// 400 `VALIDATION_ERROR`.
+    BadRequest(Json<ErrorBody>),
+    /// 401 `UNAUTHORIZED`, with `WWW-Authenticate: Bearer`.
+    Unauthorized(Json<ErrorBody>),
+    /// 403 `FORBIDDEN`.
+    Forbidden(Json<ErrorBody>),
+    /// 500 `INTERNAL_ERROR`.
+    Internal(Json<ErrorBody>),
+}
+
+/// The answer to a caller `Access` refused. The caller gets a helpful message; the details
+/// (never a token or key) go to the log, under `operation`.
+pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
+    match err {
+        AccessError::Unauthorized(AuthError::KeysUnavailable(_)) => {
+            tracing::error!(error = %err, operation, "cannot verify tokens");
+            Refusal::Internal(body(
+                "INTERNAL_ERROR",
+                "Authentication is temporarily unavailable. Please try again.",
+            ))
+        }
+        AccessError::Unauthorized(reason) => {
+            tracing::info!(reason = %reason, operation, "unauthenticated");
+            Refusal::Unauthorized(body("UNAUTHORIZED", UNAUTHORIZED_MESSAGE))
+        }
+        AccessError::NoOrganization => Refusal::BadRequest(body(
+            "VALIDATION_ERROR",
+            "The user is not associated with an organization.",
+        )),
+        AccessError::SeveralOrganizations => Refusal::BadRequest(body(
+            "VALIDATION_ERROR",
+            "The user belongs to several organizations: select an active organization and try again.",
+        )),
+        AccessError::Revoked(revocation) => {
+            tracing::info!(?revocation, operation, "access revoked by synced state");
+            let message = match revocation {
+                Revocation::MembershipDeleted => {
+                    "The user is no longer a member of this organization."
+                }
+                Revocation::OrganizationDeleted => "The organization has been deleted.",
+                Revocation::UserDeleted => "The user has been deleted.",
+            };
+            Refusal::BadRequest(body("VALIDATION_ERROR", message))
+        }
+        AccessError::Forbidden => {
+            tracing::info!(operation, "refused: the member's role may not manage billing");
+            Refusal::Forbidden(body(
+                "FORBIDDEN",
+                "Your role in this organization does not allow managing billing. Ask an \
+                 organization admin.",
+            ))
+        }
+        AccessError::NotConfigured => {
+            tracing::error!(operation, "Clerk authentication is not configured");
+            not_configured()
+        }
+        AccessError::Store(store) => {
+            tracing::error!(error = %store, operation, "reading the synced state failed");
+            Refusal::Internal(body(
+                "INTERNAL_ERROR",
+                "The billing state could not be read. Please try again.",
+            ))
+        }
+    }
+}
+
+pub(crate) fn not_configured() -> Refusal {
+    Refusal::Internal(body(
+        "INTERNAL_ERROR",
+        "Billing is not configured on this server.",
+    ))
+}
+
+/// Whether the request prefers `application/json` to HTML (weighing `q` values), as a
+/// single-page app's `fetch` with `Accept: application/json` does; a browser navigating, or
+/// `*/*`, gets the redirect.
+pub fn prefers_json(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let mut json = None::<f32>;
+    let mut html = None::<f32>;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/json" => &mut json,
+            "text/html" => &mut html,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(quality, |q| q.max(quality)));
+    }
+    match (json, html) {
+        (Some(json), Some(html)) => json > html,
+        (Some(json), None) => json > 0.0,
+        _ => false,
+    }
+}
+
+/// Marks the answer to a request that carried no session token at all, which no handler saw:
+/// the server's middleware counts it for the operation its path names.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenMissing;
+
+/// The documented 401 for a request that carries no session token at all (poem-openapi refuses
+/// it with `AuthorizationError` before the handler runs).
+async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> poem::Response {
+    let mut response = json_error(
+        poem::http::StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        UNAUTHORIZED_MESSAGE,
+    );
+    response.headers_mut().insert(
+        poem::http::header::WWW_AUTHENTICATE,
+        poem::http::HeaderValue::from_static("Bearer"),
+    );
+    response.extensions_mut().insert(TokenMissing);
+    response
+}
+
+/// `endpoint` with the framework's own refusals (no token, an unreadable body or parameter)
+/// answered in the documented error format.
+pub fn with_documented_errors(
+    endpoint: impl poem::Endpoint + 'static,
+) -> impl poem::Endpoint + 'static {
+    use poem::EndpointExt;
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
+    };
+    endpoint
+        .catch_error(|err: AuthorizationError| unauthorized(err))
+        .catch_error(|err: ParseRequestPayloadError| unreadable_request(err))
+        .catch_error(|err: ContentTypeError| unreadable_request(err))
+        .catch_error(|err: ParseParamError| unreadable_request(err))
+}
+
+/// The documented 400 for a request body or parameter the framework could not read (malformed
+/// JSON, a missing field, an unsupported content type).
+async fn unreadable_request<E: std::fmt::Display>(err: E) -> poem::Response {
+    json_error(
+        poem::http::StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        &format!("The request could not be read: {err}"),
+    )
+}
+
+fn json_error(status: poem::http::StatusCode, code: &str, message: &str) -> poem::Response {
+    use poem::IntoResponse;
+    poem::web::Json(serde_json::json!({"code": code, "message": message}))
+        .with_status(status)
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefers_json;
+
+    #[test]
+    fn json_is_chosen_only_when_preferred_over_html() {
+        assert!(prefers_json(Some("application/json")));
+        assert!(prefers_json(Some("application/json, text/plain, */*")));
+        assert!(prefers_json(Some("text/html;q=0.5, application/json")));
+        assert!(!prefers_json(None));
+        assert!(!prefers_json(Some("*/*")));
+        assert!(!prefers_json(Some(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(!prefers_json(Some("text/html, application/json")));
+        assert!(!prefers_json(Some("application/json;q=0")));
+    }
+}

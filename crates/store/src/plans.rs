@@ -1,0 +1,395 @@
+//! What the plans page reads: the plan catalog, and an organization's subscriptions and
+//! entitlements. Database only: a read never calls Stripe.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::Value;
+
+use crate::Store;
+use crate::entities::{
+    stripe_customers as customers, stripe_entitlement_summaries as entitlements,
+    stripe_prices as prices, stripe_products as products, stripe_subscriptions as subscriptions,
+    users,
+};
+use crate::error::StoreError;
+
+/// The subscription statuses in which an organization is on its plan: `active`, `trialing`,
+/// and `past_due` (Stripe is still retrying the payment and the subscription stays in force).
+pub const ACTIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
+
+/// A product of the catalog with its active prices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogProduct {
+    /// `prod_…`.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// The marketing features' names, in Stripe's order.
+    pub marketing_features: Vec<String>,
+    /// Its active prices, cheapest first.
+    pub prices: Vec<CatalogPrice>,
+}
+
+/// A price of the catalog.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogPrice {
+    /// `price_…`.
+    pub id: String,
+    /// The `prod_…` it prices.
+    pub product_id: String,
+    /// Whether the price and its product can be bought: both active, neither deleted.
+    pub purchasable: bool,
+    /// `lookup_key`.
+    pub lookup_key: Option<String>,
+    /// `nickname`.
+    pub nickname: Option<String>,
+    /// Amount in the currency's smallest unit; none for tiered or customer-chosen amounts.
+    pub unit_amount: Option<i64>,
+    /// ISO currency code, lower case.
+    pub currency: String,
+    /// `(interval, interval_count)` of a recurring price; none for a one-time price.
+    pub recurring: Option<(String, i64)>,
+}
+
+/// One item of a subscription, joined to its price and product.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionItem {
+    /// `price_…`.
+    pub price_id: Option<String>,
+    /// `prod_…`.
+    pub product_id: Option<String>,
+    /// The product's name, when the product is synced.
+    pub product_name: Option<String>,
+    /// Quantity.
+    pub quantity: Option<i64>,
+}
+
+/// A subscription of an organization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrganizationSubscription {
+    /// `sub_…`.
+    pub id: String,
+    /// Stripe's status, as it comes.
+    pub status: String,
+    /// Its items.
+    pub items: Vec<SubscriptionItem>,
+    /// End of the current period.
+    pub current_period_end: Option<DateTime<Utc>>,
+    /// Whether it cancels at the end of the period.
+    pub cancel_at_period_end: bool,
+    /// Scheduled cancellation.
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// End of the trial.
+    pub trial_end: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl OrganizationSubscription {
+    /// Whether the organization is on this subscription's plan ([`ACTIVE_STATUSES`]).
+    pub fn is_active(&self) -> bool {
+        ACTIVE_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+/// An organization's billing as synced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrganizationBilling {
+    /// Its subscriptions, the most recently changed first (at most [`SUBSCRIPTIONS_LISTED`]).
+    pub subscriptions: Vec<OrganizationSubscription>,
+    /// The active entitlements' lookup keys of its customers that are not deleted, sorted.
+    pub entitlements: Vec<String>,
+}
+
+/// How many subscriptions an organization's state lists.
+pub const SUBSCRIPTIONS_LISTED: u64 = 100;
+
+type PriceRow = (
+    String,
+    String,
+    bool,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+);
+
+fn price_columns<S: QuerySelect>(select: S) -> S {
+    use prices::Column as P;
+    select.select_only().columns([
+        P::Id,
+        P::ProductId,
+        P::Active,
+        P::Currency,
+        P::UnitAmount,
+        P::LookupKey,
+        P::Nickname,
+        P::RecurringInterval,
+        P::RecurringIntervalCount,
+        P::DeletedAt,
+    ])
+}
+
+fn catalog_price(row: PriceRow, product_purchasable: bool) -> CatalogPrice {
+    let (id, product_id, active, currency, unit_amount, lookup_key, nickname, interval, count, deleted_at) =
+        row;
+    CatalogPrice {
+        id,
+        product_id,
+        purchasable: product_purchasable && active && deleted_at.is_none(),
+        lookup_key,
+        nickname,
+        unit_amount,
+        currency,
+        recurring: interval.map(|interval| (interval, count.unwrap_or(1))),
+    }
+}
+
+/// Cheapest first; prices without a unit amount last; then by id, so the order is total.
+fn price_order(price: &CatalogPrice) -> (bool, i64, &str) {
+    (
+        price.unit_amount.is_none(),
+        price.unit_amount.unwrap_or(0),
+        price.id.as_str(),
+    )
+}
+
+type ProductRow = (String, Option<String>, Option<String>, Value);
+
+fn feature_names(features: Value) -> Vec<String> {
+    match features {
+        Value::Array(names) => names
+            .into_iter()
+            .filter_map(|name| name.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Store {
+    /// The catalog: active products that are not deleted, each with its active prices that
+    /// are not deleted; products without such a price are left out (nothing to buy). Products
+    /// in the order of their cheapest price (those without a unit amount last), then name,
+    /// then id; prices cheapest first, then by id.
+    pub async fn catalog(&self) -> Result<Vec<CatalogProduct>, StoreError> {
+        use products::Column as P;
+        let db = self.connection();
+        let product_rows: Vec<ProductRow> = products::Entity::find()
+            .select_only()
+            .columns([P::Id, P::Name, P::Description, P::MarketingFeatures])
+            .filter(P::Active.eq(true))
+            .filter(P::DeletedAt.is_null())
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(|err| self.classify(err))?;
+        let price_rows: Vec<PriceRow> = price_columns(prices::Entity::find())
+            .filter(prices::Column::Active.eq(true))
+            .filter(prices::Column::DeletedAt.is_null())
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(|err| self.classify(err))?;
+        let mut by_product: HashMap<String, Vec<CatalogPrice>> = HashMap::new();
+        for row in price_rows {
+            let price = catalog_price(row, true);
+            by_product
+                .entry(price.product_id.clone())
+                .or_default()
+                .push(price);
+        }
+        let mut catalog: Vec<CatalogProduct> = product_rows
+            .into_iter()
+            .filter_map(|(id, name, description, features)| {
+                let mut prices = by_product.remove(&id)?;
+                prices.sort_by(|a, b| price_order(a).cmp(&price_order(b)));
+                Some(CatalogProduct {
+                    id,
+                    name,
+                    description,
+                    marketing_features: feature_names(features),
+                    prices,
+                })
+            })
+            .collect();
+        catalog.sort_by(|a, b| {
+            let key = |p: &CatalogProduct| {
+                let cheapest = p.prices.first().map(price_order);
+                let (no_amount, amount) = cheapest.map_or((true, 0), |(n, a, _)| (n, a));
+                (no_amount, amount, p.name.clone(), p.id.clone())
+            };
+            key(a).cmp(&key(b))
+        });
+        Ok(catalog)
+    }
+
+    /// One price, with whether it can be bought now (it and its product active and not
+    /// deleted); `None` when the price is not synced.
+    pub async fn price(&self, price_id: &str) -> Result<Option<CatalogPrice>, StoreError> {
+        let db = self.connection();
+        let Some(row): Option<PriceRow> = price_columns(prices::Entity::find_by_id(price_id))
+            .into_tuple()
+            .one(db)
+            .await
+            .map_err(|err| self.classify(err))?
+        else {
+            return Ok(None);
+        };
+        let product_purchasable = products::Entity::find_by_id(row.1.clone())
+            .select_only()
+            .column(products::Column::Id)
+            .filter(products::Column::Active.eq(true))
+            .filter(products::Column::DeletedAt.is_null())
+            .into_tuple::<String>()
+            .one(db)
+            .await
+            .map_err(|err| self.classify(err))?
+            .is_some();
+        Ok(Some(catalog_price(row, product_purchasable)))
+    }
+
+    /// The organization's subscriptions (items joined to their products) and entitlements.
+    pub async fn organization_billing(
+        &self,
+        organization_id: &str,
+    ) -> Result<OrganizationBilling, StoreError> {
+        use subscriptions::Column as S;
+        let db = self.connection();
+        type SubscriptionRow = (
+            String,
+            String,
+            Value,
+            Option<DateTime<Utc>>,
+            bool,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let rows: Vec<SubscriptionRow> = subscriptions::Entity::find()
+            .select_only()
+            .columns([
+                S::Id,
+                S::Status,
+                S::Items,
+                S::CurrentPeriodEnd,
+                S::CancelAtPeriodEnd,
+                S::CancelAt,
+                S::TrialEnd,
+                S::EndedAt,
+            ])
+            .filter(S::OrganizationId.eq(organization_id))
+            .order_by_desc(S::OrderingKey)
+            .order_by_desc(S::Id)
+            .limit(SUBSCRIPTIONS_LISTED)
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(|err| self.classify(err))?;
+        let customers_of_organization = Query::select()
+            .column(customers::Column::Id)
+            .from(customers::Entity)
+            .and_where(Expr::col(customers::Column::OrganizationId).eq(organization_id))
+            .and_where(Expr::col(customers::Column::DeletedAt).is_null())
+            .to_owned();
+        let summaries: Vec<Value> = entitlements::Entity::find()
+            .select_only()
+            .column(entitlements::Column::LookupKeys)
+            .filter(entitlements::Column::Id.in_subquery(customers_of_organization))
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(|err| self.classify(err))?;
+        let entitlements: BTreeSet<String> =
+            summaries.into_iter().flat_map(feature_names).collect();
+
+        let items: Vec<Vec<SubscriptionItem>> = rows
+            .iter()
+            .map(|row| stored_items(&row.2))
+            .collect();
+        let product_ids: BTreeSet<&str> = items
+            .iter()
+            .flatten()
+            .filter_map(|item| item.product_id.as_deref())
+            .collect();
+        let names: HashMap<String, Option<String>> = if product_ids.is_empty() {
+            HashMap::new()
+        } else {
+            products::Entity::find()
+                .select_only()
+                .columns([products::Column::Id, products::Column::Name])
+                .filter(products::Column::Id.is_in(product_ids))
+                .into_tuple::<(String, Option<String>)>()
+                .all(db)
+                .await
+                .map_err(|err| self.classify(err))?
+                .into_iter()
+                .collect()
+        };
+        let subscriptions = rows
+            .into_iter()
+            .zip(items)
+            .map(
+                |((id, status, _, current_period_end, cancel_at_period_end, cancel_at, trial_end, ended_at), mut items)| {
+                    for item in &mut items {
+                        item.product_name = item
+                            .product_id
+                            .as_ref()
+                            .and_then(|id| names.get(id).cloned().flatten());
+                    }
+                    OrganizationSubscription {
+                        id,
+                        status,
+                        items,
+                        current_period_end,
+                        cancel_at_period_end,
+                        cancel_at,
+                        trial_end,
+                        ended_at,
+                    }
+                },
+            )
+            .collect();
+        Ok(OrganizationBilling {
+            subscriptions,
+            entitlements: entitlements.into_iter().collect(),
+        })
+    }
+
+    /// The user's primary email, when the user is synced and not deleted.
+    pub async fn primary_email(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(users::Entity::find_by_id(user_id)
+            .select_only()
+            .column(users::Column::PrimaryEmail)
+            .filter(users::Column::DeletedAt.is_null())
+            .into_tuple::<Option<String>>()
+            .one(self.connection())
+            .await
+            .map_err(|err| self.classify(err))?
+            .flatten())
+    }
+}
+
+/// The items as the subscription projection stores them: `[{price_id, product_id, quantity}]`.
+fn stored_items(items: &Value) -> Vec<SubscriptionItem> {
+    let text = |item: &Value, field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+    items
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|item| SubscriptionItem {
+            price_id: text(item, "price_id"),
+            product_id: text(item, "product_id"),
+            product_name: None,
+            quantity: item.get("quantity").and_then(Value::as_i64),
+        })
+        .collect()
+}
