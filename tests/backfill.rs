@@ -53,9 +53,38 @@ fn listed_customers() -> Vec<Value> {
         .collect()
 }
 
-/// [`listed_customers`] and five subscriptions (one canceled, one naming no organization of its own).
+/// [`listed_customers`], a product (and an archived one) with three prices (one archived), five
+/// subscriptions (one canceled, one naming no organization of its own), and one customer's
+/// active entitlements.
 fn stripe_catalog(stripe: &StripeStandIn) {
     stripe.set_list("customers", listed_customers());
+    stripe.set_list(
+        "products",
+        vec![
+            json!({"id": "prod_old", "object": "product", "active": false, "name": "Old",
+                   "marketing_features": [], "livemode": false}),
+            json!({"id": "prod_pro", "object": "product", "active": true, "name": "Pro",
+                   "description": "For teams", "marketing_features": [{"name": "SSO"}],
+                   "default_price": "price_pro", "livemode": false}),
+        ],
+    );
+    stripe.set_list(
+        "prices",
+        vec![
+            price("price_pro_yearly", 29_000, Some("year"), true),
+            price("price_pro", 2_900, Some("month"), true),
+            price("price_pro_legacy", 1_900, Some("month"), false),
+        ],
+    );
+    stripe.set_entitlements(
+        "cus_bf1",
+        vec![
+            json!({"id": "ent_2", "object": "entitlements.active_entitlement",
+                   "feature": "feat_sso", "lookup_key": "sso", "livemode": false}),
+            json!({"id": "ent_1", "object": "entitlements.active_entitlement",
+                   "feature": "feat_seats", "lookup_key": "seats", "livemode": false}),
+        ],
+    );
     stripe.set_list(
         "subscriptions",
         vec![
@@ -66,6 +95,13 @@ fn stripe_catalog(stripe: &StripeStandIn) {
             subscription(1, 1, "active", Some("org_bf1")),
         ],
     );
+}
+
+fn price(id: &str, amount: i64, interval: Option<&str>, active: bool) -> Value {
+    json!({"id": id, "object": "price", "active": active, "currency": "eur",
+           "unit_amount": amount, "product": "prod_pro", "livemode": false,
+           "lookup_key": id, "nickname": null, "type": if interval.is_some() { "recurring" } else { "one_time" },
+           "recurring": interval.map(|i| json!({"interval": i, "interval_count": 1}))})
 }
 
 async fn backfill(db: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Finished {
@@ -127,6 +163,13 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
         summary_row(&first.stdout, "stripe/subscriptions"),
         [5, 5, 0, 0, 0]
     );
+    assert_eq!(summary_row(&first.stdout, "stripe/products"), [2, 2, 0, 0, 0]);
+    assert_eq!(summary_row(&first.stdout, "stripe/prices"), [3, 3, 0, 0, 0]);
+    assert_eq!(
+        summary_row(&first.stdout, "stripe/entitlements"),
+        [7, 7, 0, 0, 0],
+        "one summary per synced customer, empty ones too"
+    );
     // Not a terminal: one plain progress line per page on standard error.
     assert!(
         first.stderr.contains("stripe/customers: 3 listed")
@@ -135,7 +178,19 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
         first.stderr
     );
 
-    let requests = stripe.list_requests();
+    let (entitlement_requests, requests): (Vec<_>, Vec<_>) = stripe
+        .list_requests()
+        .into_iter()
+        .partition(|r| r.resource == "entitlements/active_entitlements");
+    let customers_asked: Vec<&str> = entitlement_requests
+        .iter()
+        .filter_map(|r| r.param("customer"))
+        .collect();
+    assert_eq!(
+        customers_asked,
+        (1..=7).map(|n| format!("cus_bf{n}")).collect::<Vec<_>>(),
+        "every synced customer's entitlements, in id order"
+    );
     let cursors: Vec<(String, Option<String>)> = requests
         .iter()
         .map(|r| {
@@ -154,6 +209,8 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
             cursor("customers", None),
             cursor("customers", Some("cus_bf5")),
             cursor("customers", Some("cus_bf2")),
+            cursor("products", None),
+            cursor("prices", None),
             cursor("subscriptions", None),
             cursor("subscriptions", Some("sub_bf3")),
         ]
@@ -208,6 +265,20 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
         summary_row(&second.stdout, "stripe/subscriptions"),
         [5, 0, 0, 5, 0]
     );
+    assert_eq!(
+        summary_row(&second.stdout, "stripe/entitlements"),
+        [7, 0, 0, 7, 0]
+    );
+    // What the plans page reads from it: the catalog without what is archived, and the
+    // entitlements of the customer's organization.
+    let catalog = store.catalog().await.expect("catalog");
+    assert_eq!(catalog.len(), 1, "{catalog:?}");
+    let prices: Vec<&str> = catalog[0].prices.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(prices, ["price_pro", "price_pro_yearly"]);
+    assert_eq!(catalog[0].marketing_features, ["SSO"]);
+    let billing = store.organization_billing("org_bf1").await.expect("billing");
+    assert_eq!(billing.entitlements, ["seats", "sso"]);
+    assert_eq!(billing.subscriptions[0].items[0].product_name.as_deref(), Some("Pro"));
 
     // One customer changed in Stripe since: exactly that one is updated.
     let mut customers = listed_customers();

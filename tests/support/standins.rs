@@ -152,6 +152,8 @@ pub enum StripeAnswer {
 /// What the Stripe stand-in received.
 #[derive(Clone, Debug)]
 pub struct ReceivedRequest {
+    /// `/v1/billing_portal/sessions` or `/v1/checkout/sessions`.
+    pub path: String,
     pub form: Vec<(String, String)>,
     pub authorization: Option<String>,
     pub stripe_version: Option<String>,
@@ -180,6 +182,9 @@ struct StripeState {
     retrievals: AtomicUsize,
     /// Listable objects by resource (`customers`, `subscriptions`), newest first like Stripe.
     lists: ListState,
+    /// Checkout sessions already answered, by `Idempotency-Key`: Stripe replays the first
+    /// answer to a repeated key.
+    checkout_sessions: Mutex<std::collections::HashMap<String, Value>>,
 }
 
 /// A list call a stand-in received: the resource and its query parameters.
@@ -281,6 +286,45 @@ fn list_stripe_objects(
     poem::web::Query(query): poem::web::Query<std::collections::HashMap<String, String>>,
     state: Data<&Arc<StripeState>>,
 ) -> Response {
+    list_stripe_page(request, &resource, &resource, query, &state)
+}
+
+/// Stripe's `GET /v1/entitlements/active_entitlements?customer=…`: the customer's list, set
+/// with [`StripeStandIn::set_entitlements`]; an empty list for a customer without one.
+#[handler]
+fn list_active_entitlements(
+    request: &poem::Request,
+    poem::web::Query(query): poem::web::Query<std::collections::HashMap<String, String>>,
+    state: Data<&Arc<StripeState>>,
+) -> Response {
+    let Some(customer) = query.get("customer").cloned() else {
+        return json_response(
+            400,
+            json!({"error": {"type": "invalid_request_error", "code": "parameter_missing"}}),
+        );
+    };
+    let key = format!("{ACTIVE_ENTITLEMENTS}/{customer}");
+    state
+        .lists
+        .lists
+        .lock()
+        .expect("lock")
+        .entry(key.clone())
+        .or_default();
+    list_stripe_page(request, ACTIVE_ENTITLEMENTS, &key, query, &state)
+}
+
+const ACTIVE_ENTITLEMENTS: &str = "entitlements/active_entitlements";
+
+/// One page of the list stored under `key`, as Stripe answers `GET /v1/{resource}`.
+fn list_stripe_page(
+    request: &poem::Request,
+    resource: &str,
+    key: &str,
+    query: std::collections::HashMap<String, String>,
+    state: &StripeState,
+) -> Response {
+    let resource = resource.to_owned();
     state
         .lists
         .requests
@@ -296,7 +340,7 @@ fn list_stripe_objects(
         return json_response(status, json!({"error": {"type": kind}}));
     }
     let lists = state.lists.lists.lock().expect("lock");
-    let Some(all) = lists.get(&resource) else {
+    let Some(all) = lists.get(key) else {
         return json_response(404, json!({"error": {"type": "invalid_request_error"}}));
     };
     let listed: Vec<&Value> = all
@@ -377,20 +421,67 @@ pub struct StripeStandIn {
     state: Arc<StripeState>,
 }
 
+/// Stripe's `POST /v1/checkout/sessions`: recorded like a portal session, scripted by the same
+/// answers, and idempotent as Stripe is (a repeated `Idempotency-Key` gets the first session).
 #[handler]
-async fn portal_sessions(
+async fn checkout_sessions(
     request: &poem::Request,
     Form(form): Form<Vec<(String, String)>>,
     state: Data<&Arc<StripeState>>,
 ) -> Response {
+    record(request, &form, &state);
+    let key = request.header("idempotency-key").map(str::to_owned);
+    if let Some(session) = key
+        .as_ref()
+        .and_then(|key| state.checkout_sessions.lock().expect("lock").get(key).cloned())
+    {
+        return Response::builder()
+            .header("request-id", "req_standin_replayed")
+            .header("idempotent-replayed", "true")
+            .content_type("application/json")
+            .body(session.to_string());
+    }
+    let (n, request_id) = match next_answer(&state).await {
+        Ok(numbers) => numbers,
+        Err(failure) => return failure,
+    };
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let id = format!("cs_test_standin{n:04}");
+    let session = json!({
+        "id": id, "object": "checkout.session", "mode": field("mode"),
+        "customer": field("customer"), "client_reference_id": field("client_reference_id"),
+        "success_url": field("success_url"), "cancel_url": field("cancel_url"),
+        "livemode": false, "status": "open",
+        "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+    });
+    if let Some(key) = key {
+        state
+            .checkout_sessions
+            .lock()
+            .expect("lock")
+            .insert(key, session.clone());
+    }
+    Response::builder()
+        .header("request-id", request_id)
+        .content_type("application/json")
+        .body(session.to_string())
+}
+
+fn record(request: &poem::Request, form: &[(String, String)], state: &StripeState) {
     let header = |name: &str| request.header(name).map(str::to_owned);
     state.received.lock().expect("lock").push(ReceivedRequest {
-        form: form.clone(),
+        path: request.uri().path().to_owned(),
+        form: form.to_vec(),
         authorization: header("authorization"),
         stripe_version: header("stripe-version"),
         idempotency_key: header("idempotency-key"),
         content_type: header("content-type"),
     });
+}
+
+/// The next scripted answer: `Ok((session number, request id))` for a session, or the
+/// failure to answer with.
+async fn next_answer(state: &StripeState) -> Result<(usize, String), Response> {
     let answer = state
         .script
         .lock()
@@ -402,32 +493,44 @@ async fn portal_sessions(
     match answer {
         StripeAnswer::Hang(duration) => {
             tokio::time::sleep(duration).await;
-            Response::builder()
+            Err(Response::builder()
                 .status(poem::http::StatusCode::GATEWAY_TIMEOUT)
-                .finish()
+                .finish())
         }
-        StripeAnswer::Error(status) => Response::builder()
+        StripeAnswer::Error(status) => Err(Response::builder()
             .status(poem::http::StatusCode::from_u16(status).expect("status"))
             .header("request-id", request_id)
             .content_type("application/json")
             .body(
                 json!({"error": {"type": "api_error", "message": "stand-in failure"}}).to_string(),
-            ),
-        StripeAnswer::Session => {
-            let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            let body = json!({
-                "id": format!("bps_standin{n:04}"), "object": "billing_portal.session",
-                "configuration": field("configuration").unwrap_or_else(|| "bpc_default".into()),
-                "created": 1_700_000_000, "customer": field("customer"), "livemode": false,
-                "locale": null, "on_behalf_of": null, "return_url": field("return_url"),
-                "url": format!("https://billing.stripe.com/p/session/test_standin{n:04}"),
-            });
-            Response::builder()
-                .header("request-id", request_id)
-                .content_type("application/json")
-                .body(body.to_string())
-        }
+            )),
+        StripeAnswer::Session => Ok((n, request_id)),
     }
+}
+
+#[handler]
+async fn portal_sessions(
+    request: &poem::Request,
+    Form(form): Form<Vec<(String, String)>>,
+    state: Data<&Arc<StripeState>>,
+) -> Response {
+    record(request, &form, &state);
+    let (n, request_id) = match next_answer(&state).await {
+        Ok(numbers) => numbers,
+        Err(failure) => return failure,
+    };
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let body = json!({
+        "id": format!("bps_standin{n:04}"), "object": "billing_portal.session",
+        "configuration": field("configuration").unwrap_or_else(|| "bpc_default".into()),
+        "created": 1_700_000_000, "customer": field("customer"), "livemode": false,
+        "locale": null, "on_behalf_of": null, "return_url": field("return_url"),
+        "url": format!("https://billing.stripe.com/p/session/test_standin{n:04}"),
+    });
+    Response::builder()
+        .header("request-id", request_id)
+        .content_type("application/json")
+        .body(body.to_string())
 }
 
 impl StripeStandIn {
@@ -441,6 +544,11 @@ impl StripeStandIn {
         let base_url = serve(
             Route::new()
                 .at("/v1/billing_portal/sessions", post(portal_sessions))
+                .at("/v1/checkout/sessions", post(checkout_sessions))
+                .at(
+                    "/v1/entitlements/active_entitlements",
+                    get(list_active_entitlements),
+                )
                 .at("/v1/:kind/:id", get(retrieve_object))
                 .at("/v1/:resource", get(list_stripe_objects))
                 .data(state.clone()),
@@ -466,6 +574,14 @@ impl StripeStandIn {
     /// The next list calls fail with these statuses, one each.
     pub fn fail_next_lists(&self, statuses: &[u16]) {
         self.state.lists.fail_next_lists(statuses);
+    }
+
+    /// Makes `entitlements` (active entitlement objects) what
+    /// `GET /v1/entitlements/active_entitlements?customer={customer}` lists.
+    pub fn set_entitlements(&self, customer: &str, entitlements: Vec<Value>) {
+        self.state
+            .lists
+            .set_list(&format!("{ACTIVE_ENTITLEMENTS}/{customer}"), entitlements);
     }
 
     /// From now on, answer every list call with its first page and `has_more: true`, whatever
