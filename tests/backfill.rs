@@ -163,7 +163,10 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
         summary_row(&first.stdout, "stripe/subscriptions"),
         [5, 5, 0, 0, 0]
     );
-    assert_eq!(summary_row(&first.stdout, "stripe/products"), [2, 2, 0, 0, 0]);
+    assert_eq!(
+        summary_row(&first.stdout, "stripe/products"),
+        [2, 2, 0, 0, 0]
+    );
     assert_eq!(summary_row(&first.stdout, "stripe/prices"), [3, 3, 0, 0, 0]);
     assert_eq!(
         summary_row(&first.stdout, "stripe/entitlements"),
@@ -276,9 +279,15 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
     let prices: Vec<&str> = catalog[0].prices.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(prices, ["price_pro", "price_pro_yearly"]);
     assert_eq!(catalog[0].marketing_features, ["SSO"]);
-    let billing = store.organization_billing("org_bf1").await.expect("billing");
+    let billing = store
+        .organization_billing("org_bf1")
+        .await
+        .expect("billing");
     assert_eq!(billing.entitlements, ["seats", "sso"]);
-    assert_eq!(billing.subscriptions[0].items[0].product_name.as_deref(), Some("Pro"));
+    assert_eq!(
+        billing.subscriptions[0].items[0].product_name.as_deref(),
+        Some("Pro")
+    );
 
     // One customer changed in Stripe since: exactly that one is updated.
     let mut customers = listed_customers();

@@ -67,8 +67,10 @@ fn token(user: &str, org: Option<(&str, &str)>) -> String {
 /// A session token v1 of `user` in `org` with `org_role`.
 fn token_v1(user: &str, org: &str, role: &str) -> String {
     let t = now();
-    key().sign(&json!({"sub": user, "iat": t - 10, "nbf": t - 10, "exp": t + 120,
-        "iss": ISSUER, "azp": APP, "sid": "sess_1", "org_id": org, "org_role": role}))
+    key().sign(
+        &json!({"sub": user, "iat": t - 10, "nbf": t - 10, "exp": t + 120,
+        "iss": ISSUER, "azp": APP, "sid": "sess_1", "org_id": org, "org_role": role}),
+    )
 }
 
 /// Delivers a signed Stripe event about `object`, created at `created`.
@@ -141,23 +143,57 @@ fn price(id: &str, product: &str, amount: i64, interval: Option<&str>) -> Value 
 /// 10 €), an archived product with a price, and an archived price of Team.
 async fn sync_catalog(server: &Server, t: i64) {
     let events = [
-        ("product.created", product("prod_team", "Team", true, &["SSO", "10 seats"])),
-        ("product.created", product("prod_business", "Business", true, &["Audit log"])),
-        ("product.created", product("prod_credits", "Credits", true, &[])),
+        (
+            "product.created",
+            product("prod_team", "Team", true, &["SSO", "10 seats"]),
+        ),
+        (
+            "product.created",
+            product("prod_business", "Business", true, &["Audit log"]),
+        ),
+        (
+            "product.created",
+            product("prod_credits", "Credits", true, &[]),
+        ),
         ("product.created", product("prod_old", "Old", true, &[])),
-        ("price.created", price("price_team_monthly", "prod_team", 2_900, Some("month"))),
-        ("price.created", price("price_team_yearly", "prod_team", 29_000, Some("year"))),
-        ("price.created", price("price_team_legacy", "prod_team", 1_900, Some("month"))),
-        ("price.created", price("price_business", "prod_business", 9_900, Some("month"))),
-        ("price.created", price("price_credits", "prod_credits", 1_000, None)),
-        ("price.created", price("price_old", "prod_old", 500, Some("month"))),
+        (
+            "price.created",
+            price("price_team_monthly", "prod_team", 2_900, Some("month")),
+        ),
+        (
+            "price.created",
+            price("price_team_yearly", "prod_team", 29_000, Some("year")),
+        ),
+        (
+            "price.created",
+            price("price_team_legacy", "prod_team", 1_900, Some("month")),
+        ),
+        (
+            "price.created",
+            price("price_business", "prod_business", 9_900, Some("month")),
+        ),
+        (
+            "price.created",
+            price("price_credits", "prod_credits", 1_000, None),
+        ),
+        (
+            "price.created",
+            price("price_old", "prod_old", 500, Some("month")),
+        ),
     ];
     for (n, (event_type, object)) in events.into_iter().enumerate() {
         stripe_event(server, &format!("evt_catalog_{n}"), event_type, t, object).await;
     }
     let mut archived = product("prod_old", "Old", false, &[]);
     archived["updated"] = json!(t + 1);
-    stripe_event(server, "evt_catalog_archive", "product.updated", t + 1, archived).await;
+    stripe_event(
+        server,
+        "evt_catalog_archive",
+        "product.updated",
+        t + 1,
+        archived,
+    )
+    .await;
     let mut legacy = price("price_team_legacy", "prod_team", 1_900, Some("month"));
     legacy["active"] = json!(false);
     stripe_event(server, "evt_catalog_legacy", "price.updated", t + 1, legacy).await;
@@ -228,8 +264,14 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     let response = get(&s.server, PLANS, None).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "public, max-age=60");
-    let etag = response.headers()["etag"].to_str().expect("text").to_owned();
-    assert!(etag.starts_with('"') && etag.ends_with('"'), "a strong ETag: {etag}");
+    let etag = response.headers()["etag"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "a strong ETag: {etag}"
+    );
     let plans: Value = response.json().await.expect("JSON");
     let products: Vec<&str> = plans["products"]
         .as_array()
@@ -279,15 +321,21 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     assert_eq!((status, portal["code"].as_str()), (404, Some("NOT_FOUND")));
 
     // Checkout for an organization without a customer.
-    let (status, first) =
-        checkout_json(&s.server, &admin, json!({"price_id": "price_team_monthly", "quantity": 3}))
-            .await;
+    let (status, first) = checkout_json(
+        &s.server,
+        &admin,
+        json!({"price_id": "price_team_monthly", "quantity": 3}),
+    )
+    .await;
     assert_eq!(status, 200, "{first}");
     let url = first["url"].as_str().expect("url").to_owned();
     assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");
-    let (status, again) =
-        checkout_json(&s.server, &admin, json!({"price_id": "price_team_monthly", "quantity": 3}))
-            .await;
+    let (status, again) = checkout_json(
+        &s.server,
+        &admin,
+        json!({"price_id": "price_team_monthly", "quantity": 3}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(again["url"], url, "a double click makes one session");
 
@@ -300,7 +348,10 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
         Some(format!("Bearer {STRIPE_KEY}").as_str())
     );
     assert_eq!(request.field("mode"), Some("subscription"));
-    assert_eq!(request.field("line_items[0][price]"), Some("price_team_monthly"));
+    assert_eq!(
+        request.field("line_items[0][price]"),
+        Some("price_team_monthly")
+    );
     assert_eq!(request.field("line_items[0][quantity]"), Some("3"));
     assert_eq!(request.field("client_reference_id"), Some("org_a"));
     assert_eq!(request.field("metadata[organization_id]"), Some("org_a"));
@@ -320,7 +371,11 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     );
     assert_eq!(request.field("customer_email"), Some("user_a@acme.example"));
     assert_eq!(request.field("customer"), None);
-    assert_eq!(request.field("customer_creation"), None, "subscription mode creates one");
+    assert_eq!(
+        request.field("customer_creation"),
+        None,
+        "subscription mode creates one"
+    );
     assert!(request.idempotency_key.is_some());
     assert_eq!(received[1].idempotency_key, request.idempotency_key);
 
@@ -396,7 +451,11 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     // Already subscribed: another plan goes through the portal.
     let (status, conflict) =
         checkout_json(&s.server, &admin, json!({"price_id": "price_business"})).await;
-    assert_eq!((status, conflict["code"].as_str()), (409, Some("CONFLICT")), "{conflict}");
+    assert_eq!(
+        (status, conflict["code"].as_str()),
+        (409, Some("CONFLICT")),
+        "{conflict}"
+    );
     let portal = get(&s.server, PORTAL, Some(&admin)).await;
     assert_eq!(portal.status(), 302);
     let portal_request = s.stripe.received().pop().expect("a request");
@@ -426,11 +485,14 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     assert_eq!(ended["subscriptions"][0]["status"], "canceled");
     assert!(ended["subscriptions"][0]["ended_at"].is_string());
     // And a new subscription may be bought again.
-    let (status, _) =
-        checkout_json(&s.server, &admin, json!({"price_id": "price_business"})).await;
+    let (status, _) = checkout_json(&s.server, &admin, json!({"price_id": "price_business"})).await;
     assert_eq!(status, 200);
     assert_eq!(
-        s.stripe.received().pop().expect("a request").field("customer"),
+        s.stripe
+            .received()
+            .pop()
+            .expect("a request")
+            .field("customer"),
         Some("cus_new"),
         "the organization's customer is reused"
     );
@@ -458,28 +520,52 @@ async fn only_billing_roles_open_the_portal_and_start_checkout(db: TestDatabase)
             token_v1("user_member", "org_r", "org:member"),
         ),
     ] {
-        assert_eq!(get(&s.server, PORTAL, Some(&allowed_token)).await.status(), 302, "{who}");
+        assert_eq!(
+            get(&s.server, PORTAL, Some(&allowed_token)).await.status(),
+            302,
+            "{who}"
+        );
         let (status, _) = checkout_json(&s.server, &allowed_token, order.clone()).await;
         assert_eq!(status, 200, "{who}");
 
         let (status, body) =
             status_and_json(get(&s.server, PORTAL, Some(&refused_token)).await).await;
-        assert_eq!((status, body["code"].as_str()), (403, Some("FORBIDDEN")), "{who}: {body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "{who}: {body}"
+        );
         let (status, body) = checkout_json(&s.server, &refused_token, order.clone()).await;
-        assert_eq!((status, body["code"].as_str()), (403, Some("FORBIDDEN")), "{who}: {body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "{who}: {body}"
+        );
         // Reads are for every member.
-        assert_eq!(state(&s.server, &refused_token).await["customer_id"], "cus_r");
+        assert_eq!(
+            state(&s.server, &refused_token).await["customer_id"],
+            "cus_r"
+        );
     }
     // A role named in BILLING_ROLES without the prefix matches Clerk's prefixed role.
     let billing_manager = token("user_member", Some(("org_r", "billing_manager")));
-    assert_eq!(get(&s.server, PORTAL, Some(&billing_manager)).await.status(), 302);
+    assert_eq!(
+        get(&s.server, PORTAL, Some(&billing_manager))
+            .await
+            .status(),
+        302
+    );
 
     // No organization in the token: the synced membership's role decides.
     let (status, _) = checkout_json(&s.server, &token("user_admin", None), order.clone()).await;
     assert_eq!(status, 200, "synced org:admin");
     let (status, body) =
         status_and_json(get(&s.server, PORTAL, Some(&token("user_member", None))).await).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("FORBIDDEN")), "synced org:member");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("FORBIDDEN")),
+        "synced org:member"
+    );
 
     // Not a member of anything: refused, whatever the operation.
     let stranger = token("user_stranger", None);
@@ -488,7 +574,11 @@ async fn only_billing_roles_open_the_portal_and_start_checkout(db: TestDatabase)
         get(&s.server, STATE, Some(&stranger)).await,
     ] {
         let (status, body) = status_and_json(response).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("VALIDATION_ERROR")),
+            "{body}"
+        );
     }
     let (status, _) = checkout_json(&s.server, &stranger, order).await;
     assert_eq!(status, 400);
@@ -503,9 +593,18 @@ async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: Tes
     for (body, why) in [
         (json!({"price_id": "price_nope"}), "unknown price"),
         (json!({"price_id": "price_team_legacy"}), "archived price"),
-        (json!({"price_id": "price_old"}), "price of an archived product"),
-        (json!({"price_id": "price_credits", "quantity": 0}), "quantity 0"),
-        (json!({"price_id": "price_credits", "quantity": 10_001}), "quantity too large"),
+        (
+            json!({"price_id": "price_old"}),
+            "price of an archived product",
+        ),
+        (
+            json!({"price_id": "price_credits", "quantity": 0}),
+            "quantity 0",
+        ),
+        (
+            json!({"price_id": "price_credits", "quantity": 10_001}),
+            "quantity too large",
+        ),
         (json!({"quantity": 1}), "no price"),
     ] {
         let (status, answer) = checkout_json(&s.server, &admin, body).await;
@@ -523,7 +622,11 @@ async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: Tes
         .await
         .expect("POST");
     let (status, answer) = status_and_json(form).await;
-    assert_eq!((status, answer["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{answer}");
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("VALIDATION_ERROR")),
+        "{answer}"
+    );
 
     let unauthenticated = support::http()
         .post(s.server.url(CHECKOUT))
@@ -533,6 +636,12 @@ async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: Tes
         .expect("POST");
     assert_eq!(unauthenticated.headers()["www-authenticate"], "Bearer");
     let (status, answer) = status_and_json(unauthenticated).await;
-    assert_eq!((status, answer["code"].as_str()), (401, Some("UNAUTHORIZED")));
-    assert!(s.stripe.received().is_empty(), "no Stripe call for a refusal");
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+    assert!(
+        s.stripe.received().is_empty(),
+        "no Stripe call for a refusal"
+    );
 }

@@ -66,7 +66,11 @@ impl MigrationTrait for Migration {
                     .col(text(StripePrices::ProductId))
                     .col(flag(StripePrices::Active))
                     .col(text(StripePrices::Currency))
-                    .col(ColumnDef::new(StripePrices::UnitAmount).big_integer().null())
+                    .col(
+                        ColumnDef::new(StripePrices::UnitAmount)
+                            .big_integer()
+                            .null(),
+                    )
                     .col(text_null(StripePrices::LookupKey))
                     .col(text_null(StripePrices::Nickname))
                     .col(text_null(StripePrices::RecurringInterval))

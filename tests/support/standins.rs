@@ -316,6 +316,9 @@ fn list_active_entitlements(
 
 const ACTIVE_ENTITLEMENTS: &str = "entitlements/active_entitlements";
 
+/// The list resources the stand-in knows, empty until set.
+const STRIPE_LISTS: [&str; 4] = ["customers", "subscriptions", "products", "prices"];
+
 /// One page of the list stored under `key`, as Stripe answers `GET /v1/{resource}`.
 fn list_stripe_page(
     request: &poem::Request,
@@ -340,8 +343,12 @@ fn list_stripe_page(
         return json_response(status, json!({"error": {"type": kind}}));
     }
     let lists = state.lists.lists.lock().expect("lock");
-    let Some(all) = lists.get(key) else {
-        return json_response(404, json!({"error": {"type": "invalid_request_error"}}));
+    let none = Vec::new();
+    let all = match lists.get(key) {
+        Some(all) => all,
+        // An account with none of them lists none; an unknown resource is Stripe's 404.
+        None if STRIPE_LISTS.contains(&key) => &none,
+        None => return json_response(404, json!({"error": {"type": "invalid_request_error"}})),
     };
     let listed: Vec<&Value> = all
         .iter()
@@ -431,10 +438,14 @@ async fn checkout_sessions(
 ) -> Response {
     record(request, &form, &state);
     let key = request.header("idempotency-key").map(str::to_owned);
-    if let Some(session) = key
-        .as_ref()
-        .and_then(|key| state.checkout_sessions.lock().expect("lock").get(key).cloned())
-    {
+    if let Some(session) = key.as_ref().and_then(|key| {
+        state
+            .checkout_sessions
+            .lock()
+            .expect("lock")
+            .get(key)
+            .cloned()
+    }) {
         return Response::builder()
             .header("request-id", "req_standin_replayed")
             .header("idempotent-replayed", "true")

@@ -129,7 +129,10 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
             Refusal::BadRequest(body("VALIDATION_ERROR", message))
         }
         AccessError::Forbidden => {
-            tracing::info!(operation, "refused: the member's role may not manage billing");
+            tracing::info!(
+                operation,
+                "refused: the member's role may not manage billing"
+            );
             Refusal::Forbidden(body(
                 "FORBIDDEN",
                 "Your role in this organization does not allow managing billing. Ask an \

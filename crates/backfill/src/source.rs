@@ -188,7 +188,10 @@ const ENTITLEMENTS: &str = "entitlements";
 
 /// A customer's active entitlements read from `GET /v1/entitlements/active_entitlements`
 /// (every page), as the summary object Stripe's event carries.
-async fn entitlement_summary(client: &StripeClient, customer: &str) -> Result<Value, BackfillError> {
+async fn entitlement_summary(
+    client: &StripeClient,
+    customer: &str,
+) -> Result<Value, BackfillError> {
     let mut entitlements = Vec::new();
     let mut after: Option<String> = None;
     loop {

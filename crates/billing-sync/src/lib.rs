@@ -18,8 +18,8 @@ use billing_sync_webhooks::stripe::StripeVerifier;
 use billing_sync_webhooks::{Ingestor, Projectors};
 use std::time::Duration;
 
-use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
 use billing_sync_api::access::Access;
+use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
 use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
 use billing_sync_api::portal::{Portal, PortalSettings};
 use billing_sync_stripe_api::StripeClient;
@@ -228,31 +228,31 @@ fn build_operations(
             "neither CLERK_JWT_KEY nor CLERK_JWKS_URL is set: the portal, billing state and checkout answer 500 (not configured)"
         );
     }
-    let access = Arc::new(
-        Access::new(store, verifier).with_billing_roles(&settings.billing_roles),
-    );
-    let (portal_stripe, checkout_stripe) =
-        match (&settings.stripe_api.secret_key, &settings.app_base_url) {
-            (Some(key), Some(base)) => (
-                Some((
-                    stripe_client(&settings.stripe_api, key)?,
-                    PortalSettings {
-                        return_url: plans_page_url(base),
-                        configuration: settings.stripe_portal_configuration.clone(),
-                    },
-                )),
-                Some((
-                    stripe_client(&settings.stripe_api, key)?,
-                    CheckoutSettings::for_app(base, &common.stripe_org_metadata_key),
-                )),
-            ),
-            _ => {
-                tracing::warn!(
-                    "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal and checkout answer 500 (billing is not configured)"
-                );
-                (None, None)
-            }
-        };
+    let access = Arc::new(Access::new(store, verifier).with_billing_roles(&settings.billing_roles));
+    let (portal_stripe, checkout_stripe) = match (
+        &settings.stripe_api.secret_key,
+        &settings.app_base_url,
+    ) {
+        (Some(key), Some(base)) => (
+            Some((
+                stripe_client(&settings.stripe_api, key)?,
+                PortalSettings {
+                    return_url: plans_page_url(base),
+                    configuration: settings.stripe_portal_configuration.clone(),
+                },
+            )),
+            Some((
+                stripe_client(&settings.stripe_api, key)?,
+                CheckoutSettings::for_app(base, &common.stripe_org_metadata_key),
+            )),
+        ),
+        _ => {
+            tracing::warn!(
+                "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal and checkout answer 500 (billing is not configured)"
+            );
+            (None, None)
+        }
+    };
     let per_minute = settings.portal_sessions_per_minute;
     Ok((
         Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute),

@@ -9,10 +9,10 @@ use poem::listener::TcpAcceptor;
 use crate::client_deadline::DeadlineAcceptor;
 use std::sync::Arc;
 
+use billing_sync_api::http;
 use billing_sync_api::plans::Plans;
 use billing_sync_api::portal::Portal;
 use billing_sync_webhooks::Ingestor;
-use billing_sync_api::http;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Server};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -68,11 +68,8 @@ impl App {
     }
 
     fn routes(&self) -> impl Endpoint + 'static {
-        let api = billing_sync_api::service(
-            self.store.clone(),
-            self.portal.clone(),
-            self.plans.clone(),
-        );
+        let api =
+            billing_sync_api::service(self.store.clone(), self.portal.clone(), self.plans.clone());
         let document = billing_sync_api::openapi_document(&api);
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()

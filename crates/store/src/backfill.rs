@@ -273,8 +273,7 @@ async fn stored_raw(
             .await
         }
         Change::Product(state) => {
-            raw_column::<stripe_products::Entity>(db, &state.id, stripe_products::Column::Raw)
-                .await
+            raw_column::<stripe_products::Entity>(db, &state.id, stripe_products::Column::Raw).await
         }
         Change::Price(state) => {
             raw_column::<stripe_prices::Entity>(db, &state.id, stripe_prices::Column::Raw).await

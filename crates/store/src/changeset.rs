@@ -770,10 +770,7 @@ fn entitlements_upsert<'a>(
     let columns = [C::Livemode, C::LookupKeys];
     let rows = states.map(|e| {
         let mut row = writing.synced_values(&e.customer_id, Some(&e.raw), e.version, None);
-        row.extend([
-            Expr::val(e.livemode),
-            writing.json(Some(&e.lookup_keys)),
-        ]);
+        row.extend([Expr::val(e.livemode), writing.json(Some(&e.lookup_keys))]);
         row
     });
     let mut statement = insert_rows(entitlements::Entity, &columns, rows);

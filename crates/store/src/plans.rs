@@ -139,8 +139,18 @@ fn price_columns<S: QuerySelect>(select: S) -> S {
 }
 
 fn catalog_price(row: PriceRow, product_purchasable: bool) -> CatalogPrice {
-    let (id, product_id, active, currency, unit_amount, lookup_key, nickname, interval, count, deleted_at) =
-        row;
+    let (
+        id,
+        product_id,
+        active,
+        currency,
+        unit_amount,
+        lookup_key,
+        nickname,
+        interval,
+        count,
+        deleted_at,
+    ) = row;
     CatalogPrice {
         id,
         product_id,
@@ -310,10 +320,8 @@ impl Store {
         let entitlements: BTreeSet<String> =
             summaries.into_iter().flat_map(feature_names).collect();
 
-        let items: Vec<Vec<SubscriptionItem>> = rows
-            .iter()
-            .map(|row| stored_items(&row.2))
-            .collect();
+        let items: Vec<Vec<SubscriptionItem>> =
+            rows.iter().map(|row| stored_items(&row.2)).collect();
         let product_ids: BTreeSet<&str> = items
             .iter()
             .flatten()
@@ -337,7 +345,19 @@ impl Store {
             .into_iter()
             .zip(items)
             .map(
-                |((id, status, _, current_period_end, cancel_at_period_end, cancel_at, trial_end, ended_at), mut items)| {
+                |(
+                    (
+                        id,
+                        status,
+                        _,
+                        current_period_end,
+                        cancel_at_period_end,
+                        cancel_at,
+                        trial_end,
+                        ended_at,
+                    ),
+                    mut items,
+                )| {
                     for item in &mut items {
                         item.product_name = item
                             .product_id
@@ -379,7 +399,8 @@ impl Store {
 
 /// The items as the subscription projection stores them: `[{price_id, product_id, quantity}]`.
 fn stored_items(items: &Value) -> Vec<SubscriptionItem> {
-    let text = |item: &Value, field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+    let text =
+        |item: &Value, field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
     items
         .as_array()
         .map(Vec::as_slice)

@@ -290,7 +290,8 @@ impl From<Refusal> for CheckoutResponse {
 
 impl From<CheckoutError> for CheckoutResponse {
     fn from(err: CheckoutError) -> Self {
-        let invalid = |message: &str| CheckoutResponse::BadRequest(body("VALIDATION_ERROR", message));
+        let invalid =
+            |message: &str| CheckoutResponse::BadRequest(body("VALIDATION_ERROR", message));
         match &err {
             CheckoutError::Access(access) => refusal(access, "checkout").into(),
             CheckoutError::UnknownPrice => invalid("Unknown price: use a price id from the plans."),
@@ -353,12 +354,10 @@ fn plan(product: CatalogProduct) -> Plan {
                 nickname: price.nickname,
                 unit_amount: price.unit_amount,
                 currency: price.currency,
-                recurring: price
-                    .recurring
-                    .map(|(interval, interval_count)| Recurring {
-                        interval,
-                        interval_count,
-                    }),
+                recurring: price.recurring.map(|(interval, interval_count)| Recurring {
+                    interval,
+                    interval_count,
+                }),
             })
             .collect(),
     }
@@ -395,7 +394,11 @@ fn billing_state(
         organization_id,
         customer_id,
         active: billing.subscriptions.iter().any(|s| s.is_active()),
-        subscriptions: billing.subscriptions.into_iter().map(subscription).collect(),
+        subscriptions: billing
+            .subscriptions
+            .into_iter()
+            .map(subscription)
+            .collect(),
         entitlements: billing.entitlements,
     }
 }
@@ -519,7 +522,9 @@ impl PlansApi {
             .checkout(session.token(), &order.price_id, order.quantity)
             .await
         {
-            Ok(url) if wants_json => CheckoutResponse::Url(Json(CheckoutUrl { url }), NO_STORE.into()),
+            Ok(url) if wants_json => {
+                CheckoutResponse::Url(Json(CheckoutUrl { url }), NO_STORE.into())
+            }
             Ok(url) => CheckoutResponse::SeeOther(url, NO_STORE.into()),
             Err(err) => err.into(),
         }

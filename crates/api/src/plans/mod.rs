@@ -194,7 +194,10 @@ fn checkout_form(
     let key = &settings.org_metadata_key;
     let organization = caller.organization_id.clone();
     let (mode, object_metadata) = if recurring {
-        ("subscription", format!("subscription_data[metadata][{key}]"))
+        (
+            "subscription",
+            format!("subscription_data[metadata][{key}]"),
+        )
     } else {
         ("payment", format!("payment_intent_data[metadata][{key}]"))
     };
@@ -299,7 +302,10 @@ mod tests {
         assert_eq!(field(&form, "mode"), Some("subscription"));
         assert_eq!(field(&form, "customer"), Some("cus_1"));
         assert_eq!(field(&form, "customer_creation"), None);
-        assert_eq!(field(&form, "subscription_data[metadata][org]"), Some("org_1"));
+        assert_eq!(
+            field(&form, "subscription_data[metadata][org]"),
+            Some("org_1")
+        );
         assert_eq!(field(&form, "metadata[org]"), Some("org_1"));
         assert_eq!(field(&form, "client_reference_id"), Some("org_1"));
     }
@@ -309,7 +315,10 @@ mod tests {
         let form = vec![("mode".to_owned(), "payment".to_owned())];
         let window = CHECKOUT_DEDUPLICATION_WINDOW.as_secs();
         let key = idempotency_key("user_1", &form, 10 * window);
-        assert_eq!(key, idempotency_key("user_1", &form, 10 * window + window - 1));
+        assert_eq!(
+            key,
+            idempotency_key("user_1", &form, 10 * window + window - 1)
+        );
         assert_ne!(key, idempotency_key("user_1", &form, 11 * window));
         assert_ne!(key, idempotency_key("user_2", &form, 10 * window));
         let other = vec![("mode".to_owned(), "subscription".to_owned())];
