@@ -289,6 +289,86 @@ pub fn subscription_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
     events
 }
 
+fn catalog_product(ns: &str, name: &str, active: bool, features: &[&str]) -> Value {
+    json!({"id": format!("prod_{ns}"), "object": "product", "active": active, "name": name,
+           "description": null, "default_price": null, "livemode": false, "metadata": {},
+           "marketing_features": features.iter().map(|f| json!({"name": f})).collect::<Vec<_>>()})
+}
+
+fn catalog_price(ns: &str, amount: i64, active: bool) -> Value {
+    json!({"id": format!("price_{ns}"), "object": "price", "active": active, "currency": "eur",
+           "unit_amount": amount, "product": format!("prod_{ns}"), "livemode": false,
+           "lookup_key": format!("team_{ns}"), "nickname": null, "type": "recurring",
+           "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}})
+}
+
+fn entitlement_summary(ns: &str, keys: &[&str]) -> Value {
+    json!({"object": "entitlements.active_entitlement_summary", "customer": format!("cus_{ns}"),
+           "livemode": false, "entitlements": {"object": "list", "has_more": false,
+           "url": "/v1/customer/entitlements",
+           "data": keys.iter().map(|k| json!({"id": format!("ent_{k}"),
+               "object": "entitlements.active_entitlement", "feature": format!("feat_{k}"),
+               "livemode": false, "lookup_key": k})).collect::<Vec<_>>()}})
+}
+
+/// The catalog and a customer's entitlements over time: a product created and renamed in the
+/// same second, archived, then deleted (with a stale update in the same second); its price
+/// created, repriced, archived and deleted; three entitlement summaries, the last one empty.
+pub fn catalog_lifecycle(ns: &str) -> Vec<ScenarioEvent> {
+    let mut n = 0;
+    let mut event = |event_type: &str, created: i64, object: Value| {
+        n += 1;
+        stripe_event(ns, n, event_type, created, object)
+    };
+    vec![
+        event(
+            "product.created",
+            T0,
+            catalog_product(ns, "Team", true, &["SSO"]),
+        ),
+        event(
+            "product.updated",
+            T0,
+            catalog_product(ns, "Team+", true, &["SSO", "Audit"]),
+        ),
+        event("price.created", T0 + 1, catalog_price(ns, 2_900, true)),
+        event("price.updated", T0 + 60, catalog_price(ns, 3_900, true)),
+        event(
+            "entitlements.active_entitlement_summary.updated",
+            T0 + 100,
+            entitlement_summary(ns, &["sso"]),
+        ),
+        event(
+            "entitlements.active_entitlement_summary.updated",
+            T0 + 200,
+            entitlement_summary(ns, &["sso", "audit"]),
+        ),
+        event(
+            "product.updated",
+            T0 + 300,
+            catalog_product(ns, "Team+", false, &[]),
+        ),
+        event("price.updated", T0 + 300, catalog_price(ns, 3_900, false)),
+        event("price.deleted", T0 + 400, catalog_price(ns, 3_900, false)),
+        event(
+            "product.deleted",
+            T0 + 500,
+            catalog_product(ns, "Team+", false, &[]),
+        ),
+        // In the second of the deletion, still saying active: the deletion wins the tie.
+        event(
+            "product.updated",
+            T0 + 500,
+            catalog_product(ns, "Team+", true, &[]),
+        ),
+        event(
+            "entitlements.active_entitlement_summary.updated",
+            T0 + 600,
+            entitlement_summary(ns, &[]),
+        ),
+    ]
+}
+
 /// The Clerk scenario's object ids for namespace `ns`.
 pub struct ClerkIds {
     /// The organization that lives on.

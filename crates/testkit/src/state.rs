@@ -4,7 +4,8 @@
 use crate::scenarios::ScenarioEvent;
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
-    organization_memberships, organizations, stripe_customers, stripe_subscriptions, users,
+    organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries,
+    stripe_prices, stripe_products, stripe_subscriptions, users,
 };
 use billing_sync_store::ledger::{NewEvent, Recorded};
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -81,5 +82,8 @@ pub async fn state_of(store: &Store, ns: &str) -> Vec<String> {
     read!(organization_memberships);
     read!(stripe_customers);
     read!(stripe_subscriptions);
+    read!(stripe_products);
+    read!(stripe_prices);
+    read!(stripe_entitlement_summaries);
     rows.into_iter().map(|row| row.replace(ns, "NS")).collect()
 }

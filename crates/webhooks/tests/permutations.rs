@@ -2,7 +2,9 @@
 //! ends exactly where in-order delivery puts it. Seeded, so a failure is reproducible.
 
 use billing_sync_store::ledger::Recorded;
-use billing_sync_testkit::scenarios::{ScenarioEvent, clerk_lifecycle, stripe_lifecycle};
+use billing_sync_testkit::scenarios::{
+    ScenarioEvent, catalog_lifecycle, clerk_lifecycle, stripe_lifecycle,
+};
 use billing_sync_testkit::state::{deliver, migrated_store, state_of};
 use billing_sync_testkit::{TestDatabase, each_backend};
 use rand::rngs::StdRng;
@@ -15,7 +17,14 @@ const CASES: usize = 200;
 each_backend!(
     stripe_events_in_any_order_with_duplicates_end_in_the_in_order_state,
     clerk_events_in_any_order_with_duplicates_end_in_the_in_order_state,
+    catalog_and_entitlement_events_in_any_order_with_duplicates_end_in_the_in_order_state,
 );
+
+async fn catalog_and_entitlement_events_in_any_order_with_duplicates_end_in_the_in_order_state(
+    db: TestDatabase,
+) {
+    check_permutations(db, catalog_lifecycle, 0x5EED_CA7A).await;
+}
 
 async fn stripe_events_in_any_order_with_duplicates_end_in_the_in_order_state(db: TestDatabase) {
     check_permutations(db, stripe_lifecycle, 0x5EED_5781).await;

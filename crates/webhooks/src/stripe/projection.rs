@@ -426,4 +426,67 @@ mod tests {
             Plan::Ignore
         );
     }
+
+    #[test]
+    fn a_price_is_read_with_its_recurrence_and_a_deleted_one_is_terminal() {
+        let object = json!({"id": "price_1", "object": "price", "active": true,
+            "currency": "eur", "unit_amount": 2900, "product": {"id": "prod_1"},
+            "lookup_key": "team_monthly", "nickname": "Team",
+            "recurring": {"interval": "month", "interval_count": 3}});
+        let Change::Price(price) =
+            only_change(project(&event("price.updated", 10, object.clone()), "k"))
+        else {
+            panic!("a price expected")
+        };
+        assert_eq!(
+            price.product_id, "prod_1",
+            "an expanded product is read by id"
+        );
+        assert_eq!(price.recurring_interval.as_deref(), Some("month"));
+        assert_eq!(price.recurring_interval_count, Some(3));
+        assert_eq!(price.unit_amount, Some(2900));
+        assert_eq!(price.version.rank, Rank::Update);
+        let Change::Price(deleted) = only_change(project(&event("price.deleted", 11, object), "k"))
+        else {
+            panic!("a price expected")
+        };
+        assert_eq!(deleted.version.rank, Rank::Terminal);
+        assert!(deleted.deleted_at.is_some());
+    }
+
+    #[test]
+    fn a_product_keeps_its_marketing_feature_names_in_order() {
+        let object = json!({"id": "prod_1", "active": false, "name": "Team",
+            "marketing_features": [{"name": "SSO"}, {}, {"name": "Audit log"}]});
+        let Change::Product(product) =
+            only_change(project(&event("product.created", 10, object), "k"))
+        else {
+            panic!("a product expected")
+        };
+        assert_eq!(product.marketing_features, json!(["SSO", "Audit log"]));
+        assert!(!product.active, "archived");
+        assert_eq!(product.version.rank, Rank::Initial);
+    }
+
+    #[test]
+    fn an_entitlement_summary_is_the_sorted_list_of_lookup_keys_and_a_partial_one_fails() {
+        let summary = |has_more: bool| {
+            json!({"object": "entitlements.active_entitlement_summary", "customer": "cus_1",
+                "entitlements": {"object": "list", "has_more": has_more, "data": [
+                    {"id": "ent_2", "lookup_key": "sso"}, {"id": "ent_1", "lookup_key": "audit"},
+                    {"id": "ent_3", "lookup_key": "sso"}]}})
+        };
+        let event_type = "entitlements.active_entitlement_summary.updated";
+        let Change::Entitlements(entitlements) =
+            only_change(project(&event(event_type, 10, summary(false)), "k"))
+        else {
+            panic!("entitlements expected")
+        };
+        assert_eq!(entitlements.customer_id, "cus_1");
+        assert_eq!(entitlements.lookup_keys, json!(["audit", "sso"]));
+        assert!(matches!(
+            project(&event(event_type, 10, summary(true)), "k"),
+            Plan::Fail(_)
+        ));
+    }
 }
