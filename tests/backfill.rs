@@ -279,13 +279,17 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
     let prices: Vec<&str> = catalog[0].prices.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(prices, ["price_pro", "price_pro_yearly"]);
     assert_eq!(catalog[0].marketing_features, ["SSO"]);
-    let billing = store
-        .organization_billing("org_bf1")
+    let access = store
+        .portal_access("user_none", "org_bf1", chrono::Utc::now())
         .await
-        .expect("billing");
-    assert_eq!(billing.entitlements, ["seats", "sso"]);
+        .expect("access");
+    assert_eq!(access.entitlements, ["seats", "sso"]);
+    let subscriptions = store
+        .organization_subscriptions("org_bf1")
+        .await
+        .expect("subscriptions");
     assert_eq!(
-        billing.subscriptions[0].items[0].product_name.as_deref(),
+        subscriptions[0].items[0].product_name.as_deref(),
         Some("Pro")
     );
 

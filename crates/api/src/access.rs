@@ -25,6 +25,8 @@ pub struct Caller {
     pub organization_id: String,
     /// The organization's Stripe customer, if it has one.
     pub customer_id: Option<String>,
+    /// That customer's active entitlements (lookup keys, sorted), read with the rest.
+    pub entitlements: Vec<String>,
 }
 
 /// Why a caller was refused.
@@ -132,6 +134,7 @@ impl Access {
             user_id: claims.sub,
             organization_id,
             customer_id: access.customer_id,
+            entitlements: access.entitlements,
         })
     }
 

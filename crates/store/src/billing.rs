@@ -1,12 +1,14 @@
-//! What the customer portal reads: whether synced state revokes a session's access, and which
-//! Stripe customer bills an organization.
+//! What every authenticated operation reads first: whether synced state revokes a session's
+//! access, which Stripe customer bills the organization, and that customer's entitlements.
 
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Order, Query, QueryStatementBuilder, SelectStatement};
 
 use crate::Store;
-use crate::entities::{organization_memberships, organizations, stripe_customers, users};
+use crate::entities::{
+    organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries, users,
+};
 use crate::error::StoreError;
 
 /// Why the synced state withdraws access that a still-valid session token grants.
@@ -21,13 +23,16 @@ pub enum Revocation {
     UserDeleted,
 }
 
-/// Everything the portal reads for one request, fetched in one round trip.
+/// Everything an authenticated operation reads for one request, fetched in one round trip.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortalAccess {
     /// Why access is withdrawn, if it is.
     pub revocation: Option<Revocation>,
     /// The organization's Stripe customer: not deleted, the most recently updated if several.
     pub customer_id: Option<String>,
+    /// That customer's active entitlements' lookup keys, sorted (none without a customer or a
+    /// summary).
+    pub entitlements: Vec<String>,
 }
 
 fn exists(query: SelectStatement) -> Expr {
@@ -66,14 +71,27 @@ impl Store {
             // issued in the very second of the deletion may predate it, so it is refused too.
             .and_where(Expr::col(M::DeletedAt).gte(issued_at))
             .to_owned();
-        let customer = Query::select()
-            .column(stripe_customers::Column::Id)
-            .from(stripe_customers::Entity)
-            .and_where(Expr::col(stripe_customers::Column::OrganizationId).eq(organization_id))
-            .and_where(Expr::col(stripe_customers::Column::DeletedAt).is_null())
-            .order_by(stripe_customers::Column::OrderingKey, Order::Desc)
-            .order_by(stripe_customers::Column::Id, Order::Desc)
-            .limit(1)
+        let customer_of = || {
+            Query::select()
+                .column(stripe_customers::Column::Id)
+                .from(stripe_customers::Entity)
+                .and_where(Expr::col(stripe_customers::Column::OrganizationId).eq(organization_id))
+                .and_where(Expr::col(stripe_customers::Column::DeletedAt).is_null())
+                .order_by(stripe_customers::Column::OrderingKey, Order::Desc)
+                .order_by(stripe_customers::Column::Id, Order::Desc)
+                .limit(1)
+                .to_owned()
+        };
+        let customer = customer_of();
+        let entitlements = Query::select()
+            .column(stripe_entitlement_summaries::Column::LookupKeys)
+            .from(stripe_entitlement_summaries::Entity)
+            .and_where(
+                Expr::col(stripe_entitlement_summaries::Column::Id).eq(Expr::SubQuery(
+                    None,
+                    Box::new(customer_of().into_sub_query_statement()),
+                )),
+            )
             .to_owned();
         let statement = Query::select()
             .expr_as(exists(organization_deleted), "organization_deleted")
@@ -82,6 +100,10 @@ impl Store {
             .expr_as(
                 Expr::SubQuery(None, Box::new(customer.into_sub_query_statement())),
                 "customer_id",
+            )
+            .expr_as(
+                Expr::SubQuery(None, Box::new(entitlements.into_sub_query_statement())),
+                "entitlements",
             )
             .to_owned();
         let db = self.connection();
@@ -107,6 +129,10 @@ impl Store {
             customer_id: row
                 .try_get::<Option<String>>("", "customer_id")
                 .map_err(StoreError::Database)?,
+            entitlements: crate::plans::string_array(
+                row.try_get::<Option<serde_json::Value>>("", "entitlements")
+                    .map_err(StoreError::Database)?,
+            ),
         })
     }
 }

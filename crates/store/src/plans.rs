@@ -1,16 +1,15 @@
 //! What the plans page reads: the plan catalog, and an organization's subscriptions and
 //! entitlements. Database only: a read never calls Stripe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 
 use crate::Store;
 use crate::entities::{
-    stripe_customers as customers, stripe_entitlement_summaries as entitlements,
     stripe_prices as prices, stripe_products as products, stripe_subscriptions as subscriptions,
     users,
 };
@@ -97,16 +96,8 @@ impl OrganizationSubscription {
     }
 }
 
-/// An organization's billing as synced.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OrganizationBilling {
-    /// Its subscriptions, the most recently changed first (at most [`SUBSCRIPTIONS_LISTED`]).
-    pub subscriptions: Vec<OrganizationSubscription>,
-    /// The active entitlements' lookup keys of its customers that are not deleted, sorted.
-    pub entitlements: Vec<String>,
-}
-
-/// How many subscriptions an organization's state lists.
+/// How many subscriptions [`Store::organization_subscriptions`] lists, the most recently
+/// changed first.
 pub const SUBSCRIPTIONS_LISTED: u64 = 100;
 
 type PriceRow = (
@@ -174,9 +165,11 @@ fn price_order(price: &CatalogPrice) -> (bool, i64, &str) {
 
 type ProductRow = (String, Option<String>, Option<String>, Value);
 
-fn feature_names(features: Value) -> Vec<String> {
-    match features {
-        Value::Array(names) => names
+/// The strings of a JSON array of strings (as the catalog and the entitlements store them);
+/// empty for anything else.
+pub(crate) fn string_array(value: impl Into<Option<Value>>) -> Vec<String> {
+    match value.into() {
+        Some(Value::Array(names)) => names
             .into_iter()
             .filter_map(|name| name.as_str().map(str::to_owned))
             .collect(),
@@ -225,7 +218,7 @@ impl Store {
                     id,
                     name,
                     description,
-                    marketing_features: feature_names(features),
+                    marketing_features: string_array(features),
                     prices,
                 })
             })
@@ -266,13 +259,13 @@ impl Store {
         Ok(Some(catalog_price(row, product_purchasable)))
     }
 
-    /// The organization's subscriptions (items joined to their products) and entitlements.
-    pub async fn organization_billing(
+    /// The organization's subscriptions, their items joined to their products' names in the
+    /// same statement (one round trip).
+    pub async fn organization_subscriptions(
         &self,
         organization_id: &str,
-    ) -> Result<OrganizationBilling, StoreError> {
+    ) -> Result<Vec<OrganizationSubscription>, StoreError> {
         use subscriptions::Column as S;
-        let db = self.connection();
         type SubscriptionRow = (
             String,
             String,
@@ -282,6 +275,7 @@ impl Store {
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
+            Option<Value>,
         );
         let rows: Vec<SubscriptionRow> = subscriptions::Entity::find()
             .select_only()
@@ -295,74 +289,42 @@ impl Store {
                 S::TrialEnd,
                 S::EndedAt,
             ])
+            .expr_as(product_names(self.backend()), "product_names")
             .filter(S::OrganizationId.eq(organization_id))
             .order_by_desc(S::OrderingKey)
             .order_by_desc(S::Id)
             .limit(SUBSCRIPTIONS_LISTED)
             .into_tuple()
-            .all(db)
+            .all(self.connection())
             .await
             .map_err(|err| self.classify(err))?;
-        let customers_of_organization = Query::select()
-            .column(customers::Column::Id)
-            .from(customers::Entity)
-            .and_where(Expr::col(customers::Column::OrganizationId).eq(organization_id))
-            .and_where(Expr::col(customers::Column::DeletedAt).is_null())
-            .to_owned();
-        let summaries: Vec<Value> = entitlements::Entity::find()
-            .select_only()
-            .column(entitlements::Column::LookupKeys)
-            .filter(entitlements::Column::Id.in_subquery(customers_of_organization))
-            .into_tuple()
-            .all(db)
-            .await
-            .map_err(|err| self.classify(err))?;
-        let entitlements: BTreeSet<String> =
-            summaries.into_iter().flat_map(feature_names).collect();
-
-        let items: Vec<Vec<SubscriptionItem>> =
-            rows.iter().map(|row| stored_items(&row.2)).collect();
-        let product_ids: BTreeSet<&str> = items
-            .iter()
-            .flatten()
-            .filter_map(|item| item.product_id.as_deref())
-            .collect();
-        let names: HashMap<String, Option<String>> = if product_ids.is_empty() {
-            HashMap::new()
-        } else {
-            products::Entity::find()
-                .select_only()
-                .columns([products::Column::Id, products::Column::Name])
-                .filter(products::Column::Id.is_in(product_ids))
-                .into_tuple::<(String, Option<String>)>()
-                .all(db)
-                .await
-                .map_err(|err| self.classify(err))?
-                .into_iter()
-                .collect()
-        };
-        let subscriptions = rows
+        Ok(rows
             .into_iter()
-            .zip(items)
             .map(
                 |(
-                    (
-                        id,
-                        status,
-                        _,
-                        current_period_end,
-                        cancel_at_period_end,
-                        cancel_at,
-                        trial_end,
-                        ended_at,
-                    ),
-                    mut items,
+                    id,
+                    status,
+                    items,
+                    current_period_end,
+                    cancel_at_period_end,
+                    cancel_at,
+                    trial_end,
+                    ended_at,
+                    names,
                 )| {
+                    let names = match names {
+                        // SQLite's JSON functions answer text.
+                        Some(Value::String(text)) => serde_json::from_str(&text).ok(),
+                        other => other,
+                    };
+                    let mut items = stored_items(&items);
                     for item in &mut items {
-                        item.product_name = item
-                            .product_id
+                        item.product_name = names
                             .as_ref()
-                            .and_then(|id| names.get(id).cloned().flatten());
+                            .zip(item.product_id.as_deref())
+                            .and_then(|(names, id)| names.get(id))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
                     }
                     OrganizationSubscription {
                         id,
@@ -376,11 +338,7 @@ impl Store {
                     }
                 },
             )
-            .collect();
-        Ok(OrganizationBilling {
-            subscriptions,
-            entitlements: entitlements.into_iter().collect(),
-        })
+            .collect())
     }
 
     /// The user's primary email, when the user is synced and not deleted.
@@ -395,6 +353,22 @@ impl Store {
             .map_err(|err| self.classify(err))?
             .flatten())
     }
+}
+
+/// `{product id: name}` of the products a subscription row's items name: a correlated
+/// subquery over the row's `items` JSON, in each backend's JSON functions.
+fn product_names(backend: sea_orm::DbBackend) -> Expr {
+    Expr::cust(match backend {
+        sea_orm::DbBackend::Postgres => {
+            "(SELECT jsonb_object_agg(p.id, p.name) FROM stripe_products p WHERE p.id IN \
+             (SELECT item->>'product_id' FROM jsonb_array_elements(stripe_subscriptions.items) item))"
+        }
+        _ => {
+            "(SELECT json_group_object(p.id, p.name) FROM stripe_products p WHERE p.id IN \
+             (SELECT json_extract(item.value, '$.product_id') \
+              FROM json_each(stripe_subscriptions.items) item))"
+        }
+    })
 }
 
 /// The items as the subscription projection stores them: `[{price_id, product_id, quantity}]`.

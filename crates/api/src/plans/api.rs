@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use billing_sync_store::plans::{CatalogProduct, OrganizationBilling, OrganizationSubscription};
+use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription};
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem_openapi::param::Header;
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{CheckoutError, MAX_QUANTITY, Plans};
+use crate::access::Caller;
 use crate::http::{
     ApiTags, CheckoutUrl, ClerkSession, ErrorBody, NO_STORE, Refusal, body, not_configured,
     prefers_json, refusal,
@@ -88,7 +89,7 @@ pub struct BillingState {
     pub active: bool,
     /// Its subscriptions, ended ones included, the most recently changed first (at most 100).
     pub subscriptions: Vec<Subscription>,
-    /// The `lookup_key`s of the features its Stripe customers are entitled to now, sorted.
+    /// The `lookup_key`s of the features its Stripe customer is entitled to now, sorted.
     pub entitlements: Vec<String>,
 }
 
@@ -385,21 +386,15 @@ fn subscription(subscription: OrganizationSubscription) -> Subscription {
     }
 }
 
-fn billing_state(
-    organization_id: String,
-    customer_id: Option<String>,
-    billing: OrganizationBilling,
-) -> BillingState {
+fn billing_state(caller: Caller, subscriptions: Vec<OrganizationSubscription>) -> BillingState {
     BillingState {
-        organization_id,
-        customer_id,
-        active: billing.subscriptions.iter().any(|s| s.is_active()),
-        subscriptions: billing
-            .subscriptions
-            .into_iter()
-            .map(subscription)
-            .collect(),
-        entitlements: billing.entitlements,
+        organization_id: caller.organization_id,
+        customer_id: caller.customer_id,
+        active: subscriptions
+            .iter()
+            .any(OrganizationSubscription::is_active),
+        subscriptions: subscriptions.into_iter().map(subscription).collect(),
+        entitlements: caller.entitlements,
     }
 }
 
@@ -485,14 +480,9 @@ impl PlansApi {
     )]
     async fn subscription(&self, session: ClerkSession) -> StateResponse {
         match self.plans.state(session.token()).await {
-            Ok((caller, billing)) => StateResponse::State(
-                Json(billing_state(
-                    caller.organization_id,
-                    caller.customer_id,
-                    billing,
-                )),
-                NO_STORE.into(),
-            ),
+            Ok((caller, subscriptions)) => {
+                StateResponse::State(Json(billing_state(caller, subscriptions)), NO_STORE.into())
+            }
             Err(err) => refusal(&err, "billing state").into(),
         }
     }

@@ -7,7 +7,7 @@ pub mod api;
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_sync_store::plans::{CatalogProduct, OrganizationBilling};
+use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription};
 use billing_sync_store::{Store, StoreError};
 use billing_sync_stripe_api::{StripeClient, StripeError};
 use sha2::{Digest, Sha256};
@@ -123,14 +123,18 @@ impl Plans {
         self.store().catalog().await
     }
 
-    /// The caller's organization and its billing, from the synced state.
-    pub async fn state(&self, token: &str) -> Result<(Caller, OrganizationBilling), AccessError> {
+    /// The caller (with their organization's customer and entitlements) and the organization's
+    /// subscriptions, from the synced state: two round trips.
+    pub async fn state(
+        &self,
+        token: &str,
+    ) -> Result<(Caller, Vec<OrganizationSubscription>), AccessError> {
         let caller = self.access.caller(token, Gate::Member).await?;
-        let billing = self
+        let subscriptions = self
             .store()
-            .organization_billing(&caller.organization_id)
+            .organization_subscriptions(&caller.organization_id)
             .await?;
-        Ok((caller, billing))
+        Ok((caller, subscriptions))
     }
 
     /// The URL of a Checkout Session for `quantity` (default 1) of `price_id`, for the
@@ -157,11 +161,14 @@ impl Plans {
         }
         let recurring = price.recurring.is_some();
         if recurring {
-            let billing = self
+            let subscriptions = self
                 .store()
-                .organization_billing(&caller.organization_id)
+                .organization_subscriptions(&caller.organization_id)
                 .await?;
-            if billing.subscriptions.iter().any(|s| s.is_active()) {
+            if subscriptions
+                .iter()
+                .any(OrganizationSubscription::is_active)
+            {
                 return Err(CheckoutError::AlreadySubscribed);
             }
         }
@@ -258,6 +265,7 @@ mod tests {
             user_id: "user_1".into(),
             organization_id: "org_1".into(),
             customer_id: customer.map(str::to_owned),
+            entitlements: Vec::new(),
         }
     }
 
