@@ -152,6 +152,21 @@ pub(crate) fn index(name: &str, table: impl IntoIden, columns: &[&str]) -> Index
     statement.to_owned()
 }
 
+/// Drops `tables` (those that exist), in the order given.
+pub(crate) async fn drop_tables(manager: &SchemaManager<'_>, tables: &[&str]) -> Result<(), DbErr> {
+    for table in tables {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(Alias::new(*table))
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -316,19 +331,18 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in [
-            Alias::new("stripe_subscriptions"),
-            Alias::new("stripe_customers"),
-            Alias::new("organization_memberships"),
-            Alias::new("users"),
-            Alias::new("organizations"),
-            Alias::new("webhook_events"),
-        ] {
-            manager
-                .drop_table(Table::drop().table(table).if_exists().to_owned())
-                .await?;
-        }
-        Ok(())
+        drop_tables(
+            manager,
+            &[
+                "stripe_subscriptions",
+                "stripe_customers",
+                "organization_memberships",
+                "users",
+                "organizations",
+                "webhook_events",
+            ],
+        )
+        .await
     }
 
     // SQLite does not wrap migrations in a transaction by default; a half-applied schema is

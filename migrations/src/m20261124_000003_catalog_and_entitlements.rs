@@ -3,7 +3,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::m20261122_000001_synced_state::{index, synced_table, text, text_null};
+use crate::m20261122_000001_synced_state::{drop_tables, index, synced_table, text, text_null};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -103,16 +103,15 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in [
-            Alias::new("stripe_entitlement_summaries"),
-            Alias::new("stripe_prices"),
-            Alias::new("stripe_products"),
-        ] {
-            manager
-                .drop_table(Table::drop().table(table).if_exists().to_owned())
-                .await?;
-        }
-        Ok(())
+        drop_tables(
+            manager,
+            &[
+                "stripe_entitlement_summaries",
+                "stripe_prices",
+                "stripe_products",
+            ],
+        )
+        .await
     }
 
     fn use_transaction(&self) -> Option<bool> {
