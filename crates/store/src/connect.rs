@@ -23,6 +23,9 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 impl Store {
     /// Connects to `url`: `sqlite://path` (the file is created when missing) or
     /// `postgres://…`. Fails with [`StoreError::Unavailable`] naming the host, never the
@@ -39,6 +42,13 @@ impl Store {
         options
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
+            // The default pings every connection handed out of the pool: a round trip before
+            // every statement, which doubled the database's share of a billing-state read
+            // (profiled). A connection idle long enough for a server, proxy or firewall to have
+            // dropped it is still pinged; one in use a moment ago is not, and should it have
+            // died all the same, the error is a connection error the callers already treat as
+            // transient.
+            .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
             // sqlx logs every statement at info otherwise, payloads included.
             .sqlx_logging(false);
         if is_sqlite {
