@@ -308,6 +308,14 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
         .expect("GET");
     assert_eq!(not_modified.status(), 304);
     assert_eq!(not_modified.headers()["etag"].to_str().expect("text"), etag);
+    // A read answers HEAD as GET (only the portal, which creates a session, refuses it).
+    let head = support::http()
+        .head(s.server.url(PLANS))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["etag"].to_str().expect("text"), etag);
 
     // An organization that never paid: the free plan.
     let admin = token("user_a", Some(("org_a", "admin")));

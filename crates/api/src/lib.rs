@@ -1,6 +1,6 @@
 //! The HTTP API of billing-sync, described with poem-openapi: the probes and the operations on
-//! the synced state (the customer portal and the plans page). Handlers stay thin; what they decide lives in the
-//! store and in [`portal::Portal`].
+//! the synced state (the customer portal and the plans page). Handlers stay thin; what they
+//! decide lives in the store, in [`access::Access`], [`portal::Portal`] and [`plans::Plans`].
 
 pub mod access;
 pub mod auth;

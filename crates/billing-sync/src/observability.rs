@@ -101,6 +101,10 @@ fn describe() {
         "billing_sync_portal_requests_total",
         "Customer-portal requests by outcome."
     );
+    metrics::describe_counter!(
+        "billing_sync_checkout_requests_total",
+        "Checkout requests by outcome."
+    );
     metrics::describe_histogram!(
         "billing_sync_stripe_api_seconds",
         metrics::Unit::Seconds,

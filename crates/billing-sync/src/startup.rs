@@ -92,10 +92,11 @@ impl App {
             )
             .around(|endpoint, request| async move {
                 let path = request.uri().path().to_owned();
-                // poem answers HEAD with the GET handler (body dropped): for an operation that
-                // creates a Stripe session, a HEAD would create one for nobody to see.
+                // poem answers HEAD with the GET handler (body dropped): for the portal, which
+                // creates a Stripe session, a HEAD would create one for nobody to see. The
+                // reads (plans, billing state) answer HEAD as GET.
                 let mut response = if request.method() == poem::http::Method::HEAD
-                    && path.starts_with(OPERATIONS_PREFIX)
+                    && path == PORTAL_PATH
                 {
                     method_not_allowed()
                 } else {
@@ -158,9 +159,6 @@ impl App {
         result
     }
 }
-
-/// The paths of the operations an end user's browser calls.
-const OPERATIONS_PREFIX: &str = "/api/v1/operations/";
 
 /// 405 in the documented error format (the `Allow` header is added with every 405).
 fn method_not_allowed() -> poem::Response {

@@ -507,7 +507,7 @@ impl PlansApi {
     ) -> CheckoutResponse {
         let wants_json = prefers_json(request.header("accept"));
         let (CheckoutBody::Json(Json(order)) | CheckoutBody::Form(Form(order))) = body;
-        match self
+        let response = match self
             .plans
             .checkout(session.token(), &order.price_id, order.quantity)
             .await
@@ -517,7 +517,20 @@ impl PlansApi {
             }
             Ok(url) => CheckoutResponse::SeeOther(url, NO_STORE.into()),
             Err(err) => err.into(),
-        }
+        };
+        let outcome = match &response {
+            CheckoutResponse::SeeOther(..) => "redirect",
+            CheckoutResponse::Url(..) => "json",
+            CheckoutResponse::BadRequest(_) => "validation_error",
+            CheckoutResponse::Unauthorized(..) => "unauthorized",
+            CheckoutResponse::Forbidden(_) => "forbidden",
+            CheckoutResponse::Conflict(_) => "conflict",
+            CheckoutResponse::TooManyRequests(..) => "too_many_requests",
+            CheckoutResponse::Internal(_) => "internal_error",
+        };
+        metrics::counter!("billing_sync_checkout_requests_total", "outcome" => outcome)
+            .increment(1);
+        response
     }
 }
 
