@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use billing_sync_testkit::{TestDatabase, each_backend};
 use serde_json::{Value, json};
-use support::standins::{JwksStandIn, SigningKey, StripeStandIn};
+use support::standins::{JwksStandIn, SigningKey, StripeAnswer, StripeStandIn};
 use support::{Server, now, post_clerk, post_stripe, status_and_json, stripe_signature};
 
 const PLANS: &str = "/api/v1/operations/payment/plans";
@@ -33,8 +33,16 @@ struct Setup {
 }
 
 async fn setup(db: &TestDatabase, extra: &[(&str, &str)]) -> Setup {
+    setup_scripted(db, extra, &[]).await
+}
+
+async fn setup_scripted(
+    db: &TestDatabase,
+    extra: &[(&str, &str)],
+    script: &[StripeAnswer],
+) -> Setup {
     let jwks = JwksStandIn::start(&[key()]).await;
-    let stripe = StripeStandIn::start(&[]).await;
+    let stripe = StripeStandIn::start(script).await;
     let mut env = vec![
         ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
         ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
@@ -246,11 +254,59 @@ async fn checkout_json(server: &Server, token: &str, body: Value) -> (u16, Value
     status_and_json(response).await
 }
 
+fn client(server: &Server, token: &str) -> billing_sync_client::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    billing_sync_client::Client::new_with_client(&server.base_url, http)
+}
+
 each_backend!(
     the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscription,
     only_billing_roles_open_the_portal_and_start_checkout,
     checkout_refuses_what_cannot_be_bought_in_the_documented_format,
+    a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id,
 );
+
+async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: TestDatabase) {
+    // A 400 from Stripe is not retried: one answer decides.
+    let s = setup_scripted(&db, &[], &[StripeAnswer::Error(400)]).await;
+    sync_catalog(&s.server, now() - 3_600).await;
+    member(&s.server, "org_f", "user_f", "org:admin").await;
+    let admin = token("user_f", Some(("org_f", "admin")));
+
+    let typed = client(&s.server, &admin)
+        .checkout(&billing_sync_client::types::CheckoutRequest {
+            price_id: "price_credits".into(),
+            quantity: None,
+        })
+        .await;
+    let Err(billing_sync_client::Error::ErrorResponse(error)) = typed else {
+        panic!("a documented error expected, got {typed:?}");
+    };
+    assert_eq!(error.status(), 500);
+    assert_eq!(error.code, "INTERNAL_ERROR");
+    assert!(
+        s.server
+            .logs()
+            .iter()
+            .any(|line| line.contains("checkout") && line.contains("req_standin0000")),
+        "the log names Stripe's request id"
+    );
+    assert!(
+        !s.server.logs().iter().any(|line| line.contains(STRIPE_KEY)),
+        "never the key"
+    );
+    // The next attempt (Stripe healthy again) succeeds.
+    let (status, _) = checkout_json(&s.server, &admin, json!({"price_id": "price_credits"})).await;
+    assert_eq!(status, 200);
+}
 
 async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscription(
     db: TestDatabase,
@@ -488,6 +544,19 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     )
     .await;
     let ended = state(&s.server, &admin).await;
+    // The generated client reads the same state, typed.
+    let typed = client(&s.server, &admin)
+        .billing_state()
+        .await
+        .expect("billing state")
+        .into_inner();
+    assert_eq!(typed.customer_id.as_deref(), Some("cus_new"));
+    assert!(!typed.active);
+    assert_eq!(typed.subscriptions[0].status, "canceled");
+    assert_eq!(
+        typed.subscriptions[0].items[0].product_name.as_deref(),
+        Some("Team")
+    );
     assert_eq!(ended["active"], false);
     assert_eq!(ended["entitlements"], json!([]));
     assert_eq!(ended["subscriptions"][0]["status"], "canceled");

@@ -182,9 +182,9 @@ struct StripeState {
     retrievals: AtomicUsize,
     /// Listable objects by resource (`customers`, `subscriptions`), newest first like Stripe.
     lists: ListState,
-    /// Checkout sessions already answered, by `Idempotency-Key`: Stripe replays the first
-    /// answer to a repeated key.
-    checkout_sessions: Mutex<std::collections::HashMap<String, Value>>,
+    /// Checkout answers already given, by `Idempotency-Key` (status, body): Stripe replays the
+    /// first answer to a repeated key, errors included.
+    checkout_sessions: Mutex<std::collections::HashMap<String, (u16, String)>>,
 }
 
 /// A list call a stand-in received: the resource and its query parameters.
@@ -429,7 +429,8 @@ pub struct StripeStandIn {
 }
 
 /// Stripe's `POST /v1/checkout/sessions`: recorded like a portal session, scripted by the same
-/// answers, and idempotent as Stripe is (a repeated `Idempotency-Key` gets the first session).
+/// answers, and idempotent as Stripe is: a repeated `Idempotency-Key` gets the first answer
+/// again, a 500 as much as a session.
 #[handler]
 async fn checkout_sessions(
     request: &poem::Request,
@@ -438,44 +439,62 @@ async fn checkout_sessions(
 ) -> Response {
     record(request, &form, &state);
     let key = request.header("idempotency-key").map(str::to_owned);
-    if let Some(session) = key.as_ref().and_then(|key| {
+    let saved = key.as_ref().and_then(|key| {
         state
             .checkout_sessions
             .lock()
             .expect("lock")
             .get(key)
             .cloned()
-    }) {
+    });
+    if let Some((status, body)) = saved {
         return Response::builder()
+            .status(poem::http::StatusCode::from_u16(status).expect("status"))
             .header("request-id", "req_standin_replayed")
             .header("idempotent-replayed", "true")
             .content_type("application/json")
-            .body(session.to_string());
+            .body(body);
     }
-    let (n, request_id) = match next_answer(&state).await {
-        Ok(numbers) => numbers,
-        Err(failure) => return failure,
+    let (status, request_id, body) = match next_answer(&state).await {
+        Ok((n, request_id)) => {
+            let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let id = format!("cs_test_standin{n:04}");
+            let session = json!({
+                "id": id, "object": "checkout.session", "mode": field("mode"),
+                "customer": field("customer"),
+                "client_reference_id": field("client_reference_id"),
+                "success_url": field("success_url"), "cancel_url": field("cancel_url"),
+                "livemode": false, "status": "open",
+                "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+            });
+            (200, request_id, session.to_string())
+        }
+        Err(failure) if failure.status().as_u16() == 504 => return failure,
+        Err(failure) => {
+            let status = failure.status().as_u16();
+            let request_id = failure
+                .headers()
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = failure.into_body().into_string().await.expect("body");
+            (status, request_id, body)
+        }
     };
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let id = format!("cs_test_standin{n:04}");
-    let session = json!({
-        "id": id, "object": "checkout.session", "mode": field("mode"),
-        "customer": field("customer"), "client_reference_id": field("client_reference_id"),
-        "success_url": field("success_url"), "cancel_url": field("cancel_url"),
-        "livemode": false, "status": "open",
-        "url": format!("https://checkout.stripe.com/c/pay/{id}"),
-    });
+    // Stripe saves the first answer to a key, an error as much as a session, and replays it.
     if let Some(key) = key {
         state
             .checkout_sessions
             .lock()
             .expect("lock")
-            .insert(key, session.clone());
+            .insert(key, (status, body.clone()));
     }
     Response::builder()
+        .status(poem::http::StatusCode::from_u16(status).expect("status"))
         .header("request-id", request_id)
         .content_type("application/json")
-        .body(session.to_string())
+        .body(body)
 }
 
 fn record(request: &poem::Request, form: &[(String, String)], state: &StripeState) {

@@ -95,6 +95,7 @@ pub struct Plans {
     access: Arc<Access>,
     checkout: Option<(StripeClient, CheckoutSettings)>,
     limit: SessionLimit,
+    failed_keys: FailedKeys,
 }
 
 impl Plans {
@@ -105,6 +106,7 @@ impl Plans {
             access,
             checkout,
             limit: SessionLimit::per_minute(crate::portal::DEFAULT_SESSIONS_PER_MINUTE),
+            failed_keys: FailedKeys::default(),
         }
     }
 
@@ -177,13 +179,20 @@ impl Plans {
             None => self.store().primary_email(&caller.user_id).await?,
         };
         let form = checkout_form(&caller, &price.id, quantity, recurring, email, settings);
-        let key = idempotency_key(&caller.user_id, &form, unix_now());
+        let base_key = idempotency_key(&caller.user_id, &form, unix_now());
+        let key = self.failed_keys.current(&base_key);
         // Counted only when a session would really be created: refusals above cost no
         // Stripe call.
         self.limit
             .take(&caller.user_id, std::time::Instant::now())
             .map_err(CheckoutError::TooManyRequests)?;
-        Ok(stripe.create_checkout_session(&form, &key).await?)
+        match stripe.create_checkout_session(&form, &key).await {
+            Ok(url) => Ok(url),
+            Err(err) => {
+                self.failed_keys.failed(base_key);
+                Err(err.into())
+            }
+        }
     }
 }
 
@@ -248,6 +257,40 @@ fn idempotency_key(user_id: &str, form: &[(String, String)], now: u64) -> String
     }
     hash.update((now / CHECKOUT_DEDUPLICATION_WINDOW.as_secs()).to_be_bytes());
     format!("checkout-{}", hex::encode(hash.finalize()))
+}
+
+/// Derived idempotency keys whose request failed. Stripe saves the first answer to a key, a 500
+/// as much as a session, and replays it for a day: a failure must not stick to the request for
+/// the rest of its window, so the next attempt goes out under a key of its own (`…-1`, `…-2`).
+/// In memory, per replica: another replica's next attempt may still get the saved failure once.
+#[derive(Default)]
+struct FailedKeys {
+    /// Base key → how many of its keys failed.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// Failed keys remembered at most; past it the oldest knowledge is dropped (the map is
+/// cleared), which costs at most one more replayed failure per key.
+const FAILED_KEYS_REMEMBERED: usize = 10_000;
+
+impl FailedKeys {
+    /// The key to send for `base`: itself until it failed, then the next generation.
+    fn current(&self, base: &str) -> String {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get(base) {
+            Some(generation) => format!("{base}-{generation}"),
+            None => base.to_owned(),
+        }
+    }
+
+    /// Records that the request for `base` failed under its current key.
+    fn failed(&self, base: String) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= FAILED_KEYS_REMEMBERED && !failures.contains_key(&base) {
+            failures.clear();
+        }
+        *failures.entry(base).or_insert(0) += 1;
+    }
 }
 
 fn unix_now() -> u64 {
@@ -332,5 +375,18 @@ mod tests {
         let other = vec![("mode".to_owned(), "subscription".to_owned())];
         assert_ne!(key, idempotency_key("user_1", &other, 10 * window));
         assert!(key.len() < 255, "Stripe keys are at most 255 characters");
+    }
+
+    #[test]
+    fn a_failed_key_is_not_sent_again() {
+        let failed = FailedKeys::default();
+        let base = idempotency_key("user_1", &[], 0);
+        assert_eq!(failed.current(&base), base);
+        failed.failed(base.clone());
+        assert_eq!(failed.current(&base), format!("{base}-1"));
+        failed.failed(base.clone());
+        assert_eq!(failed.current(&base), format!("{base}-2"));
+        let other = idempotency_key("user_2", &[], 0);
+        assert_eq!(failed.current(&other), other, "other requests keep theirs");
     }
 }
