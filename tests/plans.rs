@@ -272,7 +272,58 @@ each_backend!(
     only_billing_roles_open_the_portal_and_start_checkout,
     checkout_refuses_what_cannot_be_bought_in_the_documented_format,
     a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id,
+    only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie,
 );
+
+async fn only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie(db: TestDatabase) {
+    // Without CORS_ALLOWED_ORIGINS no CORS layer refuses foreign origins first: the check is
+    // the checkout's own.
+    let s = setup(&db, &[]).await;
+    sync_catalog(&s.server, now() - 3_600).await;
+    member(&s.server, "org_c", "user_c", "org:admin").await;
+    let admin = token("user_c", Some(("org_c", "admin")));
+    let post = |origin: Option<&'static str>, cookie: bool| {
+        let mut request = support::http()
+            .post(s.server.url(CHECKOUT))
+            .form(&[("price_id", "price_credits")]);
+        request = if cookie {
+            request.header("cookie", format!("__session={admin}"))
+        } else {
+            request.bearer_auth(&admin)
+        };
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+
+    let forged = post(Some("https://evil.example"), true)
+        .await
+        .expect("POST");
+    let (status, body) = status_and_json(forged).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("FORBIDDEN")),
+        "{body}"
+    );
+    assert!(
+        s.stripe.received().is_empty(),
+        "no session for a forged post"
+    );
+
+    for (origin, cookie, why) in [
+        (Some("https://app.example.com"), true, "the app's own page"),
+        (None, true, "no Origin: not a browser's cross-origin post"),
+        (
+            Some("https://evil.example"),
+            false,
+            "a bearer token, which no page sends by itself",
+        ),
+    ] {
+        let response = post(origin, cookie).await.expect("POST");
+        assert_eq!(response.status(), 303, "{why}");
+    }
+}
 
 async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: TestDatabase) {
     // A 400 from Stripe is not retried: one answer decides.

@@ -37,6 +37,11 @@ pub enum ClerkSession {
 }
 
 impl ClerkSession {
+    /// Whether the token came in the cookie, which a browser attaches on its own.
+    pub(crate) fn is_cookie(&self) -> bool {
+        matches!(self, ClerkSession::Cookie(_))
+    }
+
     pub(crate) fn token(&self) -> &str {
         match self {
             ClerkSession::Bearer(ClerkBearer(bearer)) => bearer.token.as_str(),

@@ -243,7 +243,11 @@ fn build_operations(
             )),
             Some((
                 stripe_client(&settings.stripe_api, key)?,
-                CheckoutSettings::for_app(base, &common.stripe_org_metadata_key),
+                CheckoutSettings::for_app(
+                    base,
+                    &common.stripe_org_metadata_key,
+                    page_origins(base, &settings.cors_allowed_origins),
+                ),
             )),
         ),
         _ => {
@@ -258,6 +262,15 @@ fn build_operations(
         Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute),
         Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute),
     ))
+}
+
+/// The origins of the web app's pages: `APP_BASE_URL`'s and the CORS ones.
+fn page_origins(app_base_url: &str, cors_allowed_origins: &[String]) -> Vec<String> {
+    url::Url::parse(app_base_url)
+        .map(|url| url.origin().ascii_serialization())
+        .into_iter()
+        .chain(cors_allowed_origins.iter().cloned())
+        .collect()
 }
 
 async fn open_store(common: &CommonSettings) -> anyhow::Result<Store> {

@@ -13,7 +13,7 @@ use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{CheckoutError, MAX_QUANTITY, Plans};
+use super::{CheckoutError, MAX_QUANTITY, Plans, Sender};
 use crate::access::Caller;
 use crate::http::{
     ApiTags, CheckoutUrl, ClerkSession, ErrorBody, NO_STORE, Refusal, body, not_configured,
@@ -244,7 +244,8 @@ pub enum CheckoutResponse {
         #[oai(header = "WWW-Authenticate")]
         String,
     ),
-    /// `FORBIDDEN`: `BILLING_ROLES` is set and the member has none of those roles.
+    /// `FORBIDDEN`: `BILLING_ROLES` is set and the member has none of those roles, or a page of
+    /// another origin posted with the `__session` cookie.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// `CONFLICT`: a recurring price for an organization that already has an active
@@ -302,6 +303,13 @@ impl From<CheckoutError> for CheckoutResponse {
             CheckoutError::BadQuantity => invalid(&format!(
                 "The quantity must be between 1 and {MAX_QUANTITY}."
             )),
+            CheckoutError::CrossOrigin => {
+                tracing::warn!("checkout: refused a cookie-authenticated post from another origin");
+                CheckoutResponse::Forbidden(body(
+                    "FORBIDDEN",
+                    "Checkout with the session cookie is only accepted from the app's own pages.",
+                ))
+            }
             CheckoutError::AlreadySubscribed => CheckoutResponse::Conflict(body(
                 "CONFLICT",
                 "The organization already has an active subscription: change plans in the \
@@ -507,9 +515,16 @@ impl PlansApi {
     ) -> CheckoutResponse {
         let wants_json = prefers_json(request.header("accept"));
         let (CheckoutBody::Json(Json(order)) | CheckoutBody::Form(Form(order))) = body;
+        let sent_by = if session.is_cookie() {
+            Sender::Cookie {
+                origin: request.header("origin"),
+            }
+        } else {
+            Sender::Bearer
+        };
         let response = match self
             .plans
-            .checkout(session.token(), &order.price_id, order.quantity)
+            .checkout(session.token(), sent_by, &order.price_id, order.quantity)
             .await
         {
             Ok(url) if wants_json => {

@@ -43,17 +43,22 @@ pub struct CheckoutSettings {
     pub cancel_url: String,
     /// `STRIPE_ORG_METADATA_KEY`: the metadata key that links a customer to its organization.
     pub org_metadata_key: String,
+    /// The origins whose pages may post to checkout with the `__session` cookie: the web app's
+    /// (`APP_BASE_URL`) and `CORS_ALLOWED_ORIGINS`.
+    pub page_origins: Vec<String>,
 }
 
 impl CheckoutSettings {
-    /// The settings for a web app at `app_base_url` (no trailing slash).
-    pub fn for_app(app_base_url: &str, org_metadata_key: &str) -> Self {
+    /// The settings for a web app at `app_base_url` (no trailing slash) whose pages are served
+    /// from `page_origins`.
+    pub fn for_app(app_base_url: &str, org_metadata_key: &str, page_origins: Vec<String>) -> Self {
         CheckoutSettings {
             success_url: format!(
                 "{app_base_url}{PLANS_PAGE_PATH}?{CHECKOUT_SUCCESS_QUERY}{PLANS_PAGE_FRAGMENT}"
             ),
             cancel_url: plans_page_url(app_base_url),
             org_metadata_key: org_metadata_key.to_owned(),
+            page_origins,
         }
     }
 }
@@ -76,6 +81,10 @@ pub enum CheckoutError {
     /// A recurring price for an organization already on an active subscription.
     #[error("the organization already has an active subscription")]
     AlreadySubscribed,
+    /// A cookie-authenticated request sent by a page of another origin (cross-site request
+    /// forgery).
+    #[error("cross-origin request with the session cookie")]
+    CrossOrigin,
     /// The user created as many sessions as allowed this minute.
     #[error("too many sessions; retry in {0:?}")]
     TooManyRequests(Duration),
@@ -88,6 +97,18 @@ pub enum CheckoutError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a checkout request was authenticated.
+#[derive(Clone, Copy, Debug)]
+pub enum Sender<'a> {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The `__session` cookie, from a page of this `Origin` (when the request names one).
+    Cookie {
+        /// The request's `Origin` header.
+        origin: Option<&'a str>,
+    },
 }
 
 /// The plans page's operations.
@@ -140,15 +161,31 @@ impl Plans {
     }
 
     /// The URL of a Checkout Session for `quantity` (default 1) of `price_id`, for the
-    /// caller's organization.
+    /// caller's organization. `sent_by` is how the request was authenticated and, for the
+    /// cookie, the `Origin` of the page that posted it.
     pub async fn checkout(
         &self,
         token: &str,
+        sent_by: Sender<'_>,
         price_id: &str,
         quantity: Option<i64>,
     ) -> Result<String, CheckoutError> {
-        let caller = self.access.caller(token, Gate::BillingManager).await?;
         let (stripe, settings) = self.checkout.as_ref().ok_or(CheckoutError::NotConfigured)?;
+        // A browser sends the cookie with a form posted by any page of the same site (Clerk's
+        // `SameSite=Lax` stops other sites); only the app's own pages may start a checkout
+        // with it. A bearer token cannot be sent by another page, and a request without
+        // `Origin` is not a browser's cross-origin post.
+        if let Sender::Cookie {
+            origin: Some(origin),
+        } = sent_by
+            && !settings
+                .page_origins
+                .iter()
+                .any(|allowed| allowed == origin)
+        {
+            return Err(CheckoutError::CrossOrigin);
+        }
+        let caller = self.access.caller(token, Gate::BillingManager).await?;
         let quantity = quantity.unwrap_or(1);
         if !(1..=MAX_QUANTITY).contains(&quantity) {
             return Err(CheckoutError::BadQuantity);
@@ -320,7 +357,8 @@ mod tests {
 
     #[test]
     fn a_one_time_price_without_a_customer_asks_checkout_to_create_one() {
-        let settings = CheckoutSettings::for_app("https://app.example.com", "organization_id");
+        let settings =
+            CheckoutSettings::for_app("https://app.example.com", "organization_id", Vec::new());
         let form = checkout_form(
             &caller(None),
             "price_credits",
@@ -341,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_recurring_price_for_a_known_customer_reuses_it() {
-        let settings = CheckoutSettings::for_app("https://app.example.com", "org");
+        let settings = CheckoutSettings::for_app("https://app.example.com", "org", Vec::new());
         let form = checkout_form(
             &caller(Some("cus_1")),
             "price_monthly",
