@@ -8,7 +8,38 @@ each_backend!(
     migrations_applied_twice_end_in_the_same_schema,
     every_contract_table_exists_with_its_unique_keys,
     migration_status_tells_pending_from_applied,
+    every_migration_goes_down_and_up_again_to_the_same_schema,
 );
+
+async fn every_migration_goes_down_and_up_again_to_the_same_schema(db: TestDatabase) {
+    use billing_sync_migration::{Migrator, MigratorTrait};
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate_up().await.expect("up");
+    let up = schema_fingerprint(store.connection()).await;
+    let names = |fingerprint: &[String], table: &str| {
+        fingerprint
+            .iter()
+            // SQLite's lines name `table name …`, PostgreSQL's `column table.name …`.
+            .any(|line| {
+                line.contains(&format!(" {table} ")) || line.contains(&format!(" {table}."))
+            })
+    };
+    for table in CONTRACT_TABLES {
+        assert!(names(&up, table), "{table} is in the fingerprint: {up:?}");
+    }
+    Migrator::down(store.connection(), None)
+        .await
+        .expect("every migration down");
+    let down = schema_fingerprint(store.connection()).await;
+    for table in CONTRACT_TABLES {
+        assert!(
+            !names(&down, table),
+            "{table} is dropped by its migration's down: {down:?}"
+        );
+    }
+    store.migrate_up().await.expect("up again");
+    assert_eq!(schema_fingerprint(store.connection()).await, up);
+}
 
 const CONTRACT_TABLES: [&str; 9] = [
     "webhook_events",
