@@ -10,7 +10,7 @@ use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_subscriptions, users,
 };
-use billing_sync_store::ledger::EventFilter;
+use billing_sync_store::ledger::{EventFilter, Provider};
 use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::json;
@@ -425,7 +425,7 @@ async fn an_event_that_cannot_be_applied_is_acknowledged_as_failed_and_listed_fo
     );
     let store = Store::connect(&db.url).await.expect("connect");
     let row = store
-        .find_event("stripe", "evt_bad_shape")
+        .find_event(Provider::Stripe, "evt_bad_shape")
         .await
         .expect("find")
         .expect("row");
@@ -891,7 +891,7 @@ async fn a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends
         .expect("the customer is stored");
     assert_eq!(customer.name.as_deref(), Some("Acme\u{FFFD}Corp"));
     let row = store
-        .find_event("stripe", "evt_nul")
+        .find_event(Provider::Stripe, "evt_nul")
         .await
         .expect("find")
         .expect("the event is in the ledger");
@@ -974,7 +974,7 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         "{json}"
     );
     let row = store
-        .find_event("stripe", "evt_deadlock")
+        .find_event(Provider::Stripe, "evt_deadlock")
         .await
         .expect("find")
         .expect("recorded");
@@ -994,7 +994,7 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
     );
     assert!(
         store
-            .find_event("stripe", "evt_always")
+            .find_event(Provider::Stripe, "evt_always")
             .await
             .expect("find")
             .is_none(),

@@ -3,7 +3,7 @@
 
 use billing_sync_store::Store;
 use billing_sync_store::backfill::ListedObject;
-use billing_sync_store::ledger::{NewEvent, Plan};
+use billing_sync_store::ledger::{NewEvent, Plan, Provider};
 use billing_sync_stripe_api::StripeClient;
 use billing_sync_webhooks::{clerk, stripe};
 use serde_json::{Value, json};
@@ -55,11 +55,11 @@ impl Source {
         }
     }
 
-    /// The provider's name, as in the ledger.
-    pub fn provider(&self) -> &'static str {
+    /// The provider it lists from.
+    pub fn provider(&self) -> Provider {
         match self {
-            Source::Stripe { .. } => stripe::STRIPE,
-            Source::Clerk(_) => clerk::CLERK,
+            Source::Stripe { .. } => Provider::Stripe,
+            Source::Clerk(_) => Provider::Clerk,
         }
     }
 
@@ -228,7 +228,7 @@ async fn entitlement_summary(
 }
 
 fn listed_event(
-    provider: &'static str,
+    provider: Provider,
     event_type: &str,
     created: Option<i64>,
     payload: Value,

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use billing_sync_store::Store;
+use billing_sync_store::ledger::Provider;
 use billing_sync_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
 };
@@ -184,7 +185,7 @@ async fn through_the_server(server: &Server, tag: &str, senders: usize, count: u
     );
     let indices: Vec<ScenarioEvent> = (0..count)
         .map(|i| ScenarioEvent {
-            provider: "stripe",
+            provider: Provider::Stripe,
             event_id: i.to_string(),
             event_type: String::new(),
             timestamp: 0,

@@ -17,11 +17,43 @@ use crate::entities::webhook_events;
 use crate::error::StoreError;
 use crate::sync::Change;
 
+/// Who sent an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// Stripe, directly.
+    Stripe,
+    /// Clerk, through Svix.
+    Clerk,
+}
+
+impl Provider {
+    /// The ledger's `provider` column value: the one place the names are written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Stripe => "stripe",
+            Provider::Clerk => "clerk",
+        }
+    }
+
+    /// The provider a `provider` column value names, if any.
+    pub fn from_column(value: &str) -> Option<Provider> {
+        [Provider::Stripe, Provider::Clerk]
+            .into_iter()
+            .find(|provider| provider.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A verified event, as the ledger records it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
-    /// `stripe` or `clerk`.
-    pub provider: &'static str,
+    /// Who sent it.
+    pub provider: Provider,
     /// The source's id of the event.
     pub event_id: String,
     /// The source's event type.
@@ -163,7 +195,7 @@ impl Store {
             .enumerate()
             .map(|(index, (event, _))| {
                 *first_of
-                    .entry((event.provider, event.event_id.as_str()))
+                    .entry((event.provider.as_str(), event.event_id.as_str()))
                     .or_insert(index)
                     != index
             })
@@ -180,7 +212,9 @@ impl Store {
             .iter()
             .zip(&repeats)
             .map(|((event, _), repeat)| {
-                !repeat && inserted.contains(&(event.provider.to_owned(), event.event_id.clone()))
+                !repeat
+                    && inserted
+                        .contains(&(event.provider.as_str().to_owned(), event.event_id.clone()))
             })
             .collect();
         let mut changes = ChangeSet::default();
@@ -229,7 +263,7 @@ impl Store {
             Err(err) => {
                 savepoint.rollback().await?;
                 tracing::error!(
-                    provider = event.provider,
+                    provider = event.provider.as_str(),
                     event_id = %event.event_id,
                     error = %err,
                     "applying the event failed; recording it as failed"
@@ -243,7 +277,7 @@ impl Store {
                         webhook_events::Column::Error,
                         Expr::val(format!("database error while applying: {err}")),
                     )
-                    .filter(webhook_events::Column::Provider.eq(event.provider))
+                    .filter(webhook_events::Column::Provider.eq(event.provider.as_str()))
                     .filter(webhook_events::Column::EventId.eq(event.event_id.as_str()))
                     .exec(&txn)
                     .await?;
@@ -326,11 +360,11 @@ impl Store {
     /// One ledger row by provider and event id.
     pub async fn find_event(
         &self,
-        provider: &str,
+        provider: Provider,
         event_id: &str,
     ) -> Result<Option<webhook_events::Model>, StoreError> {
         webhook_events::Entity::find()
-            .filter(webhook_events::Column::Provider.eq(provider))
+            .filter(webhook_events::Column::Provider.eq(provider.as_str()))
             .filter(webhook_events::Column::EventId.eq(event_id))
             .one(self.connection())
             .await
@@ -390,7 +424,9 @@ async fn insert_ledger_rows<'a>(
     if events.is_empty() {
         return Ok(HashSet::new());
     }
-    events.sort_by(|(a, _), (b, _)| (a.provider, &a.event_id).cmp(&(b.provider, &b.event_id)));
+    events.sort_by(|(a, _), (b, _)| {
+        (a.provider.as_str(), &a.event_id).cmp(&(b.provider.as_str(), &b.event_id))
+    });
     let now = Utc::now();
     let backend = txn.get_database_backend();
     let mut insert = Query::insert();
@@ -411,7 +447,7 @@ async fn insert_ledger_rows<'a>(
     for (event, plan) in events {
         let (status, error) = plan.outcome();
         insert.values_panic([
-            Expr::val(event.provider),
+            Expr::val(event.provider.as_str()),
             Expr::val(event.event_id.as_str()),
             Expr::val(event.event_type.as_str()),
             Expr::val(event.api_version.clone()),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use billing_sync_store::Store;
 use billing_sync_store::entities::webhook_events;
+use billing_sync_store::ledger::Provider;
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -214,7 +215,7 @@ pub async fn drive(
                     };
                     if acknowledged {
                         let mut set = shared.acknowledged.lock().expect("lock");
-                        set.insert((event.provider.to_owned(), event.event_id.clone()));
+                        set.insert((event.provider.as_str().to_owned(), event.event_id.clone()));
                         acked.send_replace(set.len());
                     }
                 }
@@ -311,7 +312,7 @@ fn signed(
     event: &ScenarioEvent,
     body: &[u8],
 ) -> reqwest::RequestBuilder {
-    if event.provider == "stripe" {
+    if event.provider == Provider::Stripe {
         let t = chrono::Utc::now().timestamp();
         let signature = billing_sync_webhooks::stripe::sign(&secrets.stripe, t, body);
         http.post(format!("{base}/api/v1/webhooks/stripe"))

@@ -4,13 +4,14 @@
 //! Every id is suffixed with a namespace so that many copies of a scenario can share one
 //! database without touching each other's rows.
 
+use billing_sync_store::ledger::Provider;
 use serde_json::{Value, json};
 
 /// One event of a scenario, as its provider would deliver it.
 #[derive(Clone, Debug)]
 pub struct ScenarioEvent {
-    /// `stripe` or `clerk`.
-    pub provider: &'static str,
+    /// Who sends it.
+    pub provider: Provider,
     /// `evt_…` or the `svix-id`.
     pub event_id: String,
     /// The event type.
@@ -53,7 +54,7 @@ fn stripe_event(
 ) -> ScenarioEvent {
     let event_id = format!("evt_{ns}_{n:02}");
     ScenarioEvent {
-        provider: "stripe",
+        provider: Provider::Stripe,
         event_id: event_id.clone(),
         event_type: event_type.into(),
         timestamp: created,
@@ -398,7 +399,7 @@ const C0: i64 = 1_716_883_200_000;
 
 fn clerk_event(ns: &str, n: usize, event_type: &str, svix_ts: i64, data: Value) -> ScenarioEvent {
     ScenarioEvent {
-        provider: "clerk",
+        provider: Provider::Clerk,
         event_id: format!("msg_{ns}_{n:02}"),
         event_type: event_type.into(),
         timestamp: svix_ts,

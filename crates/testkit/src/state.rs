@@ -10,8 +10,6 @@ use billing_sync_store::entities::{
 use billing_sync_store::ledger::{NewEvent, Recorded};
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use billing_sync_webhooks::Projectors;
-use billing_sync_webhooks::clerk::CLERK;
-use billing_sync_webhooks::stripe::STRIPE;
 
 /// The projections with the default metadata key.
 pub fn projectors() -> Projectors {
@@ -22,13 +20,8 @@ pub fn projectors() -> Projectors {
 
 /// The ledger's view of a scenario event, as the server builds it after verification.
 pub fn new_event(event: &ScenarioEvent) -> NewEvent {
-    let provider = if event.provider == "stripe" {
-        STRIPE
-    } else {
-        CLERK
-    };
     NewEvent {
-        provider,
+        provider: event.provider,
         event_id: event.event_id.clone(),
         event_type: event.event_type.clone(),
         api_version: event.payload["api_version"].as_str().map(str::to_owned),

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use billing_sync_store::entities::webhook_events;
-use billing_sync_store::ledger::{EventStatus, NewEvent, Plan, Recorded};
+use billing_sync_store::ledger::{EventStatus, NewEvent, Plan, Provider, Recorded};
 use billing_sync_store::{Store, StoreError};
 use poem::http::HeaderMap;
 use serde_json::Value;
@@ -13,10 +13,10 @@ use tracing::Instrument;
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
 use crate::body_budget::{BodyBudget, Reservation};
-use crate::clerk::{CLERK, ClerkVerifier};
+use crate::clerk::ClerkVerifier;
 use crate::group_commit::{GroupCommit, RecordError};
 use crate::json::{integer, text};
-use crate::stripe::{STRIPE, StripeVerifier};
+use crate::stripe::StripeVerifier;
 use crate::{Rejection, clerk, stripe};
 
 /// Turns recorded events into changes; needs no secret, so replay can use it alone.
@@ -30,9 +30,8 @@ impl Projectors {
     /// What `event` changes, by its provider's projection.
     pub fn plan(&self, event: &NewEvent) -> Plan {
         match event.provider {
-            STRIPE => stripe::project(event, &self.stripe_org_metadata_key),
-            CLERK => clerk::project(event),
-            other => Plan::Fail(format!("unknown provider `{other}`")),
+            Provider::Stripe => stripe::project(event, &self.stripe_org_metadata_key),
+            Provider::Clerk => clerk::project(event),
         }
     }
 }
@@ -175,10 +174,10 @@ impl Ingestor {
         event: NewEvent,
         projected: Option<NewEvent>,
     ) -> Result<Accepted, Rejection> {
-        let provider = event.provider;
+        let provider = event.provider.as_str();
         let span = tracing::info_span!(
             "webhook_event",
-            provider = event.provider,
+            provider = event.provider.as_str(),
             event_id = %event.event_id,
             event_type = %event.event_type,
         );
@@ -234,11 +233,8 @@ pub async fn replay(
     projectors: &Projectors,
     row: &webhook_events::Model,
 ) -> Result<EventStatus, ReplayError> {
-    let provider = match row.provider.as_str() {
-        STRIPE => STRIPE,
-        CLERK => CLERK,
-        _ => return Err(ReplayError::UnknownProvider(row.id)),
-    };
+    let provider =
+        Provider::from_column(&row.provider).ok_or(ReplayError::UnknownProvider(row.id))?;
     let event = NewEvent {
         provider,
         event_id: row.event_id.clone(),
@@ -310,7 +306,7 @@ async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<New
 pub fn stripe_event(body: &[u8]) -> Result<NewEvent, Rejection> {
     let (payload, payload_text) = parse_json(body)?;
     Ok(NewEvent {
-        provider: STRIPE,
+        provider: Provider::Stripe,
         event_id: text(&payload, "id")
             .filter(|id| !id.is_empty())
             .ok_or_else(|| Rejection::InvalidPayload("no string `id`".into()))?,
@@ -332,7 +328,7 @@ pub fn stripe_event(body: &[u8]) -> Result<NewEvent, Rejection> {
 pub fn clerk_event(body: &[u8], message_id: String, timestamp: i64) -> Result<NewEvent, Rejection> {
     let (payload, payload_text) = parse_json(body)?;
     Ok(NewEvent {
-        provider: CLERK,
+        provider: Provider::Clerk,
         event_id: message_id,
         event_type: text(&payload, "type")
             .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use billing_sync_store::ledger::Provider;
 use billing_sync_store::ledger::{EventStatus, Recorded};
 use poem::web::Data;
 use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, post};
@@ -28,12 +29,6 @@ struct Acknowledgement<'a> {
     event_id: &'a str,
 }
 
-#[derive(Clone, Copy)]
-enum Provider {
-    Stripe,
-    Clerk,
-}
-
 #[handler]
 async fn stripe_webhook(request: &Request, body: Body, ingestor: Data<&Arc<Ingestor>>) -> Response {
     receive(Provider::Stripe, request, body, &ingestor).await
@@ -51,10 +46,7 @@ async fn receive(
     ingestor: &Ingestor,
 ) -> Response {
     let result = read_and_ingest(provider, request, body, ingestor).await;
-    let provider = match provider {
-        Provider::Stripe => "stripe",
-        Provider::Clerk => "clerk",
-    };
+    let provider = provider.as_str();
     match result {
         Ok(accepted) => {
             let (response, outcome) = acknowledge(&accepted);

@@ -2,7 +2,7 @@
 //! states stay terminal, replay obeys live ordering, and tombstones end memberships.
 
 use billing_sync_store::entities::{stripe_customers, webhook_events};
-use billing_sync_store::ledger::{EventStatus, Plan, Recorded};
+use billing_sync_store::ledger::{EventStatus, Plan, Provider, Recorded};
 use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
 use billing_sync_testkit::state::{deliver, migrated_store, new_event, projectors};
@@ -22,7 +22,7 @@ each_backend!(
 
 fn customer_event(id: &str, event_type: &str, created: i64, email: &str) -> ScenarioEvent {
     ScenarioEvent {
-        provider: "stripe",
+        provider: Provider::Stripe,
         event_id: format!("evt_{id}_{created}_{event_type}"),
         event_type: event_type.into(),
         timestamp: created,
@@ -83,7 +83,7 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
     );
 
     let row = store
-        .find_event("stripe", &event.event_id)
+        .find_event(Provider::Stripe, &event.event_id)
         .await
         .expect("find")
         .expect("row");
@@ -96,7 +96,7 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
         Some("a@example.com")
     );
     let row: webhook_events::Model = store
-        .find_event("stripe", &event.event_id)
+        .find_event(Provider::Stripe, &event.event_id)
         .await
         .expect("find")
         .expect("row");
@@ -123,7 +123,7 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
         .await
         .expect("record");
     let row = store
-        .find_event("stripe", &old.event_id)
+        .find_event(Provider::Stripe, &old.event_id)
         .await
         .expect("find")
         .expect("row");
@@ -161,7 +161,7 @@ async fn an_active_membership_ends_with_its_own_or_its_organization_or_user_tomb
 
     // Deleting the user ends the admin's membership for every reader.
     let user_deleted = ScenarioEvent {
-        provider: "clerk",
+        provider: Provider::Clerk,
         event_id: "msg_user_deleted".into(),
         event_type: "user.deleted".into(),
         timestamp: 1_716_883_300,
@@ -194,7 +194,7 @@ async fn several_memberships_are_all_listed_and_deleted_ones_are_not(db: TestDat
     // The same admin in a second organization, which is then deleted.
     let org = json!({"id": "org_second", "name": "Second", "updated_at": 1_716_883_200_000_i64});
     let membership = |n: &str, event_type: &str, ts: i64, data: serde_json::Value| ScenarioEvent {
-        provider: "clerk",
+        provider: Provider::Clerk,
         event_id: format!("msg_second_{n}"),
         event_type: event_type.into(),
         timestamp: ts,
@@ -255,7 +255,7 @@ async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDa
         .expect("drop a projection table");
     // An event that touches no subscription row.
     let user = new_event(&ScenarioEvent {
-        provider: "clerk",
+        provider: Provider::Clerk,
         event_id: "msg_user_g".into(),
         event_type: "user.created".into(),
         timestamp: 10,
@@ -263,7 +263,7 @@ async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDa
             "data": {"id": "user_g", "first_name": "Grace", "updated_at": 10}}),
     });
     let subscription = new_event(&ScenarioEvent {
-        provider: "stripe",
+        provider: Provider::Stripe,
         event_id: "evt_sub_g".into(),
         event_type: "customer.subscription.updated".into(),
         timestamp: 11,
@@ -282,7 +282,7 @@ async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDa
     );
     assert!(
         store
-            .find_event("clerk", "msg_user_g")
+            .find_event(Provider::Clerk, "msg_user_g")
             .await
             .expect("find")
             .is_none()
@@ -312,7 +312,7 @@ async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDa
         .expect("the other event's row is committed");
     assert_eq!(user.first_name.as_deref(), Some("Grace"));
     let failed = store
-        .find_event("stripe", "evt_sub_g")
+        .find_event(Provider::Stripe, "evt_sub_g")
         .await
         .expect("find")
         .expect("row");
@@ -329,7 +329,7 @@ async fn pruning_keeps_failed_and_recent_rows_and_ordering_stays_safe(db: TestDa
     deliver(&store, &older).await;
     deliver(&store, &newer).await;
     let ignored = ScenarioEvent {
-        provider: "stripe",
+        provider: Provider::Stripe,
         event_id: "evt_invoice_p".into(),
         event_type: "invoice.paid".into(),
         timestamp: 15,

@@ -3,5 +3,5 @@
 mod projection;
 mod signature;
 
-pub use projection::{CLERK, project};
+pub use projection::project;
 pub use signature::{ClerkDelivery, ClerkVerifier, InvalidClerkSecret};

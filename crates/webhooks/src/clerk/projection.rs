@@ -14,9 +14,6 @@ use serde_json::Value;
 
 use crate::json::{integer, required_text, text, unix_seconds};
 
-/// The ledger's provider name for Clerk.
-pub const CLERK: &str = "clerk";
-
 /// What `event` changes. `event.event_created` is the delivery's `svix-timestamp`.
 pub fn project(event: &NewEvent) -> Plan {
     let result = match event.event_type.as_str() {
@@ -205,7 +202,7 @@ mod tests {
 
     fn event(event_type: &str, delivered: i64, data: Value) -> NewEvent {
         NewEvent {
-            provider: CLERK,
+            provider: billing_sync_store::ledger::Provider::Clerk,
             event_id: "msg_test".into(),
             event_type: event_type.into(),
             api_version: None,

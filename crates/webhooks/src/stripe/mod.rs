@@ -3,6 +3,6 @@
 mod projection;
 mod signature;
 
-pub use projection::{STRIPE, project};
+pub use projection::project;
 pub(crate) use signature::within_tolerance;
 pub use signature::{SignatureHeader, StripeVerifier, parse_signature_header, sign};

@@ -15,9 +15,6 @@ use serde_json::{Value, json};
 
 use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
 
-/// The ledger's provider name for Stripe.
-pub const STRIPE: &str = "stripe";
-
 const SUBSCRIPTION_EVENTS: [&str; 8] = [
     "customer.subscription.created",
     "customer.subscription.updated",
@@ -296,7 +293,7 @@ mod tests {
 
     fn event(event_type: &str, created: i64, object: Value) -> NewEvent {
         NewEvent {
-            provider: STRIPE,
+            provider: billing_sync_store::ledger::Provider::Stripe,
             event_id: "evt_test".into(),
             event_type: event_type.into(),
             api_version: Some("2026-07-29.dahlia".into()),
