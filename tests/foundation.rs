@@ -345,22 +345,18 @@ async fn every_response_carries_a_request_id_that_its_log_lines_carry_too() {
         .expect("probe");
     assert_ne!(replaced.headers()["x-request-id"], "has spaces in it");
 
-    // Bounded polling: the access log line is written as the response leaves.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let line = loop {
-        let logs = server.logs();
-        if let Some(line) = logs
-            .iter()
-            .find(|l| l.contains("request completed") && l.contains("req-from-the-caller-42"))
-        {
-            break line.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access log line: {logs:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    // The access log line is written as the response leaves.
+    let line = support::wait_for(
+        "the access log line",
+        std::time::Duration::from_secs(10),
+        || async {
+            server
+                .logs()
+                .into_iter()
+                .find(|l| l.contains("request completed") && l.contains("req-from-the-caller-42"))
+        },
+    )
+    .await;
     let event: serde_json::Value =
         serde_json::from_str(&line).expect("LOG_FORMAT=json lines are JSON");
     assert_eq!(

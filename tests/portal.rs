@@ -571,15 +571,13 @@ async fn sigterm_lets_an_in_flight_request_finish_before_exiting() {
         let url = s.server.url(PORTAL);
         async move { support::http().get(url).bearer_auth(token).send().await }
     });
-    // Bounded polling until the request is in flight (Stripe has it), then SIGTERM.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while s.stripe.received().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request never reached Stripe"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Once the request is in flight (Stripe has it), SIGTERM.
+    support::wait_for(
+        "the request to reach Stripe",
+        Duration::from_secs(20),
+        || async { (!s.stripe.received().is_empty()).then_some(()) },
+    )
+    .await;
     let Setup { server, stripe, .. } = s;
     let status = server.terminate().await;
     let response = request

@@ -148,20 +148,19 @@ async fn a_postgres_restart_mid_run_loses_nothing_acknowledged() {
     cluster.crash();
     // The server notices: readiness fails while the database is down.
     let http = support::http();
-    let mut readiness = 200;
-    for _ in 0..200 {
-        readiness = http
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
-        if readiness == 503 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(readiness, 503, "/readyz reports the database down");
+    support::wait_for(
+        "/readyz to report the database down (503)",
+        Duration::from_secs(20),
+        || async {
+            let status = http
+                .get(server.url("/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (status.ok() == Some(503)).then_some(())
+        },
+    )
+    .await;
     cluster.start_server();
     let report = driver.await.expect("the driver finishes");
     check("PostgreSQL restart (immediate)", &url, &report).await;

@@ -304,3 +304,24 @@ pub async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::V
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
 }
+
+/// Polls `check` every 10 ms until it yields `Some`, for at most `within`; panics naming `what`
+/// when it never does. For conditions nothing signals (a log line written, a request reaching a
+/// stand-in): a bound, never a sleep standing in for synchronisation.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
