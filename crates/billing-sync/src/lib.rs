@@ -1,5 +1,6 @@
-//! billing-sync as a library: the subcommands behind the thin `main`, and the [`App`] that tests
-//! start on a listener of their own.
+//! billing-sync as a library: the subcommands behind the thin `main`, and the [`App`] they
+//! serve. The end-to-end tests do not build an [`App`] themselves: they start the real binary
+//! (`billing-sync serve` on `LISTEN_ADDR=127.0.0.1:0`) and read the bound address from its log.
 
 mod backfill;
 mod client_deadline;
