@@ -14,7 +14,7 @@
 //! durable settings), or with `BILLING_SYNC_TEST_POSTGRES_URL` pointing at an admin URL of your
 //! own. `BENCH_INGEST_EVENTS` sets the events per level (default 8,000: 1,000 customers).
 
-#[path = "../../../tests/support/mod.rs"]
+#[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //!
 //! Run with `./scripts/bench --bench operations` (PostgreSQL), or with `BENCH_BACKEND=sqlite`.
 
-#[path = "../../../tests/support/mod.rs"]
+#[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

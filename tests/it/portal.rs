@@ -1,7 +1,7 @@
 //! End-to-end tests of the customer-portal endpoint on the real server, with a local JWKS and a
 //! local Stripe stand-in, state seeded through the real webhook routes, and the generated client.
 
-mod support;
+use crate::support;
 
 use std::sync::OnceLock;
 use std::time::Duration;

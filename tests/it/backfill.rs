@@ -2,7 +2,7 @@
 //! stand-ins that page like Stripe (`has_more`/`starting_after`) and Clerk (`limit`/`offset`
 //! with `total_count`), on both database backends.
 
-mod support;
+use crate::support;
 
 use billing_sync_store::Store;
 use billing_sync_store::entities::{

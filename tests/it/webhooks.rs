@@ -2,7 +2,7 @@
 //! secret rotation, concurrent duplicates, the database going away, failed events and replay,
 //! and conformance with the shared real-world payloads.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

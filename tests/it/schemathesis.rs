@@ -6,7 +6,7 @@
 //! `./scripts/test` installs schemathesis and sets `BILLING_SYNC_TEST_REQUIRE_SCHEMATHESIS=1`;
 //! without it, and without schemathesis on the PATH, this test says SKIPPED and passes.
 
-mod support;
+use crate::support;
 
 use billing_sync_testkit::{Backend, TestDatabase};
 use serde_json::json;

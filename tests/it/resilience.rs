@@ -7,7 +7,7 @@
 //! Size: `RESILIENCE_ORGANIZATIONS` organizations (23 events each, plus 20 % duplicates);
 //! 40 by default so that CI runs them in seconds. The long run is documented in the README.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of the foundation: the real binary, its configuration, probes, migrations
 //! and shutdown, on SQLite and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use support::{Server, http, run};

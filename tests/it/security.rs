@@ -2,7 +2,7 @@
 //! token, and slow, stalled or oversized requests are refused or cut off without exhausting
 //! the server.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! billing state and checkout, with state synced through the signed webhook routes, a local
 //! JWKS, and a Stripe stand-in that records every request.
 
-mod support;
+use crate::support;
 
 use std::sync::OnceLock;
 

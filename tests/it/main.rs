@@ -1,0 +1,14 @@
+//! The end-to-end tests, one module per area, in one test binary: each binary links the whole
+//! workspace, and on two cores linking eight of them was most of a clean test build (as
+//! svix-webhooks keeps its integration tests). Every test starts the real `billing-sync` binary.
+
+mod support;
+
+mod backfill;
+mod foundation;
+mod plans;
+mod portal;
+mod resilience;
+mod schemathesis;
+mod security;
+mod webhooks;
