@@ -26,7 +26,7 @@ use crate::sync::{
 };
 
 /// The changes of a batch reduced per (table, id): for each object the rounds of states to
-/// write (usually one, see [`keep_newer`]), each table's objects in primary-key order.
+/// write (usually one, see `keep_newer`), each table's objects in primary-key order.
 ///
 /// It borrows the changes it holds (a state is copied only when the reduction must fill one of
 /// its gaps), so that reducing a batch copies no payload.
