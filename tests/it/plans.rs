@@ -4,63 +4,18 @@
 
 use crate::support;
 
-use std::sync::OnceLock;
-
 use billing_sync_testkit::{TestDatabase, each_backend};
 use serde_json::{Value, json};
-use support::standins::{JwksStandIn, SigningKey, StripeAnswer, StripeStandIn};
+use support::operations::{
+    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, key, setup,
+};
+use support::standins::StripeAnswer;
 use support::{Server, now, post_clerk, post_stripe, status_and_json, stripe_signature};
 
 const PLANS: &str = "/api/v1/operations/payment/plans";
 const STATE: &str = "/api/v1/operations/payment/subscription";
 const CHECKOUT: &str = "/api/v1/operations/payment/checkout";
 const PORTAL: &str = "/api/v1/operations/payment/customer-portal";
-const STRIPE_WEBHOOK_SECRET: &str = "whsec_plans_stripe";
-const CLERK_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const STRIPE_KEY: &str = "sk_test_plans_secret_key";
-const ISSUER: &str = "https://clerk.app.example.com";
-const APP: &str = "https://app.example.com";
-
-fn key() -> &'static SigningKey {
-    static KEY: OnceLock<SigningKey> = OnceLock::new();
-    KEY.get_or_init(|| SigningKey::generate("ins_plans"))
-}
-
-struct Setup {
-    server: Server,
-    stripe: StripeStandIn,
-    _jwks: JwksStandIn,
-}
-
-async fn setup(db: &TestDatabase, extra: &[(&str, &str)]) -> Setup {
-    setup_scripted(db, extra, &[]).await
-}
-
-async fn setup_scripted(
-    db: &TestDatabase,
-    extra: &[(&str, &str)],
-    script: &[StripeAnswer],
-) -> Setup {
-    let jwks = JwksStandIn::start(&[key()]).await;
-    let stripe = StripeStandIn::start(script).await;
-    let mut env = vec![
-        ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
-        ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
-        ("CLERK_JWKS_URL", jwks.url.as_str()),
-        ("CLERK_ISSUER", ISSUER),
-        ("STRIPE_SECRET_KEY", STRIPE_KEY),
-        ("STRIPE_API_BASE", stripe.base_url.as_str()),
-        ("APP_BASE_URL", APP),
-    ];
-    env.extend_from_slice(extra);
-    let server = Server::start(&db.url, &env).await;
-    Setup {
-        server,
-        stripe,
-        _jwks: jwks,
-    }
-}
-
 /// A session token v2 of `user`, naming `org` with `role` (as Clerk writes it: `admin`).
 fn token(user: &str, org: Option<(&str, &str)>) -> String {
     let t = now();
@@ -278,7 +233,7 @@ each_backend!(
 async fn only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie(db: TestDatabase) {
     // Without CORS_ALLOWED_ORIGINS no CORS layer refuses foreign origins first: the check is
     // the checkout's own.
-    let s = setup(&db, &[]).await;
+    let s = setup(&db, &[], &[]).await;
     sync_catalog(&s.server, now() - 3_600).await;
     member(&s.server, "org_c", "user_c", "org:admin").await;
     let admin = token("user_c", Some(("org_c", "admin")));
@@ -327,7 +282,7 @@ async fn only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie(db:
 
 async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: TestDatabase) {
     // A 400 from Stripe is not retried: one answer decides.
-    let s = setup_scripted(&db, &[], &[StripeAnswer::Error(400)]).await;
+    let s = setup(&db, &[StripeAnswer::Error(400)], &[]).await;
     sync_catalog(&s.server, now() - 3_600).await;
     member(&s.server, "org_f", "user_f", "org:admin").await;
     let admin = token("user_f", Some(("org_f", "admin")));
@@ -362,7 +317,7 @@ async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: Test
 async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscription(
     db: TestDatabase,
 ) {
-    let s = setup(&db, &[]).await;
+    let s = setup(&db, &[], &[]).await;
     let t = now() - 3_600;
     member(&s.server, "org_a", "user_a", "org:admin").await;
     sync_catalog(&s.server, t).await;
@@ -627,7 +582,7 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
 }
 
 async fn only_billing_roles_open_the_portal_and_start_checkout(db: TestDatabase) {
-    let s = setup(&db, &[("BILLING_ROLES", "org:admin, billing_manager")]).await;
+    let s = setup(&db, &[], &[("BILLING_ROLES", "org:admin, billing_manager")]).await;
     let t = now() - 3_600;
     sync_catalog(&s.server, t).await;
     member(&s.server, "org_r", "user_admin", "org:admin").await;
@@ -713,7 +668,7 @@ async fn only_billing_roles_open_the_portal_and_start_checkout(db: TestDatabase)
 }
 
 async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: TestDatabase) {
-    let s = setup(&db, &[]).await;
+    let s = setup(&db, &[], &[]).await;
     sync_catalog(&s.server, now() - 3_600).await;
     member(&s.server, "org_v", "user_v", "org:admin").await;
     let admin = token("user_v", Some(("org_v", "admin")));

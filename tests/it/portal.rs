@@ -9,58 +9,17 @@ use std::time::Duration;
 use billing_sync_client::Client;
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::{Value, json};
-use support::standins::{JwksStandIn, SigningKey, StripeAnswer, StripeStandIn};
+use support::operations::{
+    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, Setup, key, setup,
+};
+use support::standins::{JwksStandIn, SigningKey, StripeAnswer};
 use support::{Server, now, post_clerk};
 
 const PORTAL: &str = "/api/v1/operations/payment/customer-portal";
-const STRIPE_WEBHOOK_SECRET: &str = "whsec_portal_stripe";
-const CLERK_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const STRIPE_KEY: &str = "sk_test_portal_secret_key";
-const ISSUER: &str = "https://clerk.app.example.com";
-const APP: &str = "https://app.example.com";
-
-/// Key generation is the slow part of these tests: one key (and one impostor) per test binary.
-fn key() -> &'static SigningKey {
-    static KEY: OnceLock<SigningKey> = OnceLock::new();
-    KEY.get_or_init(|| SigningKey::generate("ins_key_1"))
-}
-
 fn impostor() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
     // Same kid as the real key: only the signature can tell them apart.
     KEY.get_or_init(|| SigningKey::generate("ins_key_1"))
-}
-
-struct Setup {
-    server: Server,
-    stripe: StripeStandIn,
-    jwks: JwksStandIn,
-}
-
-async fn setup(db: &TestDatabase, script: &[StripeAnswer], extra: &[(&str, &str)]) -> Setup {
-    let jwks = JwksStandIn::start(&[key()]).await;
-    let stripe = StripeStandIn::start(script).await;
-    let mut env = vec![
-        ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
-        ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
-        ("CLERK_JWKS_URL", jwks.url.as_str()),
-        ("CLERK_ISSUER", ISSUER),
-        (
-            "CLERK_AUTHORIZED_PARTIES",
-            "https://app.example.com,https://admin.example.com",
-        ),
-        ("STRIPE_SECRET_KEY", STRIPE_KEY),
-        ("STRIPE_API_BASE", stripe.base_url.as_str()),
-        ("APP_BASE_URL", APP),
-        ("STRIPE_TIMEOUT_MS", "1500"),
-    ];
-    env.extend_from_slice(extra);
-    let server = Server::start(&db.url, &env).await;
-    Setup {
-        server,
-        stripe,
-        jwks,
-    }
 }
 
 fn claims(user: &str, org: Option<&str>) -> Value {

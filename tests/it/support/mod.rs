@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod operations;
 pub mod standins;
 
 use std::collections::HashMap;

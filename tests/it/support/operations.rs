@@ -1,0 +1,56 @@
+//! A server with everything the operations on the synced state need: webhook secrets to seed
+//! the state, a JWKS stand-in that publishes one signing key, a Stripe stand-in, the app's base
+//! URL. Shared by the portal and plans tests, so the slow part (generating the RSA key) happens
+//! once per test binary.
+
+use std::sync::OnceLock;
+
+use billing_sync_testkit::TestDatabase;
+
+use super::Server;
+use super::standins::{JwksStandIn, SigningKey, StripeAnswer, StripeStandIn};
+
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_operations_stripe";
+pub const CLERK_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const STRIPE_KEY: &str = "sk_test_operations_secret_key";
+pub const ISSUER: &str = "https://clerk.app.example.com";
+pub const APP: &str = "https://app.example.com";
+
+/// The key the JWKS stand-in publishes, generated once per test binary.
+pub fn key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate("ins_key_1"))
+}
+
+pub struct Setup {
+    pub server: Server,
+    pub stripe: StripeStandIn,
+    pub jwks: JwksStandIn,
+}
+
+/// The server on `db`, its Stripe stand-in answering `script` first, with `extra` settings.
+pub async fn setup(db: &TestDatabase, script: &[StripeAnswer], extra: &[(&str, &str)]) -> Setup {
+    let jwks = JwksStandIn::start(&[key()]).await;
+    let stripe = StripeStandIn::start(script).await;
+    let mut env = vec![
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
+        ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
+        ("CLERK_JWKS_URL", jwks.url.as_str()),
+        ("CLERK_ISSUER", ISSUER),
+        (
+            "CLERK_AUTHORIZED_PARTIES",
+            "https://app.example.com,https://admin.example.com",
+        ),
+        ("STRIPE_SECRET_KEY", STRIPE_KEY),
+        ("STRIPE_API_BASE", stripe.base_url.as_str()),
+        ("APP_BASE_URL", APP),
+        ("STRIPE_TIMEOUT_MS", "1500"),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start(&db.url, &env).await;
+    Setup {
+        server,
+        stripe,
+        jwks,
+    }
+}
