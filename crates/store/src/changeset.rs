@@ -13,7 +13,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, IntoIden, OnConflict, Query, SimpleExpr, SubQueryStatement,
 };
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, Statement};
 
 use crate::entities::{
     organization_memberships as memberships, organizations, stripe_customers as customers,
@@ -473,8 +473,16 @@ fn insert_rows<C: IntoIden + Copy>(
     statement
 }
 
+/// The incoming organization, else the stored one: a state that names none keeps the known one.
+fn keep_known_organization(table: impl EntityName) -> String {
+    format!(
+        "COALESCE(excluded.organization_id, {}.organization_id)",
+        table.table_name()
+    )
+}
+
 /// `ON CONFLICT (id) DO UPDATE SET <synced columns and columns> WHERE <newer than stored>`.
-fn guarded<C: IntoIden + Copy>(table: &str, tie: Tie, columns: &[C]) -> OnConflict {
+fn guarded<C: IntoIden + Copy>(table: impl EntityName, tie: Tie, columns: &[C]) -> OnConflict {
     OnConflict::column(Alias::new("id"))
         .update_columns(
             SyncedColumn::ALL[1..]
@@ -482,7 +490,7 @@ fn guarded<C: IntoIden + Copy>(table: &str, tie: Tie, columns: &[C]) -> OnConfli
                 .map(|c| Alias::new(c.name()).into_iden())
                 .chain(columns.iter().map(|c| c.into_iden())),
         )
-        .action_and_where(newer_than_stored(table, tie))
+        .action_and_where(newer_than_stored(table.table_name(), tie))
         .to_owned()
 }
 
@@ -498,7 +506,7 @@ fn organizations_upsert<'a>(
         row
     });
     let mut statement = insert_rows(organizations::Entity, &columns, rows);
-    statement.on_conflict(guarded("organizations", ORGANIZATIONS_TIE, &columns));
+    statement.on_conflict(guarded(organizations::Entity, ORGANIZATIONS_TIE, &columns));
     statement
 }
 
@@ -526,7 +534,7 @@ fn users_upsert<'a>(
     if snapshots {
         statement.on_conflict(OnConflict::column(C::Id).do_nothing().to_owned());
     } else {
-        statement.on_conflict(guarded("users", USERS_TIE, &columns));
+        statement.on_conflict(guarded(users::Entity, USERS_TIE, &columns));
     }
     statement
 }
@@ -547,11 +555,7 @@ fn memberships_upsert<'a>(
         row
     });
     let mut statement = insert_rows(memberships::Entity, &columns, rows);
-    statement.on_conflict(guarded(
-        "organization_memberships",
-        MEMBERSHIPS_TIE,
-        &columns,
-    ));
+    statement.on_conflict(guarded(memberships::Entity, MEMBERSHIPS_TIE, &columns));
     statement
 }
 
@@ -573,7 +577,7 @@ fn customers_upsert<'a>(
     });
     let mut statement = insert_rows(customers::Entity, &columns, rows);
     let mut on_conflict = guarded(
-        "stripe_customers",
+        customers::Entity,
         CUSTOMERS_TIE,
         &[C::Livemode, C::Email, C::Name],
     );
@@ -581,7 +585,7 @@ fn customers_upsert<'a>(
     // whichever arrived first.
     on_conflict.value(
         C::OrganizationId,
-        Expr::cust("COALESCE(excluded.organization_id, stripe_customers.organization_id)"),
+        Expr::cust(keep_known_organization(customers::Entity)),
     );
     statement.on_conflict(on_conflict);
     statement
@@ -611,7 +615,7 @@ fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> sea_orm::sea_query::In
     statement.on_conflict(
         OnConflict::column(C::Id)
             .update_columns([C::OrganizationId, C::SyncedAt])
-            .action_and_where(Expr::cust("stripe_customers.organization_id IS NULL"))
+            .action_and_where(Expr::col((customers::Entity, C::OrganizationId)).is_null())
             .to_owned(),
     );
     statement
@@ -687,10 +691,10 @@ fn subscriptions_upsert<'a>(
     let mut all_columns: Vec<C> = columns.to_vec();
     all_columns.push(C::OrganizationId);
     let mut statement = insert_rows(subscriptions::Entity, &all_columns, rows);
-    let mut on_conflict = guarded("stripe_subscriptions", SUBSCRIPTIONS_TIE, &columns);
+    let mut on_conflict = guarded(subscriptions::Entity, SUBSCRIPTIONS_TIE, &columns);
     on_conflict.value(
         C::OrganizationId,
-        Expr::cust("COALESCE(excluded.organization_id, stripe_subscriptions.organization_id)"),
+        Expr::cust(keep_known_organization(subscriptions::Entity)),
     );
     statement.on_conflict(on_conflict);
     statement
@@ -722,7 +726,7 @@ fn products_upsert<'a>(
         row
     });
     let mut statement = insert_rows(products::Entity, &columns, rows);
-    statement.on_conflict(guarded("stripe_products", PRODUCTS_TIE, &columns));
+    statement.on_conflict(guarded(products::Entity, PRODUCTS_TIE, &columns));
     statement
 }
 
@@ -758,7 +762,7 @@ fn prices_upsert<'a>(
         row
     });
     let mut statement = insert_rows(prices::Entity, &columns, rows);
-    statement.on_conflict(guarded("stripe_prices", PRICES_TIE, &columns));
+    statement.on_conflict(guarded(prices::Entity, PRICES_TIE, &columns));
     statement
 }
 
@@ -774,10 +778,6 @@ fn entitlements_upsert<'a>(
         row
     });
     let mut statement = insert_rows(entitlements::Entity, &columns, rows);
-    statement.on_conflict(guarded(
-        "stripe_entitlement_summaries",
-        ENTITLEMENTS_TIE,
-        &columns,
-    ));
+    statement.on_conflict(guarded(entitlements::Entity, ENTITLEMENTS_TIE, &columns));
     statement
 }
