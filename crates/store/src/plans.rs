@@ -96,6 +96,14 @@ impl OrganizationSubscription {
     }
 }
 
+/// Whether an organization with these subscriptions is on a paid plan: one of them is active.
+/// The billing state's `active` and checkout's refusal of a second subscription both ask this.
+pub fn on_paid_plan(subscriptions: &[OrganizationSubscription]) -> bool {
+    subscriptions
+        .iter()
+        .any(OrganizationSubscription::is_active)
+}
+
 /// How many subscriptions [`Store::organization_subscriptions`] lists, the most recently
 /// changed first.
 pub const SUBSCRIPTIONS_LISTED: u64 = 100;
@@ -163,6 +171,18 @@ fn price_order(price: &CatalogPrice) -> (bool, i64, &str) {
     )
 }
 
+/// By the cheapest price (products whose prices have no unit amount last), then name, then id.
+/// Borrows, so sorting copies no string.
+fn product_order(product: &CatalogProduct) -> (bool, i64, Option<&str>, &str) {
+    let (no_amount, amount, _) = product.prices.first().map_or((true, 0, ""), price_order);
+    (
+        no_amount,
+        amount,
+        product.name.as_deref(),
+        product.id.as_str(),
+    )
+}
+
 type ProductRow = (String, Option<String>, Option<String>, Value);
 
 /// The strings of a JSON array of strings (as the catalog and the entitlements store them);
@@ -223,14 +243,7 @@ impl Store {
                 })
             })
             .collect();
-        catalog.sort_by(|a, b| {
-            let key = |p: &CatalogProduct| {
-                let cheapest = p.prices.first().map(price_order);
-                let (no_amount, amount) = cheapest.map_or((true, 0), |(n, a, _)| (n, a));
-                (no_amount, amount, p.name.clone(), p.id.clone())
-            };
-            key(a).cmp(&key(b))
-        });
+        catalog.sort_by(|a, b| product_order(a).cmp(&product_order(b)));
         Ok(catalog)
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription};
+use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription, on_paid_plan};
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem_openapi::param::Header;
@@ -398,9 +398,7 @@ fn billing_state(caller: Caller, subscriptions: Vec<OrganizationSubscription>) -
     BillingState {
         organization_id: caller.organization_id,
         customer_id: caller.customer_id,
-        active: subscriptions
-            .iter()
-            .any(OrganizationSubscription::is_active),
+        active: on_paid_plan(&subscriptions),
         subscriptions: subscriptions.into_iter().map(subscription).collect(),
         entitlements: caller.entitlements,
     }

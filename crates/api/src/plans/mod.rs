@@ -7,7 +7,7 @@ pub mod api;
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription};
+use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription, on_paid_plan};
 use billing_sync_store::{Store, StoreError};
 use billing_sync_stripe_api::{StripeClient, StripeError};
 use sha2::{Digest, Sha256};
@@ -204,10 +204,7 @@ impl Plans {
                 .store()
                 .organization_subscriptions(&caller.organization_id)
                 .await?;
-            if subscriptions
-                .iter()
-                .any(OrganizationSubscription::is_active)
-            {
+            if on_paid_plan(&subscriptions) {
                 return Err(CheckoutError::AlreadySubscribed);
             }
         }
