@@ -234,23 +234,27 @@ fn build_operations(
         &settings.stripe_api.secret_key,
         &settings.app_base_url,
     ) {
-        (Some(key), Some(base)) => (
-            Some((
-                stripe_client(&settings.stripe_api, key)?,
-                PortalSettings {
-                    return_url: plans_page_url(base),
-                    configuration: settings.stripe_portal_configuration.clone(),
-                },
-            )),
-            Some((
-                stripe_client(&settings.stripe_api, key)?,
-                CheckoutSettings::for_app(
-                    base,
-                    &common.stripe_org_metadata_key,
-                    page_origins(base, &settings.cors_allowed_origins),
-                ),
-            )),
-        ),
+        (Some(key), Some(base)) => {
+            // One client, one pool of connections to Stripe, for both operations.
+            let stripe = stripe_client(&settings.stripe_api, key)?;
+            (
+                Some((
+                    stripe.clone(),
+                    PortalSettings {
+                        return_url: plans_page_url(base),
+                        configuration: settings.stripe_portal_configuration.clone(),
+                    },
+                )),
+                Some((
+                    stripe,
+                    CheckoutSettings::for_app(
+                        base,
+                        &common.stripe_org_metadata_key,
+                        page_origins(base, &settings.cors_allowed_origins),
+                    ),
+                )),
+            )
+        }
         _ => {
             tracing::warn!(
                 "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal and checkout answer 500 (billing is not configured)"

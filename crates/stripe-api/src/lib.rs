@@ -41,7 +41,8 @@ pub enum StripeError {
     },
 }
 
-/// Where and how to call Stripe.
+/// Where and how to call Stripe. A clone shares the connection pool.
+#[derive(Clone)]
 pub struct StripeClient {
     http: reqwest::Client,
     api_base: String,
