@@ -7,7 +7,7 @@ use crate::support;
 use billing_sync_testkit::{TestDatabase, each_backend};
 use serde_json::{Value, json};
 use support::operations::{
-    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, key, setup,
+    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, client, key, setup,
 };
 use support::standins::StripeAnswer;
 use support::{Server, now, post_clerk, post_stripe, status_and_json, stripe_signature};
@@ -207,19 +207,6 @@ async fn checkout_json(server: &Server, token: &str, body: Value) -> (u16, Value
         .await
         .expect("POST checkout");
     status_and_json(response).await
-}
-
-fn client(server: &Server, token: &str) -> billing_sync_client::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client");
-    billing_sync_client::Client::new_with_client(&server.base_url, http)
 }
 
 each_backend!(

@@ -10,7 +10,7 @@ use billing_sync_client::Client;
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::{Value, json};
 use support::operations::{
-    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, Setup, key, setup,
+    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, Setup, client, key, setup,
 };
 use support::standins::{JwksStandIn, SigningKey, StripeAnswer};
 use support::{Server, now, post_clerk};
@@ -77,20 +77,6 @@ async fn error_of(response: reqwest::Response) -> (u16, String, String) {
         body["code"].as_str().unwrap_or_default().to_owned(),
         body["message"].as_str().unwrap_or_default().to_owned(),
     )
-}
-
-fn client(server: &Server, token: &str) -> Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    Client::new_with_client(&server.base_url, http)
 }
 
 each_backend!(

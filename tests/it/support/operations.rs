@@ -54,3 +54,18 @@ pub async fn setup(db: &TestDatabase, script: &[StripeAnswer], extra: &[(&str, &
         jwks,
     }
 }
+
+/// The generated client, sending `token` as `Authorization: Bearer` and following no redirect.
+pub fn client(server: &Server, token: &str) -> billing_sync_client::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    billing_sync_client::Client::new_with_client(&server.base_url, http)
+}
