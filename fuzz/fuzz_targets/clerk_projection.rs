@@ -1,8 +1,8 @@
 //! Clerk's event projection on arbitrary JSON, as `stripe_projection` does for Stripe.
 #![no_main]
 
-use billing_sync_webhooks::clerk::project;
-use billing_sync_webhooks::pipeline::clerk_event;
+use billing_sync_projection::clerk::project;
+use billing_sync_projection::clerk_event;
 use libfuzzer_sys::fuzz_target;
 
 const TYPES: [&str; 10] = [

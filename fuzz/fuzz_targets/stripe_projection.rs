@@ -3,9 +3,8 @@
 //! type, so that every projection sees arbitrary objects.
 #![no_main]
 
-use billing_sync_store::ledger::Plan;
-use billing_sync_webhooks::pipeline::stripe_event;
-use billing_sync_webhooks::stripe::project;
+use billing_sync_projection::stripe::project;
+use billing_sync_projection::{Plan, stripe_event};
 use libfuzzer_sys::fuzz_target;
 
 const TYPES: [&str; 8] = [

@@ -2,7 +2,7 @@
 //! input is refused or accepted, never a panic or a hang.
 #![no_main]
 
-use billing_sync_webhooks::stripe::{StripeVerifier, parse_signature_header, sign};
+use billing_sync_projection::stripe_signature::{StripeVerifier, parse_signature_header, sign};
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 

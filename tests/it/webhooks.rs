@@ -6,11 +6,12 @@ use crate::support;
 
 use std::path::PathBuf;
 
+use billing_sync_projection::Provider;
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_subscriptions, users,
 };
-use billing_sync_store::ledger::{EventFilter, Provider};
+use billing_sync_store::ledger::EventFilter;
 use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::json;
@@ -257,9 +258,9 @@ async fn stripe_accepts_a_signature_by_either_rolled_secret(db: TestDatabase) {
     let body = stripe_event("evt_roll_1", "customer.created", json!({"id": "cus_roll"}));
     let header = format!(
         "t={t},v1={},v1={},v0={}",
-        billing_sync_webhooks::stripe::sign("whsec_unknown", t, &body),
-        billing_sync_webhooks::stripe::sign("whsec_new_secret", t, &body),
-        billing_sync_webhooks::stripe::sign("whsec_old_secret", t, &body),
+        billing_sync_projection::stripe_signature::sign("whsec_unknown", t, &body),
+        billing_sync_projection::stripe_signature::sign("whsec_new_secret", t, &body),
+        billing_sync_projection::stripe_signature::sign("whsec_old_secret", t, &body),
     );
     let (status, json) = status_and_json(post_stripe(&server, &body, Some(header)).await).await;
     assert_eq!(

@@ -1,11 +1,10 @@
 //! Where a backfill lists objects from, page by page, and how a listed object becomes changes:
-//! as the update event that would carry it, through the webhook projections.
+//! through the same object projections as webhooks, seen as an update at the listing time.
 
+use billing_sync_projection::{Provider, Seen, clerk, stripe};
 use billing_sync_store::Store;
 use billing_sync_store::backfill::ListedObject;
-use billing_sync_store::ledger::{NewEvent, Plan, Provider};
 use billing_sync_stripe_api::StripeClient;
-use billing_sync_webhooks::{clerk, stripe};
 use serde_json::{Value, json};
 
 use crate::BackfillError;
@@ -138,47 +137,33 @@ impl Source {
         }
     }
 
-    /// The changes a listed object makes, projected as the update event that would carry it.
+    /// The changes a listed object makes: its state seen as an update at `fetched_at`. Stripe
+    /// orders by event `created`, so a state listed now is at least as new as any event created
+    /// before the page was asked for (a deleted customer's stub is a tombstone all the same);
+    /// Clerk orders by the object's own `updated_at`, which a listed object carries.
     pub fn project(&self, resource: &str, object: Value, fetched_at: i64) -> ListedObject {
-        let deleted = object.get("deleted").and_then(Value::as_bool) == Some(true);
-        let event_type = match (resource, deleted) {
-            ("customers", false) => "customer.updated",
-            ("customers", true) => "customer.deleted",
-            ("subscriptions", _) => "customer.subscription.updated",
-            ("products", _) => "product.updated",
-            ("prices", _) => "price.updated",
-            (ENTITLEMENTS, _) => "entitlements.active_entitlement_summary.updated",
-            ("organizations", _) => "organization.updated",
-            ("users", _) => "user.updated",
-            ("organization_memberships", _) => "organizationMembership.updated",
-            (other, _) => return Err(format!("unknown resource {other}")),
-        };
-        let plan = match self {
-            Source::Stripe {
-                org_metadata_key, ..
-            } => stripe::project(
-                // Stripe orders by event `created`: a state listed now is at least as new as
-                // any event created before the page was asked for.
-                &listed_event(
-                    self.provider(),
-                    event_type,
-                    Some(fetched_at),
-                    json!({"data": {"object": object}}),
-                ),
-                org_metadata_key,
-            ),
-            // Clerk orders by the object's own `updated_at`, which a listed object carries.
-            Source::Clerk(_) => clerk::project(&listed_event(
-                self.provider(),
-                event_type,
-                Some(fetched_at),
-                json!({"data": object, "object": "event", "type": event_type}),
-            )),
-        };
-        match plan {
-            Plan::Apply(changes) => Ok(changes),
-            Plan::Fail(reason) => Err(reason),
-            Plan::Ignore => Err(format!("{event_type} is not projected")),
+        let (object, at, seen) = (&object, fetched_at, Seen::Updated);
+        let one = |change: Result<_, String>| change.map(|change| vec![change]);
+        match (self, resource) {
+            (
+                Source::Stripe {
+                    org_metadata_key, ..
+                },
+                "customers",
+            ) => one(stripe::customer(object, at, seen, org_metadata_key)),
+            (
+                Source::Stripe {
+                    org_metadata_key, ..
+                },
+                "subscriptions",
+            ) => one(stripe::subscription(object, at, seen, org_metadata_key)),
+            (Source::Stripe { .. }, "products") => one(stripe::product(object, at, seen)),
+            (Source::Stripe { .. }, "prices") => one(stripe::price(object, at, seen)),
+            (Source::Stripe { .. }, ENTITLEMENTS) => one(stripe::entitlements(object, at)),
+            (Source::Clerk(_), "organizations") => one(clerk::organization(object, at, seen)),
+            (Source::Clerk(_), "users") => one(clerk::user(object, at, seen)),
+            (Source::Clerk(_), "organization_memberships") => clerk::membership(object, at, seen),
+            (_, other) => Err(format!("unknown resource {other}")),
         }
     }
 }
@@ -225,22 +210,4 @@ async fn entitlement_summary(
         "entitlements": {"object": "list", "data": entitlements, "has_more": false},
         "livemode": livemode,
     }))
-}
-
-fn listed_event(
-    provider: Provider,
-    event_type: &str,
-    created: Option<i64>,
-    payload: Value,
-) -> NewEvent {
-    NewEvent {
-        provider,
-        event_id: "backfill".into(),
-        event_type: event_type.into(),
-        api_version: None,
-        livemode: None,
-        event_created: created,
-        payload,
-        payload_text: None,
-    }
 }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use billing_sync_projection::Provider;
 use billing_sync_store::Store;
-use billing_sync_store::ledger::Provider;
 use billing_sync_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
 };

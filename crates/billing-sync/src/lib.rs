@@ -13,9 +13,9 @@ mod telemetry;
 use std::sync::Arc;
 
 use anyhow::Context;
+use billing_sync_projection::stripe_signature::StripeVerifier;
 use billing_sync_store::Store;
 use billing_sync_webhooks::clerk::ClerkVerifier;
-use billing_sync_webhooks::stripe::StripeVerifier;
 use billing_sync_webhooks::{Ingestor, Projectors};
 use std::time::Duration;
 

@@ -15,7 +15,9 @@ use crate::entities::{
     stripe_entitlement_summaries, stripe_prices, stripe_products, stripe_subscriptions, users,
 };
 use crate::error::StoreError;
-use crate::sync::{Change, apply};
+use billing_sync_projection::Change;
+
+use crate::sync::apply;
 
 /// What applying one listed object did to its row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use crate::entities::{
     stripe_entitlement_summaries as entitlements, stripe_prices as prices,
     stripe_products as products, stripe_subscriptions as subscriptions, users,
 };
-use crate::sync::{
+use billing_sync_projection::{
     Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
     PriceState, ProductState, Rank, SubscriptionState, Tie, UserState, Version, supersedes,
 };

@@ -9,87 +9,20 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
 };
-use serde_json::Value;
+
+use billing_sync_projection::{NewEvent, Plan, Provider};
 
 use crate::Store;
 use crate::changeset::{ChangeSet, apply_set};
 use crate::entities::webhook_events;
 use crate::error::StoreError;
-use crate::sync::Change;
 
-/// Who sent an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Provider {
-    /// Stripe, directly.
-    Stripe,
-    /// Clerk, through Svix.
-    Clerk,
-}
-
-impl Provider {
-    /// The ledger's `provider` column value: the one place the names are written.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Stripe => "stripe",
-            Provider::Clerk => "clerk",
-        }
-    }
-
-    /// The provider a `provider` column value names, if any.
-    pub fn from_column(value: &str) -> Option<Provider> {
-        [Provider::Stripe, Provider::Clerk]
-            .into_iter()
-            .find(|provider| provider.as_str() == value)
-    }
-}
-
-impl std::fmt::Display for Provider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A verified event, as the ledger records it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewEvent {
-    /// Who sent it.
-    pub provider: Provider,
-    /// The source's id of the event.
-    pub event_id: String,
-    /// The source's event type.
-    pub event_type: String,
-    /// Stripe's `api_version`.
-    pub api_version: Option<String>,
-    /// Stripe's `livemode`.
-    pub livemode: Option<bool>,
-    /// When the source says it happened (unix seconds).
-    pub event_created: Option<i64>,
-    /// The event as received.
-    pub payload: Value,
-    /// `payload`'s JSON text exactly as received, when `payload` was parsed from it unchanged:
-    /// the ledger stores this text rather than serialising `payload` again. `None` otherwise.
-    pub payload_text: Option<std::sync::Arc<str>>,
-}
-
-/// What to do with a recorded event, decided by its projection.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Plan {
-    /// Apply these changes.
-    Apply(Vec<Change>),
-    /// A type we do not project: record it as `ignored`.
-    Ignore,
-    /// A shape we cannot project: record it as `failed` with this reason, to be replayed.
-    Fail(String),
-}
-
-impl Plan {
-    /// The ledger status and error that recording this plan leaves (before any apply failure).
-    fn outcome(&self) -> (EventStatus, Option<String>) {
-        match self {
-            Plan::Apply(_) => (EventStatus::Processed, None),
-            Plan::Ignore => (EventStatus::Ignored, None),
-            Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
-        }
+/// The ledger status and error that recording `plan` leaves (before any apply failure).
+fn outcome(plan: &Plan) -> (EventStatus, Option<String>) {
+    match plan {
+        Plan::Apply(_) => (EventStatus::Processed, None),
+        Plan::Ignore => (EventStatus::Ignored, None),
+        Plan::Fail(reason) => (EventStatus::Failed, Some(reason.clone())),
     }
 }
 
@@ -232,7 +165,7 @@ impl Store {
             .zip(new)
             .map(|((_, plan), new)| {
                 if new {
-                    Recorded::New(plan.outcome().0)
+                    Recorded::New(outcome(plan).0)
                 } else {
                     Recorded::Duplicate
                 }
@@ -251,7 +184,7 @@ impl Store {
         }
         let Plan::Apply(changes) = plan else {
             txn.commit().await?;
-            return Ok(Recorded::New(plan.outcome().0));
+            return Ok(Recorded::New(outcome(plan).0));
         };
         let savepoint = txn.begin().await?;
         let recorded = match apply_set(&savepoint, &ChangeSet::of(changes)).await {
@@ -301,7 +234,7 @@ impl Store {
             if let Plan::Apply(changes) = plan {
                 apply_set(&txn, &ChangeSet::of(changes)).await?;
             }
-            let (status, error) = plan.outcome();
+            let (status, error) = outcome(plan);
             webhook_events::Entity::update_many()
                 .col_expr(webhook_events::Column::Status, Expr::val(status.as_str()))
                 .col_expr(webhook_events::Column::Error, Expr::val(error))
@@ -445,7 +378,7 @@ async fn insert_ledger_rows<'a>(
         C::Attempts,
     ]);
     for (event, plan) in events {
-        let (status, error) = plan.outcome();
+        let (status, error) = outcome(plan);
         insert.values_panic([
             Expr::val(event.provider.as_str()),
             Expr::val(event.event_id.as_str()),

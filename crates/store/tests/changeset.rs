@@ -2,13 +2,14 @@
 //! few objects one by one through the guarded upserts, and applying them as one reduced
 //! [`ChangeSet`] on top of the same stored states, leave the same rows, on both backends.
 
+use billing_sync_projection::{
+    Change, CustomerState, OrganizationState, Rank, SubscriptionState, Version,
+};
 use billing_sync_store::Store;
 use billing_sync_store::changeset::{ChangeSet, apply_set};
 use billing_sync_store::entities::{organizations, stripe_customers, stripe_subscriptions};
 use billing_sync_store::sea_orm::{EntityTrait, QueryOrder, TransactionTrait};
-use billing_sync_store::sync::{
-    Change, CustomerState, OrganizationState, Rank, SubscriptionState, Version, apply,
-};
+use billing_sync_store::sync::apply;
 use billing_sync_testkit::{TestDatabase, each_backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

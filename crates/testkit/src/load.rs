@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use billing_sync_projection::Provider;
 use billing_sync_store::Store;
 use billing_sync_store::entities::webhook_events;
-use billing_sync_store::ledger::Provider;
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -314,7 +314,7 @@ fn signed(
 ) -> reqwest::RequestBuilder {
     if event.provider == Provider::Stripe {
         let t = chrono::Utc::now().timestamp();
-        let signature = billing_sync_webhooks::stripe::sign(&secrets.stripe, t, body);
+        let signature = billing_sync_projection::stripe_signature::sign(&secrets.stripe, t, body);
         http.post(format!("{base}/api/v1/webhooks/stripe"))
             .header("content-type", "application/json")
             .header("stripe-signature", format!("t={t},v1={signature}"))

@@ -4,7 +4,7 @@
 //! Every id is suffixed with a namespace so that many copies of a scenario can share one
 //! database without touching each other's rows.
 
-use billing_sync_store::ledger::Provider;
+use billing_sync_projection::Provider;
 use serde_json::{Value, json};
 
 /// One event of a scenario, as its provider would deliver it.

@@ -2,12 +2,13 @@
 //! a namespace ended in.
 
 use crate::scenarios::ScenarioEvent;
+use billing_sync_projection::NewEvent;
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries,
     stripe_prices, stripe_products, stripe_subscriptions, users,
 };
-use billing_sync_store::ledger::{NewEvent, Recorded};
+use billing_sync_store::ledger::Recorded;
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use billing_sync_webhooks::Projectors;
 

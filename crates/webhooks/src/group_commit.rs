@@ -2,7 +2,8 @@
 //! the next one, so one commit (one fsync) makes many events durable. Each event is still
 //! acknowledged only after the commit that holds its own rows.
 
-use billing_sync_store::ledger::{NewEvent, Plan, Recorded};
+use billing_sync_projection::{NewEvent, Plan};
+use billing_sync_store::ledger::Recorded;
 use billing_sync_store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,17 +3,16 @@
 //! transaction, then acknowledge.
 //!
 //! Both providers go through one pipeline ([`pipeline`]); what differs is only how a delivery is
-//! verified ([`stripe::StripeVerifier`], [`clerk::ClerkVerifier`]) and how an event becomes
-//! changes to the synced state ([`stripe::project`], [`clerk::project`]).
+//! verified (Stripe's scheme in `billing_sync_projection::stripe_signature`, Svix's in
+//! [`clerk::ClerkVerifier`]) and how an event becomes changes to the synced state (the
+//! projections of `billing_sync_projection`).
 
 mod body_budget;
 pub mod clerk;
 mod group_commit;
-mod json;
 pub mod pipeline;
 mod rejection;
 mod routes;
-pub mod stripe;
 
 pub use pipeline::{DEFAULT_BODY_BYTES_IN_FLIGHT, Ingestor, Projectors, ReplayError};
 pub use rejection::Rejection;

@@ -3,8 +3,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use billing_sync_projection::stripe_signature::StripeVerifier;
+use billing_sync_projection::{NewEvent, Plan, Provider, Seen, clerk_event, stripe_event};
 use billing_sync_store::entities::webhook_events;
-use billing_sync_store::ledger::{EventStatus, NewEvent, Plan, Provider, Recorded};
+use billing_sync_store::ledger::{EventStatus, Recorded};
 use billing_sync_store::{Store, StoreError};
 use poem::http::HeaderMap;
 use serde_json::Value;
@@ -12,12 +14,10 @@ use tracing::Instrument;
 
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
+use crate::Rejection;
 use crate::body_budget::{BodyBudget, Reservation};
 use crate::clerk::ClerkVerifier;
 use crate::group_commit::{GroupCommit, RecordError};
-use crate::json::{integer, text};
-use crate::stripe::StripeVerifier;
-use crate::{Rejection, clerk, stripe};
 
 /// Turns recorded events into changes; needs no secret, so replay can use it alone.
 #[derive(Clone, Debug)]
@@ -30,8 +30,10 @@ impl Projectors {
     /// What `event` changes, by its provider's projection.
     pub fn plan(&self, event: &NewEvent) -> Plan {
         match event.provider {
-            Provider::Stripe => stripe::project(event, &self.stripe_org_metadata_key),
-            Provider::Clerk => clerk::project(event),
+            Provider::Stripe => {
+                billing_sync_projection::stripe::project(event, &self.stripe_org_metadata_key)
+            }
+            Provider::Clerk => billing_sync_projection::clerk::project(event),
         }
     }
 }
@@ -149,11 +151,11 @@ impl Ingestor {
         let verifier = self.stripe.as_ref().ok_or(Rejection::NotConfigured)?;
         verifier.verify(stripe_signature(headers)?, body, unix_now())?;
         let event = stripe_event(body)?;
-        let projected = match &self.refetch {
-            Some(client) => refetched(client, &event).await?,
+        let refetched = match &self.refetch {
+            Some(client) => refetched(client, &event, &self.projectors).await?,
             None => None,
         };
-        self.record(event, projected).await
+        self.record(event, refetched).await
     }
 
     /// Verifies a Clerk (Svix) delivery on its raw bytes, then records and applies it.
@@ -168,12 +170,8 @@ impl Ingestor {
         self.record(event, None).await
     }
 
-    /// Records `event` and applies what `projected` (the event itself when `None`) changes.
-    async fn record(
-        &self,
-        event: NewEvent,
-        projected: Option<NewEvent>,
-    ) -> Result<Accepted, Rejection> {
+    /// Records `event` and applies `plan` (when `None`, what the event itself changes).
+    async fn record(&self, event: NewEvent, plan: Option<Plan>) -> Result<Accepted, Rejection> {
         let provider = event.provider.as_str();
         let span = tracing::info_span!(
             "webhook_event",
@@ -182,7 +180,7 @@ impl Ingestor {
             event_type = %event.event_type,
         );
         async {
-            let plan = self.projectors.plan(projected.as_ref().unwrap_or(&event));
+            let plan = plan.unwrap_or_else(|| self.projectors.plan(&event));
             if let Plan::Fail(reason) = &plan {
                 tracing::warn!(reason = %reason, "event cannot be projected; recording it as failed");
             }
@@ -249,11 +247,15 @@ pub async fn replay(
     Ok(store.replay(row, &plan).await?)
 }
 
-/// The event as if it carried the object's current state, fetched now: projected as an update
-/// (or a deletion) at the fetch time, so the newest fetch wins whatever the delivery order.
-/// `None` for events that are not about a customer or subscription, or whose object Stripe no
-/// longer has (then the payload is used).
-async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<NewEvent>, Rejection> {
+/// What the event's customer or subscription changes as Stripe has it now: its current state,
+/// fetched now and seen as an update (a deleted customer as a deletion) at the fetch time, so
+/// the newest fetch wins whatever the delivery order. `None` for events that are not about a
+/// customer or subscription, or whose object Stripe no longer has (then the payload is used).
+async fn refetched(
+    client: &StripeClient,
+    event: &NewEvent,
+    projectors: &Projectors,
+) -> Result<Option<Plan>, Rejection> {
     let is_customer = matches!(
         event.event_type.as_str(),
         "customer.created" | "customer.updated" | "customer.deleted"
@@ -263,7 +265,8 @@ async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<New
         .payload
         .get("data")
         .and_then(|data| data.get("object"))
-        .and_then(|object| text(object, "id"));
+        .and_then(|object| object.get("id"))
+        .and_then(Value::as_str);
     let path = match (is_customer, is_subscription, id) {
         (true, _, Some(id)) => format!("customers/{id}"),
         (_, true, Some(id)) => format!("subscriptions/{id}"),
@@ -284,101 +287,16 @@ async fn refetched(client: &StripeClient, event: &NewEvent) -> Result<Option<New
             return Err(Rejection::UpstreamUnavailable);
         }
     };
-    let deleted = object.get("deleted").and_then(Value::as_bool) == Some(true);
-    let event_type = match (is_customer, deleted) {
-        (true, true) => "customer.deleted",
-        (true, false) => "customer.updated",
-        _ => "customer.subscription.updated",
+    let key = &projectors.stripe_org_metadata_key;
+    let change = if is_customer {
+        billing_sync_projection::stripe::customer(&object, fetched_at, Seen::Updated, key)
+    } else {
+        billing_sync_projection::stripe::subscription(&object, fetched_at, Seen::Updated, key)
     };
-    let mut payload = event.payload.clone();
-    payload["data"]["object"] = object;
-    Ok(Some(NewEvent {
-        event_type: event_type.to_owned(),
-        event_created: Some(fetched_at),
-        payload,
-        payload_text: None,
-        ..event.clone()
+    Ok(Some(match change {
+        Ok(change) => Plan::Apply(vec![change]),
+        Err(reason) => Plan::Fail(reason),
     }))
-}
-
-/// A verified Stripe body as the ledger's event: it must be a JSON object with a string `id`,
-/// a string `type` and an integer `created`.
-pub fn stripe_event(body: &[u8]) -> Result<NewEvent, Rejection> {
-    let (payload, payload_text) = parse_json(body)?;
-    Ok(NewEvent {
-        provider: Provider::Stripe,
-        event_id: text(&payload, "id")
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| Rejection::InvalidPayload("no string `id`".into()))?,
-        event_type: text(&payload, "type")
-            .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
-        api_version: text(&payload, "api_version"),
-        livemode: payload.get("livemode").and_then(Value::as_bool),
-        event_created: Some(
-            integer(&payload, "created")
-                .ok_or_else(|| Rejection::InvalidPayload("no integer `created`".into()))?,
-        ),
-        payload,
-        payload_text,
-    })
-}
-
-/// A verified Clerk body as the ledger's event, identified by its Svix message id and dated by
-/// its `svix-timestamp`: it must be a JSON object with a string `type`.
-pub fn clerk_event(body: &[u8], message_id: String, timestamp: i64) -> Result<NewEvent, Rejection> {
-    let (payload, payload_text) = parse_json(body)?;
-    Ok(NewEvent {
-        provider: Provider::Clerk,
-        event_id: message_id,
-        event_type: text(&payload, "type")
-            .ok_or_else(|| Rejection::InvalidPayload("no string `type`".into()))?,
-        api_version: None,
-        livemode: None,
-        event_created: Some(timestamp),
-        payload,
-        payload_text,
-    })
-}
-
-/// The body as a JSON object, and its text when that is what the ledger may store as is (not
-/// when U+0000 had to be replaced).
-fn parse_json(body: &[u8]) -> Result<(Value, Option<std::sync::Arc<str>>), Rejection> {
-    let mut value: Value = serde_json::from_slice(body)
-        .map_err(|err| Rejection::InvalidPayload(format!("not JSON: {err}")))?;
-    if !value.is_object() {
-        return Err(Rejection::InvalidPayload("not a JSON object".into()));
-    }
-    // JSON can carry U+0000 only as the escape `\u0000`: look for it before walking the tree.
-    if body.windows(6).any(|window| window == b"\\u0000") {
-        replace_nul(&mut value);
-        return Ok((value, None));
-    }
-    let text = std::str::from_utf8(body).ok().map(std::sync::Arc::from);
-    Ok((value, text))
-}
-
-/// What U+0000 becomes in every string (and key) of a payload: PostgreSQL cannot store U+0000
-/// in `jsonb` or `text`, and a signed event must be recorded, not refused forever. SQLite
-/// could store it, but both backends record and project the same thing.
-pub const NUL_REPLACEMENT: char = '\u{FFFD}';
-
-fn replace_nul(value: &mut Value) {
-    match value {
-        Value::String(text) if text.contains('\0') => {
-            *text = text.replace('\0', &NUL_REPLACEMENT.to_string());
-        }
-        Value::Array(items) => items.iter_mut().for_each(replace_nul),
-        Value::Object(map) => {
-            if map.keys().any(|key| key.contains('\0')) {
-                *map = std::mem::take(map)
-                    .into_iter()
-                    .map(|(key, value)| (key.replace('\0', &NUL_REPLACEMENT.to_string()), value))
-                    .collect();
-            }
-            map.values_mut().for_each(replace_nul);
-        }
-        _ => {}
-    }
 }
 
 fn stripe_signature(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {

@@ -1,5 +1,7 @@
 //! Why a delivery was not accepted, and the one place that maps it to an HTTP answer.
 
+use billing_sync_projection::NotAnEvent;
+use billing_sync_projection::stripe_signature::SignatureError;
 use poem::http::StatusCode;
 use serde::Serialize;
 
@@ -99,5 +101,21 @@ impl Rejection {
             _ => response,
         };
         response.body(body)
+    }
+}
+
+impl From<SignatureError> for Rejection {
+    fn from(err: SignatureError) -> Self {
+        match err {
+            SignatureError::Missing(what) => Rejection::SignatureMissing(what),
+            SignatureError::Invalid(why) => Rejection::SignatureInvalid(why),
+            SignatureError::OutOfTolerance => Rejection::TimestampOutOfTolerance,
+        }
+    }
+}
+
+impl From<NotAnEvent> for Rejection {
+    fn from(NotAnEvent(why): NotAnEvent) -> Self {
+        Rejection::InvalidPayload(why)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use billing_sync_store::ledger::Provider;
+use billing_sync_projection::Provider;
 use billing_sync_store::ledger::{EventStatus, Recorded};
 use poem::web::Data;
 use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, post};

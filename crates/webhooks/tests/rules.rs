@@ -1,8 +1,9 @@
 //! The rules of the synced state that the permutation property does not single out: terminal
 //! states stay terminal, replay obeys live ordering, and tombstones end memberships.
 
+use billing_sync_projection::{Plan, Provider};
 use billing_sync_store::entities::{stripe_customers, webhook_events};
-use billing_sync_store::ledger::{EventStatus, Plan, Provider, Recorded};
+use billing_sync_store::ledger::{EventStatus, Recorded};
 use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
 use billing_sync_testkit::state::{deliver, migrated_store, new_event, projectors};

@@ -212,7 +212,7 @@ pub async fn post_stripe(
 pub fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
     format!(
         "t={t},v1={}",
-        billing_sync_webhooks::stripe::sign(secret, t, body)
+        billing_sync_projection::stripe_signature::sign(secret, t, body)
     )
 }
 

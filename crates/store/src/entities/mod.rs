@@ -28,7 +28,7 @@ macro_rules! synced_entity {
             pub deleted_at: Option<DateTimeUtc>,
             /// When billing-sync last wrote this row.
             pub synced_at: DateTimeUtc,
-            /// Tie-break at equal `ordering_key` (`sync::Rank`): 0 a Stripe `*.created` event or
+            /// Tie-break at equal `ordering_key` (`billing_sync_projection::Rank`): 0 a Stripe `*.created` event or
             /// an embedded snapshot, 1 any other state, 2 a terminal state.
             pub ordering_rank: i16,
             $( $(#[$column_doc])* pub $column: $type, )*

@@ -1,7 +1,6 @@
-//! Clerk: Svix-signed deliveries and the projection of Clerk events.
+//! Clerk: Svix-signed deliveries (the projection of Clerk events is
+//! `billing_sync_projection::clerk`).
 
-mod projection;
 mod signature;
 
-pub use projection::project;
 pub use signature::{ClerkDelivery, ClerkVerifier, InvalidClerkSecret};

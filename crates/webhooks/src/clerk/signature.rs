@@ -60,7 +60,11 @@ impl ClerkVerifier {
         let timestamp: i64 = timestamp
             .parse()
             .map_err(|_| Rejection::SignatureInvalid("svix-timestamp is not an integer"))?;
-        if !crate::stripe::within_tolerance(now, timestamp, SVIX_TOLERANCE_SECS) {
+        if !billing_sync_projection::stripe_signature::within_tolerance(
+            now,
+            timestamp,
+            SVIX_TOLERANCE_SECS,
+        ) {
             return Err(Rejection::TimestampOutOfTolerance);
         }
         Ok(())

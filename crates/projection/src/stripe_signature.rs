@@ -6,9 +6,21 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::Rejection;
-
 type HmacSha256 = Hmac<Sha256>;
+
+/// Why a delivery's `Stripe-Signature` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The header is absent.
+    #[error("signature header is missing: {0}")]
+    Missing(&'static str),
+    /// The header is malformed, or no signature matches any configured secret.
+    #[error("signature is invalid: {0}")]
+    Invalid(&'static str),
+    /// The signed timestamp is further from now than the tolerance.
+    #[error("signature timestamp is outside the tolerance")]
+    OutOfTolerance,
+}
 
 /// A parsed `Stripe-Signature` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,24 +33,22 @@ pub struct SignatureHeader {
 
 /// Parses the header; a header without exactly one integer `t` and at least one hex `v1` is
 /// malformed.
-pub fn parse_signature_header(header: &str) -> Result<SignatureHeader, Rejection> {
+pub fn parse_signature_header(header: &str) -> Result<SignatureHeader, SignatureError> {
     let mut timestamp = None;
     let mut v1 = Vec::new();
     for part in header.split(',') {
         let Some((key, value)) = part.trim().split_once('=') else {
-            return Err(Rejection::SignatureInvalid(
-                "malformed Stripe-Signature header",
-            ));
+            return Err(SignatureError::Invalid("malformed Stripe-Signature header"));
         };
         match key {
             "t" => {
                 if timestamp.is_some() {
-                    return Err(Rejection::SignatureInvalid("more than one timestamp"));
+                    return Err(SignatureError::Invalid("more than one timestamp"));
                 }
                 timestamp = Some(
                     value
                         .parse::<i64>()
-                        .map_err(|_| Rejection::SignatureInvalid("timestamp is not an integer"))?,
+                        .map_err(|_| SignatureError::Invalid("timestamp is not an integer"))?,
                 );
             }
             "v1" => {
@@ -50,9 +60,9 @@ pub fn parse_signature_header(header: &str) -> Result<SignatureHeader, Rejection
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(Rejection::SignatureInvalid("no timestamp"))?;
+    let timestamp = timestamp.ok_or(SignatureError::Invalid("no timestamp"))?;
     if v1.is_empty() {
-        return Err(Rejection::SignatureInvalid("no v1 signature"));
+        return Err(SignatureError::Invalid("no v1 signature"));
     }
     Ok(SignatureHeader { timestamp, v1 })
 }
@@ -96,17 +106,22 @@ impl StripeVerifier {
         &self,
         header: Option<&str>,
         now: i64,
-    ) -> Result<SignatureHeader, Rejection> {
-        let header = header.ok_or(Rejection::SignatureMissing("Stripe-Signature"))?;
+    ) -> Result<SignatureHeader, SignatureError> {
+        let header = header.ok_or(SignatureError::Missing("Stripe-Signature"))?;
         let parsed = parse_signature_header(header)?;
         if !within_tolerance(now, parsed.timestamp, self.tolerance_secs) {
-            return Err(Rejection::TimestampOutOfTolerance);
+            return Err(SignatureError::OutOfTolerance);
         }
         Ok(parsed)
     }
 
     /// Verifies `body` against the `Stripe-Signature` header at time `now` (unix seconds).
-    pub fn verify(&self, header: Option<&str>, body: &[u8], now: i64) -> Result<(), Rejection> {
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), SignatureError> {
         let parsed = self.check_header(header, now)?;
         let mut matched = subtle::Choice::from(0);
         for secret in &self.secrets {
@@ -117,7 +132,7 @@ impl StripeVerifier {
             }
         }
         if !bool::from(matched) {
-            return Err(Rejection::SignatureInvalid(
+            return Err(SignatureError::Invalid(
                 "no signature matches a configured secret",
             ));
         }
@@ -127,7 +142,7 @@ impl StripeVerifier {
 
 /// Whether `timestamp` is at most `tolerance_secs` from `now`, either way. `abs_diff` cannot
 /// overflow, whatever a header claims (`t` near `i64::MIN` or `i64::MAX`).
-pub(crate) fn within_tolerance(now: i64, timestamp: i64, tolerance_secs: u64) -> bool {
+pub fn within_tolerance(now: i64, timestamp: i64, tolerance_secs: u64) -> bool {
     now.abs_diff(timestamp) <= tolerance_secs
 }
 
@@ -173,7 +188,7 @@ mod tests {
         let header = format!("t={now},v0={}", sign(SECRET, now, BODY));
         assert_eq!(
             verifier(&[SECRET]).verify(Some(&header), BODY, now),
-            Err(Rejection::SignatureInvalid("no v1 signature"))
+            Err(SignatureError::Invalid("no v1 signature"))
         );
     }
 
@@ -184,7 +199,7 @@ mod tests {
         for now in [signed_at + 301, signed_at - 301] {
             assert_eq!(
                 verifier(&[SECRET]).verify(Some(&header), BODY, now),
-                Err(Rejection::TimestampOutOfTolerance)
+                Err(SignatureError::OutOfTolerance)
             );
         }
         verifier(&[SECRET])
@@ -205,7 +220,7 @@ mod tests {
             let header = format!("t={t},v1={}", sign(SECRET, t, BODY));
             assert_eq!(
                 v.check_header(Some(&header), now),
-                Err(Rejection::TimestampOutOfTolerance),
+                Err(SignatureError::OutOfTolerance),
                 "t={t} now={now}"
             );
         }
@@ -219,7 +234,7 @@ mod tests {
         let header = format!("t={now},v1={}", sign(SECRET, now, BODY));
         assert!(matches!(
             verifier(&[SECRET]).verify(Some(&header), b"{}", now),
-            Err(Rejection::SignatureInvalid(_))
+            Err(SignatureError::Invalid(_))
         ));
     }
 
@@ -236,14 +251,14 @@ mod tests {
             assert!(
                 matches!(
                     parse_signature_header(header),
-                    Err(Rejection::SignatureInvalid(_))
+                    Err(SignatureError::Invalid(_))
                 ),
                 "{header:?}"
             );
         }
         assert_eq!(
             verifier(&[SECRET]).verify(None, BODY, 0),
-            Err(Rejection::SignatureMissing("Stripe-Signature"))
+            Err(SignatureError::Missing("Stripe-Signature"))
         );
     }
 }

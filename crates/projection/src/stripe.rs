@@ -6,14 +6,15 @@
 //! other event of the object, and two other updates of one object within one second are left to
 //! arrival order (a documented limit).
 
-use billing_sync_store::ledger::{NewEvent, Plan};
-use billing_sync_store::sync::{
+use serde_json::{Value, json};
+
+use crate::Seen;
+use crate::event::{NewEvent, Plan};
+use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
+use crate::state::{
     Change, CustomerLink, CustomerState, EntitlementsState, PriceState, ProductState, Rank,
     SubscriptionState, Version,
 };
-use serde_json::{Value, json};
-
-use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
 
 const SUBSCRIPTION_EVENTS: [&str; 8] = [
     "customer.subscription.created",
@@ -26,17 +27,28 @@ const SUBSCRIPTION_EVENTS: [&str; 8] = [
     "customer.subscription.trial_will_end",
 ];
 
-/// What `event` changes, reading the organization from `metadata[org_metadata_key]`.
+/// What `event` changes, reading the organization from `metadata[org_metadata_key]`: the
+/// event's `data.object`, seen at the event's `created` as its type says ([`Seen`]).
 pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
+    let seen = Seen::by_event_type(&event.event_type);
+    let one = |change: Result<Change, String>| change.map(|change| vec![change]);
     let result = match event.event_type.as_str() {
-        "customer.created" | "customer.updated" | "customer.deleted" => {
-            customer(event, org_metadata_key)
+        "customer.created" | "customer.updated" | "customer.deleted" => object_and_time(event)
+            .and_then(|(object, at)| one(customer(object, at, seen, org_metadata_key))),
+        "checkout.session.completed" => object(event)
+            .and_then(|object| checkout_link(object, org_metadata_key))
+            .map(Vec::from_iter),
+        other if SUBSCRIPTION_EVENTS.contains(&other) => object_and_time(event)
+            .and_then(|(object, at)| one(subscription(object, at, seen, org_metadata_key))),
+        "product.created" | "product.updated" | "product.deleted" => {
+            object_and_time(event).and_then(|(object, at)| one(product(object, at, seen)))
         }
-        "checkout.session.completed" => checkout_link(event, org_metadata_key),
-        other if SUBSCRIPTION_EVENTS.contains(&other) => subscription(event, org_metadata_key),
-        "product.created" | "product.updated" | "product.deleted" => product(event),
-        "price.created" | "price.updated" | "price.deleted" => price(event),
-        "entitlements.active_entitlement_summary.updated" => entitlements(event),
+        "price.created" | "price.updated" | "price.deleted" => {
+            object_and_time(event).and_then(|(object, at)| one(price(object, at, seen)))
+        }
+        "entitlements.active_entitlement_summary.updated" => {
+            object_and_time(event).and_then(|(object, at)| one(entitlements(object, at)))
+        }
         _ => return Plan::Ignore,
     };
     match result {
@@ -54,44 +66,44 @@ fn object(event: &NewEvent) -> Result<&Value, String> {
         .ok_or_else(|| "event has no `data.object`".to_owned())
 }
 
-fn created(event: &NewEvent) -> Result<i64, String> {
-    event
+/// The event's object and its `created`, which orders the object's states.
+fn object_and_time(event: &NewEvent) -> Result<(&Value, i64), String> {
+    let object = object(event)?;
+    let created = event
         .event_created
-        .ok_or_else(|| "event has no integer `created`".to_owned())
+        .ok_or_else(|| "event has no integer `created`".to_owned())?;
+    Ok((object, created))
 }
 
-fn rank(event_type: &str, terminal: bool) -> Rank {
-    if terminal {
+fn version(at: i64, seen: Seen, terminal: bool) -> Version {
+    let rank = if terminal {
         Rank::Terminal
-    } else if event_type.ends_with(".created") {
+    } else if seen == Seen::Created {
         Rank::Initial
     } else {
         Rank::Update
-    }
+    };
+    Version { key: at, rank }
 }
 
-fn customer(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
-    let object = object(event)?;
-    let created = created(event)?;
-    let deleted = event.event_type == "customer.deleted" || flag(object, "deleted");
-    Ok(vec![Change::Customer(CustomerState {
+/// A customer seen at `at` (unix seconds); a deleted one (`Seen::Deleted`, or Stripe's
+/// `deleted: true` stub) is a tombstone.
+pub fn customer(object: &Value, at: i64, seen: Seen, org_key: &str) -> Result<Change, String> {
+    let deleted = seen == Seen::Deleted || flag(object, "deleted");
+    Ok(Change::Customer(CustomerState {
         id: required_text(object, "id", "customer")?,
         organization_id: metadata(object, org_key),
         email: text(object, "email"),
         name: text(object, "name"),
         livemode: flag(object, "livemode"),
         raw: object.clone(),
-        version: Version {
-            key: created,
-            rank: rank(&event.event_type, deleted),
-        },
-        deleted_at: if deleted { unix_seconds(created) } else { None },
-    })])
+        version: version(at, seen, deleted),
+        deleted_at: if deleted { unix_seconds(at) } else { None },
+    }))
 }
 
-fn subscription(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
-    let object = object(event)?;
-    let created = created(event)?;
+/// A subscription seen at `at`: `canceled` and `incomplete_expired` are terminal.
+pub fn subscription(object: &Value, at: i64, seen: Seen, org_key: &str) -> Result<Change, String> {
     let status = required_text(object, "status", "subscription")?;
     let terminal = matches!(status.as_str(), "canceled" | "incomplete_expired");
     let items = items(object);
@@ -100,8 +112,7 @@ fn subscription(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> 
         .or_else(|| first_item(object).and_then(|item| time(item, "current_period_start")));
     let period_end = time(object, "current_period_end")
         .or_else(|| first_item(object).and_then(|item| time(item, "current_period_end")));
-    let deleted = event.event_type == "customer.subscription.deleted";
-    Ok(vec![Change::Subscription(SubscriptionState {
+    Ok(Change::Subscription(SubscriptionState {
         id: required_text(object, "id", "subscription")?,
         customer_id: id_or_object(object, "customer")
             .ok_or_else(|| "subscription has no `customer`".to_owned())?,
@@ -117,35 +128,23 @@ fn subscription(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> 
         items,
         livemode: flag(object, "livemode"),
         raw: object.clone(),
-        version: Version {
-            key: created,
-            rank: rank(&event.event_type, terminal),
-        },
-        deleted_at: if deleted { unix_seconds(created) } else { None },
-    })])
+        version: version(at, seen, terminal),
+        deleted_at: deleted_at(at, seen),
+    }))
 }
 
-/// The version of a catalog object's state: deleted is terminal (a deleted product or price is
-/// never resurrected; an archived one, `active: false`, is an ordinary update).
-fn catalog_version(event: &NewEvent, created: i64) -> Version {
-    let deleted = event.event_type.ends_with(".deleted");
-    Version {
-        key: created,
-        rank: rank(&event.event_type, deleted),
-    }
-}
-
-fn deleted_at(event: &NewEvent, created: i64) -> Option<chrono::DateTime<chrono::Utc>> {
-    if event.event_type.ends_with(".deleted") {
-        unix_seconds(created)
+/// A catalog object's tombstone time: deleted is terminal (a deleted product or price is never
+/// resurrected; an archived one, `active: false`, is an ordinary update).
+fn deleted_at(at: i64, seen: Seen) -> Option<chrono::DateTime<chrono::Utc>> {
+    if seen == Seen::Deleted {
+        unix_seconds(at)
     } else {
         None
     }
 }
 
-fn product(event: &NewEvent) -> Result<Vec<Change>, String> {
-    let object = object(event)?;
-    let created = created(event)?;
+/// A product seen at `at`.
+pub fn product(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
     // `marketing_features` is `[{name}]`; entries without a name are left out.
     let marketing_features = object
         .get("marketing_features")
@@ -158,7 +157,7 @@ fn product(event: &NewEvent) -> Result<Vec<Change>, String> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(vec![Change::Product(ProductState {
+    Ok(Change::Product(ProductState {
         id: required_text(object, "id", "product")?,
         name: text(object, "name"),
         description: text(object, "description"),
@@ -167,16 +166,15 @@ fn product(event: &NewEvent) -> Result<Vec<Change>, String> {
         default_price_id: id_or_object(object, "default_price"),
         livemode: flag(object, "livemode"),
         raw: object.clone(),
-        version: catalog_version(event, created),
-        deleted_at: deleted_at(event, created),
-    })])
+        version: version(at, seen, seen == Seen::Deleted),
+        deleted_at: deleted_at(at, seen),
+    }))
 }
 
-fn price(event: &NewEvent) -> Result<Vec<Change>, String> {
-    let object = object(event)?;
-    let created = created(event)?;
+/// A price seen at `at`.
+pub fn price(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
     let recurring = object.get("recurring").filter(|r| r.is_object());
-    Ok(vec![Change::Price(PriceState {
+    Ok(Change::Price(PriceState {
         id: required_text(object, "id", "price")?,
         product_id: id_or_object(object, "product")
             .ok_or_else(|| "price has no `product`".to_owned())?,
@@ -189,17 +187,15 @@ fn price(event: &NewEvent) -> Result<Vec<Change>, String> {
         recurring_interval_count: recurring.and_then(|r| integer(r, "interval_count")),
         livemode: flag(object, "livemode"),
         raw: object.clone(),
-        version: catalog_version(event, created),
-        deleted_at: deleted_at(event, created),
-    })])
+        version: version(at, seen, seen == Seen::Deleted),
+        deleted_at: deleted_at(at, seen),
+    }))
 }
 
 /// A customer's whole list of active entitlements, replacing the stored one. A summary whose
 /// list says `has_more` is incomplete: it fails rather than store part of the list as the
 /// whole (a backfill reads the complete list from the API).
-fn entitlements(event: &NewEvent) -> Result<Vec<Change>, String> {
-    let object = object(event)?;
-    let created = created(event)?;
+pub fn entitlements(object: &Value, at: i64) -> Result<Change, String> {
     let list = object
         .get("entitlements")
         .filter(|list| list.is_object())
@@ -213,17 +209,17 @@ fn entitlements(event: &NewEvent) -> Result<Vec<Change>, String> {
             .map(Vec::as_slice)
             .unwrap_or_default(),
     );
-    Ok(vec![Change::Entitlements(EntitlementsState {
+    Ok(Change::Entitlements(EntitlementsState {
         customer_id: id_or_object(object, "customer")
             .ok_or_else(|| "entitlement summary has no `customer`".to_owned())?,
         lookup_keys,
         livemode: flag(object, "livemode"),
         raw: object.clone(),
         version: Version {
-            key: created,
+            key: at,
             rank: Rank::Update,
         },
-    })])
+    }))
 }
 
 /// The `lookup_key`s of active entitlement objects, sorted and without repeats, as a JSON array.
@@ -266,8 +262,9 @@ fn items(subscription: &Value) -> Value {
     )
 }
 
-fn checkout_link(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String> {
-    let object = object(event)?;
+/// The link a completed checkout session makes between its customer and an organization, if
+/// it names both.
+pub fn checkout_link(object: &Value, org_key: &str) -> Result<Option<Change>, String> {
     // The session's metadata is set by the server that created the session; the
     // `client_reference_id` of a Payment Link or a Pricing Table comes from the browser. When
     // both name an organization, the server's word wins.
@@ -278,13 +275,13 @@ fn checkout_link(event: &NewEvent, org_key: &str) -> Result<Vec<Change>, String>
     let (Some(customer_id), Some(organization_id)) =
         (id_or_object(object, "customer"), organization_id)
     else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    Ok(vec![Change::CustomerLink(CustomerLink {
+    Ok(Some(Change::CustomerLink(CustomerLink {
         customer_id,
         organization_id,
         livemode: flag(object, "livemode"),
-    })])
+    })))
 }
 
 #[cfg(test)]
@@ -293,7 +290,7 @@ mod tests {
 
     fn event(event_type: &str, created: i64, object: Value) -> NewEvent {
         NewEvent {
-            provider: billing_sync_store::ledger::Provider::Stripe,
+            provider: crate::Provider::Stripe,
             event_id: "evt_test".into(),
             event_type: event_type.into(),
             api_version: Some("2026-07-29.dahlia".into()),
@@ -332,6 +329,18 @@ mod tests {
         assert_eq!(sub.items[0]["product_id"], "prod_1");
         assert_eq!(sub.items[0]["quantity"], 2);
         assert_eq!(sub.version.rank, Rank::Update);
+    }
+
+    #[test]
+    fn a_listed_or_fetched_deleted_customer_stub_is_a_tombstone() {
+        // What `GET /v1/customers/{id}` answers for a deleted customer: an update by how it
+        // was seen, a deletion by what it says.
+        let stub = json!({"id": "cus_1", "object": "customer", "deleted": true});
+        let Change::Customer(customer) = customer(&stub, 20, Seen::Updated, "k").unwrap() else {
+            panic!("a customer expected")
+        };
+        assert_eq!(customer.version.rank, Rank::Terminal);
+        assert_eq!(customer.deleted_at, unix_seconds(20));
     }
 
     #[test]

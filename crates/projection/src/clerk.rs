@@ -6,27 +6,38 @@
 //! sent no earlier than it happened). The top-level `timestamp` is not used: its unit differs
 //! between Clerk's own examples.
 
-use billing_sync_store::ledger::{NewEvent, Plan};
-use billing_sync_store::sync::{
-    Change, MembershipState, OrganizationState, Rank, UserState, Version,
-};
 use serde_json::Value;
 
+use crate::Seen;
+use crate::event::{NewEvent, Plan};
 use crate::json::{integer, required_text, text, unix_seconds};
+use crate::state::{Change, MembershipState, OrganizationState, Rank, UserState, Version};
 
-/// What `event` changes. `event.event_created` is the delivery's `svix-timestamp`.
+/// What `event` changes: its `data`, delivered at `event.event_created` (the delivery's
+/// `svix-timestamp`), seen as its type says ([`Seen`]).
 pub fn project(event: &NewEvent) -> Plan {
+    let seen = Seen::by_event_type(&event.event_type);
+    let project_data = |object: fn(&Value, i64, Seen) -> Result<Vec<Change>, String>| {
+        let data = event
+            .payload
+            .get("data")
+            .filter(|data| data.is_object())
+            .ok_or_else(|| "event has no object `data`".to_owned())?;
+        let delivered = event
+            .event_created
+            .ok_or_else(|| "event has no delivery timestamp".to_owned())?;
+        object(data, delivered, seen)
+    };
     let result = match event.event_type.as_str() {
-        "organization.created" | "organization.updated" => data(event).and_then(organization),
-        "organization.deleted" => data(event).and_then(|data| organization_deleted(data, event)),
-        "user.created" | "user.updated" => data(event).and_then(user),
-        "user.deleted" => data(event).and_then(|data| user_deleted(data, event)),
-        "organizationMembership.created" | "organizationMembership.updated" => {
-            data(event).and_then(|data| membership(data, None))
+        "organization.created" | "organization.updated" | "organization.deleted" => {
+            project_data(|data, at, seen| organization(data, at, seen).map(|c| vec![c]))
         }
-        "organizationMembership.deleted" => {
-            data(event).and_then(|data| membership(data, Some(event)))
+        "user.created" | "user.updated" | "user.deleted" => {
+            project_data(|data, at, seen| user(data, at, seen).map(|c| vec![c]))
         }
+        "organizationMembership.created"
+        | "organizationMembership.updated"
+        | "organizationMembership.deleted" => project_data(membership),
         _ => return Plan::Ignore,
     };
     match result {
@@ -35,40 +46,37 @@ pub fn project(event: &NewEvent) -> Plan {
     }
 }
 
-fn data(event: &NewEvent) -> Result<&Value, String> {
-    event
-        .payload
-        .get("data")
-        .filter(|data| data.is_object())
-        .ok_or_else(|| "event has no object `data`".to_owned())
-}
-
 fn updated_at(data: &Value, what: &str) -> Result<i64, String> {
     integer(data, "updated_at").ok_or_else(|| format!("{what} has no integer `updated_at`"))
 }
 
-/// The key of a deletion: the later of the object's `updated_at` and the delivery time.
-fn deletion_version(data: &Value, event: &NewEvent) -> Result<(Version, i64), String> {
-    let delivered_secs = event
-        .event_created
-        .ok_or_else(|| "deletion has no delivery timestamp".to_owned())?;
+/// The key of a deletion delivered at `delivered_secs`: the later of the object's
+/// `updated_at` and the delivery time.
+fn deletion_version(data: &Value, delivered_secs: i64) -> Version {
     let key = integer(data, "updated_at")
         .unwrap_or(0)
         .max(delivered_secs.saturating_mul(1000));
-    Ok((
-        Version {
-            key,
-            rank: Rank::Terminal,
-        },
-        delivered_secs,
-    ))
+    Version {
+        key,
+        rank: Rank::Terminal,
+    }
 }
 
-fn organization(data: &Value) -> Result<Vec<Change>, String> {
-    Ok(vec![Change::Organization(organization_state(
-        data,
-        Rank::Update,
-    )?)])
+/// An organization; `at` (unix seconds) matters only to a deletion, which it dates.
+pub fn organization(data: &Value, at: i64, seen: Seen) -> Result<Change, String> {
+    if seen != Seen::Deleted {
+        return organization_state(data, Rank::Update).map(Change::Organization);
+    }
+    // A tombstone holds what the deletion carried (a stub), so its content does not depend
+    // on which earlier events happened to arrive before it.
+    Ok(Change::Organization(OrganizationState {
+        id: required_text(data, "id", "deleted organization")?,
+        name: text(data, "name"),
+        slug: text(data, "slug"),
+        raw: data.clone(),
+        version: deletion_version(data, at),
+        deleted_at: unix_seconds(at),
+    }))
 }
 
 fn organization_state(data: &Value, rank: Rank) -> Result<OrganizationState, String> {
@@ -85,20 +93,6 @@ fn organization_state(data: &Value, rank: Rank) -> Result<OrganizationState, Str
     })
 }
 
-fn organization_deleted(data: &Value, event: &NewEvent) -> Result<Vec<Change>, String> {
-    let (version, deleted_secs) = deletion_version(data, event)?;
-    // A tombstone holds what the deletion carried (a stub), so its content does not depend
-    // on which earlier events happened to arrive before it.
-    Ok(vec![Change::Organization(OrganizationState {
-        id: required_text(data, "id", "deleted organization")?,
-        name: text(data, "name"),
-        slug: text(data, "slug"),
-        raw: data.clone(),
-        version,
-        deleted_at: unix_seconds(deleted_secs),
-    })])
-}
-
 fn primary_email(data: &Value) -> Option<String> {
     let primary_id = text(data, "primary_email_address_id")?;
     data.get("email_addresses")?
@@ -108,8 +102,20 @@ fn primary_email(data: &Value) -> Option<String> {
         .and_then(|address| text(address, "email_address"))
 }
 
-fn user(data: &Value) -> Result<Vec<Change>, String> {
-    Ok(vec![Change::User(UserState {
+/// A user; `at` (unix seconds) matters only to a deletion, which it dates.
+pub fn user(data: &Value, at: i64, seen: Seen) -> Result<Change, String> {
+    if seen == Seen::Deleted {
+        return Ok(Change::User(UserState {
+            id: required_text(data, "id", "deleted user")?,
+            primary_email: None,
+            first_name: None,
+            last_name: None,
+            raw: data.clone(),
+            version: deletion_version(data, at),
+            deleted_at: unix_seconds(at),
+        }));
+    }
+    Ok(Change::User(UserState {
         id: required_text(data, "id", "user")?,
         primary_email: primary_email(data),
         first_name: text(data, "first_name"),
@@ -120,25 +126,12 @@ fn user(data: &Value) -> Result<Vec<Change>, String> {
             rank: Rank::Update,
         },
         deleted_at: None,
-    })])
+    }))
 }
 
-fn user_deleted(data: &Value, event: &NewEvent) -> Result<Vec<Change>, String> {
-    let (version, deleted_secs) = deletion_version(data, event)?;
-    Ok(vec![Change::User(UserState {
-        id: required_text(data, "id", "deleted user")?,
-        primary_email: None,
-        first_name: None,
-        last_name: None,
-        raw: data.clone(),
-        version,
-        deleted_at: unix_seconds(deleted_secs),
-    })])
-}
-
-/// A membership, plus the organization and user snapshots it embeds. `deletion` is the event
-/// when the membership was deleted.
-fn membership(data: &Value, deletion: Option<&NewEvent>) -> Result<Vec<Change>, String> {
+/// A membership, plus the organization and user snapshots it embeds; `at` (unix seconds)
+/// matters only to a deletion, which it dates.
+pub fn membership(data: &Value, at: i64, seen: Seen) -> Result<Vec<Change>, String> {
     let organization = data
         .get("organization")
         .filter(|org| org.is_object())
@@ -149,12 +142,9 @@ fn membership(data: &Value, deletion: Option<&NewEvent>) -> Result<Vec<Change>, 
         .ok_or_else(|| "membership has no `public_user_data`".to_owned())?;
     let organization_id = required_text(organization, "id", "membership's organization")?;
     let user_id = required_text(public_user, "user_id", "membership's public_user_data")?;
-    let (version, deleted_at) = match deletion {
-        Some(event) => {
-            let (version, deleted_secs) = deletion_version(data, event)?;
-            (version, unix_seconds(deleted_secs))
-        }
-        None => (
+    let (version, deleted_at) = match seen {
+        Seen::Deleted => (deletion_version(data, at), unix_seconds(at)),
+        Seen::Created | Seen::Updated => (
             Version {
                 key: updated_at(data, "membership")?,
                 rank: Rank::Update,
@@ -202,7 +192,7 @@ mod tests {
 
     fn event(event_type: &str, delivered: i64, data: Value) -> NewEvent {
         NewEvent {
-            provider: billing_sync_store::ledger::Provider::Clerk,
+            provider: crate::Provider::Clerk,
             event_id: "msg_test".into(),
             event_type: event_type.into(),
             api_version: None,

@@ -1,0 +1,279 @@
+//! The states of synced objects that projections produce, and the ordering that decides which
+//! state of an object wins.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// Where a state stands among the states of one object with the same `ordering_key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i16)]
+pub enum Rank {
+    /// A `*.created` event, or a snapshot of the object embedded in another object's event:
+    /// loses to any other state at the same key.
+    Initial = 0,
+    /// Any other event of the object.
+    Update = 1,
+    /// A terminal state (deleted; a canceled subscription): beats everything at the same key
+    /// and is never replaced by a non-terminal state.
+    Terminal = 2,
+}
+
+/// The ordering of one state of a synced object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The source's ordering key: Stripe's event `created` (s), Clerk's `updated_at` (ms).
+    pub key: i64,
+    /// The tie-break at equal key.
+    pub rank: Rank,
+}
+
+/// What two updates of one object with the same key and rank do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tie {
+    /// The later arrival wins: Stripe's `created` has one-second resolution, so two real
+    /// updates within a second are indistinguishable by key (a documented limit).
+    LaterArrivalWins,
+    /// The stored state stays: Clerk's millisecond `updated_at` makes equal keys the same state.
+    StoredWins,
+}
+
+/// A Clerk organization's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrganizationState {
+    /// `org_…`.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// URL slug.
+    pub slug: Option<String>,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Clerk user's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserState {
+    /// `user_…`.
+    pub id: String,
+    /// The primary email address.
+    pub primary_email: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Clerk organization membership's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipState {
+    /// `orgmem_…`.
+    pub id: String,
+    /// The organization.
+    pub organization_id: String,
+    /// The member.
+    pub user_id: String,
+    /// The role, e.g. `org:admin`.
+    pub role: Option<String>,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Stripe customer's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CustomerState {
+    /// `cus_…`.
+    pub id: String,
+    /// The organization named in the customer's metadata, if any.
+    pub organization_id: Option<String>,
+    /// Billing email.
+    pub email: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A completed checkout's statement that a customer bills an organization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CustomerLink {
+    /// `cus_…`.
+    pub customer_id: String,
+    /// The organization it bills.
+    pub organization_id: String,
+    /// Live or test mode.
+    pub livemode: bool,
+}
+
+/// A Stripe subscription's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionState {
+    /// `sub_…`.
+    pub id: String,
+    /// `cus_…`.
+    pub customer_id: String,
+    /// The organization named in the subscription's metadata, if any (else its customer's).
+    pub organization_id: Option<String>,
+    /// Stripe's status, as it comes.
+    pub status: String,
+    /// Whether it cancels at period end.
+    pub cancel_at_period_end: bool,
+    /// Scheduled cancellation.
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// When canceled.
+    pub canceled_at: Option<DateTime<Utc>>,
+    /// When ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Trial end.
+    pub trial_end: Option<DateTime<Utc>>,
+    /// Current period start.
+    pub current_period_start: Option<DateTime<Utc>>,
+    /// Current period end.
+    pub current_period_end: Option<DateTime<Utc>>,
+    /// The items, as `[{id, price_id, product_id, quantity, …}]`.
+    pub items: Value,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Stripe product's state (the catalog).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductState {
+    /// `prod_…`.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether it can be bought.
+    pub active: bool,
+    /// The names of its `marketing_features`, in Stripe's order, as a JSON array of strings.
+    pub marketing_features: Value,
+    /// `default_price`, when set.
+    pub default_price_id: Option<String>,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Stripe price's state (the catalog).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriceState {
+    /// `price_…`.
+    pub id: String,
+    /// The product it prices.
+    pub product_id: String,
+    /// Whether it can be used for new purchases.
+    pub active: bool,
+    /// ISO currency code, lower case.
+    pub currency: String,
+    /// Amount in the currency's smallest unit; none for tiered or customer-chosen amounts.
+    pub unit_amount: Option<i64>,
+    /// `lookup_key`, when set.
+    pub lookup_key: Option<String>,
+    /// `nickname`, when set.
+    pub nickname: Option<String>,
+    /// `recurring.interval` (`day`, `week`, `month`, `year`); none for a one-time price.
+    pub recurring_interval: Option<String>,
+    /// `recurring.interval_count`; none for a one-time price.
+    pub recurring_interval_count: Option<i64>,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+    /// When deleted, for a tombstone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A Stripe customer's active entitlements: the whole list, replaced by each summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntitlementsState {
+    /// The customer, `cus_…` (the row's id: one summary per customer).
+    pub customer_id: String,
+    /// The active features' `lookup_key`s, sorted, as a JSON array of strings.
+    pub lookup_keys: Value,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The source object.
+    pub raw: Value,
+    /// Its ordering.
+    pub version: Version,
+}
+
+/// One change an event makes to the synced state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Upsert an organization.
+    Organization(OrganizationState),
+    /// Upsert a user.
+    User(UserState),
+    /// Insert a user known only from a membership's embedded `public_user_data`, unless the
+    /// user is already stored.
+    UserSnapshot(UserState),
+    /// Upsert a membership.
+    Membership(MembershipState),
+    /// Upsert a customer.
+    Customer(CustomerState),
+    /// Link a customer to an organization (creating the customer row when missing).
+    CustomerLink(CustomerLink),
+    /// Upsert a subscription.
+    Subscription(SubscriptionState),
+    /// Upsert a product.
+    Product(ProductState),
+    /// Upsert a price.
+    Price(PriceState),
+    /// Replace a customer's active entitlements.
+    Entitlements(EntitlementsState),
+}
+
+/// Whether a state at `incoming` replaces one stored at `stored`: newer by
+/// `(ordering_key, ordering_rank)`, a terminal state only ever replaced by a newer terminal
+/// state, and equal updates decided by `tie`. The guarded upserts' SQL says the same
+/// (the store's `changeset::newer_than_stored`); a property test holds the two together.
+pub fn supersedes(incoming: Version, stored: Version, tie: Tie) -> bool {
+    if stored.rank == Rank::Terminal && incoming.rank != Rank::Terminal {
+        return false;
+    }
+    match incoming.key.cmp(&stored.key) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => {
+            incoming.rank > stored.rank
+                || (tie == Tie::LaterArrivalWins
+                    && incoming.rank == Rank::Update
+                    && stored.rank == Rank::Update)
+        }
+    }
+}
