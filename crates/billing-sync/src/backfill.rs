@@ -8,10 +8,7 @@ use billing_sync_backfill::{ClerkClient, Options, Source};
 use billing_sync_store::Store;
 
 use crate::RunError;
-use crate::config::{
-    BackfillRunArgs, BackfillSource, ClerkApiSettings, CommonSettings, ConfigError,
-    StripeApiSettings,
-};
+use crate::config::{BackfillRunArgs, BackfillSource, CommonArgs, ConfigError};
 
 /// A Clerk list call gets this long per attempt.
 const CLERK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,16 +16,15 @@ const CLERK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The source to list from, validated, and the run's flags.
 pub(crate) fn source(
     source: BackfillSource,
-    common: &CommonSettings,
+    common: &CommonArgs,
 ) -> Result<(Source, BackfillRunArgs), RunError> {
     let (source, run) = match source {
         BackfillSource::Stripe { api, run } => {
-            let settings = StripeApiSettings::from_args(&api)?;
-            let key = settings.secret_key.as_ref().ok_or(ConfigError {
-                variable: "STRIPE_SECRET_KEY",
-                problem: "is required to list from the Stripe API".into(),
-            })?;
-            let client = crate::stripe_client(&settings, key)?;
+            let key = api.stripe_secret_key.get().ok_or(ConfigError::new(
+                "STRIPE_SECRET_KEY",
+                "is required to list from the Stripe API",
+            ))?;
+            let client = crate::startup::stripe_client(&api, key)?;
             let source = Source::Stripe {
                 client,
                 org_metadata_key: common.stripe_org_metadata_key.clone(),
@@ -40,19 +36,15 @@ pub(crate) fn source(
             clerk_api_base,
             run,
         } => {
-            let settings = ClerkApiSettings::from_args(clerk_secret_key.as_ref(), &clerk_api_base)?;
-            let client = ClerkClient::new(&settings.api_base, settings.secret_key, CLERK_TIMEOUT)
+            let key = clerk_secret_key.get().ok_or(ConfigError::new(
+                "CLERK_SECRET_KEY",
+                "is required to call Clerk's Backend API",
+            ))?;
+            let client = ClerkClient::new(&clerk_api_base, key.clone(), CLERK_TIMEOUT)
                 .context("building the Clerk client")?;
             (Source::Clerk(client), run)
         }
     };
-    if run.page_size == 0 {
-        return Err(ConfigError {
-            variable: "--page-size",
-            problem: "must be at least 1".into(),
-        }
-        .into());
-    }
     Ok((source, run))
 }
 

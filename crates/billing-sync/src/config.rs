@@ -1,14 +1,19 @@
-//! Command-line flags with environment fallbacks, validated once at startup.
+//! Command-line flags with environment fallbacks: each setting declared once, as the type the
+//! program uses, parsed by clap with a parser of our own; the rules between settings in one
+//! [`ServeArgs::validate`].
 //!
-//! Every value is taken as text and checked here rather than by clap, so that a bad value is
-//! reported as one line naming the environment variable, and a secret (a password in
-//! `DATABASE_URL`) is never echoed back.
+//! A bad value is one line naming the environment variable ([`ConfigError::from_clap`]):
+//! clap's own message repeats the value, which may be a secret (a password in
+//! `DATABASE_URL`), and no parser here puts the value of a secret in its reason.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use billing_sync_store::ledger::EventStatus;
 use billing_sync_webhooks::clerk::ClerkVerifier;
-use clap::{Args, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
@@ -22,19 +27,36 @@ use tracing_subscriber::EnvFilter;
                   Quick start: `billing-sync serve` runs on an SQLite file in the working directory."
 )]
 pub struct Cli {
+    /// Settings every subcommand shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every subcommand shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
     /// Database to sync into: `sqlite://path` (created when missing) or `postgres://user:password@host:port/db`.
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://billing-sync.db",
         hide_env_values = true,
-        global = true
+        global = true,
+        value_parser = database_url
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Log format: `text` for people, `json` for one JSON object per line. Filter with RUST_LOG.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
-    pub log_format: String,
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true, value_parser = log_format)]
+    pub log_format: LogFormat,
+
+    /// The log filter (`RUST_LOG`, e.g. `info,billing_sync=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true, hide = true, value_parser = log_filter)]
+    pub rust_log: String,
 
     /// Metadata key that names the Clerk organization on Stripe customers, subscriptions and
     /// checkout sessions.
@@ -45,10 +67,6 @@ pub struct Cli {
         global = true
     )]
     pub stripe_org_metadata_key: String,
-
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// The subcommands.
@@ -84,22 +102,22 @@ pub enum EventsAction {
     /// Show ledger rows, newest first.
     List {
         /// Only rows with this status: `processed`, `ignored` or `failed`.
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = event_status)]
+        status: Option<EventStatus>,
         /// Only rows of this event type, e.g. `customer.updated`.
         #[arg(long = "type")]
         event_type: Option<String>,
         /// At most this many rows.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value = "50", value_parser = positive::<u64>)]
         limit: u64,
     },
     /// Delete `processed` and `ignored` ledger rows older than a bound (never `failed` ones).
     Prune {
         /// Age bound: a number with `d`, `h`, `m` or `s`, e.g. `90d`.
-        #[arg(long)]
-        older_than: String,
+        #[arg(long, value_parser = age)]
+        older_than: Duration,
         /// Rows deleted per statement.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value = "1000", value_parser = positive::<u64>)]
         batch: u64,
     },
     /// Apply recorded events again, with the same ordering rules as live delivery.
@@ -117,8 +135,8 @@ pub enum EventsAction {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on, `host:port`.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
-    pub listen_addr: String,
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
+    pub listen_addr: SocketAddr,
 
     /// Do not apply pending migrations at start (for deployments that run `migrate up` as a job).
     #[arg(long)]
@@ -126,101 +144,136 @@ pub struct ServeArgs {
 
     /// Stripe webhook signing secrets (`whsec_…`), comma-separated while rolling a secret.
     /// Without it the Stripe webhook route answers 503 and accepts nothing.
-    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
-    pub stripe_webhook_secret: Option<String>,
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(webhook_secrets))]
+    pub stripe_webhook_secret: Optional<Vec<SecretString>>,
 
     /// How far (seconds) a Stripe signature's timestamp may be from now, either way.
-    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value = "300")]
-    pub stripe_webhook_tolerance_secs: String,
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value = "300", value_parser = positive::<u64>)]
+    pub stripe_webhook_tolerance_secs: u64,
 
     /// Clerk (Svix) webhook signing secrets (`whsec_…`, base64), comma-separated.
     /// Without it the Clerk webhook route answers 503 and accepts nothing.
-    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true)]
-    pub clerk_webhook_secret: Option<String>,
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(clerk_verifier))]
+    pub clerk_webhook_secret: Optional<ClerkVerifier>,
 
     /// Largest webhook body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "WEBHOOK_BODY_LIMIT_BYTES", default_value = "1048576")]
-    pub webhook_body_limit_bytes: String,
+    #[arg(long, env = "WEBHOOK_BODY_LIMIT_BYTES", default_value = "1048576", value_parser = positive::<usize>)]
+    pub webhook_body_limit_bytes: usize,
 
     /// Webhook body bytes held in memory at once, over all connections; a delivery that would
     /// pass it gets 503 `OVERLOADED` with `Retry-After` before its body is read.
-    #[arg(long, env = "WEBHOOK_BODY_BYTES_IN_FLIGHT", default_value = "33554432")]
-    pub webhook_body_bytes_in_flight: String,
+    #[arg(long, env = "WEBHOOK_BODY_BYTES_IN_FLIGHT", default_value = "33554432", value_parser = positive::<usize>)]
+    pub webhook_body_bytes_in_flight: usize,
 
     /// Seconds a client gets to send a whole webhook body (else 408 `BODY_TIMEOUT`), and that a
     /// silent connection is kept open.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "30")]
-    pub request_timeout_secs: String,
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "30", value_parser = seconds)]
+    pub request_timeout_secs: Duration,
 
     /// Clerk's JWKS URL (e.g. `https://<your-app>.clerk.accounts.dev/.well-known/jwks.json`),
     /// for verifying session tokens. Fetched on first use and cached.
-    #[arg(long, env = "CLERK_JWKS_URL")]
-    pub clerk_jwks_url: Option<String>,
+    #[arg(long, env = "CLERK_JWKS_URL", default_value = "", hide_default_value = true,
+          value_parser = optional(absolute_url))]
+    pub clerk_jwks_url: Optional<String>,
 
     /// Clerk's PEM public key, for verifying session tokens without any network call
     /// (takes precedence over CLERK_JWKS_URL).
-    #[arg(long, env = "CLERK_JWT_KEY", hide_env_values = true)]
-    pub clerk_jwt_key: Option<String>,
+    #[arg(long, env = "CLERK_JWT_KEY", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(rsa_public_key))]
+    pub clerk_jwt_key: Optional<jsonwebtoken::DecodingKey>,
 
     /// When set, session tokens must carry this `iss`.
-    #[arg(long, env = "CLERK_ISSUER")]
-    pub clerk_issuer: Option<String>,
+    #[arg(long, env = "CLERK_ISSUER", default_value = "", hide_default_value = true,
+          value_parser = optional(text))]
+    pub clerk_issuer: Optional<String>,
 
     /// When set, session tokens' `azp` must be one of these origins (comma-separated).
-    #[arg(long, env = "CLERK_AUTHORIZED_PARTIES")]
-    pub clerk_authorized_parties: Option<String>,
+    #[arg(long, env = "CLERK_AUTHORIZED_PARTIES", default_value = "", hide_default_value = true,
+          value_parser = list)]
+    pub clerk_authorized_parties: List,
 
     /// How to call the Stripe API.
     #[command(flatten)]
     pub stripe_api: StripeApiArgs,
 
     /// Base URL of the web app; the portal and checkout return to this + `/organization#/plans`.
-    #[arg(long, env = "APP_BASE_URL")]
-    pub app_base_url: Option<String>,
+    #[arg(long, env = "APP_BASE_URL", default_value = "", hide_default_value = true,
+          value_parser = optional(absolute_url))]
+    pub app_base_url: Optional<String>,
 
     /// Stripe Billing Portal configuration id (`bpc_…`) to use instead of the default one.
-    #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION")]
-    pub stripe_portal_configuration: Option<String>,
+    #[arg(long, env = "STRIPE_PORTAL_CONFIGURATION", default_value = "", hide_default_value = true,
+          value_parser = optional(text))]
+    pub stripe_portal_configuration: Optional<String>,
 
     /// Origins (`https://app.example.com`, comma-separated, exact) whose pages may call the API
     /// from the browser, with credentials. Unset: no CORS.
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
-    pub cors_allowed_origins: Option<String>,
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "", hide_default_value = true,
+          value_parser = origins)]
+    pub cors_allowed_origins: List,
 
     /// Clerk organization roles (`org:admin` or `admin`, comma-separated) allowed to open the
     /// portal and start a checkout; other members get 403 `FORBIDDEN`. Unset: any member.
-    #[arg(long, env = "BILLING_ROLES")]
-    pub billing_roles: Option<String>,
+    #[arg(long, env = "BILLING_ROLES", default_value = "", hide_default_value = true,
+          value_parser = list)]
+    pub billing_roles: List,
 
     /// Portal sessions one user may create per minute, and as many checkout sessions; more get
     /// 429 `TOO_MANY_REQUESTS`.
-    #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", default_value = "10")]
-    pub portal_sessions_per_minute: String,
+    #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", default_value = "10", value_parser = positive::<u32>)]
+    pub portal_sessions_per_minute: u32,
 
     /// `true` to project Stripe customers and subscriptions from their current state fetched
     /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
-    #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false")]
-    pub stripe_refetch_objects: String,
+    #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false", value_parser = boolean)]
+    pub stripe_refetch_objects: bool,
+}
+
+impl ServeArgs {
+    /// The rules between settings, each checked here and nowhere else.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.webhook_body_bytes_in_flight < self.webhook_body_limit_bytes {
+            return Err(ConfigError::new(
+                "WEBHOOK_BODY_BYTES_IN_FLIGHT",
+                format!(
+                    "{} is less than WEBHOOK_BODY_LIMIT_BYTES ({}): a body of the largest \
+                     accepted size would never fit",
+                    self.webhook_body_bytes_in_flight, self.webhook_body_limit_bytes
+                ),
+            ));
+        }
+        if self.stripe_refetch_objects && self.stripe_api.stripe_secret_key.get().is_none() {
+            return Err(ConfigError::new(
+                "STRIPE_REFETCH_OBJECTS",
+                "`true` needs STRIPE_SECRET_KEY to call the Stripe API",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How to call the Stripe API (for `serve` and `backfill stripe`).
 #[derive(Debug, Args)]
 pub struct StripeApiArgs {
     /// Stripe secret API key (`sk_…` or `rk_…`), for creating portal sessions and listing.
-    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
-    pub stripe_secret_key: Option<String>,
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(secret))]
+    pub stripe_secret_key: Optional<SecretString>,
 
     /// Base URL of the Stripe API.
     #[arg(
         long,
         env = "STRIPE_API_BASE",
-        default_value = "https://api.stripe.com"
+        default_value = "https://api.stripe.com",
+        value_parser = absolute_url
     )]
     pub stripe_api_base: String,
 
     /// Total time allowed for one Stripe API call, in milliseconds.
-    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value = "10000")]
-    pub stripe_timeout_ms: String,
+    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value = "10000", value_parser = milliseconds)]
+    pub stripe_timeout_ms: Duration,
 }
 
 /// The `backfill` sources.
@@ -238,10 +291,12 @@ pub enum BackfillSource {
     /// List every Clerk organization, user and organization membership and apply them.
     Clerk {
         /// Clerk secret key (`sk_…`) for the Backend API.
-        #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
-        clerk_secret_key: Option<String>,
+        #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, default_value = "",
+              hide_default_value = true, value_parser = optional(secret))]
+        clerk_secret_key: Optional<SecretString>,
         /// Base URL of Clerk's Backend API.
-        #[arg(long, env = "CLERK_API_BASE", default_value = "https://api.clerk.com")]
+        #[arg(long, env = "CLERK_API_BASE", default_value = "https://api.clerk.com",
+              value_parser = absolute_url)]
         clerk_api_base: String,
         /// Paging and resumption.
         #[command(flatten)]
@@ -253,7 +308,7 @@ pub enum BackfillSource {
 #[derive(Debug, Args)]
 pub struct BackfillRunArgs {
     /// Objects per page (Stripe allows at most 100, Clerk 500).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value = "100", value_parser = positive::<u64>)]
     pub page_size: u64,
     /// Ignore the checkpoint of an interrupted run and list from the beginning.
     #[arg(long)]
@@ -261,55 +316,6 @@ pub struct BackfillRunArgs {
     /// Do not apply pending migrations first.
     #[arg(long)]
     pub no_migrate: bool,
-}
-
-/// The validated settings of the Stripe API client.
-#[derive(Debug)]
-pub struct StripeApiSettings {
-    /// The API key, when configured.
-    pub secret_key: Option<SecretString>,
-    /// `STRIPE_API_BASE`, without a trailing slash.
-    pub api_base: String,
-    /// `STRIPE_TIMEOUT_MS`.
-    pub timeout: std::time::Duration,
-}
-
-impl StripeApiSettings {
-    /// Validates the Stripe API flags.
-    pub fn from_args(args: &StripeApiArgs) -> Result<Self, ConfigError> {
-        Ok(StripeApiSettings {
-            secret_key: non_empty(args.stripe_secret_key.as_ref())
-                .map(|key| SecretString::from(key.to_owned())),
-            api_base: absolute_url("STRIPE_API_BASE", &args.stripe_api_base)?,
-            timeout: std::time::Duration::from_millis(positive_number(
-                "STRIPE_TIMEOUT_MS",
-                &args.stripe_timeout_ms,
-            )?),
-        })
-    }
-}
-
-/// The validated settings of `backfill clerk`.
-#[derive(Debug)]
-pub struct ClerkApiSettings {
-    /// `CLERK_SECRET_KEY`.
-    pub secret_key: SecretString,
-    /// `CLERK_API_BASE`, without a trailing slash.
-    pub api_base: String,
-}
-
-impl ClerkApiSettings {
-    /// Validates the Clerk Backend API flags; the key is required.
-    pub fn from_args(secret_key: Option<&String>, api_base: &str) -> Result<Self, ConfigError> {
-        let secret_key = non_empty(secret_key).ok_or_else(|| ConfigError {
-            variable: "CLERK_SECRET_KEY",
-            problem: "is required to call Clerk's Backend API".into(),
-        })?;
-        Ok(ClerkApiSettings {
-            secret_key: SecretString::from(secret_key.to_owned()),
-            api_base: absolute_url("CLERK_API_BASE", api_base)?,
-        })
-    }
 }
 
 /// The `migrate` actions.
@@ -330,13 +336,69 @@ pub enum LogFormat {
     Json,
 }
 
+/// A comma-separated setting, one value to clap (a `Vec` spelled this way is not taken as a
+/// repeated flag); blank entries are left out, so blank is empty.
+pub type List = Vec<String>;
+
+/// A setting that may be left unset: absent, or blank (`VAR=` in an environment file, or
+/// Compose's `${VAR:-}`).
+#[derive(Clone, Debug)]
+pub struct Optional<T>(Option<T>);
+
+impl<T> Optional<T> {
+    /// The value, when set.
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+}
+
 /// A configuration value that cannot be used; `Display` is the one line an operator reads.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError {
     /// The environment variable (or flag) at fault.
-    pub variable: &'static str,
+    pub variable: String,
     /// What is wrong with it, without echoing a secret.
     pub problem: String,
+}
+
+impl ConfigError {
+    /// `variable` cannot be used because of `problem`.
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The one-line error of a value one of our parsers refused, naming the environment
+    /// variable (the flag when it has none); `None` for other command-line errors (usage,
+    /// `--help`), which clap reports itself.
+    pub fn from_clap(err: &clap::Error) -> Option<ConfigError> {
+        if err.kind() != ErrorKind::ValueValidation {
+            return None;
+        }
+        let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let flag = arg.split_whitespace().next().unwrap_or(arg);
+        let variable = env_of(&Cli::command(), flag.trim_start_matches("--"))
+            .unwrap_or_else(|| flag.to_owned());
+        let problem = std::error::Error::source(err).map_or_else(
+            || "is not a valid value".to_owned(),
+            |reason| reason.to_string(),
+        );
+        Some(ConfigError { variable, problem })
+    }
+}
+
+/// The environment variable of the flag `--long`, searching every subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
 }
 
 impl fmt::Display for ConfigError {
@@ -347,303 +409,157 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Settings every subcommand shares.
-#[derive(Debug, Clone)]
-pub struct CommonSettings {
-    /// The database URL, checked to be usable (its text may hold a password: never print it).
-    pub database_url: String,
-    /// The log format.
-    pub log_format: LogFormat,
-    /// The log filter from `RUST_LOG` (default `info`).
-    pub log_filter: String,
-    /// The metadata key naming an organization on Stripe objects.
-    pub stripe_org_metadata_key: String,
+/// The parser of an [`Optional`] setting: blank is unset, anything else goes to `parse`.
+fn optional<T: Clone + Send + Sync + 'static>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<Optional<T>, String> + Clone + Send + Sync + 'static {
+    move |value: &str| match value.trim() {
+        "" => Ok(Optional(None)),
+        value => parse(value).map(|parsed| Optional(Some(parsed))),
+    }
 }
 
-/// The validated settings of `serve`.
-#[derive(Debug)]
-pub struct ServeSettings {
-    /// Where to listen.
-    pub listen_addr: SocketAddr,
-    /// Whether to apply pending migrations at start.
-    pub migrate: bool,
-    /// The Stripe secrets, when configured.
-    pub stripe_webhook_secrets: Option<Vec<SecretString>>,
-    /// Stripe's timestamp tolerance.
-    pub stripe_webhook_tolerance_secs: u64,
-    /// The Clerk secrets, when configured.
-    pub clerk_webhook_secrets: Option<Vec<SecretString>>,
-    /// The webhook body limit.
-    pub webhook_body_limit: usize,
-    /// `WEBHOOK_BODY_BYTES_IN_FLIGHT`: at least the body limit.
-    pub webhook_body_bytes_in_flight: usize,
-    /// `REQUEST_TIMEOUT_SECS`: the body deadline and the idle-connection timeout.
-    pub request_timeout: std::time::Duration,
-    /// How session tokens are verified, when configured.
-    pub clerk_keys: Option<ClerkKeys>,
-    /// `CLERK_ISSUER`.
-    pub clerk_issuer: Option<String>,
-    /// `CLERK_AUTHORIZED_PARTIES`.
-    pub clerk_authorized_parties: Vec<String>,
-    /// How to call the Stripe API.
-    pub stripe_api: StripeApiSettings,
-    /// `APP_BASE_URL`, without a trailing slash, when configured.
-    pub app_base_url: Option<String>,
-    /// `BILLING_ROLES`; empty: any member manages billing.
-    pub billing_roles: Vec<String>,
-    /// `STRIPE_PORTAL_CONFIGURATION`.
-    pub stripe_portal_configuration: Option<String>,
-    /// `PORTAL_SESSIONS_PER_MINUTE`.
-    pub portal_sessions_per_minute: u32,
-    /// `CORS_ALLOWED_ORIGINS`, each a bare origin.
-    pub cors_allowed_origins: Vec<String>,
-    /// `STRIPE_REFETCH_OBJECTS`.
-    pub stripe_refetch_objects: bool,
+fn database_url(value: &str) -> Result<SecretString, String> {
+    // The reason names the scheme or the part at fault, never the URL (it may hold a password).
+    billing_sync_store::Store::validate_url(value).map_err(|err| err.reason())?;
+    Ok(SecretString::from(value))
 }
 
-/// Where Clerk session-token keys come from.
-#[derive(Debug)]
-pub enum ClerkKeys {
-    /// A PEM public key.
-    Pem(SecretString),
-    /// A JWKS URL.
-    Jwks(String),
+fn log_format(value: &str) -> Result<LogFormat, String> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("`{other}` is not one of `text`, `json`")),
+    }
 }
 
-fn absolute_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+fn log_filter(value: &str) -> Result<String, String> {
+    EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| format!("not a tracing filter ({err}), e.g. `info,billing_sync=debug`"))
+}
+
+fn event_status(value: &str) -> Result<EventStatus, String> {
+    EventStatus::parse(value)
+        .ok_or_else(|| format!("`{value}` is not one of processed, ignored, failed"))
+}
+
+fn listen_addr(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("`{value}` is not a socket address; expected host:port such as 127.0.0.1:8080")
+    })
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(value: &str) -> Result<T, String> {
+    match value.trim().parse::<T>() {
+        Ok(number) if number > T::default() => Ok(number),
+        _ => Err(format!("`{value}` is not a positive whole number")),
+    }
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    positive(value).map(Duration::from_secs)
+}
+
+fn milliseconds(value: &str) -> Result<Duration, String> {
+    positive(value).map(Duration::from_millis)
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        other => Err(format!("`{other}` is not `true` or `false`")),
+    }
+}
+
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.to_owned())
+}
+
+fn secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value))
+}
+
+/// A comma-separated list; blank entries are left out.
+fn list(value: &str) -> Result<List, String> {
+    Ok(value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn absolute_url(value: &str) -> Result<String, String> {
     match url::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
             Ok(value.trim_end_matches('/').to_owned())
         }
-        _ => Err(ConfigError {
-            variable,
-            problem: format!("`{value}` is not an absolute http(s) URL"),
-        }),
+        _ => Err(format!("`{value}` is not an absolute http(s) URL")),
     }
 }
 
-fn non_empty(value: Option<&String>) -> Option<&str> {
-    value.map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
-/// Splits a comma-separated list of secrets; `None` when unset or blank.
-fn secret_list(
-    variable: &'static str,
-    value: Option<&str>,
-) -> Result<Option<Vec<SecretString>>, ConfigError> {
-    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let mut secrets = Vec::new();
-    for (index, entry) in value.split(',').enumerate() {
-        let entry = entry.trim();
-        if !entry.starts_with("whsec_") || entry.len() <= "whsec_".len() {
-            return Err(ConfigError {
-                variable,
-                problem: format!("entry {} is not a whsec_… secret", index + 1),
-            });
-        }
-        secrets.push(SecretString::from(entry));
-    }
-    Ok(Some(secrets))
-}
-
-fn positive_number<T: std::str::FromStr + PartialOrd + Default>(
-    variable: &'static str,
-    value: &str,
-) -> Result<T, ConfigError> {
-    match value.trim().parse::<T>() {
-        Ok(number) if number > T::default() => Ok(number),
-        _ => Err(ConfigError {
-            variable,
-            problem: format!("`{value}` is not a positive whole number"),
-        }),
-    }
-}
-
-impl CommonSettings {
-    /// Validates the flags every subcommand shares, and `RUST_LOG`.
-    pub fn from_cli(cli: &Cli) -> Result<Self, ConfigError> {
-        billing_sync_store::Store::validate_url(&cli.database_url).map_err(|err| ConfigError {
-            variable: "DATABASE_URL",
-            problem: err.reason(),
-        })?;
-        let log_format = match cli.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError {
-                    variable: "LOG_FORMAT",
-                    problem: format!("`{other}` is not one of `text`, `json`"),
-                });
-            }
-        };
-        let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-        EnvFilter::builder()
-            .parse(&log_filter)
-            .map_err(|err| ConfigError {
-                variable: "RUST_LOG",
-                problem: format!("not a tracing filter ({err}), e.g. `info,billing_sync=debug`"),
-            })?;
-        Ok(CommonSettings {
-            database_url: cli.database_url.clone(),
-            log_format,
-            log_filter,
-            stripe_org_metadata_key: cli.stripe_org_metadata_key.clone(),
-        })
-    }
-}
-
-impl ServeSettings {
-    /// Validates the flags of `serve`.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let listen_addr = args.listen_addr.parse().map_err(|_| ConfigError {
-            variable: "LISTEN_ADDR",
-            problem: format!(
-                "`{}` is not a socket address; expected host:port such as 127.0.0.1:8080",
-                args.listen_addr
-            ),
-        })?;
-        let webhook_body_limit =
-            positive_number("WEBHOOK_BODY_LIMIT_BYTES", &args.webhook_body_limit_bytes)?;
-        let webhook_body_bytes_in_flight: usize = positive_number(
-            "WEBHOOK_BODY_BYTES_IN_FLIGHT",
-            &args.webhook_body_bytes_in_flight,
-        )?;
-        if webhook_body_bytes_in_flight < webhook_body_limit {
-            return Err(ConfigError {
-                variable: "WEBHOOK_BODY_BYTES_IN_FLIGHT",
-                problem: format!(
-                    "{webhook_body_bytes_in_flight} is less than WEBHOOK_BODY_LIMIT_BYTES \
-                     ({webhook_body_limit}): a body of the largest accepted size would never fit"
-                ),
-            });
-        }
-        let clerk_webhook_secrets =
-            secret_list("CLERK_WEBHOOK_SECRET", args.clerk_webhook_secret.as_deref())?;
-        if let Some(secrets) = &clerk_webhook_secrets {
-            ClerkVerifier::new(secrets.iter().map(|s| s.expose_secret())).map_err(|err| {
-                ConfigError {
-                    variable: "CLERK_WEBHOOK_SECRET",
-                    problem: err.to_string(),
-                }
-            })?;
-        }
-        let clerk_keys = match (
-            non_empty(args.clerk_jwt_key.as_ref()),
-            non_empty(args.clerk_jwks_url.as_ref()),
-        ) {
-            (Some(pem), _) => {
-                // Environment files often carry the PEM on one line with literal `\n`.
-                let pem = pem.replace("\\n", "\n");
-                jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
-                    ConfigError {
-                        variable: "CLERK_JWT_KEY",
-                        problem: "not an RSA public key in PEM format".into(),
-                    }
-                })?;
-                Some(ClerkKeys::Pem(SecretString::from(pem)))
-            }
-            (None, Some(url)) => Some(ClerkKeys::Jwks(absolute_url("CLERK_JWKS_URL", url)?)),
-            (None, None) => None,
-        };
-        let app_base_url = non_empty(args.app_base_url.as_ref())
-            .map(|base| absolute_url("APP_BASE_URL", base))
-            .transpose()?;
-        let stripe_refetch_objects = match args.stripe_refetch_objects.trim() {
-            "true" | "1" => true,
-            "false" | "0" | "" => false,
-            other => {
-                return Err(ConfigError {
-                    variable: "STRIPE_REFETCH_OBJECTS",
-                    problem: format!("`{other}` is not `true` or `false`"),
-                });
-            }
-        };
-        let stripe_api = StripeApiSettings::from_args(&args.stripe_api)?;
-        if stripe_refetch_objects && stripe_api.secret_key.is_none() {
-            return Err(ConfigError {
-                variable: "STRIPE_REFETCH_OBJECTS",
-                problem: "`true` needs STRIPE_SECRET_KEY to call the Stripe API".into(),
-            });
-        }
-        Ok(ServeSettings {
-            stripe_refetch_objects,
-            clerk_keys,
-            clerk_issuer: non_empty(args.clerk_issuer.as_ref()).map(str::to_owned),
-            clerk_authorized_parties: non_empty(args.clerk_authorized_parties.as_ref())
-                .map(|list| {
-                    list.split(',')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| !p.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            stripe_api,
-            app_base_url,
-            billing_roles: non_empty(args.billing_roles.as_ref())
-                .map(|list| {
-                    list.split(',')
-                        .map(|role| role.trim().to_owned())
-                        .filter(|role| !role.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            cors_allowed_origins: origins(args.cors_allowed_origins.as_deref())?,
-            portal_sessions_per_minute: positive_number(
-                "PORTAL_SESSIONS_PER_MINUTE",
-                &args.portal_sessions_per_minute,
-            )?,
-            stripe_portal_configuration: non_empty(args.stripe_portal_configuration.as_ref())
-                .map(str::to_owned),
-            listen_addr,
-            migrate: !args.no_migrate,
-            stripe_webhook_secrets: secret_list(
-                "STRIPE_WEBHOOK_SECRET",
-                args.stripe_webhook_secret.as_deref(),
-            )?,
-            stripe_webhook_tolerance_secs: positive_number(
-                "STRIPE_WEBHOOK_TOLERANCE_SECS",
-                &args.stripe_webhook_tolerance_secs,
-            )?,
-            clerk_webhook_secrets,
-            webhook_body_limit,
-            webhook_body_bytes_in_flight,
-            request_timeout: std::time::Duration::from_secs(positive_number(
-                "REQUEST_TIMEOUT_SECS",
-                &args.request_timeout_secs,
-            )?),
-        })
-    }
-}
-
-/// `CORS_ALLOWED_ORIGINS`: each entry a bare origin, `scheme://host[:port]`, as browsers send
-/// it in `Origin` (no path, no trailing slash: it would never match).
-fn origins(list: Option<&str>) -> Result<Vec<String>, ConfigError> {
-    let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
-        return Ok(Vec::new());
-    };
-    list.split(',')
+/// A comma-separated list of `whsec_…` secrets; the reason names the entry, never its text.
+fn webhook_secrets(value: &str) -> Result<Vec<SecretString>, String> {
+    value
+        .split(',')
         .map(str::trim)
-        .map(|entry| {
-            let bare = url::Url::parse(entry).ok().filter(|url| {
-                matches!(url.scheme(), "http" | "https")
-                    && url.host_str().is_some()
-                    && url.origin().ascii_serialization() == entry
-            });
-            bare.map(|_| entry.to_owned()).ok_or_else(|| ConfigError {
-                variable: "CORS_ALLOWED_ORIGINS",
-                problem: format!(
-                    "`{entry}` is not an origin; expected scheme://host[:port] with no path, \
-                     e.g. https://app.example.com"
-                ),
-            })
+        .enumerate()
+        .map(|(index, entry)| {
+            if entry.starts_with("whsec_") && entry.len() > "whsec_".len() {
+                Ok(SecretString::from(entry))
+            } else {
+                Err(format!("entry {} is not a whsec_… secret", index + 1))
+            }
         })
         .collect()
 }
 
-/// Parses an age such as `90d`, `12h`, `30m` or `3600s`.
-pub fn parse_age(text: &str) -> Option<std::time::Duration> {
+fn clerk_verifier(value: &str) -> Result<ClerkVerifier, String> {
+    let secrets = webhook_secrets(value)?;
+    ClerkVerifier::new(secrets.iter().map(|secret| secret.expose_secret()))
+        .map_err(|err| err.to_string())
+}
+
+fn rsa_public_key(value: &str) -> Result<jsonwebtoken::DecodingKey, String> {
+    // Environment files often carry the PEM on one line with literal `\n`.
+    let pem = value.replace("\\n", "\n");
+    jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes())
+        .map_err(|_| "not an RSA public key in PEM format".to_owned())
+}
+
+/// `CORS_ALLOWED_ORIGINS`: each entry a bare origin, `scheme://host[:port]`, as browsers send
+/// it in `Origin` (no path, no trailing slash: it would never match).
+fn origins(value: &str) -> Result<List, String> {
+    list(value)?
+        .into_iter()
+        .map(|entry| {
+            let bare = url::Url::parse(&entry).ok().is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && url.origin().ascii_serialization() == entry
+            });
+            if bare {
+                Ok(entry)
+            } else {
+                Err(format!(
+                    "`{entry}` is not an origin; expected scheme://host[:port] with no path, \
+                     e.g. https://app.example.com"
+                ))
+            }
+        })
+        .collect()
+}
+
+/// An age such as `90d`, `12h`, `30m` or `3600s`.
+fn age(value: &str) -> Result<Duration, String> {
+    parse_age(value)
+        .ok_or_else(|| format!("`{value}` is not an age such as 90d, 12h, 30m or 3600s"))
+}
+
+fn parse_age(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.len().checked_sub(1)?;
     let (number, unit) = text.split_at(split);
@@ -655,24 +571,23 @@ pub fn parse_age(text: &str) -> Option<std::time::Duration> {
         "s" => number,
         _ => return None,
     };
-    Some(std::time::Duration::from_secs(seconds))
+    Some(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("billing-sync").chain(args.iter().copied()))
-            .expect("arguments parse")
+    /// The one-line error of `args`, as `main` prints it.
+    fn refusal(args: &[&str]) -> ConfigError {
+        let err = Cli::try_parse_from(std::iter::once("billing-sync").chain(args.iter().copied()))
+            .expect_err("refused");
+        ConfigError::from_clap(&err).expect("a value error")
     }
 
     #[test]
     fn a_bad_listen_addr_names_the_variable() {
-        let Command::Serve(args) = cli(&["serve", "--listen-addr", "localhost"]).command else {
-            panic!("serve expected");
-        };
-        let err = ServeSettings::from_args(&args).unwrap_err();
+        let err = refusal(&["serve", "--listen-addr", "localhost"]);
         assert_eq!(err.variable, "LISTEN_ADDR");
         assert!(
             err.to_string().starts_with("invalid LISTEN_ADDR: "),
@@ -682,45 +597,60 @@ mod tests {
 
     #[test]
     fn a_bad_database_url_never_echoes_the_password() {
-        let parsed = cli(&[
+        let err = refusal(&[
             "--database-url",
             "mysql://root:hunter2@db/x",
             "migrate",
             "status",
         ]);
-        let err = CommonSettings::from_cli(&parsed).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
     fn a_webhook_secret_without_its_prefix_is_rejected_without_echoing_it() {
-        let Command::Serve(args) = cli(&[
+        let err = refusal(&[
             "serve",
             "--stripe-webhook-secret",
             "whsec_good,plain-s3cret",
-        ])
-        .command
-        else {
-            panic!("serve expected");
-        };
-        let err = ServeSettings::from_args(&args).unwrap_err();
+        ]);
         assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
         assert!(err.problem.contains("entry 2"), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]
+    fn a_flag_without_a_variable_is_named_by_the_flag() {
+        let err = refusal(&["events", "prune", "--older-than", "90"]);
+        assert_eq!(err.variable, "--older-than");
+    }
+
+    #[test]
+    fn blank_optional_settings_are_unset() {
+        let cli = Cli::try_parse_from([
+            "billing-sync",
+            "serve",
+            "--app-base-url",
+            " ",
+            "--stripe-webhook-secret",
+            "",
+            "--billing-roles",
+            ", ,",
+        ])
+        .expect("blank values parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert!(args.app_base_url.get().is_none());
+        assert!(args.stripe_webhook_secret.get().is_none());
+        assert!(args.billing_roles.is_empty());
+    }
+
+    #[test]
     fn ages_take_a_unit() {
-        assert_eq!(
-            parse_age("90d"),
-            Some(std::time::Duration::from_secs(90 * 86_400))
-        );
-        assert_eq!(
-            parse_age("12h"),
-            Some(std::time::Duration::from_secs(43_200))
-        );
-        assert_eq!(parse_age("45s"), Some(std::time::Duration::from_secs(45)));
+        assert_eq!(parse_age("90d"), Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_age("12h"), Some(Duration::from_secs(43_200)));
+        assert_eq!(parse_age("45s"), Some(Duration::from_secs(45)));
         for bad in ["90", "d", "", "-1d", "1w", "1.5d"] {
             assert_eq!(parse_age(bad), None, "{bad}");
         }
@@ -728,8 +658,7 @@ mod tests {
 
     #[test]
     fn an_unknown_log_format_is_rejected() {
-        let parsed = cli(&["--log-format", "xml", "migrate", "status"]);
-        let err = CommonSettings::from_cli(&parsed).unwrap_err();
+        let err = refusal(&["--log-format", "xml", "migrate", "status"]);
         assert_eq!(err.variable, "LOG_FORMAT");
     }
 }

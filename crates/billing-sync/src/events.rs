@@ -19,19 +19,11 @@ pub(crate) async fn run(
             event_type,
             limit,
         } => {
-            let status = status
-                .map(|text| {
-                    EventStatus::parse(&text).ok_or(ConfigError {
-                        variable: "--status",
-                        problem: format!("`{text}` is not one of processed, ignored, failed"),
-                    })
-                })
-                .transpose()?;
             let rows = store
                 .list_events(&EventFilter {
                     status,
                     event_type,
-                    limit: limit.max(1),
+                    limit,
                 })
                 .await
                 .context("listing the ledger")?;
@@ -54,17 +46,11 @@ pub(crate) async fn run(
             Ok(())
         }
         EventsAction::Prune { older_than, batch } => {
-            let age = crate::config::parse_age(&older_than).ok_or(ConfigError {
-                variable: "--older-than",
-                problem: format!("`{older_than}` is not an age such as 90d, 12h, 30m or 3600s"),
-            })?;
             let before = chrono::Utc::now()
-                - chrono::Duration::from_std(age).map_err(|_| ConfigError {
-                    variable: "--older-than",
-                    problem: "too large".into(),
-                })?;
+                - chrono::Duration::from_std(older_than)
+                    .map_err(|_| ConfigError::new("--older-than", "too large"))?;
             let deleted = store
-                .prune_events(before, batch.max(1))
+                .prune_events(before, batch)
                 .await
                 .context("pruning the ledger")?;
             println!(

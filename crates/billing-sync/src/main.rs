@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use billing_sync::config::{Cli, CommonSettings};
+use billing_sync::config::{Cli, ConfigError};
 use clap::Parser;
 
 /// See the workspace manifest for why not the system allocator.
@@ -10,10 +10,13 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let common = match CommonSettings::from_cli(&cli) {
-        Ok(settings) => settings,
-        Err(err) => return config_failure(&err),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match ConfigError::from_clap(&err) {
+            Some(err) => return config_failure(&err),
+            // Usage errors, `--help` and `--version`: clap's own words and exit status.
+            None => err.exit(),
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -25,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(billing_sync::run(cli.command, common)) {
+    match runtime.block_on(billing_sync::run(cli.command, cli.common)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(billing_sync::RunError::Config(err)) => config_failure(&err),
         Err(billing_sync::RunError::Failed(err)) => {
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
 }
 
 /// A bad configuration value is a usage error: exit status 2, one line.
-fn config_failure(err: &billing_sync::config::ConfigError) -> ExitCode {
+fn config_failure(err: &ConfigError) -> ExitCode {
     eprintln!("billing-sync: {err}");
     ExitCode::from(2)
 }

@@ -1,4 +1,4 @@
-//! Building the HTTP application and serving it until a shutdown signal.
+//! Building the HTTP application from the settings, and serving it until a shutdown signal.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,11 +9,19 @@ use poem::listener::TcpAcceptor;
 use crate::client_deadline::DeadlineAcceptor;
 use std::sync::Arc;
 
+use anyhow::Context;
+use billing_sync_api::access::Access;
+use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
 use billing_sync_api::http;
-use billing_sync_api::plans::Plans;
-use billing_sync_api::portal::Portal;
-use billing_sync_webhooks::Ingestor;
+use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
+use billing_sync_api::portal::{Portal, PortalSettings};
+use billing_sync_projection::stripe_signature::StripeVerifier;
+use billing_sync_stripe_api::StripeClient;
+use billing_sync_webhooks::{Ingestor, Projectors};
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Server};
+use secrecy::SecretString;
+
+use crate::config::{CommonArgs, ServeArgs, StripeApiArgs};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -241,4 +249,142 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown signal received");
     })
+}
+
+/// The projections' settings, for live delivery and replay alike.
+pub(crate) fn projectors(common: &CommonArgs) -> Projectors {
+    Projectors {
+        stripe_org_metadata_key: common.stripe_org_metadata_key.clone(),
+    }
+}
+
+/// The webhook ingestor `serve` configures: each provider's verifier when its secret is set,
+/// the body limits, and refetching when asked for.
+pub(crate) fn build_ingestor(
+    args: &ServeArgs,
+    common: &CommonArgs,
+    store: Store,
+) -> anyhow::Result<Ingestor> {
+    let stripe = args
+        .stripe_webhook_secret
+        .get()
+        .map(|secrets| StripeVerifier::new(secrets.clone(), args.stripe_webhook_tolerance_secs));
+    let clerk = args.clerk_webhook_secret.get().cloned();
+    if stripe.is_none() {
+        tracing::warn!(
+            "STRIPE_WEBHOOK_SECRET is not set: the Stripe webhook route accepts nothing"
+        );
+    }
+    if clerk.is_none() {
+        tracing::warn!("CLERK_WEBHOOK_SECRET is not set: the Clerk webhook route accepts nothing");
+    }
+    let ingestor = Ingestor::new(
+        store,
+        projectors(common),
+        stripe,
+        clerk,
+        args.webhook_body_limit_bytes,
+    )
+    .with_body_timeout(args.request_timeout_secs)
+    .with_body_bytes_in_flight(args.webhook_body_bytes_in_flight);
+    match args.stripe_api.stripe_secret_key.get() {
+        Some(key) if args.stripe_refetch_objects => {
+            Ok(ingestor.with_stripe_refetch(stripe_client(&args.stripe_api, key)?))
+        }
+        _ => Ok(ingestor),
+    }
+}
+
+/// The Stripe API client with `key` (a connect timeout of at most 3 s within the call's).
+pub(crate) fn stripe_client(
+    api: &StripeApiArgs,
+    key: &SecretString,
+) -> anyhow::Result<StripeClient> {
+    StripeClient::new(
+        &api.stripe_api_base,
+        key.clone(),
+        Duration::from_secs(3).min(api.stripe_timeout_ms),
+        api.stripe_timeout_ms,
+    )
+    .context("building the Stripe client")
+}
+
+/// The operations on the synced state: the customer portal and the plans page, sharing one
+/// way of admitting callers.
+pub(crate) fn build_operations(
+    args: &ServeArgs,
+    common: &CommonArgs,
+    store: Store,
+) -> anyhow::Result<(Portal, Plans)> {
+    let keys = match (args.clerk_jwt_key.get(), args.clerk_jwks_url.get()) {
+        (Some(key), _) => Some(KeySource::Pem(Box::new(key.clone()))),
+        (None, Some(url)) => {
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("building the JWKS client")?;
+            Some(KeySource::Jwks(JwksCache::new(url.clone(), client)))
+        }
+        (None, None) => None,
+    };
+    let verifier = keys.map(|keys| {
+        SessionVerifier::new(
+            keys,
+            args.clerk_issuer.get().cloned(),
+            args.clerk_authorized_parties.clone(),
+        )
+    });
+    if verifier.is_none() {
+        tracing::warn!(
+            "neither CLERK_JWT_KEY nor CLERK_JWKS_URL is set: the portal, billing state and checkout answer 500 (not configured)"
+        );
+    }
+    let access = Arc::new(Access::new(store, verifier).with_billing_roles(&args.billing_roles));
+    let (portal_stripe, checkout_stripe) = match (
+        args.stripe_api.stripe_secret_key.get(),
+        args.app_base_url.get(),
+    ) {
+        (Some(key), Some(base)) => {
+            // One client, one pool of connections to Stripe, for both operations.
+            let stripe = stripe_client(&args.stripe_api, key)?;
+            (
+                Some((
+                    stripe.clone(),
+                    PortalSettings {
+                        return_url: plans_page_url(base),
+                        configuration: args.stripe_portal_configuration.get().cloned(),
+                    },
+                )),
+                Some((
+                    stripe,
+                    CheckoutSettings::for_app(
+                        base,
+                        &common.stripe_org_metadata_key,
+                        page_origins(base, &args.cors_allowed_origins),
+                    ),
+                )),
+            )
+        }
+        _ => {
+            tracing::warn!(
+                "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal and checkout answer 500 (billing is not configured)"
+            );
+            (None, None)
+        }
+    };
+    let per_minute = args.portal_sessions_per_minute;
+    Ok((
+        Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute),
+        Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute),
+    ))
+}
+
+/// The origins of the web app's pages: `APP_BASE_URL`'s and the CORS ones.
+fn page_origins(app_base_url: &str, cors_allowed_origins: &[String]) -> Vec<String> {
+    url::Url::parse(app_base_url)
+        .map(|url| url.origin().ascii_serialization())
+        .into_iter()
+        .chain(cors_allowed_origins.iter().cloned())
+        .collect()
 }

@@ -2,11 +2,11 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{CommonSettings, LogFormat};
+use crate::config::{CommonArgs, LogFormat};
 
 /// Installs the global subscriber. The filter was validated with the configuration.
-pub fn init(settings: &CommonSettings) {
-    let filter = EnvFilter::builder().parse_lossy(&settings.log_filter);
+pub fn init(settings: &CommonArgs) {
+    let filter = EnvFilter::builder().parse_lossy(&settings.rust_log);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours_wanted())

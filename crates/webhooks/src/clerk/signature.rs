@@ -28,9 +28,19 @@ pub struct ClerkDelivery {
     pub timestamp: i64,
 }
 
-/// Verifies Clerk deliveries against one or more secrets.
+/// Verifies Clerk deliveries against one or more secrets. Cloning shares them.
+#[derive(Clone)]
 pub struct ClerkVerifier {
-    webhooks: Vec<Webhook>,
+    webhooks: std::sync::Arc<[Webhook]>,
+}
+
+impl std::fmt::Debug for ClerkVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets themselves are never printed.
+        f.debug_struct("ClerkVerifier")
+            .field("secrets", &self.webhooks.len())
+            .finish()
+    }
 }
 
 impl ClerkVerifier {
@@ -45,7 +55,9 @@ impl ClerkVerifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ClerkVerifier { webhooks })
+        Ok(ClerkVerifier {
+            webhooks: webhooks.into(),
+        })
     }
 
     /// What can be checked before the body is read: `svix-id`, `svix-timestamp` and
@@ -73,7 +85,7 @@ impl ClerkVerifier {
     /// Verifies `body` with the Svix headers in `headers`.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<ClerkDelivery, Rejection> {
         let mut first_error = None;
-        for webhook in &self.webhooks {
+        for webhook in self.webhooks.iter() {
             match webhook.verify(body, headers) {
                 Ok(()) => return delivery(headers),
                 Err(err) => {
@@ -200,8 +212,7 @@ mod tests {
     #[test]
     fn a_secret_that_is_not_base64_is_reported_by_position() {
         let err = ClerkVerifier::new(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_!!"])
-            .err()
-            .expect("second entry invalid");
+            .expect_err("second entry invalid");
         assert_eq!(err.position, 2);
     }
 }
