@@ -11,7 +11,9 @@ use serde_json::Value;
 use crate::Seen;
 use crate::event::{NewEvent, Plan};
 use crate::json::{integer, required_text, text, unix_seconds};
-use crate::state::{Change, MembershipState, OrganizationState, Rank, UserState, Version};
+use crate::state::{
+    Change, MembershipState, OrganizationState, Rank, SyncedRow, UserState, Version,
+};
 
 /// What `event` changes: its `data`, delivered at `event.event_created` (the delivery's
 /// `svix-timestamp`), seen as its type says ([`Seen`]).
@@ -70,26 +72,30 @@ pub fn organization(data: &Value, at: i64, seen: Seen) -> Result<Change, String>
     // A tombstone holds what the deletion carried (a stub), so its content does not depend
     // on which earlier events happened to arrive before it.
     Ok(Change::Organization(OrganizationState {
-        id: required_text(data, "id", "deleted organization")?,
+        row: SyncedRow {
+            id: required_text(data, "id", "deleted organization")?,
+            raw: data.clone(),
+            version: deletion_version(data, at),
+            deleted_at: unix_seconds(at),
+        },
         name: text(data, "name"),
         slug: text(data, "slug"),
-        raw: data.clone(),
-        version: deletion_version(data, at),
-        deleted_at: unix_seconds(at),
     }))
 }
 
 fn organization_state(data: &Value, rank: Rank) -> Result<OrganizationState, String> {
     Ok(OrganizationState {
-        id: required_text(data, "id", "organization")?,
+        row: SyncedRow {
+            id: required_text(data, "id", "organization")?,
+            raw: data.clone(),
+            version: Version {
+                key: updated_at(data, "organization")?,
+                rank,
+            },
+            deleted_at: None,
+        },
         name: text(data, "name"),
         slug: text(data, "slug"),
-        raw: data.clone(),
-        version: Version {
-            key: updated_at(data, "organization")?,
-            rank,
-        },
-        deleted_at: None,
     })
 }
 
@@ -106,26 +112,30 @@ fn primary_email(data: &Value) -> Option<String> {
 pub fn user(data: &Value, at: i64, seen: Seen) -> Result<Change, String> {
     if seen == Seen::Deleted {
         return Ok(Change::User(UserState {
-            id: required_text(data, "id", "deleted user")?,
+            row: SyncedRow {
+                id: required_text(data, "id", "deleted user")?,
+                raw: data.clone(),
+                version: deletion_version(data, at),
+                deleted_at: unix_seconds(at),
+            },
             primary_email: None,
             first_name: None,
             last_name: None,
-            raw: data.clone(),
-            version: deletion_version(data, at),
-            deleted_at: unix_seconds(at),
         }));
     }
     Ok(Change::User(UserState {
-        id: required_text(data, "id", "user")?,
+        row: SyncedRow {
+            id: required_text(data, "id", "user")?,
+            raw: data.clone(),
+            version: Version {
+                key: updated_at(data, "user")?,
+                rank: Rank::Update,
+            },
+            deleted_at: None,
+        },
         primary_email: primary_email(data),
         first_name: text(data, "first_name"),
         last_name: text(data, "last_name"),
-        raw: data.clone(),
-        version: Version {
-            key: updated_at(data, "user")?,
-            rank: Rank::Update,
-        },
-        deleted_at: None,
     }))
 }
 
@@ -153,13 +163,15 @@ pub fn membership(data: &Value, at: i64, seen: Seen) -> Result<Vec<Change>, Stri
         ),
     };
     let mut changes = vec![Change::Membership(MembershipState {
-        id: required_text(data, "id", "membership")?,
+        row: SyncedRow {
+            id: required_text(data, "id", "membership")?,
+            raw: data.clone(),
+            version,
+            deleted_at,
+        },
         organization_id,
         user_id: user_id.clone(),
         role: text(data, "role"),
-        raw: data.clone(),
-        version,
-        deleted_at,
     })];
     // The embedded organization refreshes ours when newer; at an equal key the organization's
     // own event wins (rank), so the result does not depend on arrival order.
@@ -171,16 +183,18 @@ pub fn membership(data: &Value, at: i64, seen: Seen) -> Result<Vec<Change>, Stri
     }
     // `public_user_data` has no `updated_at`: it only fills in a user we have never seen.
     changes.push(Change::UserSnapshot(UserState {
-        id: user_id,
+        row: SyncedRow {
+            id: user_id,
+            raw: public_user.clone(),
+            version: Version {
+                key: 0,
+                rank: Rank::Initial,
+            },
+            deleted_at: None,
+        },
         primary_email: text(public_user, "identifier"),
         first_name: text(public_user, "first_name"),
         last_name: text(public_user, "last_name"),
-        raw: public_user.clone(),
-        version: Version {
-            key: 0,
-            rank: Rank::Initial,
-        },
-        deleted_at: None,
     }));
     Ok(changes)
 }
@@ -227,13 +241,13 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            org.version,
+            org.row.version,
             Version {
                 key: 2_000_000,
                 rank: Rank::Terminal
             }
         );
-        assert!(org.deleted_at.is_some());
+        assert!(org.row.deleted_at.is_some());
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub mod stripe_signature;
 pub use event::{NUL_REPLACEMENT, NewEvent, NotAnEvent, Plan, Provider, clerk_event, stripe_event};
 pub use state::{
     Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
-    PriceState, ProductState, Rank, SubscriptionState, Tie, UserState, Version, supersedes,
+    PriceState, ProductState, Rank, SubscriptionState, SyncedRow, Tie, UserState, Version,
+    supersedes,
 };
 
 /// How an object's state was seen: what, besides the time, orders it among the object's

@@ -37,16 +37,12 @@ pub enum Tie {
     StoredWins,
 }
 
-/// A Clerk organization's state.
+/// What every synced row holds besides its own columns.
 #[derive(Clone, Debug, PartialEq)]
-pub struct OrganizationState {
-    /// `org_…`.
+pub struct SyncedRow {
+    /// The source's id of the object (the row's primary key).
     pub id: String,
-    /// Display name.
-    pub name: Option<String>,
-    /// URL slug.
-    pub slug: Option<String>,
-    /// The source object.
+    /// The source object, as received.
     pub raw: Value,
     /// Its ordering.
     pub version: Version,
@@ -54,49 +50,48 @@ pub struct OrganizationState {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// A Clerk organization's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrganizationState {
+    /// The id (`org_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
+    /// Display name.
+    pub name: Option<String>,
+    /// URL slug.
+    pub slug: Option<String>,
+}
+
 /// A Clerk user's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserState {
-    /// `user_…`.
-    pub id: String,
+    /// The id (`user_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// The primary email address.
     pub primary_email: Option<String>,
     /// Given name.
     pub first_name: Option<String>,
     /// Family name.
     pub last_name: Option<String>,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
-    /// When deleted, for a tombstone.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A Clerk organization membership's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MembershipState {
-    /// `orgmem_…`.
-    pub id: String,
+    /// The id (`orgmem_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// The organization.
     pub organization_id: String,
     /// The member.
     pub user_id: String,
     /// The role, e.g. `org:admin`.
     pub role: Option<String>,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
-    /// When deleted, for a tombstone.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A Stripe customer's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CustomerState {
-    /// `cus_…`.
-    pub id: String,
+    /// The id (`cus_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// The organization named in the customer's metadata, if any.
     pub organization_id: Option<String>,
     /// Billing email.
@@ -105,12 +100,6 @@ pub struct CustomerState {
     pub name: Option<String>,
     /// Live or test mode.
     pub livemode: bool,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
-    /// When deleted, for a tombstone.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A completed checkout's statement that a customer bills an organization.
@@ -127,8 +116,8 @@ pub struct CustomerLink {
 /// A Stripe subscription's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubscriptionState {
-    /// `sub_…`.
-    pub id: String,
+    /// The id (`sub_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// `cus_…`.
     pub customer_id: String,
     /// The organization named in the subscription's metadata, if any (else its customer's).
@@ -153,19 +142,13 @@ pub struct SubscriptionState {
     pub items: Value,
     /// Live or test mode.
     pub livemode: bool,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
-    /// When deleted, for a tombstone.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A Stripe product's state (the catalog).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProductState {
-    /// `prod_…`.
-    pub id: String,
+    /// The id (`prod_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// Display name.
     pub name: Option<String>,
     /// Description.
@@ -178,19 +161,13 @@ pub struct ProductState {
     pub default_price_id: Option<String>,
     /// Live or test mode.
     pub livemode: bool,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
-    /// When deleted, for a tombstone.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A Stripe price's state (the catalog).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PriceState {
-    /// `price_…`.
-    pub id: String,
+    /// The id (`price_…`), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// The product it prices.
     pub product_id: String,
     /// Whether it can be used for new purchases.
@@ -209,27 +186,17 @@ pub struct PriceState {
     pub recurring_interval_count: Option<i64>,
     /// Live or test mode.
     pub livemode: bool,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
-    /// When deleted, for a tombstone.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A Stripe customer's active entitlements: the whole list, replaced by each summary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntitlementsState {
-    /// The customer, `cus_…` (the row's id: one summary per customer).
-    pub customer_id: String,
+    /// The id (`cus_…`: one summary per customer, so the customer), the source object, its ordering and tombstone.
+    pub row: SyncedRow,
     /// The active features' `lookup_key`s, sorted, as a JSON array of strings.
     pub lookup_keys: Value,
     /// Live or test mode.
     pub livemode: bool,
-    /// The source object.
-    pub raw: Value,
-    /// Its ordering.
-    pub version: Version,
 }
 
 /// One change an event makes to the synced state.
@@ -256,6 +223,23 @@ pub enum Change {
     Price(PriceState),
     /// Replace a customer's active entitlements.
     Entitlements(EntitlementsState),
+}
+
+impl Change {
+    /// The synced row the change writes; `None` for a link, which writes only a column.
+    pub fn row(&self) -> Option<&SyncedRow> {
+        match self {
+            Change::Organization(state) => Some(&state.row),
+            Change::User(state) | Change::UserSnapshot(state) => Some(&state.row),
+            Change::Membership(state) => Some(&state.row),
+            Change::Customer(state) => Some(&state.row),
+            Change::Subscription(state) => Some(&state.row),
+            Change::Product(state) => Some(&state.row),
+            Change::Price(state) => Some(&state.row),
+            Change::Entitlements(state) => Some(&state.row),
+            Change::CustomerLink(_) => None,
+        }
+    }
 }
 
 /// Whether a state at `incoming` replaces one stored at `stored`: newer by

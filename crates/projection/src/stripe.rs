@@ -13,7 +13,7 @@ use crate::event::{NewEvent, Plan};
 use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
 use crate::state::{
     Change, CustomerLink, CustomerState, EntitlementsState, PriceState, ProductState, Rank,
-    SubscriptionState, Version,
+    SubscriptionState, SyncedRow, Version,
 };
 
 const SUBSCRIPTION_EVENTS: [&str; 8] = [
@@ -91,14 +91,16 @@ fn version(at: i64, seen: Seen, terminal: bool) -> Version {
 pub fn customer(object: &Value, at: i64, seen: Seen, org_key: &str) -> Result<Change, String> {
     let deleted = seen == Seen::Deleted || flag(object, "deleted");
     Ok(Change::Customer(CustomerState {
-        id: required_text(object, "id", "customer")?,
+        row: SyncedRow {
+            id: required_text(object, "id", "customer")?,
+            raw: object.clone(),
+            version: version(at, seen, deleted),
+            deleted_at: if deleted { unix_seconds(at) } else { None },
+        },
         organization_id: metadata(object, org_key),
         email: text(object, "email"),
         name: text(object, "name"),
         livemode: flag(object, "livemode"),
-        raw: object.clone(),
-        version: version(at, seen, deleted),
-        deleted_at: if deleted { unix_seconds(at) } else { None },
     }))
 }
 
@@ -113,7 +115,12 @@ pub fn subscription(object: &Value, at: i64, seen: Seen, org_key: &str) -> Resul
     let period_end = time(object, "current_period_end")
         .or_else(|| first_item(object).and_then(|item| time(item, "current_period_end")));
     Ok(Change::Subscription(SubscriptionState {
-        id: required_text(object, "id", "subscription")?,
+        row: SyncedRow {
+            id: required_text(object, "id", "subscription")?,
+            raw: object.clone(),
+            version: version(at, seen, terminal),
+            deleted_at: deleted_at(at, seen),
+        },
         customer_id: id_or_object(object, "customer")
             .ok_or_else(|| "subscription has no `customer`".to_owned())?,
         organization_id: metadata(object, org_key),
@@ -127,9 +134,6 @@ pub fn subscription(object: &Value, at: i64, seen: Seen, org_key: &str) -> Resul
         current_period_end: period_end,
         items,
         livemode: flag(object, "livemode"),
-        raw: object.clone(),
-        version: version(at, seen, terminal),
-        deleted_at: deleted_at(at, seen),
     }))
 }
 
@@ -158,16 +162,18 @@ pub fn product(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
         })
         .unwrap_or_default();
     Ok(Change::Product(ProductState {
-        id: required_text(object, "id", "product")?,
+        row: SyncedRow {
+            id: required_text(object, "id", "product")?,
+            raw: object.clone(),
+            version: version(at, seen, seen == Seen::Deleted),
+            deleted_at: deleted_at(at, seen),
+        },
         name: text(object, "name"),
         description: text(object, "description"),
         active: flag(object, "active"),
         marketing_features: Value::Array(marketing_features),
         default_price_id: id_or_object(object, "default_price"),
         livemode: flag(object, "livemode"),
-        raw: object.clone(),
-        version: version(at, seen, seen == Seen::Deleted),
-        deleted_at: deleted_at(at, seen),
     }))
 }
 
@@ -175,7 +181,12 @@ pub fn product(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
 pub fn price(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
     let recurring = object.get("recurring").filter(|r| r.is_object());
     Ok(Change::Price(PriceState {
-        id: required_text(object, "id", "price")?,
+        row: SyncedRow {
+            id: required_text(object, "id", "price")?,
+            raw: object.clone(),
+            version: version(at, seen, seen == Seen::Deleted),
+            deleted_at: deleted_at(at, seen),
+        },
         product_id: id_or_object(object, "product")
             .ok_or_else(|| "price has no `product`".to_owned())?,
         active: flag(object, "active"),
@@ -186,9 +197,6 @@ pub fn price(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
         recurring_interval: recurring.and_then(|r| text(r, "interval")),
         recurring_interval_count: recurring.and_then(|r| integer(r, "interval_count")),
         livemode: flag(object, "livemode"),
-        raw: object.clone(),
-        version: version(at, seen, seen == Seen::Deleted),
-        deleted_at: deleted_at(at, seen),
     }))
 }
 
@@ -210,15 +218,18 @@ pub fn entitlements(object: &Value, at: i64) -> Result<Change, String> {
             .unwrap_or_default(),
     );
     Ok(Change::Entitlements(EntitlementsState {
-        customer_id: id_or_object(object, "customer")
-            .ok_or_else(|| "entitlement summary has no `customer`".to_owned())?,
+        row: SyncedRow {
+            id: id_or_object(object, "customer")
+                .ok_or_else(|| "entitlement summary has no `customer`".to_owned())?,
+            raw: object.clone(),
+            version: Version {
+                key: at,
+                rank: Rank::Update,
+            },
+            deleted_at: None,
+        },
         lookup_keys,
         livemode: flag(object, "livemode"),
-        raw: object.clone(),
-        version: Version {
-            key: at,
-            rank: Rank::Update,
-        },
     }))
 }
 
@@ -328,7 +339,7 @@ mod tests {
         assert_eq!(sub.items[0]["price_id"], "price_1");
         assert_eq!(sub.items[0]["product_id"], "prod_1");
         assert_eq!(sub.items[0]["quantity"], 2);
-        assert_eq!(sub.version.rank, Rank::Update);
+        assert_eq!(sub.row.version.rank, Rank::Update);
     }
 
     #[test]
@@ -339,8 +350,8 @@ mod tests {
         let Change::Customer(customer) = customer(&stub, 20, Seen::Updated, "k").unwrap() else {
             panic!("a customer expected")
         };
-        assert_eq!(customer.version.rank, Rank::Terminal);
-        assert_eq!(customer.deleted_at, unix_seconds(20));
+        assert_eq!(customer.row.version.rank, Rank::Terminal);
+        assert_eq!(customer.row.deleted_at, unix_seconds(20));
     }
 
     #[test]
@@ -364,14 +375,14 @@ mod tests {
         )) else {
             panic!()
         };
-        assert_eq!(sub.version.rank, Rank::Terminal);
+        assert_eq!(sub.row.version.rank, Rank::Terminal);
         let Change::Customer(created) = only_change(project(
             &event("customer.created", 10, json!({"id": "cus_1"})),
             "k",
         )) else {
             panic!()
         };
-        assert_eq!(created.version.rank, Rank::Initial);
+        assert_eq!(created.row.version.rank, Rank::Initial);
     }
 
     /// The organization a completed checkout session links its customer to.
@@ -451,13 +462,13 @@ mod tests {
         assert_eq!(price.recurring_interval.as_deref(), Some("month"));
         assert_eq!(price.recurring_interval_count, Some(3));
         assert_eq!(price.unit_amount, Some(2900));
-        assert_eq!(price.version.rank, Rank::Update);
+        assert_eq!(price.row.version.rank, Rank::Update);
         let Change::Price(deleted) = only_change(project(&event("price.deleted", 11, object), "k"))
         else {
             panic!("a price expected")
         };
-        assert_eq!(deleted.version.rank, Rank::Terminal);
-        assert!(deleted.deleted_at.is_some());
+        assert_eq!(deleted.row.version.rank, Rank::Terminal);
+        assert!(deleted.row.deleted_at.is_some());
     }
 
     #[test]
@@ -471,7 +482,7 @@ mod tests {
         };
         assert_eq!(product.marketing_features, json!(["SSO", "Audit log"]));
         assert!(!product.active, "archived");
-        assert_eq!(product.version.rank, Rank::Initial);
+        assert_eq!(product.row.version.rank, Rank::Initial);
     }
 
     #[test]
@@ -488,7 +499,7 @@ mod tests {
         else {
             panic!("entitlements expected")
         };
-        assert_eq!(entitlements.customer_id, "cus_1");
+        assert_eq!(entitlements.row.id, "cus_1");
         assert_eq!(entitlements.lookup_keys, json!(["audit", "sso"]));
         assert!(matches!(
             project(&event(event_type, 10, summary(true)), "k"),

@@ -221,17 +221,7 @@ async fn apply_listed(db: &impl ConnectionTrait, changes: &[Change]) -> Result<O
 }
 
 fn raw_of(change: &Change) -> &Value {
-    match change {
-        Change::Organization(state) => &state.raw,
-        Change::User(state) | Change::UserSnapshot(state) => &state.raw,
-        Change::Membership(state) => &state.raw,
-        Change::Customer(state) => &state.raw,
-        Change::Subscription(state) => &state.raw,
-        Change::Product(state) => &state.raw,
-        Change::Price(state) => &state.raw,
-        Change::Entitlements(state) => &state.raw,
-        Change::CustomerLink(_) => &Value::Null,
-    }
+    change.row().map_or(&Value::Null, |row| &row.raw)
 }
 
 /// The stored `raw` of the row `change` is about: `None` when there is no row.
@@ -241,21 +231,21 @@ async fn stored_raw(
 ) -> Result<Option<Option<Value>>, DbErr> {
     match change {
         Change::Organization(state) => {
-            raw_column::<organizations::Entity>(db, &state.id, organizations::Column::Raw).await
+            raw_column::<organizations::Entity>(db, &state.row.id, organizations::Column::Raw).await
         }
         Change::User(state) | Change::UserSnapshot(state) => {
-            raw_column::<users::Entity>(db, &state.id, users::Column::Raw).await
+            raw_column::<users::Entity>(db, &state.row.id, users::Column::Raw).await
         }
         Change::Membership(state) => {
             raw_column::<organization_memberships::Entity>(
                 db,
-                &state.id,
+                &state.row.id,
                 organization_memberships::Column::Raw,
             )
             .await
         }
         Change::Customer(state) => {
-            raw_column::<stripe_customers::Entity>(db, &state.id, stripe_customers::Column::Raw)
+            raw_column::<stripe_customers::Entity>(db, &state.row.id, stripe_customers::Column::Raw)
                 .await
         }
         Change::CustomerLink(link) => {
@@ -269,21 +259,22 @@ async fn stored_raw(
         Change::Subscription(state) => {
             raw_column::<stripe_subscriptions::Entity>(
                 db,
-                &state.id,
+                &state.row.id,
                 stripe_subscriptions::Column::Raw,
             )
             .await
         }
         Change::Product(state) => {
-            raw_column::<stripe_products::Entity>(db, &state.id, stripe_products::Column::Raw).await
+            raw_column::<stripe_products::Entity>(db, &state.row.id, stripe_products::Column::Raw)
+                .await
         }
         Change::Price(state) => {
-            raw_column::<stripe_prices::Entity>(db, &state.id, stripe_prices::Column::Raw).await
+            raw_column::<stripe_prices::Entity>(db, &state.row.id, stripe_prices::Column::Raw).await
         }
         Change::Entitlements(state) => {
             raw_column::<stripe_entitlement_summaries::Entity>(
                 db,
-                &state.customer_id,
+                &state.row.id,
                 stripe_entitlement_summaries::Column::Raw,
             )
             .await

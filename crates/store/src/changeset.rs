@@ -13,7 +13,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, IntoIden, OnConflict, Query, SimpleExpr, SubQueryStatement,
 };
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, DeriveIden, EntityName, Statement};
 
 use crate::entities::{
     organization_memberships as memberships, organizations, stripe_customers as customers,
@@ -22,7 +22,8 @@ use crate::entities::{
 };
 use billing_sync_projection::{
     Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
-    PriceState, ProductState, Rank, SubscriptionState, Tie, UserState, Version, supersedes,
+    PriceState, ProductState, Rank, SubscriptionState, SyncedRow, Tie, UserState, Version,
+    supersedes,
 };
 
 /// The changes of a batch reduced per (table, id): for each object the rounds of states to
@@ -61,7 +62,10 @@ fn round_count<S>(rounds: &BTreeMap<&str, Vec<S>>) -> usize {
 
 /// A synced state as the reduction sees it.
 trait Synced: Clone {
-    fn version(&self) -> Version;
+    fn row(&self) -> &SyncedRow;
+    fn version(&self) -> Version {
+        self.row().version
+    }
     /// Whether `other` knows something this state leaves unknown, which the upsert's
     /// `COALESCE` would keep: then [`Synced::fill_gaps_from`] has work to do.
     fn has_gaps_filled_by(&self, _other: &Self) -> bool {
@@ -74,8 +78,8 @@ trait Synced: Clone {
 macro_rules! synced {
     ($($state:ty),*) => {$(
         impl Synced for $state {
-            fn version(&self) -> Version {
-                self.version
+            fn row(&self) -> &SyncedRow {
+                &self.row
             }
         }
     )*};
@@ -94,8 +98,8 @@ synced!(
 macro_rules! synced_with_organization {
     ($($state:ty),*) => {$(
         impl Synced for $state {
-            fn version(&self) -> Version {
-                self.version
+            fn row(&self) -> &SyncedRow {
+                &self.row
             }
             fn has_gaps_filled_by(&self, other: &Self) -> bool {
                 self.organization_id.is_none() && other.organization_id.is_some()
@@ -128,11 +132,10 @@ const ENTITLEMENTS_TIE: Tie = Tie::LaterArrivalWins;
 /// later update, yet itself lose to what is stored (see [`subsumes`]).
 fn keep_newer<'a, S: Synced>(
     rounds: &mut BTreeMap<&'a str, Vec<Cow<'a, S>>>,
-    id: &'a str,
     state: &'a S,
     tie: Tie,
 ) {
-    let chain = rounds.entry(id).or_default();
+    let chain = rounds.entry(&state.row().id).or_default();
     let Some(last) = chain.last_mut() else {
         chain.push(Cow::Borrowed(state));
         return;
@@ -188,22 +191,16 @@ impl<'a> ChangeSet<'a> {
     /// Adds a change that arrived after every change already in the set.
     pub fn add(&mut self, change: &'a Change) {
         match change {
-            Change::Organization(s) => {
-                keep_newer(&mut self.organizations, &s.id, s, ORGANIZATIONS_TIE)
-            }
-            Change::User(s) => keep_newer(&mut self.users, &s.id, s, USERS_TIE),
-            Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.id, s),
-            Change::Membership(s) => keep_newer(&mut self.memberships, &s.id, s, MEMBERSHIPS_TIE),
-            Change::Customer(s) => keep_newer(&mut self.customers, &s.id, s, CUSTOMERS_TIE),
+            Change::Organization(s) => keep_newer(&mut self.organizations, s, ORGANIZATIONS_TIE),
+            Change::User(s) => keep_newer(&mut self.users, s, USERS_TIE),
+            Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.row.id, s),
+            Change::Membership(s) => keep_newer(&mut self.memberships, s, MEMBERSHIPS_TIE),
+            Change::Customer(s) => keep_newer(&mut self.customers, s, CUSTOMERS_TIE),
             Change::CustomerLink(link) => keep_first(&mut self.links, &link.customer_id, link),
-            Change::Subscription(s) => {
-                keep_newer(&mut self.subscriptions, &s.id, s, SUBSCRIPTIONS_TIE)
-            }
-            Change::Product(s) => keep_newer(&mut self.products, &s.id, s, PRODUCTS_TIE),
-            Change::Price(s) => keep_newer(&mut self.prices, &s.id, s, PRICES_TIE),
-            Change::Entitlements(s) => {
-                keep_newer(&mut self.entitlements, &s.customer_id, s, ENTITLEMENTS_TIE)
-            }
+            Change::Subscription(s) => keep_newer(&mut self.subscriptions, s, SUBSCRIPTIONS_TIE),
+            Change::Product(s) => keep_newer(&mut self.products, s, PRODUCTS_TIE),
+            Change::Price(s) => keep_newer(&mut self.prices, s, PRICES_TIE),
+            Change::Entitlements(s) => keep_newer(&mut self.entitlements, s, ENTITLEMENTS_TIE),
         }
     }
 
@@ -355,26 +352,36 @@ async fn lock_customers(
 /// The `WHERE` of a guarded upsert on `table`: the incoming state (`excluded`) replaces the
 /// stored one only when it is newer by `(ordering_key, ordering_rank)`, and a terminal state
 /// is only ever replaced by a newer terminal state. [`supersedes`] is the same rule in Rust.
-fn newer_than_stored(table: &str, tie: Tie) -> Expr {
-    let same_rank_update = match tie {
-        Tie::LaterArrivalWins => format!(
-            " OR (excluded.ordering_rank = {update} AND {table}.ordering_rank = {update})",
-            update = Rank::Update as i16
-        ),
-        Tie::StoredWins => String::new(),
-    };
-    Expr::cust(format!(
-        "({table}.ordering_rank < {terminal} OR excluded.ordering_rank = {terminal}) \
-         AND (excluded.ordering_key > {table}.ordering_key \
-              OR (excluded.ordering_key = {table}.ordering_key \
-                  AND (excluded.ordering_rank > {table}.ordering_rank{same_rank_update})))",
-        terminal = Rank::Terminal as i16
-    ))
+fn newer_than_stored(table: impl EntityName, tie: Tie) -> Expr {
+    use SyncedColumn::{OrderingKey, OrderingRank};
+    let table = Alias::new(table.table_name());
+    let stored = |column: SyncedColumn| Expr::col((table.clone(), column));
+    let incoming = |column: SyncedColumn| Expr::col((Excluded, column));
+    let (terminal, update) = (Rank::Terminal as i16, Rank::Update as i16);
+    let mut wins_the_tie = incoming(OrderingRank).gt(stored(OrderingRank));
+    if tie == Tie::LaterArrivalWins {
+        wins_the_tie = wins_the_tie.or(incoming(OrderingRank)
+            .eq(update)
+            .and(stored(OrderingRank).eq(update)));
+    }
+    let newer = incoming(OrderingKey)
+        .gt(stored(OrderingKey))
+        .or(incoming(OrderingKey)
+            .eq(stored(OrderingKey))
+            .and(wins_the_tie));
+    stored(OrderingRank)
+        .lt(terminal)
+        .or(incoming(OrderingRank).eq(terminal))
+        .and(newer)
 }
+
+/// The row an upsert proposes, as `ON CONFLICT … DO UPDATE` names it.
+#[derive(Clone, Copy, DeriveIden)]
+struct Excluded;
 
 /// The columns every synced table has, first in every row and replaced together when an
 /// upsert wins.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, DeriveIden)]
 enum SyncedColumn {
     Id,
     Raw,
@@ -393,17 +400,6 @@ impl SyncedColumn {
         SyncedColumn::DeletedAt,
         SyncedColumn::SyncedAt,
     ];
-
-    fn name(self) -> &'static str {
-        match self {
-            SyncedColumn::Id => "id",
-            SyncedColumn::Raw => "raw",
-            SyncedColumn::OrderingKey => "ordering_key",
-            SyncedColumn::OrderingRank => "ordering_rank",
-            SyncedColumn::DeletedAt => "deleted_at",
-            SyncedColumn::SyncedAt => "synced_at",
-        }
-    }
 }
 
 /// What every row written by one `apply_set` shares.
@@ -415,7 +411,13 @@ struct Writing {
 
 impl Writing {
     /// The synced columns' values of one row, in [`SyncedColumn::ALL`] order.
-    fn synced_values(
+    fn synced_values(self, row: &SyncedRow) -> Vec<SimpleExpr> {
+        self.placeholder_values(&row.id, Some(&row.raw), row.version, row.deleted_at)
+    }
+
+    /// The synced columns' values of a row that may have no source object yet (a customer
+    /// known only from a checkout's link).
+    fn placeholder_values(
         self,
         id: &str,
         raw: Option<&serde_json::Value>,
@@ -464,7 +466,7 @@ fn insert_rows<C: IntoIden + Copy>(
     statement.into_table(table).columns(
         SyncedColumn::ALL
             .iter()
-            .map(|c| Alias::new(c.name()).into_iden())
+            .map(|c| c.into_iden())
             .chain(columns.iter().map(|c| c.into_iden())),
     );
     for row in rows {
@@ -474,23 +476,24 @@ fn insert_rows<C: IntoIden + Copy>(
 }
 
 /// The incoming organization, else the stored one: a state that names none keeps the known one.
-fn keep_known_organization(table: impl EntityName) -> String {
-    format!(
-        "COALESCE(excluded.organization_id, {}.organization_id)",
-        table.table_name()
-    )
+fn keep_known_organization<C: IntoIden + Copy>(table: impl EntityName, organization: C) -> Expr {
+    Func::coalesce([
+        Expr::col((Excluded, organization)),
+        Expr::col((Alias::new(table.table_name()), organization)),
+    ])
+    .into()
 }
 
 /// `ON CONFLICT (id) DO UPDATE SET <synced columns and columns> WHERE <newer than stored>`.
 fn guarded<C: IntoIden + Copy>(table: impl EntityName, tie: Tie, columns: &[C]) -> OnConflict {
-    OnConflict::column(Alias::new("id"))
+    OnConflict::column(SyncedColumn::Id)
         .update_columns(
             SyncedColumn::ALL[1..]
                 .iter()
-                .map(|c| Alias::new(c.name()).into_iden())
+                .map(|c| c.into_iden())
                 .chain(columns.iter().map(|c| c.into_iden())),
         )
-        .action_and_where(newer_than_stored(table.table_name(), tie))
+        .action_and_where(newer_than_stored(table, tie))
         .to_owned()
 }
 
@@ -501,7 +504,7 @@ fn organizations_upsert<'a>(
     use organizations::Column as C;
     let columns = [C::Name, C::Slug];
     let rows = states.map(|org| {
-        let mut row = writing.synced_values(&org.id, Some(&org.raw), org.version, org.deleted_at);
+        let mut row = writing.synced_values(&org.row);
         row.extend([Expr::val(org.name.clone()), Expr::val(org.slug.clone())]);
         row
     });
@@ -521,8 +524,7 @@ fn users_upsert<'a>(
     use users::Column as C;
     let columns = [C::PrimaryEmail, C::FirstName, C::LastName];
     let rows = states.map(|user| {
-        let mut row =
-            writing.synced_values(&user.id, Some(&user.raw), user.version, user.deleted_at);
+        let mut row = writing.synced_values(&user.row);
         row.extend([
             Expr::val(user.primary_email.clone()),
             Expr::val(user.first_name.clone()),
@@ -546,7 +548,7 @@ fn memberships_upsert<'a>(
     use memberships::Column as C;
     let columns = [C::OrganizationId, C::UserId, C::Role];
     let rows = states.map(|m| {
-        let mut row = writing.synced_values(&m.id, Some(&m.raw), m.version, m.deleted_at);
+        let mut row = writing.synced_values(&m.row);
         row.extend([
             Expr::val(m.organization_id.clone()),
             Expr::val(m.user_id.clone()),
@@ -566,7 +568,7 @@ fn customers_upsert<'a>(
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
     let rows = states.map(|c| {
-        let mut row = writing.synced_values(&c.id, Some(&c.raw), c.version, c.deleted_at);
+        let mut row = writing.synced_values(&c.row);
         row.extend([
             Expr::val(c.livemode),
             Expr::val(c.organization_id.clone()),
@@ -585,7 +587,7 @@ fn customers_upsert<'a>(
     // whichever arrived first.
     on_conflict.value(
         C::OrganizationId,
-        Expr::cust(keep_known_organization(customers::Entity)),
+        keep_known_organization(customers::Entity, C::OrganizationId),
     );
     statement.on_conflict(on_conflict);
     statement
@@ -602,7 +604,7 @@ fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> sea_orm::sea_query::In
         rank: Rank::Initial,
     };
     let rows = set.links.values().map(|link| {
-        let mut row = writing.synced_values(&link.customer_id, None, placeholder, None);
+        let mut row = writing.placeholder_values(&link.customer_id, None, placeholder, None);
         row.extend([
             Expr::val(link.livemode),
             Expr::val(link.organization_id.clone()),
@@ -665,7 +667,7 @@ fn subscriptions_upsert<'a>(
         C::Items,
     ];
     let rows = states.map(|s| {
-        let mut row = writing.synced_values(&s.id, Some(&s.raw), s.version, s.deleted_at);
+        let mut row = writing.synced_values(&s.row);
         row.extend([
             Expr::val(s.livemode),
             Expr::val(s.customer_id.clone()),
@@ -694,7 +696,7 @@ fn subscriptions_upsert<'a>(
     let mut on_conflict = guarded(subscriptions::Entity, SUBSCRIPTIONS_TIE, &columns);
     on_conflict.value(
         C::OrganizationId,
-        Expr::cust(keep_known_organization(subscriptions::Entity)),
+        keep_known_organization(subscriptions::Entity, C::OrganizationId),
     );
     statement.on_conflict(on_conflict);
     statement
@@ -714,7 +716,7 @@ fn products_upsert<'a>(
         C::DefaultPriceId,
     ];
     let rows = states.map(|p| {
-        let mut row = writing.synced_values(&p.id, Some(&p.raw), p.version, p.deleted_at);
+        let mut row = writing.synced_values(&p.row);
         row.extend([
             Expr::val(p.livemode),
             Expr::val(p.name.clone()),
@@ -747,7 +749,7 @@ fn prices_upsert<'a>(
         C::RecurringIntervalCount,
     ];
     let rows = states.map(|p| {
-        let mut row = writing.synced_values(&p.id, Some(&p.raw), p.version, p.deleted_at);
+        let mut row = writing.synced_values(&p.row);
         row.extend([
             Expr::val(p.livemode),
             Expr::val(p.product_id.clone()),
@@ -773,7 +775,7 @@ fn entitlements_upsert<'a>(
     use entitlements::Column as C;
     let columns = [C::Livemode, C::LookupKeys];
     let rows = states.map(|e| {
-        let mut row = writing.synced_values(&e.customer_id, Some(&e.raw), e.version, None);
+        let mut row = writing.synced_values(&e.row);
         row.extend([Expr::val(e.livemode), writing.json(Some(&e.lookup_keys))]);
         row
     });

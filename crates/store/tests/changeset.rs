@@ -3,7 +3,7 @@
 //! [`ChangeSet`] on top of the same stored states, leave the same rows, on both backends.
 
 use billing_sync_projection::{
-    Change, CustomerState, OrganizationState, Rank, SubscriptionState, Version,
+    Change, CustomerState, OrganizationState, Rank, SubscriptionState, SyncedRow, Version,
 };
 use billing_sync_store::Store;
 use billing_sync_store::changeset::{ChangeSet, apply_set};
@@ -40,27 +40,36 @@ fn random_change(rng: &mut StdRng, n: usize) -> Change {
     let deleted_at = None;
     match rng.random_range(0..3) {
         0 => Change::Organization(OrganizationState {
-            id: format!("org_{id}"),
+            row: SyncedRow {
+                id: format!("org_{id}"),
+                raw,
+                version,
+                deleted_at,
+            },
             name: Some(format!("name {n}")),
             slug: None,
-            raw,
-            version,
-            deleted_at,
         }),
         1 => Change::Customer(CustomerState {
-            id: format!("cus_{id}"),
+            row: SyncedRow {
+                id: format!("cus_{id}"),
+                raw,
+                version,
+                deleted_at,
+            },
             // Customers name no organization here: how a name fills a gap is order-dependent
             // even one by one (the upsert's COALESCE), and not what this property is about.
             organization_id: None,
             email: Some(format!("{n}@example.com")),
             name: None,
             livemode: false,
-            raw,
-            version,
-            deleted_at,
         }),
         _ => Change::Subscription(SubscriptionState {
-            id: format!("sub_{id}"),
+            row: SyncedRow {
+                id: format!("sub_{id}"),
+                raw,
+                version,
+                deleted_at,
+            },
             customer_id: "cus_none".into(),
             organization_id: None,
             status: format!("status {n}"),
@@ -73,9 +82,6 @@ fn random_change(rng: &mut StdRng, n: usize) -> Change {
             current_period_end: None,
             items: json!([]),
             livemode: false,
-            raw,
-            version,
-            deleted_at,
         }),
     }
 }
