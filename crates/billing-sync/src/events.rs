@@ -1,9 +1,10 @@
 //! `billing-sync events`: list the ledger, replay events after a fix.
 
 use anyhow::Context;
+use billing_sync_projection::Projectors;
 use billing_sync_store::Store;
 use billing_sync_store::ledger::{EventFilter, EventStatus};
-use billing_sync_webhooks::{Projectors, pipeline};
+use billing_sync_webhooks::pipeline;
 
 use crate::RunError;
 use crate::config::{ConfigError, EventsAction};

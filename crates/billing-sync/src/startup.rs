@@ -15,9 +15,10 @@ use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
 use billing_sync_api::http;
 use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
 use billing_sync_api::portal::{Portal, PortalSettings};
+use billing_sync_projection::Projectors;
 use billing_sync_projection::stripe_signature::StripeVerifier;
 use billing_sync_stripe_api::StripeClient;
-use billing_sync_webhooks::{Ingestor, Projectors};
+use billing_sync_webhooks::Ingestor;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Server};
 use secrecy::SecretString;
 

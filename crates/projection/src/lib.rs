@@ -27,6 +27,24 @@ pub use state::{
     supersedes,
 };
 
+/// Turns events into changes by their provider's projection; needs no secret, so replay can
+/// use it alone.
+#[derive(Clone, Debug)]
+pub struct Projectors {
+    /// The metadata key naming a Stripe object's organization (`STRIPE_ORG_METADATA_KEY`).
+    pub stripe_org_metadata_key: String,
+}
+
+impl Projectors {
+    /// What `event` changes, by its provider's projection.
+    pub fn plan(&self, event: &NewEvent) -> Plan {
+        match event.provider {
+            Provider::Stripe => stripe::project(event, &self.stripe_org_metadata_key),
+            Provider::Clerk => clerk::project(event),
+        }
+    }
+}
+
 /// How an object's state was seen: what, besides the time, orders it among the object's
 /// states. An event says it by its type (`*.created`, `*.deleted`, anything else); a listing
 /// or a fetch sees the current state, an update.

@@ -2,7 +2,7 @@
 //! a namespace ended in.
 
 use crate::scenarios::ScenarioEvent;
-use billing_sync_projection::NewEvent;
+use billing_sync_projection::{NewEvent, Projectors};
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries,
@@ -10,7 +10,6 @@ use billing_sync_store::entities::{
 };
 use billing_sync_store::ledger::Recorded;
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use billing_sync_webhooks::Projectors;
 
 /// The projections with the default metadata key.
 pub fn projectors() -> Projectors {

@@ -106,34 +106,40 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             jobs
         };
-        metrics::histogram!("billing_sync_webhook_batch_size").record(jobs.len() as f64);
-        let (batch, replies): (Vec<(NewEvent, Plan)>, Vec<_>) = jobs
-            .into_iter()
-            .map(|job| ((job.event, job.plan), job.reply))
-            .unzip();
-        match with_retries(|| store.record_batch(&batch)).await {
-            Ok(recorded) => {
-                for (reply, recorded) in replies.into_iter().zip(recorded) {
-                    let _ = reply.send(Ok(recorded));
-                }
+        write_batch(&store, jobs).await;
+    }
+}
+
+/// Records `jobs` in one transaction and answers each; when the batch breaks for a reason of
+/// one of its events, records them one by one instead.
+async fn write_batch(store: &Store, jobs: Vec<Job>) {
+    metrics::histogram!("billing_sync_webhook_batch_size").record(jobs.len() as f64);
+    let (batch, replies): (Vec<(NewEvent, Plan)>, Vec<_>) = jobs
+        .into_iter()
+        .map(|job| ((job.event, job.plan), job.reply))
+        .unzip();
+    match with_retries(|| store.record_batch(&batch)).await {
+        Ok(recorded) => {
+            for (reply, recorded) in replies.into_iter().zip(recorded) {
+                let _ = reply.send(Ok(recorded));
             }
-            // Something in the batch broke the transaction for a reason of its own (not the
-            // database going away, not a deadlock): record each event alone, isolated, so
-            // that one bad event cannot fail the others.
-            Err(err) if batch.len() > 1 && !err.retryable() => {
-                tracing::warn!(error = %err, size = batch.len(), "batch failed; recording its events one by one");
-                for ((event, plan), reply) in batch.into_iter().zip(replies) {
-                    let result = with_retries(|| store.record_and_apply(&event, &plan))
-                        .await
-                        .map_err(RecordError::from);
-                    let _ = reply.send(result);
-                }
+        }
+        // Something in the batch broke the transaction for a reason of its own (not the
+        // database going away, not a deadlock): record each event alone, isolated, so that
+        // one bad event cannot fail the others.
+        Err(err) if batch.len() > 1 && !err.retryable() => {
+            tracing::warn!(error = %err, size = batch.len(), "batch failed; recording its events one by one");
+            for ((event, plan), reply) in batch.into_iter().zip(replies) {
+                let result = with_retries(|| store.record_and_apply(&event, &plan))
+                    .await
+                    .map_err(RecordError::from);
+                let _ = reply.send(result);
             }
-            Err(err) => {
-                let err = RecordError::from(err);
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        }
+        Err(err) => {
+            let err = RecordError::from(err);
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }
@@ -179,4 +185,84 @@ fn jitter() -> f64 {
             .as_nanos(),
     );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billing_sync_projection::{Projectors, Provider};
+    use billing_sync_store::ledger::EventStatus;
+    use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
+    use billing_sync_testkit::scenarios::ScenarioEvent;
+    use billing_sync_testkit::state::{migrated_store, new_event};
+    use billing_sync_testkit::{TestDatabase, each_backend};
+    use serde_json::json;
+
+    each_backend!(one_event_failing_in_a_batch_does_not_undo_the_others);
+
+    async fn one_event_failing_in_a_batch_does_not_undo_the_others(db: TestDatabase) {
+        let store = migrated_store(&db.url).await;
+        // Make every subscription change fail with a database error.
+        store
+            .connection()
+            .execute_unprepared("DROP TABLE stripe_subscriptions")
+            .await
+            .expect("drop a projection table");
+        // An event that touches no subscription row.
+        let user = new_event(&ScenarioEvent {
+            provider: Provider::Clerk,
+            event_id: "msg_user_g".into(),
+            event_type: "user.created".into(),
+            timestamp: 10,
+            payload: json!({"type": "user.created", "object": "event",
+                "data": {"id": "user_g", "first_name": "Grace", "updated_at": 10}}),
+        });
+        let subscription = new_event(&ScenarioEvent {
+            provider: Provider::Stripe,
+            event_id: "evt_sub_g".into(),
+            event_type: "customer.subscription.updated".into(),
+            timestamp: 11,
+            payload: json!({"id": "evt_sub_g", "type": "customer.subscription.updated",
+                "created": 11,
+                "data": {"object": {"id": "sub_g", "customer": "cus_g", "status": "active"}}}),
+        });
+        let projectors = Projectors {
+            stripe_org_metadata_key: "organization_id".into(),
+        };
+        let (jobs, answers): (Vec<Job>, Vec<_>) = [user.clone(), subscription, user]
+            .into_iter()
+            .map(|event| {
+                let (reply, answer) = oneshot::channel();
+                let plan = projectors.plan(&event);
+                (Job { event, plan, reply }, answer)
+            })
+            .unzip();
+        // The writer's own step, on one batch of three.
+        write_batch(&store, jobs).await;
+        let mut recorded = Vec::new();
+        for answer in answers {
+            recorded.push(answer.await.expect("answered").expect("recorded"));
+        }
+        assert_eq!(
+            recorded,
+            vec![
+                Recorded::New(EventStatus::Processed),
+                Recorded::New(EventStatus::Failed),
+                Recorded::Duplicate,
+            ]
+        );
+        let user = billing_sync_store::entities::users::Entity::find_by_id("user_g".to_owned())
+            .one(store.connection())
+            .await
+            .expect("query")
+            .expect("the other event's row is committed");
+        assert_eq!(user.first_name.as_deref(), Some("Grace"));
+        let failed = store
+            .find_event(Provider::Stripe, "evt_sub_g")
+            .await
+            .expect("find")
+            .expect("row");
+        assert_eq!(failed.status, "failed");
+        assert!(failed.error.is_some_and(|e| e.contains("database error")));
+    }
 }

@@ -14,6 +14,6 @@ pub mod pipeline;
 mod rejection;
 mod routes;
 
-pub use pipeline::{DEFAULT_BODY_BYTES_IN_FLIGHT, Ingestor, Projectors, ReplayError};
+pub use pipeline::{DEFAULT_BODY_BYTES_IN_FLIGHT, Ingestor, ReplayError};
 pub use rejection::Rejection;
 pub use routes::routes;

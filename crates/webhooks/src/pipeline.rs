@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use billing_sync_projection::stripe_signature::StripeVerifier;
-use billing_sync_projection::{NewEvent, Plan, Provider, Seen, clerk_event, stripe_event};
+use billing_sync_projection::{
+    NewEvent, Plan, Projectors, Provider, Seen, clerk_event, stripe_event,
+};
 use billing_sync_store::entities::webhook_events;
 use billing_sync_store::ledger::{EventStatus, Recorded};
 use billing_sync_store::{Store, StoreError};
@@ -18,25 +20,6 @@ use crate::Rejection;
 use crate::body_budget::{BodyBudget, Reservation};
 use crate::clerk::ClerkVerifier;
 use crate::group_commit::{GroupCommit, RecordError};
-
-/// Turns recorded events into changes; needs no secret, so replay can use it alone.
-#[derive(Clone, Debug)]
-pub struct Projectors {
-    /// The metadata key naming a Stripe object's organization (`STRIPE_ORG_METADATA_KEY`).
-    pub stripe_org_metadata_key: String,
-}
-
-impl Projectors {
-    /// What `event` changes, by its provider's projection.
-    pub fn plan(&self, event: &NewEvent) -> Plan {
-        match event.provider {
-            Provider::Stripe => {
-                billing_sync_projection::stripe::project(event, &self.stripe_org_metadata_key)
-            }
-            Provider::Clerk => billing_sync_projection::clerk::project(event),
-        }
-    }
-}
 
 /// What happened to an accepted delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]

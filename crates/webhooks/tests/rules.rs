@@ -17,7 +17,6 @@ each_backend!(
     replay_obeys_the_ordering_of_live_delivery,
     an_active_membership_ends_with_its_own_or_its_organization_or_user_tombstone,
     several_memberships_are_all_listed_and_deleted_ones_are_not,
-    one_event_failing_in_a_group_commit_does_not_undo_the_others,
     pruning_keeps_failed_and_recent_rows_and_ordering_stays_safe,
 );
 
@@ -243,82 +242,6 @@ async fn several_memberships_are_all_listed_and_deleted_ones_are_not(db: TestDat
         .map(|m| m.organization_id)
         .collect();
     assert_eq!(orgs, vec![first.organization]);
-}
-
-async fn one_event_failing_in_a_group_commit_does_not_undo_the_others(db: TestDatabase) {
-    use billing_sync_store::sea_orm::ConnectionTrait;
-    let store = migrated_store(&db.url).await;
-    // Make every subscription change fail with a database error.
-    store
-        .connection()
-        .execute_unprepared("DROP TABLE stripe_subscriptions")
-        .await
-        .expect("drop a projection table");
-    // An event that touches no subscription row.
-    let user = new_event(&ScenarioEvent {
-        provider: Provider::Clerk,
-        event_id: "msg_user_g".into(),
-        event_type: "user.created".into(),
-        timestamp: 10,
-        payload: json!({"type": "user.created", "object": "event",
-            "data": {"id": "user_g", "first_name": "Grace", "updated_at": 10}}),
-    });
-    let subscription = new_event(&ScenarioEvent {
-        provider: Provider::Stripe,
-        event_id: "evt_sub_g".into(),
-        event_type: "customer.subscription.updated".into(),
-        timestamp: 11,
-        payload: json!({"id": "evt_sub_g", "type": "customer.subscription.updated", "created": 11,
-            "data": {"object": {"id": "sub_g", "customer": "cus_g", "status": "active"}}}),
-    });
-    let plan = |event| projectors().plan(event);
-    let batch = vec![
-        (user.clone(), plan(&user)),
-        (subscription.clone(), plan(&subscription)),
-        (user.clone(), plan(&user)),
-    ];
-    assert!(
-        store.record_batch(&batch).await.is_err(),
-        "a batch of several fails whole, without savepoints"
-    );
-    assert!(
-        store
-            .find_event(Provider::Clerk, "msg_user_g")
-            .await
-            .expect("find")
-            .is_none()
-    );
-    // What the group-commit writer then does: each event alone, isolated.
-    let mut recorded = Vec::new();
-    for item in &batch {
-        recorded.extend(
-            store
-                .record_batch(std::slice::from_ref(item))
-                .await
-                .expect("commits"),
-        );
-    }
-    assert_eq!(
-        recorded,
-        vec![
-            Recorded::New(EventStatus::Processed),
-            Recorded::New(EventStatus::Failed),
-            Recorded::Duplicate,
-        ]
-    );
-    let user = billing_sync_store::entities::users::Entity::find_by_id("user_g".to_owned())
-        .one(store.connection())
-        .await
-        .expect("query")
-        .expect("the other event's row is committed");
-    assert_eq!(user.first_name.as_deref(), Some("Grace"));
-    let failed = store
-        .find_event(Provider::Stripe, "evt_sub_g")
-        .await
-        .expect("find")
-        .expect("row");
-    assert_eq!(failed.status, "failed");
-    assert!(failed.error.is_some_and(|e| e.contains("database error")));
 }
 
 async fn pruning_keeps_failed_and_recent_rows_and_ordering_stays_safe(db: TestDatabase) {
