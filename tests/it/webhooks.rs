@@ -13,6 +13,7 @@ use billing_sync_store::entities::{
 };
 use billing_sync_store::ledger::EventFilter;
 use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
+use billing_sync_testkit::state::ledger_row;
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::json;
 use support::{
@@ -425,10 +426,8 @@ async fn an_event_that_cannot_be_applied_is_acknowledged_as_failed_and_listed_fo
         replay_all.stdout
     );
     let store = Store::connect(&db.url).await.expect("connect");
-    let row = store
-        .find_event(Provider::Stripe, "evt_bad_shape")
+    let row = ledger_row(&store, Provider::Stripe, "evt_bad_shape")
         .await
-        .expect("find")
         .expect("row");
     assert_eq!(row.attempts, 3, "each replay is counted");
     let unknown = run(&["events", "replay", "evt_missing"], &env).await;
@@ -891,10 +890,8 @@ async fn a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends
         .expect("read")
         .expect("the customer is stored");
     assert_eq!(customer.name.as_deref(), Some("Acme\u{FFFD}Corp"));
-    let row = store
-        .find_event(Provider::Stripe, "evt_nul")
+    let row = ledger_row(&store, Provider::Stripe, "evt_nul")
         .await
-        .expect("find")
         .expect("the event is in the ledger");
     assert_eq!(row.status, "processed");
     assert_eq!(
@@ -974,10 +971,8 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         (200, Some("processed")),
         "{json}"
     );
-    let row = store
-        .find_event(Provider::Stripe, "evt_deadlock")
+    let row = ledger_row(&store, Provider::Stripe, "evt_deadlock")
         .await
-        .expect("find")
         .expect("recorded");
     assert_eq!(row.status, "processed");
 
@@ -994,10 +989,8 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
         "{json}"
     );
     assert!(
-        store
-            .find_event(Provider::Stripe, "evt_always")
+        ledger_row(&store, Provider::Stripe, "evt_always")
             .await
-            .expect("find")
             .is_none(),
         "nothing is recorded for an event that must be retried"
     );

@@ -10,7 +10,7 @@ use sea_orm::{
     QuerySelect, TransactionTrait,
 };
 
-use billing_sync_projection::{NewEvent, Plan, Provider};
+use billing_sync_projection::{NewEvent, Plan};
 
 use crate::Store;
 use crate::changeset::{ChangeSet, apply_set};
@@ -288,20 +288,6 @@ impl Store {
                 .map_err(|err| self.classify(err))?;
             deleted += result.rows_affected;
         }
-    }
-
-    /// One ledger row by provider and event id.
-    pub async fn find_event(
-        &self,
-        provider: Provider,
-        event_id: &str,
-    ) -> Result<Option<webhook_events::Model>, StoreError> {
-        webhook_events::Entity::find()
-            .filter(webhook_events::Column::Provider.eq(provider.as_str()))
-            .filter(webhook_events::Column::EventId.eq(event_id))
-            .one(self.connection())
-            .await
-            .map_err(|err| self.classify(err))
     }
 
     /// Ledger rows by event id, whatever the provider (ids of Stripe and Svix do not collide).

@@ -16,7 +16,7 @@ use crate::entities::{organizations, users};
 
 /// Applies one change inside the caller's transaction. Returns whether a row changed (false:
 /// the stored state was newer).
-pub async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, DbErr> {
+pub(crate) async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<bool, DbErr> {
     Ok(apply_set(db, &ChangeSet::of([change])).await? > 0)
 }
 

@@ -9,7 +9,6 @@ use billing_sync_store::Store;
 use billing_sync_store::changeset::{ChangeSet, apply_set};
 use billing_sync_store::entities::{organizations, stripe_customers, stripe_subscriptions};
 use billing_sync_store::sea_orm::{EntityTrait, QueryOrder, TransactionTrait};
-use billing_sync_store::sync::apply;
 use billing_sync_testkit::{TestDatabase, each_backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -134,7 +133,9 @@ async fn a_reduced_batch_leaves_what_applying_its_changes_one_by_one_leaves(db: 
         for reduced in [false, true] {
             let txn = store.connection().begin().await.expect("begin");
             for change in &stored {
-                apply(&txn, change).await.expect("apply a stored state");
+                apply_set(&txn, &ChangeSet::of([change]))
+                    .await
+                    .expect("apply a stored state");
             }
             if reduced {
                 apply_set(&txn, &ChangeSet::of(&batch))
@@ -142,7 +143,9 @@ async fn a_reduced_batch_leaves_what_applying_its_changes_one_by_one_leaves(db: 
                     .expect("apply the reduced batch");
             } else {
                 for change in &batch {
-                    apply(&txn, change).await.expect("apply one by one");
+                    apply_set(&txn, &ChangeSet::of([change]))
+                        .await
+                        .expect("apply one by one");
                 }
             }
             txn.commit().await.expect("commit");

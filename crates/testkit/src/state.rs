@@ -2,11 +2,11 @@
 //! a namespace ended in.
 
 use crate::scenarios::ScenarioEvent;
-use billing_sync_projection::{NewEvent, Projectors};
+use billing_sync_projection::{NewEvent, Projectors, Provider};
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries,
-    stripe_prices, stripe_products, stripe_subscriptions, users,
+    stripe_prices, stripe_products, stripe_subscriptions, users, webhook_events,
 };
 use billing_sync_store::ledger::Recorded;
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -40,6 +40,20 @@ pub async fn deliver(store: &Store, event: &ScenarioEvent) -> Recorded {
         .record_and_apply(&event, &plan)
         .await
         .expect("record and apply")
+}
+
+/// The ledger row of `provider`'s event `event_id`, if recorded.
+pub async fn ledger_row(
+    store: &Store,
+    provider: Provider,
+    event_id: &str,
+) -> Option<webhook_events::Model> {
+    webhook_events::Entity::find()
+        .filter(webhook_events::Column::Provider.eq(provider.as_str()))
+        .filter(webhook_events::Column::EventId.eq(event_id))
+        .one(store.connection())
+        .await
+        .expect("read the ledger")
 }
 
 /// A store on `url` with the schema applied.

@@ -194,7 +194,7 @@ mod tests {
     use billing_sync_store::ledger::EventStatus;
     use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
     use billing_sync_testkit::scenarios::ScenarioEvent;
-    use billing_sync_testkit::state::{migrated_store, new_event};
+    use billing_sync_testkit::state::{ledger_row, migrated_store, new_event};
     use billing_sync_testkit::{TestDatabase, each_backend};
     use serde_json::json;
 
@@ -257,10 +257,8 @@ mod tests {
             .expect("query")
             .expect("the other event's row is committed");
         assert_eq!(user.first_name.as_deref(), Some("Grace"));
-        let failed = store
-            .find_event(Provider::Stripe, "evt_sub_g")
+        let failed = ledger_row(&store, Provider::Stripe, "evt_sub_g")
             .await
-            .expect("find")
             .expect("row");
         assert_eq!(failed.status, "failed");
         assert!(failed.error.is_some_and(|e| e.contains("database error")));

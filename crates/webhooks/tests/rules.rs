@@ -6,7 +6,7 @@ use billing_sync_store::entities::{stripe_customers, webhook_events};
 use billing_sync_store::ledger::{EventStatus, Recorded};
 use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
-use billing_sync_testkit::state::{deliver, migrated_store, new_event, projectors};
+use billing_sync_testkit::state::{deliver, ledger_row, migrated_store, new_event, projectors};
 use billing_sync_testkit::{TestDatabase, each_backend};
 use billing_sync_webhooks::pipeline;
 use serde_json::json;
@@ -82,10 +82,8 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
         "a failed event changes nothing"
     );
 
-    let row = store
-        .find_event(Provider::Stripe, &event.event_id)
+    let row = ledger_row(&store, Provider::Stripe, &event.event_id)
         .await
-        .expect("find")
         .expect("row");
     let status = pipeline::replay(&store, &projectors(), &row)
         .await
@@ -95,10 +93,8 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
         customer_row(&store, "cus_2").await.email.as_deref(),
         Some("a@example.com")
     );
-    let row: webhook_events::Model = store
-        .find_event(Provider::Stripe, &event.event_id)
+    let row: webhook_events::Model = ledger_row(&store, Provider::Stripe, &event.event_id)
         .await
-        .expect("find")
         .expect("row");
     assert_eq!(row.status, "processed");
     assert_eq!(row.error, None);
@@ -122,10 +118,8 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
         .record_and_apply(&old, &Plan::Fail("simulated".into()))
         .await
         .expect("record");
-    let row = store
-        .find_event(Provider::Stripe, &old.event_id)
+    let row = ledger_row(&store, Provider::Stripe, &old.event_id)
         .await
-        .expect("find")
         .expect("row");
     pipeline::replay(&store, &projectors(), &row)
         .await
