@@ -137,6 +137,13 @@ fn summary_row(stdout: &str, resource: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Each `(resource, row)`'s summary row is `row`.
+fn assert_summary(stdout: &str, expected: &[(&str, [u64; 5])]) {
+    for (resource, row) in expected {
+        assert_eq!(summary_row(stdout, resource), row, "{resource}");
+    }
+}
+
 fn succeeded(finished: &Finished) {
     assert!(
         finished.status.success(),
@@ -155,23 +162,16 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
 
     let first = stripe_backfill(&db, &stripe, &[]).await;
     succeeded(&first);
-    assert_eq!(
-        summary_row(&first.stdout, "stripe/customers"),
-        [7, 7, 0, 0, 0]
-    );
-    assert_eq!(
-        summary_row(&first.stdout, "stripe/subscriptions"),
-        [5, 5, 0, 0, 0]
-    );
-    assert_eq!(
-        summary_row(&first.stdout, "stripe/products"),
-        [2, 2, 0, 0, 0]
-    );
-    assert_eq!(summary_row(&first.stdout, "stripe/prices"), [3, 3, 0, 0, 0]);
-    assert_eq!(
-        summary_row(&first.stdout, "stripe/entitlements"),
-        [7, 7, 0, 0, 0],
-        "one summary per synced customer, empty ones too"
+    // One entitlement summary per synced customer, empty ones too.
+    assert_summary(
+        &first.stdout,
+        &[
+            ("stripe/customers", [7, 7, 0, 0, 0]),
+            ("stripe/subscriptions", [5, 5, 0, 0, 0]),
+            ("stripe/products", [2, 2, 0, 0, 0]),
+            ("stripe/prices", [3, 3, 0, 0, 0]),
+            ("stripe/entitlements", [7, 7, 0, 0, 0]),
+        ],
     );
     // Not a terminal: one plain progress line per page on standard error.
     assert!(
@@ -260,17 +260,13 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
 
     let second = stripe_backfill(&db, &stripe, &[]).await;
     succeeded(&second);
-    assert_eq!(
-        summary_row(&second.stdout, "stripe/customers"),
-        [7, 0, 0, 7, 0]
-    );
-    assert_eq!(
-        summary_row(&second.stdout, "stripe/subscriptions"),
-        [5, 0, 0, 5, 0]
-    );
-    assert_eq!(
-        summary_row(&second.stdout, "stripe/entitlements"),
-        [7, 0, 0, 7, 0]
+    assert_summary(
+        &second.stdout,
+        &[
+            ("stripe/customers", [7, 0, 0, 7, 0]),
+            ("stripe/subscriptions", [5, 0, 0, 5, 0]),
+            ("stripe/entitlements", [7, 0, 0, 7, 0]),
+        ],
     );
     // What the plans page reads from it: the catalog without what is archived, and the
     // entitlements of the customer's organization.

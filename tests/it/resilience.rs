@@ -166,14 +166,7 @@ async fn a_postgres_restart_mid_run_loses_nothing_acknowledged() {
     check("PostgreSQL restart (immediate)", &url, &report).await;
     // The writer retries a write refused for the moment a few times before answering 503, so
     // a short outage may be ridden out inside the server: either way it was seen.
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = server.get_text("/metrics").await;
     let retried = metrics
         .lines()
         .any(|line| line.starts_with("billing_sync_webhook_write_retries_total "));

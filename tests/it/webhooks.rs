@@ -818,14 +818,7 @@ async fn metrics_count_deliveries_by_provider_type_and_outcome() {
             .status(),
         400
     );
-    let text = support::http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = server.get_text("/metrics").await;
     let sample = |outcome: &str, event_type: &str| {
         text.lines()
             .find(|l| {

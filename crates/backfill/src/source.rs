@@ -100,14 +100,8 @@ impl Source {
                     query.push(("starting_after", cursor));
                 }
                 let page = client.list_page(resource, &query).await?;
-                let last_id = page
-                    .data
-                    .last()
-                    .and_then(|object| object.get("id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
                 Ok(Page {
-                    next: last_id.filter(|_| page.has_more),
+                    next: page.next_cursor(),
                     objects: page.data,
                     total: None,
                     fetched_at,
@@ -187,14 +181,9 @@ async fn entitlement_summary(
         let page = client
             .list_page("entitlements/active_entitlements", &query)
             .await?;
-        let last = page
-            .data
-            .last()
-            .and_then(|entitlement| entitlement.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let next = page.next_cursor();
         entitlements.extend(page.data);
-        match last.filter(|_| page.has_more) {
+        match next {
             Some(last) if after.as_deref() != Some(last.as_str()) => after = Some(last),
             _ => break,
         }

@@ -229,56 +229,22 @@ async fn stored_raw(
     db: &impl ConnectionTrait,
     change: &Change,
 ) -> Result<Option<Option<Value>>, DbErr> {
+    // The `raw` column of `table`'s row `id`.
+    macro_rules! raw {
+        ($table:ident, $id:expr) => {
+            raw_column::<$table::Entity>(db, $id, $table::Column::Raw).await
+        };
+    }
     match change {
-        Change::Organization(state) => {
-            raw_column::<organizations::Entity>(db, &state.row.id, organizations::Column::Raw).await
-        }
-        Change::User(state) | Change::UserSnapshot(state) => {
-            raw_column::<users::Entity>(db, &state.row.id, users::Column::Raw).await
-        }
-        Change::Membership(state) => {
-            raw_column::<organization_memberships::Entity>(
-                db,
-                &state.row.id,
-                organization_memberships::Column::Raw,
-            )
-            .await
-        }
-        Change::Customer(state) => {
-            raw_column::<stripe_customers::Entity>(db, &state.row.id, stripe_customers::Column::Raw)
-                .await
-        }
-        Change::CustomerLink(link) => {
-            raw_column::<stripe_customers::Entity>(
-                db,
-                &link.customer_id,
-                stripe_customers::Column::Raw,
-            )
-            .await
-        }
-        Change::Subscription(state) => {
-            raw_column::<stripe_subscriptions::Entity>(
-                db,
-                &state.row.id,
-                stripe_subscriptions::Column::Raw,
-            )
-            .await
-        }
-        Change::Product(state) => {
-            raw_column::<stripe_products::Entity>(db, &state.row.id, stripe_products::Column::Raw)
-                .await
-        }
-        Change::Price(state) => {
-            raw_column::<stripe_prices::Entity>(db, &state.row.id, stripe_prices::Column::Raw).await
-        }
-        Change::Entitlements(state) => {
-            raw_column::<stripe_entitlement_summaries::Entity>(
-                db,
-                &state.row.id,
-                stripe_entitlement_summaries::Column::Raw,
-            )
-            .await
-        }
+        Change::Organization(state) => raw!(organizations, &state.row.id),
+        Change::User(state) | Change::UserSnapshot(state) => raw!(users, &state.row.id),
+        Change::Membership(state) => raw!(organization_memberships, &state.row.id),
+        Change::Customer(state) => raw!(stripe_customers, &state.row.id),
+        Change::CustomerLink(link) => raw!(stripe_customers, &link.customer_id),
+        Change::Subscription(state) => raw!(stripe_subscriptions, &state.row.id),
+        Change::Product(state) => raw!(stripe_products, &state.row.id),
+        Change::Price(state) => raw!(stripe_prices, &state.row.id),
+        Change::Entitlements(state) => raw!(stripe_entitlement_summaries, &state.row.id),
     }
 }
 

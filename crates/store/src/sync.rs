@@ -6,8 +6,8 @@
 //! ([`crate::changeset`]), so replicas can apply events concurrently and the newest state wins
 //! whatever the arrival order.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
 
 use billing_sync_projection::Change;
 
@@ -21,19 +21,23 @@ pub(crate) async fn apply(db: &impl ConnectionTrait, change: &Change) -> Result<
 }
 
 /// The subquery "ids of organizations that are deleted", for the membership queries.
-pub(crate) fn deleted_organizations() -> sea_orm::sea_query::SelectStatement {
-    Query::select()
-        .column(organizations::Column::Id)
-        .from(organizations::Entity)
-        .and_where(Expr::col(organizations::Column::DeletedAt).is_not_null())
-        .to_owned()
+pub(crate) fn deleted_organizations() -> SelectStatement {
+    deleted_ids(
+        organizations::Entity,
+        organizations::Column::Id,
+        organizations::Column::DeletedAt,
+    )
 }
 
 /// The subquery "ids of users that are deleted", for the membership queries.
-pub(crate) fn deleted_users() -> sea_orm::sea_query::SelectStatement {
+pub(crate) fn deleted_users() -> SelectStatement {
+    deleted_ids(users::Entity, users::Column::Id, users::Column::DeletedAt)
+}
+
+fn deleted_ids<E: EntityTrait>(entity: E, id: E::Column, deleted_at: E::Column) -> SelectStatement {
     Query::select()
-        .column(users::Column::Id)
-        .from(users::Entity)
-        .and_where(Expr::col(users::Column::DeletedAt).is_not_null())
+        .column(id)
+        .from(entity)
+        .and_where(Expr::col(deleted_at).is_not_null())
         .to_owned()
 }

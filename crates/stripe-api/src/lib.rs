@@ -58,6 +58,20 @@ pub struct ListPage {
     pub has_more: bool,
 }
 
+impl ListPage {
+    /// The `starting_after` of the next page: the last object's id, when another page follows.
+    pub fn next_cursor(&self) -> Option<String> {
+        if !self.has_more {
+            return None;
+        }
+        self.data
+            .last()
+            .and_then(|object| object.get("id"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    }
+}
+
 /// A Billing Portal or Checkout session: only its `url` is used.
 #[derive(Deserialize)]
 struct Session {

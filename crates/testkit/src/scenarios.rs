@@ -452,6 +452,15 @@ pub fn clerk_lifecycle_at(ns: &str, c0: i64) -> Vec<ScenarioEvent> {
     let short_org = organization(&ids.short_lived_organization, "Short Lived", c0, c0 + 5_000);
     let member_id = format!("orgmem_member_{ns}");
     let admin_id = format!("orgmem_admin_{ns}");
+    // The member made admin; its deletion carries the same object.
+    let promoted = membership(
+        &member_id,
+        &org_v2,
+        &ids.member,
+        "org:admin",
+        c0 + 2,
+        c0 + 12_000,
+    );
     let mut events = vec![
         clerk_event(ns, 0, "organization.created", s, org_v1.clone()),
         clerk_event(
@@ -503,14 +512,7 @@ pub fn clerk_lifecycle_at(ns: &str, c0: i64) -> Vec<ScenarioEvent> {
             7,
             "organizationMembership.updated",
             s + 12,
-            membership(
-                &member_id,
-                &org_v2,
-                &ids.member,
-                "org:admin",
-                c0 + 2,
-                c0 + 12_000,
-            ),
+            promoted.clone(),
         ),
         clerk_event(
             ns,
@@ -525,14 +527,7 @@ pub fn clerk_lifecycle_at(ns: &str, c0: i64) -> Vec<ScenarioEvent> {
             9,
             "organizationMembership.deleted",
             s + 20,
-            membership(
-                &member_id,
-                &org_v2,
-                &ids.member,
-                "org:admin",
-                c0 + 2,
-                c0 + 12_000,
-            ),
+            promoted.clone(),
         ),
         clerk_event(
             ns,

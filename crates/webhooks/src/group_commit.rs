@@ -208,24 +208,30 @@ mod tests {
             .execute_unprepared("DROP TABLE stripe_subscriptions")
             .await
             .expect("drop a projection table");
-        // An event that touches no subscription row.
-        let user = new_event(&ScenarioEvent {
-            provider: Provider::Clerk,
-            event_id: "msg_user_g".into(),
-            event_type: "user.created".into(),
-            timestamp: 10,
-            payload: json!({"type": "user.created", "object": "event",
+        let event = |provider, event_id: &str, event_type: &str, payload| {
+            new_event(&ScenarioEvent {
+                provider,
+                event_id: event_id.into(),
+                event_type: event_type.into(),
+                timestamp: 10,
+                payload,
+            })
+        };
+        // An event that touches no subscription row, and one that does.
+        let user = event(
+            Provider::Clerk,
+            "msg_user_g",
+            "user.created",
+            json!({"type": "user.created", "object": "event",
                 "data": {"id": "user_g", "first_name": "Grace", "updated_at": 10}}),
-        });
-        let subscription = new_event(&ScenarioEvent {
-            provider: Provider::Stripe,
-            event_id: "evt_sub_g".into(),
-            event_type: "customer.subscription.updated".into(),
-            timestamp: 11,
-            payload: json!({"id": "evt_sub_g", "type": "customer.subscription.updated",
-                "created": 11,
+        );
+        let subscription = event(
+            Provider::Stripe,
+            "evt_sub_g",
+            "customer.subscription.updated",
+            json!({"id": "evt_sub_g", "type": "customer.subscription.updated", "created": 10,
                 "data": {"object": {"id": "sub_g", "customer": "cus_g", "status": "active"}}}),
-        });
+        );
         let projectors = Projectors {
             stripe_org_metadata_key: "organization_id".into(),
         };

@@ -33,6 +33,31 @@ fn customer_event(id: &str, event_type: &str, created: i64, email: &str) -> Scen
     }
 }
 
+/// Records a `customer.updated` of `id` at 10 as `failed`, as if the projection had refused it.
+async fn record_failed(
+    store: &billing_sync_store::Store,
+    id: &str,
+    email: &str,
+) -> (billing_sync_projection::NewEvent, Recorded) {
+    let event = new_event(&customer_event(id, "customer.updated", 10, email));
+    let recorded = store
+        .record_and_apply(&event, &Plan::Fail("simulated".into()))
+        .await
+        .expect("record");
+    (event, recorded)
+}
+
+/// The organizations `user` is an active member of.
+async fn active_organizations(store: &billing_sync_store::Store, user: &str) -> Vec<String> {
+    store
+        .active_memberships(user)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|m| m.organization_id)
+        .collect()
+}
+
 async fn customer_row(store: &billing_sync_store::Store, id: &str) -> stripe_customers::Model {
     stripe_customers::Entity::find_by_id(id.to_owned())
         .one(store.connection())
@@ -61,17 +86,8 @@ async fn a_deleted_customer_is_never_resurrected_by_a_later_update(db: TestDatab
 
 async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestDatabase) {
     let store = migrated_store(&db.url).await;
-    let event = new_event(&customer_event(
-        "cus_2",
-        "customer.updated",
-        10,
-        "a@example.com",
-    ));
     // As if an older build could not project it.
-    let recorded = store
-        .record_and_apply(&event, &Plan::Fail("simulated projection bug".into()))
-        .await
-        .expect("record");
+    let (event, recorded) = record_failed(&store, "cus_2", "a@example.com").await;
     assert_eq!(recorded, Recorded::New(EventStatus::Failed));
     assert!(
         stripe_customers::Entity::find_by_id("cus_2".to_owned())
@@ -108,16 +124,7 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
         &customer_event("cus_3", "customer.updated", 20, "new@example.com"),
     )
     .await;
-    let old = new_event(&customer_event(
-        "cus_3",
-        "customer.updated",
-        10,
-        "old@example.com",
-    ));
-    store
-        .record_and_apply(&old, &Plan::Fail("simulated".into()))
-        .await
-        .expect("record");
+    let (old, _) = record_failed(&store, "cus_3", "old@example.com").await;
     let row = ledger_row(&store, Provider::Stripe, &old.event_id)
         .await
         .expect("row");
@@ -206,13 +213,7 @@ async fn several_memberships_are_all_listed_and_deleted_ones_are_not(db: TestDat
         ),
     )
     .await;
-    let orgs: Vec<String> = store
-        .active_memberships(&first.admin)
-        .await
-        .expect("query")
-        .into_iter()
-        .map(|m| m.organization_id)
-        .collect();
+    let orgs = active_organizations(&store, &first.admin).await;
     assert_eq!(
         orgs,
         vec![first.organization.clone(), "org_second".to_owned()]
@@ -228,13 +229,7 @@ async fn several_memberships_are_all_listed_and_deleted_ones_are_not(db: TestDat
         ),
     )
     .await;
-    let orgs: Vec<String> = store
-        .active_memberships(&first.admin)
-        .await
-        .expect("query")
-        .into_iter()
-        .map(|m| m.organization_id)
-        .collect();
+    let orgs = active_organizations(&store, &first.admin).await;
     assert_eq!(orgs, vec![first.organization]);
 }
 
@@ -255,16 +250,7 @@ async fn pruning_keeps_failed_and_recent_rows_and_ordering_stays_safe(db: TestDa
                         "data": {"object": {"id": "in_p"}}}),
     };
     deliver(&store, &ignored).await;
-    let failed = new_event(&customer_event(
-        "cus_q",
-        "customer.updated",
-        10,
-        "q@example.com",
-    ));
-    store
-        .record_and_apply(&failed, &Plan::Fail("simulated".into()))
-        .await
-        .expect("record");
+    let (failed, _) = record_failed(&store, "cus_q", "q@example.com").await;
     // Everything so far was received 100 days ago.
     let long_ago = chrono::Utc::now() - chrono::Duration::days(100);
     webhook_events::Entity::update_many()

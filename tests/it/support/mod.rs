@@ -65,6 +65,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// The body of `GET path` as text (the metrics, the served OpenAPI document).
+    pub async fn get_text(&self, path: &str) -> String {
+        http()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+            .text()
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+    }
+
     /// Starts `billing-sync serve` on a free port with `DATABASE_URL=database_url` and `env`,
     /// and waits (bounded) until it logs the address it listens on.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
