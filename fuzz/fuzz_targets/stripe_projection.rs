@@ -4,7 +4,7 @@
 #![no_main]
 
 use billing_sync_projection::stripe::project;
-use billing_sync_projection::{Plan, stripe_event};
+use billing_sync_projection::{Plan, stripe_event, stripe_event_from_tree};
 use libfuzzer_sys::fuzz_target;
 
 const TYPES: [&str; 8] = [
@@ -22,15 +22,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((first, body)) = data.split_first() else {
         return;
     };
-    if let Ok(event) = stripe_event(body) {
-        let _ = project(&event, "organization_id");
-    }
+    same_reading(body);
     // The same bytes as `data.object` of an event of the chosen type.
     if let Ok(object) = serde_json::from_slice::<serde_json::Value>(body) {
         let event_type = TYPES[usize::from(*first) % TYPES.len()];
         let envelope = serde_json::json!({"id": "evt_fuzz", "type": event_type,
             "created": 1_700_000_000, "data": {"object": object}});
         let bytes = serde_json::to_vec(&envelope).expect("serializable");
+        same_reading(&bytes);
         let event = stripe_event(&bytes).expect("a well-formed envelope");
         if let Plan::Apply(changes) = project(&event, "organization_id") {
             assert!(
@@ -40,3 +39,26 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The sparse reading of a body and its whole tree agree: both refuse it, or both read the same
+/// event and project the same changes.
+fn same_reading(body: &[u8]) {
+    match (stripe_event(body), stripe_event_from_tree(body)) {
+        (Ok(sparse), Ok(whole)) => {
+            assert_eq!(
+                (&sparse.event_id, &sparse.event_type, sparse.event_created),
+                (&whole.event_id, &whole.event_type, whole.event_created)
+            );
+            assert_eq!(
+                (&sparse.api_version, sparse.livemode),
+                (&whole.api_version, whole.livemode)
+            );
+            assert_eq!(
+                project(&sparse, "organization_id"),
+                project(&whole, "organization_id")
+            );
+        }
+        (Err(sparse), Err(whole)) => assert_eq!(sparse, whole),
+        (sparse, whole) => panic!("the readings disagree: {sparse:?} / {whole:?}"),
+    }
+}

@@ -144,16 +144,21 @@ impl Source {
                     org_metadata_key, ..
                 },
                 "customers",
-            ) => one(stripe::customer(object, at, seen, org_metadata_key)),
+            ) => one(stripe::customer(object.into(), at, seen, org_metadata_key)),
             (
                 Source::Stripe {
                     org_metadata_key, ..
                 },
                 "subscriptions",
-            ) => one(stripe::subscription(object, at, seen, org_metadata_key)),
-            (Source::Stripe { .. }, "products") => one(stripe::product(object, at, seen)),
-            (Source::Stripe { .. }, "prices") => one(stripe::price(object, at, seen)),
-            (Source::Stripe { .. }, ENTITLEMENTS) => one(stripe::entitlements(object, at)),
+            ) => one(stripe::subscription(
+                object.into(),
+                at,
+                seen,
+                org_metadata_key,
+            )),
+            (Source::Stripe { .. }, "products") => one(stripe::product(object.into(), at, seen)),
+            (Source::Stripe { .. }, "prices") => one(stripe::price(object.into(), at, seen)),
+            (Source::Stripe { .. }, ENTITLEMENTS) => one(stripe::entitlements(object.into(), at)),
             (Source::Clerk(_), "organizations") => one(clerk::organization(object, at, seen)),
             (Source::Clerk(_), "users") => one(clerk::user(object, at, seen)),
             (Source::Clerk(_), "organization_memberships") => clerk::membership(object, at, seen),

@@ -12,7 +12,7 @@ use crate::Seen;
 use crate::event::{NewEvent, Plan};
 use crate::json::{integer, required_text, text, unix_seconds};
 use crate::state::{
-    Change, MembershipState, OrganizationState, Rank, SyncedRow, UserState, Version,
+    Change, MembershipState, OrganizationState, Rank, RawJson, SyncedRow, UserState, Version,
 };
 
 /// What `event` changes: its `data`, delivered at `event.event_created` (the delivery's
@@ -74,7 +74,7 @@ pub fn organization(data: &Value, at: i64, seen: Seen) -> Result<Change, String>
     Ok(Change::Organization(OrganizationState {
         row: SyncedRow {
             id: required_text(data, "id", "deleted organization")?,
-            raw: data.clone(),
+            raw: RawJson::of(data),
             version: deletion_version(data, at),
             deleted_at: unix_seconds(at),
         },
@@ -87,7 +87,7 @@ fn organization_state(data: &Value, rank: Rank) -> Result<OrganizationState, Str
     Ok(OrganizationState {
         row: SyncedRow {
             id: required_text(data, "id", "organization")?,
-            raw: data.clone(),
+            raw: RawJson::of(data),
             version: Version {
                 key: updated_at(data, "organization")?,
                 rank,
@@ -114,7 +114,7 @@ pub fn user(data: &Value, at: i64, seen: Seen) -> Result<Change, String> {
         return Ok(Change::User(UserState {
             row: SyncedRow {
                 id: required_text(data, "id", "deleted user")?,
-                raw: data.clone(),
+                raw: RawJson::of(data),
                 version: deletion_version(data, at),
                 deleted_at: unix_seconds(at),
             },
@@ -126,7 +126,7 @@ pub fn user(data: &Value, at: i64, seen: Seen) -> Result<Change, String> {
     Ok(Change::User(UserState {
         row: SyncedRow {
             id: required_text(data, "id", "user")?,
-            raw: data.clone(),
+            raw: RawJson::of(data),
             version: Version {
                 key: updated_at(data, "user")?,
                 rank: Rank::Update,
@@ -165,7 +165,7 @@ pub fn membership(data: &Value, at: i64, seen: Seen) -> Result<Vec<Change>, Stri
     let mut changes = vec![Change::Membership(MembershipState {
         row: SyncedRow {
             id: required_text(data, "id", "membership")?,
-            raw: data.clone(),
+            raw: RawJson::of(data),
             version,
             deleted_at,
         },
@@ -185,7 +185,7 @@ pub fn membership(data: &Value, at: i64, seen: Seen) -> Result<Vec<Change>, Stri
     changes.push(Change::UserSnapshot(UserState {
         row: SyncedRow {
             id: user_id,
-            raw: public_user.clone(),
+            raw: RawJson::of(public_user),
             version: Version {
                 key: 0,
                 rank: Rank::Initial,
@@ -214,6 +214,7 @@ mod tests {
             event_created: Some(delivered),
             payload: json!({"data": data, "object": "event", "type": event_type}),
             payload_text: None,
+            object_text: None,
         }
     }
 

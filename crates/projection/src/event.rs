@@ -1,10 +1,14 @@
 //! What a provider's verified body is to the ledger: an event with its identity, date and
 //! payload, and the plan its projection makes of it.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::json::{integer, text};
-use crate::state::Change;
+use crate::state::{Change, RawJson};
 
 /// Who sent an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,11 +57,15 @@ pub struct NewEvent {
     pub livemode: Option<bool>,
     /// When the source says it happened (unix seconds).
     pub event_created: Option<i64>,
-    /// The event as received.
+    /// The event as the projections read it: the whole event, or, when `payload_text` is
+    /// set, possibly only the fields the projections read (see [`stripe_event`]).
     pub payload: Value,
-    /// `payload`'s JSON text exactly as received, when `payload` was parsed from it unchanged:
-    /// the ledger stores this text rather than serialising `payload` again. `None` otherwise.
-    pub payload_text: Option<std::sync::Arc<str>>,
+    /// The event's JSON text exactly as received, when no U+0000 had to be replaced: what the
+    /// ledger stores (else it stores `payload`, then always whole).
+    pub payload_text: Option<Arc<str>>,
+    /// Stripe's `data.object` exactly as received, when read from `payload_text`: the `raw`
+    /// column of the object's row (else `raw` is serialised from `payload`).
+    pub object_text: Option<RawJson>,
 }
 
 /// What to do with a recorded event, decided by its projection.
@@ -79,7 +87,81 @@ pub struct NotAnEvent(pub String);
 
 /// A verified Stripe body as the ledger's event: it must be a JSON object with a string `id`,
 /// a string `type` and an integer `created`.
+///
+/// Read without building the body's whole tree when it can be: the envelope's fields and the
+/// text of `data.object` come from one pass over the body, and the object is then parsed
+/// keeping only the fields its projection reads (`payload` holds just those, `object_text` the
+/// object as delivered, for the `raw` column). Anything that pass does not take as it is (a
+/// `\u0000`, a field of another type, a repeated envelope field, not JSON) is read through the
+/// whole tree instead ([`stripe_event_from_tree`]), which also words every refusal; both
+/// project the same.
 pub fn stripe_event(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
+    match stripe_event_from_envelope(body) {
+        Some(event) => Ok(event),
+        None => stripe_event_from_tree(body),
+    }
+}
+
+/// The envelope fields of a Stripe event, borrowed from the body.
+#[derive(serde::Deserialize)]
+struct StripeEnvelope<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    event_type: Cow<'a, str>,
+    created: i64,
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(default)]
+    livemode: Option<bool>,
+    #[serde(borrow, default)]
+    data: Option<StripeEnvelopeData<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct StripeEnvelopeData<'a> {
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+/// [`stripe_event`]'s one pass, or `None` when the body needs the whole tree.
+fn stripe_event_from_envelope(body: &[u8]) -> Option<NewEvent> {
+    if has_nul(body) {
+        return None;
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let envelope: StripeEnvelope<'_> = serde_json::from_str(text).ok()?;
+    if envelope.id.is_empty() {
+        return None;
+    }
+    let object = envelope.data.as_ref().and_then(|data| data.object);
+    let (payload, object_text) = match (object, crate::stripe::shape_of(&envelope.event_type)) {
+        (Some(object), Some(shape)) => (
+            serde_json::json!({"data": {"object": crate::sparse::parse(object.get(), shape).ok()?}}),
+            Some(RawJson::from_parsed_text(object.get())),
+        ),
+        // A type no projection reads, or no object to read.
+        (object, _) => (
+            serde_json::json!({"data": {"object": object.map(|_| Value::Null)}}),
+            None,
+        ),
+    };
+    Some(NewEvent {
+        provider: Provider::Stripe,
+        event_id: envelope.id.into_owned(),
+        event_type: envelope.event_type.into_owned(),
+        api_version: envelope.api_version.map(Cow::into_owned),
+        livemode: envelope.livemode,
+        event_created: Some(envelope.created),
+        payload,
+        payload_text: Some(Arc::from(text)),
+        object_text,
+    })
+}
+
+/// A verified Stripe body read through its whole JSON tree: the reference reading, used when
+/// [`stripe_event`]'s one pass cannot take the body as it is.
+pub fn stripe_event_from_tree(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
     let (payload, payload_text) = parse_json(body)?;
     Ok(NewEvent {
         provider: Provider::Stripe,
@@ -95,6 +177,7 @@ pub fn stripe_event(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
         ),
         payload,
         payload_text,
+        object_text: None,
     })
 }
 
@@ -115,24 +198,29 @@ pub fn clerk_event(
         event_created: Some(timestamp),
         payload,
         payload_text,
+        object_text: None,
     })
 }
 
 /// The body as a JSON object, and its text when that is what the ledger may store as is (not
 /// when U+0000 had to be replaced).
-fn parse_json(body: &[u8]) -> Result<(Value, Option<std::sync::Arc<str>>), NotAnEvent> {
+fn parse_json(body: &[u8]) -> Result<(Value, Option<Arc<str>>), NotAnEvent> {
     let mut value: Value =
         serde_json::from_slice(body).map_err(|err| NotAnEvent(format!("not JSON: {err}")))?;
     if !value.is_object() {
         return Err(NotAnEvent("not a JSON object".into()));
     }
-    // JSON can carry U+0000 only as the escape `\u0000`: look for it before walking the tree.
-    if body.windows(6).any(|window| window == b"\\u0000") {
+    if has_nul(body) {
         replace_nul(&mut value);
         return Ok((value, None));
     }
-    let text = std::str::from_utf8(body).ok().map(std::sync::Arc::from);
+    let text = std::str::from_utf8(body).ok().map(Arc::from);
     Ok((value, text))
+}
+
+/// Whether the body carries U+0000, which JSON can carry only as the escape `\u0000`.
+fn has_nul(body: &[u8]) -> bool {
+    body.windows(6).any(|window| window == b"\\u0000")
 }
 
 /// What U+0000 becomes in every string (and key) of a payload: PostgreSQL cannot store U+0000

@@ -16,14 +16,18 @@
 pub mod clerk;
 pub mod event;
 mod json;
+mod sparse;
 pub mod state;
 pub mod stripe;
 pub mod stripe_signature;
 
-pub use event::{NUL_REPLACEMENT, NewEvent, NotAnEvent, Plan, Provider, clerk_event, stripe_event};
+pub use event::{
+    NUL_REPLACEMENT, NewEvent, NotAnEvent, Plan, Provider, clerk_event, stripe_event,
+    stripe_event_from_tree,
+};
 pub use state::{
     Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
-    PriceState, ProductState, Rank, SubscriptionState, SyncedRow, Tie, UserState, Version,
+    PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie, UserState, Version,
     supersedes,
 };
 

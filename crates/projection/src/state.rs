@@ -37,13 +37,56 @@ pub enum Tie {
     StoredWins,
 }
 
+/// A source object's JSON text, as a row's `raw` column stores it: taken from the delivered
+/// body as it came when the body allows, else serialised once from the parsed object (never
+/// cloned as a tree only to be serialised later).
+///
+/// Two are equal when they hold the same JSON value, whatever their key order or spacing:
+/// a body's text and the same object serialised from its tree are the same `raw`.
+#[derive(Clone, Debug)]
+pub struct RawJson(std::sync::Arc<str>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 || self.to_value() == other.to_value()
+    }
+}
+
+impl RawJson {
+    /// The JSON text of `value`.
+    pub fn of(value: &Value) -> RawJson {
+        // A `Value` always serialises (its keys are strings); `to_string` writes straight into
+        // a buffer, where `Display` goes through the formatting machinery.
+        RawJson(
+            serde_json::to_string(value)
+                .unwrap_or_else(|_| value.to_string())
+                .into(),
+        )
+    }
+
+    /// JSON text that was parsed as such (a slice of a delivered body).
+    pub(crate) fn from_parsed_text(text: &str) -> RawJson {
+        RawJson(text.into())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text parsed again (`Null` if it were not JSON, which `RawJson` never holds).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
 /// What every synced row holds besides its own columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyncedRow {
     /// The source's id of the object (the row's primary key).
     pub id: String,
-    /// The source object, as received.
-    pub raw: Value,
+    /// The source object's JSON text.
+    pub raw: RawJson,
     /// Its ordering.
     pub version: Version,
     /// When deleted, for a tombstone.

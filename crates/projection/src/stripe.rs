@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::Seen;
 use crate::event::{NewEvent, Plan};
 use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
+use crate::state::RawJson;
 use crate::state::{
     Change, CustomerLink, CustomerState, EntitlementsState, PriceState, ProductState, Rank,
     SubscriptionState, SyncedRow, Version,
@@ -35,7 +36,7 @@ pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
     let result = match event.event_type.as_str() {
         "customer.created" | "customer.updated" | "customer.deleted" => object_and_time(event)
             .and_then(|(object, at)| one(customer(object, at, seen, org_metadata_key))),
-        "checkout.session.completed" => object(event)
+        "checkout.session.completed" => fields(event)
             .and_then(|object| checkout_link(object, org_metadata_key))
             .map(Vec::from_iter),
         other if SUBSCRIPTION_EVENTS.contains(&other) => object_and_time(event)
@@ -46,7 +47,7 @@ pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
         "price.created" | "price.updated" | "price.deleted" => {
             object_and_time(event).and_then(|(object, at)| one(price(object, at, seen)))
         }
-        "entitlements.active_entitlement_summary.updated" => {
+        ENTITLEMENT_SUMMARY_UPDATED => {
             object_and_time(event).and_then(|(object, at)| one(entitlements(object, at)))
         }
         _ => return Plan::Ignore,
@@ -57,7 +58,43 @@ pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
     }
 }
 
-fn object(event: &NewEvent) -> Result<&Value, String> {
+const ENTITLEMENT_SUMMARY_UPDATED: &str = "entitlements.active_entitlement_summary.updated";
+
+/// The fields that the projection of an event of `event_type` reads from its object, for
+/// [`crate::stripe_event`]'s sparse reading; `None` for types no projection reads.
+pub(crate) fn shape_of(event_type: &str) -> Option<&'static crate::sparse::Shape> {
+    use crate::sparse;
+    Some(match event_type {
+        "customer.created" | "customer.updated" | "customer.deleted" => &sparse::CUSTOMER,
+        "checkout.session.completed" => &sparse::CHECKOUT_SESSION,
+        other if SUBSCRIPTION_EVENTS.contains(&other) => &sparse::SUBSCRIPTION,
+        "product.created" | "product.updated" | "product.deleted" => &sparse::PRODUCT,
+        "price.created" | "price.updated" | "price.deleted" => &sparse::PRICE,
+        ENTITLEMENT_SUMMARY_UPDATED => &sparse::ENTITLEMENT_SUMMARY,
+        _ => return None,
+    })
+}
+
+/// A Stripe object as its projection reads it: its fields, and its JSON text for the `raw`
+/// column.
+pub struct Object<'a> {
+    /// The fields (all of them, or at least those the projection reads).
+    pub fields: &'a Value,
+    /// The whole object's JSON text.
+    pub raw: RawJson,
+}
+
+impl<'a> From<&'a Value> for Object<'a> {
+    /// A whole object (listed, fetched, or parsed as a tree): its text serialised from it.
+    fn from(object: &'a Value) -> Self {
+        Object {
+            fields: object,
+            raw: RawJson::of(object),
+        }
+    }
+}
+
+fn fields(event: &NewEvent) -> Result<&Value, String> {
     event
         .payload
         .get("data")
@@ -67,12 +104,16 @@ fn object(event: &NewEvent) -> Result<&Value, String> {
 }
 
 /// The event's object and its `created`, which orders the object's states.
-fn object_and_time(event: &NewEvent) -> Result<(&Value, i64), String> {
-    let object = object(event)?;
+fn object_and_time(event: &NewEvent) -> Result<(Object<'_>, i64), String> {
+    let fields = fields(event)?;
     let created = event
         .event_created
         .ok_or_else(|| "event has no integer `created`".to_owned())?;
-    Ok((object, created))
+    let raw = match &event.object_text {
+        Some(text) => text.clone(),
+        None => RawJson::of(fields),
+    };
+    Ok((Object { fields, raw }, created))
 }
 
 fn version(at: i64, seen: Seen, terminal: bool) -> Version {
@@ -88,12 +129,16 @@ fn version(at: i64, seen: Seen, terminal: bool) -> Version {
 
 /// A customer seen at `at` (unix seconds); a deleted one (`Seen::Deleted`, or Stripe's
 /// `deleted: true` stub) is a tombstone.
-pub fn customer(object: &Value, at: i64, seen: Seen, org_key: &str) -> Result<Change, String> {
+pub fn customer(object: Object<'_>, at: i64, seen: Seen, org_key: &str) -> Result<Change, String> {
+    let Object {
+        fields: object,
+        raw,
+    } = object;
     let deleted = seen == Seen::Deleted || flag(object, "deleted");
     Ok(Change::Customer(CustomerState {
         row: SyncedRow {
             id: required_text(object, "id", "customer")?,
-            raw: object.clone(),
+            raw,
             version: version(at, seen, deleted),
             deleted_at: if deleted { unix_seconds(at) } else { None },
         },
@@ -105,7 +150,16 @@ pub fn customer(object: &Value, at: i64, seen: Seen, org_key: &str) -> Result<Ch
 }
 
 /// A subscription seen at `at`: `canceled` and `incomplete_expired` are terminal.
-pub fn subscription(object: &Value, at: i64, seen: Seen, org_key: &str) -> Result<Change, String> {
+pub fn subscription(
+    object: Object<'_>,
+    at: i64,
+    seen: Seen,
+    org_key: &str,
+) -> Result<Change, String> {
+    let Object {
+        fields: object,
+        raw,
+    } = object;
     let status = required_text(object, "status", "subscription")?;
     let terminal = matches!(status.as_str(), "canceled" | "incomplete_expired");
     let items = items(object);
@@ -117,7 +171,7 @@ pub fn subscription(object: &Value, at: i64, seen: Seen, org_key: &str) -> Resul
     Ok(Change::Subscription(SubscriptionState {
         row: SyncedRow {
             id: required_text(object, "id", "subscription")?,
-            raw: object.clone(),
+            raw,
             version: version(at, seen, terminal),
             deleted_at: deleted_at(at, seen),
         },
@@ -148,7 +202,11 @@ fn deleted_at(at: i64, seen: Seen) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// A product seen at `at`.
-pub fn product(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
+pub fn product(object: Object<'_>, at: i64, seen: Seen) -> Result<Change, String> {
+    let Object {
+        fields: object,
+        raw,
+    } = object;
     // `marketing_features` is `[{name}]`; entries without a name are left out.
     let marketing_features = object
         .get("marketing_features")
@@ -164,7 +222,7 @@ pub fn product(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
     Ok(Change::Product(ProductState {
         row: SyncedRow {
             id: required_text(object, "id", "product")?,
-            raw: object.clone(),
+            raw,
             version: version(at, seen, seen == Seen::Deleted),
             deleted_at: deleted_at(at, seen),
         },
@@ -178,12 +236,16 @@ pub fn product(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
 }
 
 /// A price seen at `at`.
-pub fn price(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
+pub fn price(object: Object<'_>, at: i64, seen: Seen) -> Result<Change, String> {
+    let Object {
+        fields: object,
+        raw,
+    } = object;
     let recurring = object.get("recurring").filter(|r| r.is_object());
     Ok(Change::Price(PriceState {
         row: SyncedRow {
             id: required_text(object, "id", "price")?,
-            raw: object.clone(),
+            raw,
             version: version(at, seen, seen == Seen::Deleted),
             deleted_at: deleted_at(at, seen),
         },
@@ -203,7 +265,11 @@ pub fn price(object: &Value, at: i64, seen: Seen) -> Result<Change, String> {
 /// A customer's whole list of active entitlements, replacing the stored one. A summary whose
 /// list says `has_more` is incomplete: it fails rather than store part of the list as the
 /// whole (a backfill reads the complete list from the API).
-pub fn entitlements(object: &Value, at: i64) -> Result<Change, String> {
+pub fn entitlements(object: Object<'_>, at: i64) -> Result<Change, String> {
+    let Object {
+        fields: object,
+        raw,
+    } = object;
     let list = object
         .get("entitlements")
         .filter(|list| list.is_object())
@@ -221,7 +287,7 @@ pub fn entitlements(object: &Value, at: i64) -> Result<Change, String> {
         row: SyncedRow {
             id: id_or_object(object, "customer")
                 .ok_or_else(|| "entitlement summary has no `customer`".to_owned())?,
-            raw: object.clone(),
+            raw,
             version: Version {
                 key: at,
                 rank: Rank::Update,
@@ -310,6 +376,7 @@ mod tests {
             payload: json!({"id": "evt_test", "type": event_type, "created": created,
                             "data": {"object": object}}),
             payload_text: None,
+            object_text: None,
         }
     }
 
@@ -347,7 +414,8 @@ mod tests {
         // What `GET /v1/customers/{id}` answers for a deleted customer: an update by how it
         // was seen, a deletion by what it says.
         let stub = json!({"id": "cus_1", "object": "customer", "deleted": true});
-        let Change::Customer(customer) = customer(&stub, 20, Seen::Updated, "k").unwrap() else {
+        let Change::Customer(customer) = customer((&stub).into(), 20, Seen::Updated, "k").unwrap()
+        else {
             panic!("a customer expected")
         };
         assert_eq!(customer.row.version.rank, Rank::Terminal);

@@ -213,15 +213,17 @@ async fn apply_listed(db: &impl ConnectionTrait, changes: &[Change]) -> Result<O
     }
     Ok(match stored {
         None => Outcome::Created,
-        Some(raw) if written && raw.as_ref() != Some(raw_of(object)) => Outcome::Updated,
+        Some(raw) if written && raw != Some(raw_of(object)) => Outcome::Updated,
         // Either the content is the same (only the ordering key moved on), or the stored state
         // is newer than the listing and stays.
         Some(_) => Outcome::Unchanged,
     })
 }
 
-fn raw_of(change: &Change) -> &Value {
-    change.row().map_or(&Value::Null, |row| &row.raw)
+/// The listed object as a JSON value, to compare with the stored one (PostgreSQL's `jsonb`
+/// does not keep the text as it came).
+fn raw_of(change: &Change) -> Value {
+    change.row().map_or(Value::Null, |row| row.raw.to_value())
 }
 
 /// The stored `raw` of the row `change` is about: `None` when there is no row.

@@ -22,7 +22,7 @@ use crate::entities::{
 };
 use billing_sync_projection::{
     Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
-    PriceState, ProductState, Rank, SubscriptionState, SyncedRow, Tie, UserState, Version,
+    PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie, UserState, Version,
     supersedes,
 };
 
@@ -420,13 +420,13 @@ impl Writing {
     fn placeholder_values(
         self,
         id: &str,
-        raw: Option<&serde_json::Value>,
+        raw: Option<&RawJson>,
         version: Version,
         deleted_at: Option<chrono::DateTime<Utc>>,
     ) -> Vec<SimpleExpr> {
         vec![
             Expr::val(id),
-            self.json(raw),
+            json_text(self.backend, raw.map(|raw| raw.as_str().to_owned())),
             Expr::val(version.key),
             Expr::val(version.rank as i16),
             Expr::val(deleted_at),

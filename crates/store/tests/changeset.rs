@@ -3,7 +3,7 @@
 //! [`ChangeSet`] on top of the same stored states, leave the same rows, on both backends.
 
 use billing_sync_projection::{
-    Change, CustomerState, OrganizationState, Rank, SubscriptionState, SyncedRow, Version,
+    Change, CustomerState, OrganizationState, Rank, RawJson, SubscriptionState, SyncedRow, Version,
 };
 use billing_sync_store::Store;
 use billing_sync_store::changeset::{ChangeSet, apply_set};
@@ -35,7 +35,7 @@ fn version(rng: &mut StdRng) -> Version {
 fn random_change(rng: &mut StdRng, n: usize) -> Change {
     let id = rng.random_range(0..2);
     let version = version(rng);
-    let raw = json!({"n": n});
+    let raw = RawJson::of(&json!({"n": n}));
     let deleted_at = None;
     match rng.random_range(0..3) {
         0 => Change::Organization(OrganizationState {

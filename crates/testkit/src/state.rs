@@ -29,6 +29,7 @@ pub fn new_event(event: &ScenarioEvent) -> NewEvent {
         event_created: Some(event.timestamp),
         payload: event.payload.clone(),
         payload_text: None,
+        object_text: None,
     }
 }
 

@@ -225,6 +225,7 @@ pub async fn replay(
         event_created: row.event_created,
         payload: row.payload.clone(),
         payload_text: None,
+        object_text: None,
     };
     let plan = projectors.plan(&event);
     Ok(store.replay(row, &plan).await?)
@@ -272,9 +273,14 @@ async fn refetched(
     };
     let key = &projectors.stripe_org_metadata_key;
     let change = if is_customer {
-        billing_sync_projection::stripe::customer(&object, fetched_at, Seen::Updated, key)
+        billing_sync_projection::stripe::customer((&object).into(), fetched_at, Seen::Updated, key)
     } else {
-        billing_sync_projection::stripe::subscription(&object, fetched_at, Seen::Updated, key)
+        billing_sync_projection::stripe::subscription(
+            (&object).into(),
+            fetched_at,
+            Seen::Updated,
+            key,
+        )
     };
     Ok(Some(match change {
         Ok(change) => Plan::Apply(vec![change]),
