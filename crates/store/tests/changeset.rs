@@ -35,26 +35,20 @@ fn version(rng: &mut StdRng) -> Version {
 fn random_change(rng: &mut StdRng, n: usize) -> Change {
     let id = rng.random_range(0..2);
     let version = version(rng);
-    let raw = RawJson::of(&json!({"n": n}));
-    let deleted_at = None;
+    let row = |prefix: &str| SyncedRow {
+        id: format!("{prefix}_{id}"),
+        raw: RawJson::of(&json!({"n": n})),
+        version,
+        deleted_at: None,
+    };
     match rng.random_range(0..3) {
         0 => Change::Organization(OrganizationState {
-            row: SyncedRow {
-                id: format!("org_{id}"),
-                raw,
-                version,
-                deleted_at,
-            },
+            row: row("org"),
             name: Some(format!("name {n}")),
             slug: None,
         }),
         1 => Change::Customer(CustomerState {
-            row: SyncedRow {
-                id: format!("cus_{id}"),
-                raw,
-                version,
-                deleted_at,
-            },
+            row: row("cus"),
             // Customers name no organization here: how a name fills a gap is order-dependent
             // even one by one (the upsert's COALESCE), and not what this property is about.
             organization_id: None,
@@ -63,12 +57,7 @@ fn random_change(rng: &mut StdRng, n: usize) -> Change {
             livemode: false,
         }),
         _ => Change::Subscription(SubscriptionState {
-            row: SyncedRow {
-                id: format!("sub_{id}"),
-                raw,
-                version,
-                deleted_at,
-            },
+            row: row("sub"),
             customer_id: "cus_none".into(),
             organization_id: None,
             status: format!("status {n}"),
@@ -88,32 +77,24 @@ fn random_change(rng: &mut StdRng, n: usize) -> Change {
 /// The synced rows' `(id, raw, key, rank)`, every table, in a fixed order.
 async fn rows(store: &Store) -> Vec<(String, Option<serde_json::Value>, i64, i16)> {
     let db = store.connection();
-    let mut rows: Vec<_> = organizations::Entity::find()
-        .order_by_asc(organizations::Column::Id)
-        .all(db)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|r| (r.id, r.raw, r.ordering_key, r.ordering_rank))
-        .collect();
-    rows.extend(
-        stripe_customers::Entity::find()
-            .order_by_asc(stripe_customers::Column::Id)
-            .all(db)
-            .await
-            .expect("read")
-            .into_iter()
-            .map(|r| (r.id, r.raw, r.ordering_key, r.ordering_rank)),
-    );
-    rows.extend(
-        stripe_subscriptions::Entity::find()
-            .order_by_asc(stripe_subscriptions::Column::Id)
-            .all(db)
-            .await
-            .expect("read")
-            .into_iter()
-            .map(|r| (r.id, r.raw, r.ordering_key, r.ordering_rank)),
-    );
+    let mut rows = Vec::new();
+    // Every synced table has these columns; one read serves each.
+    macro_rules! read {
+        ($table:ident) => {
+            rows.extend(
+                $table::Entity::find()
+                    .order_by_asc($table::Column::Id)
+                    .all(db)
+                    .await
+                    .expect("read")
+                    .into_iter()
+                    .map(|r| (r.id, r.raw, r.ordering_key, r.ordering_rank)),
+            )
+        };
+    }
+    read!(organizations);
+    read!(stripe_customers);
+    read!(stripe_subscriptions);
     rows
 }
 
