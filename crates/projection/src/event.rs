@@ -140,11 +140,9 @@ fn stripe_event_from_envelope(body: &[u8]) -> Option<NewEvent> {
             serde_json::json!({"data": {"object": crate::sparse::parse(object.get(), shape).ok()?}}),
             Some(RawJson::from_parsed_text(object.get())),
         ),
-        // A type no projection reads, or no object to read.
-        (object, _) => (
-            serde_json::json!({"data": {"object": object.map(|_| Value::Null)}}),
-            None,
-        ),
+        // A type no projection reads (ignored), or no object to read (the projection fails
+        // for want of `data.object`): nothing to keep.
+        _ => (Value::Object(serde_json::Map::new()), None),
     };
     Some(NewEvent {
         provider: Provider::Stripe,

@@ -28,29 +28,58 @@ const SUBSCRIPTION_EVENTS: [&str; 8] = [
     "customer.subscription.trial_will_end",
 ];
 
+/// The kinds of object the projections read, each carried by its own event types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carried {
+    Customer,
+    CheckoutSession,
+    Subscription,
+    Product,
+    Price,
+    EntitlementSummary,
+}
+
+impl Carried {
+    /// The kind of object an event of `event_type` carries, if a projection reads it: the one
+    /// place the projected event types are listed.
+    fn by(event_type: &str) -> Option<Carried> {
+        Some(match event_type {
+            "customer.created" | "customer.updated" | "customer.deleted" => Carried::Customer,
+            "checkout.session.completed" => Carried::CheckoutSession,
+            other if SUBSCRIPTION_EVENTS.contains(&other) => Carried::Subscription,
+            "product.created" | "product.updated" | "product.deleted" => Carried::Product,
+            "price.created" | "price.updated" | "price.deleted" => Carried::Price,
+            "entitlements.active_entitlement_summary.updated" => Carried::EntitlementSummary,
+            _ => return None,
+        })
+    }
+}
+
 /// What `event` changes, reading the organization from `metadata[org_metadata_key]`: the
 /// event's `data.object`, seen at the event's `created` as its type says ([`Seen`]).
 pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
+    let Some(carried) = Carried::by(&event.event_type) else {
+        return Plan::Ignore;
+    };
     let seen = Seen::by_event_type(&event.event_type);
     let one = |change: Result<Change, String>| change.map(|change| vec![change]);
-    let result = match event.event_type.as_str() {
-        "customer.created" | "customer.updated" | "customer.deleted" => object_and_time(event)
+    let result = match carried {
+        Carried::Customer => object_and_time(event)
             .and_then(|(object, at)| one(customer(object, at, seen, org_metadata_key))),
-        "checkout.session.completed" => fields(event)
+        Carried::CheckoutSession => fields(event)
             .and_then(|object| checkout_link(object, org_metadata_key))
             .map(Vec::from_iter),
-        other if SUBSCRIPTION_EVENTS.contains(&other) => object_and_time(event)
+        Carried::Subscription => object_and_time(event)
             .and_then(|(object, at)| one(subscription(object, at, seen, org_metadata_key))),
-        "product.created" | "product.updated" | "product.deleted" => {
+        Carried::Product => {
             object_and_time(event).and_then(|(object, at)| one(product(object, at, seen)))
         }
-        "price.created" | "price.updated" | "price.deleted" => {
+        Carried::Price => {
             object_and_time(event).and_then(|(object, at)| one(price(object, at, seen)))
         }
-        ENTITLEMENT_SUMMARY_UPDATED => {
+        Carried::EntitlementSummary => {
             object_and_time(event).and_then(|(object, at)| one(entitlements(object, at)))
         }
-        _ => return Plan::Ignore,
     };
     match result {
         Ok(changes) => Plan::Apply(changes),
@@ -58,20 +87,17 @@ pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
     }
 }
 
-const ENTITLEMENT_SUMMARY_UPDATED: &str = "entitlements.active_entitlement_summary.updated";
-
 /// The fields that the projection of an event of `event_type` reads from its object, for
 /// [`crate::stripe_event`]'s sparse reading; `None` for types no projection reads.
 pub(crate) fn shape_of(event_type: &str) -> Option<&'static crate::sparse::Shape> {
     use crate::sparse;
-    Some(match event_type {
-        "customer.created" | "customer.updated" | "customer.deleted" => &sparse::CUSTOMER,
-        "checkout.session.completed" => &sparse::CHECKOUT_SESSION,
-        other if SUBSCRIPTION_EVENTS.contains(&other) => &sparse::SUBSCRIPTION,
-        "product.created" | "product.updated" | "product.deleted" => &sparse::PRODUCT,
-        "price.created" | "price.updated" | "price.deleted" => &sparse::PRICE,
-        ENTITLEMENT_SUMMARY_UPDATED => &sparse::ENTITLEMENT_SUMMARY,
-        _ => return None,
+    Some(match Carried::by(event_type)? {
+        Carried::Customer => &sparse::CUSTOMER,
+        Carried::CheckoutSession => &sparse::CHECKOUT_SESSION,
+        Carried::Subscription => &sparse::SUBSCRIPTION,
+        Carried::Product => &sparse::PRODUCT,
+        Carried::Price => &sparse::PRICE,
+        Carried::EntitlementSummary => &sparse::ENTITLEMENT_SUMMARY,
     })
 }
 
