@@ -158,6 +158,11 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
     }
 }
 
+/// The `Retry-After` seconds of a `429` whose limit frees up in `wait` (at least 1).
+pub(crate) fn retry_after(wait: std::time::Duration) -> String {
+    wait.as_secs().max(1).to_string()
+}
+
 pub(crate) fn not_configured() -> Refusal {
     Refusal::Internal(body(
         "INTERNAL_ERROR",

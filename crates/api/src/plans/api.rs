@@ -17,7 +17,7 @@ use super::{CheckoutError, MAX_QUANTITY, Plans, Sender};
 use crate::access::Caller;
 use crate::http::{
     ApiTags, CheckoutUrl, ClerkSession, ErrorBody, NO_STORE, Refusal, body, not_configured,
-    prefers_json, refusal,
+    prefers_json, refusal, retry_after,
 };
 
 /// The plan catalog.
@@ -323,7 +323,7 @@ impl From<CheckoutError> for CheckoutResponse {
                         "Too many checkout sessions were opened in the last minute. Please try \
                          again shortly.",
                     ),
-                    wait.as_secs().max(1).to_string(),
+                    retry_after(*wait),
                 )
             }
             CheckoutError::NotConfigured => {

@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::{Portal, PortalError};
 use crate::http::{
     ApiTags, ClerkSession, ErrorBody, NO_STORE, PortalUrl, Refusal, body, not_configured,
-    prefers_json, refusal,
+    prefers_json, refusal, retry_after,
 };
 
 /// The answers of the customer-portal endpoint.
@@ -97,7 +97,7 @@ impl From<PortalError> for PortalResponse {
                         "Too many billing portal sessions were opened in the last minute. \
                          Please try again shortly.",
                     ),
-                    wait.as_secs().max(1).to_string(),
+                    retry_after(*wait),
                 )
             }
             PortalError::NotConfigured => {
