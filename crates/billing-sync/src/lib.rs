@@ -51,8 +51,14 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                     .context("applying database migrations")?;
                 tracing::info!(database = store.target(), "database schema is up to date");
             }
-            let ingestor = Arc::new(startup::build_ingestor(&args, &common, store.clone())?);
-            let (portal, plans) = startup::build_operations(&args, &common, store.clone())?;
+            let stripe = startup::serve_stripe_client(&args)?;
+            let ingestor = Arc::new(startup::build_ingestor(
+                &args,
+                &common,
+                store.clone(),
+                stripe.clone(),
+            ));
+            let (portal, plans) = startup::build_operations(&args, &common, store.clone(), stripe)?;
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let listener = tokio::net::TcpListener::bind(args.listen_addr)
                 .await

@@ -259,13 +259,24 @@ pub(crate) fn projectors(common: &CommonArgs) -> Projectors {
     }
 }
 
+/// The Stripe API client `serve` shares between refetching, the portal and checkout (one pool
+/// of connections to Stripe), when `STRIPE_SECRET_KEY` is set.
+pub(crate) fn serve_stripe_client(args: &ServeArgs) -> anyhow::Result<Option<StripeClient>> {
+    args.stripe_api
+        .stripe_secret_key
+        .get()
+        .map(|key| stripe_client(&args.stripe_api, key))
+        .transpose()
+}
+
 /// The webhook ingestor `serve` configures: each provider's verifier when its secret is set,
-/// the body limits, and refetching when asked for.
+/// the body limits, and refetching with `stripe` when asked for.
 pub(crate) fn build_ingestor(
     args: &ServeArgs,
     common: &CommonArgs,
     store: Store,
-) -> anyhow::Result<Ingestor> {
+    stripe_api: Option<StripeClient>,
+) -> Ingestor {
     let stripe = args
         .stripe_webhook_secret
         .get()
@@ -288,11 +299,9 @@ pub(crate) fn build_ingestor(
     )
     .with_body_timeout(args.request_timeout_secs)
     .with_body_bytes_in_flight(args.webhook_body_bytes_in_flight);
-    match args.stripe_api.stripe_secret_key.get() {
-        Some(key) if args.stripe_refetch_objects => {
-            Ok(ingestor.with_stripe_refetch(stripe_client(&args.stripe_api, key)?))
-        }
-        _ => Ok(ingestor),
+    match stripe_api {
+        Some(client) if args.stripe_refetch_objects => ingestor.with_stripe_refetch(client),
+        _ => ingestor,
     }
 }
 
@@ -311,11 +320,12 @@ pub(crate) fn stripe_client(
 }
 
 /// The operations on the synced state: the customer portal and the plans page, sharing one
-/// way of admitting callers.
+/// way of admitting callers and, with `stripe`, one Stripe client.
 pub(crate) fn build_operations(
     args: &ServeArgs,
     common: &CommonArgs,
     store: Store,
+    stripe: Option<StripeClient>,
 ) -> anyhow::Result<(Portal, Plans)> {
     let keys = match (args.clerk_jwt_key.get(), args.clerk_jwks_url.get()) {
         (Some(key), _) => Some(KeySource::Pem(Box::new(key.clone()))),
@@ -342,31 +352,24 @@ pub(crate) fn build_operations(
         );
     }
     let access = Arc::new(Access::new(store, verifier).with_billing_roles(&args.billing_roles));
-    let (portal_stripe, checkout_stripe) = match (
-        args.stripe_api.stripe_secret_key.get(),
-        args.app_base_url.get(),
-    ) {
-        (Some(key), Some(base)) => {
-            // One client, one pool of connections to Stripe, for both operations.
-            let stripe = stripe_client(&args.stripe_api, key)?;
-            (
-                Some((
-                    stripe.clone(),
-                    PortalSettings {
-                        return_url: plans_page_url(base),
-                        configuration: args.stripe_portal_configuration.get().cloned(),
-                    },
-                )),
-                Some((
-                    stripe,
-                    CheckoutSettings::for_app(
-                        base,
-                        &common.stripe_org_metadata_key,
-                        page_origins(base, &args.cors_allowed_origins),
-                    ),
-                )),
-            )
-        }
+    let (portal_stripe, checkout_stripe) = match (stripe, args.app_base_url.get()) {
+        (Some(stripe), Some(base)) => (
+            Some((
+                stripe.clone(),
+                PortalSettings {
+                    return_url: plans_page_url(base),
+                    configuration: args.stripe_portal_configuration.get().cloned(),
+                },
+            )),
+            Some((
+                stripe,
+                CheckoutSettings::for_app(
+                    base,
+                    &common.stripe_org_metadata_key,
+                    page_origins(base, &args.cors_allowed_origins),
+                ),
+            )),
+        ),
         _ => {
             tracing::warn!(
                 "STRIPE_SECRET_KEY or APP_BASE_URL is not set: the customer portal and checkout answer 500 (billing is not configured)"
