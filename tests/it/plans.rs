@@ -7,10 +7,10 @@ use crate::support;
 use billing_sync_testkit::{TestDatabase, each_backend};
 use serde_json::{Value, json};
 use support::operations::{
-    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, client, key, setup,
+    APP, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, clerk_event, client, key, setup,
 };
 use support::standins::StripeAnswer;
-use support::{Server, now, post_clerk, post_stripe, status_and_json, stripe_signature};
+use support::{Server, now, post_stripe, status_and_json, stripe_signature};
 
 const PLANS: &str = "/api/v1/operations/payment/plans";
 const STATE: &str = "/api/v1/operations/payment/subscription";
@@ -48,14 +48,6 @@ async fn stripe_event(server: &Server, id: &str, event_type: &str, created: i64,
     let (status, answer) = status_and_json(post_stripe(server, &body, Some(signature)).await).await;
     assert_eq!(status, 200, "{event_type}: {answer}");
     assert_eq!(answer["status"], "processed", "{event_type}: {answer}");
-}
-
-/// Delivers a signed Clerk event.
-async fn clerk_event(server: &Server, id: &str, event_type: &str, data: Value) {
-    let body = serde_json::to_vec(&json!({"type": event_type, "object": "event", "data": data}))
-        .expect("JSON");
-    let response = post_clerk(server, CLERK_WEBHOOK_SECRET, id, now(), &body).await;
-    assert_eq!(response.status(), 200, "{event_type}");
 }
 
 /// `user` joins `org` with `role`, and the user is synced with a primary email.

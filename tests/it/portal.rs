@@ -10,7 +10,8 @@ use billing_sync_client::Client;
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::{Value, json};
 use support::operations::{
-    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, Setup, client, key, setup,
+    APP, CLERK_WEBHOOK_SECRET, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, Setup, clerk_event,
+    client, key, setup,
 };
 use support::standins::{JwksStandIn, SigningKey, StripeAnswer};
 use support::{Server, now, post_clerk};
@@ -30,13 +31,6 @@ fn claims(user: &str, org: Option<&str>) -> Value {
         claims["o"] = json!({"id": org, "rol": "admin", "slg": "acme"});
     }
     claims
-}
-
-async fn clerk_webhook(server: &Server, id: &str, event_type: &str, data: Value) {
-    let body = serde_json::to_vec(&json!({"type": event_type, "object": "event", "data": data}))
-        .expect("JSON");
-    let response = post_clerk(server, CLERK_WEBHOOK_SECRET, id, now(), &body).await;
-    assert_eq!(response.status(), 200, "{event_type}");
 }
 
 async fn add_member(server: &Server, org: &str, user: &str) {
@@ -207,7 +201,7 @@ async fn a_member_removed_by_a_clerk_webhook_loses_access_before_the_token_expir
     // The organization deleted in Clerk: also refused.
     add_member(&s.server, "org_c2", "user_c").await;
     checkout(&s.server, "cus_c2", "org_c2").await;
-    clerk_webhook(
+    clerk_event(
         &s.server,
         "msg_org_c2_deleted",
         "organization.deleted",

@@ -16,6 +16,16 @@ pub const STRIPE_KEY: &str = "sk_test_operations_secret_key";
 pub const ISSUER: &str = "https://clerk.app.example.com";
 pub const APP: &str = "https://app.example.com";
 
+/// Delivers a signed Clerk event to the operations server, which must accept it.
+pub async fn clerk_event(server: &Server, id: &str, event_type: &str, data: serde_json::Value) {
+    let body = serde_json::to_vec(
+        &serde_json::json!({"type": event_type, "object": "event", "data": data}),
+    )
+    .expect("JSON");
+    let response = super::post_clerk(server, CLERK_WEBHOOK_SECRET, id, super::now(), &body).await;
+    assert_eq!(response.status(), 200, "{event_type}");
+}
+
 /// The key the JWKS stand-in publishes, generated once per test binary.
 pub fn key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
