@@ -17,11 +17,11 @@
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use billing_sync_projection::Provider;
 use billing_sync_store::Store;
 use billing_sync_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
@@ -65,35 +65,29 @@ fn events(tag: &str, count: usize) -> Vec<ScenarioEvent> {
     events
 }
 
-/// Sends `events` from `senders` concurrent tasks, `per_send` events at a time.
-async fn run_concurrently<F, Fut>(
-    events: Vec<ScenarioEvent>,
-    senders: usize,
-    per_send: usize,
-    send: F,
-) -> Figures
+/// Sends events `0..count` from `senders` concurrent tasks, `per_send` consecutive ones at a
+/// time. `send` gets the indices: what it sends was prepared before the clock started, so the
+/// figures time the receiver, not the sender building its requests.
+async fn run_concurrently<F, Fut>(count: usize, senders: usize, per_send: usize, send: F) -> Figures
 where
-    F: Fn(Vec<ScenarioEvent>) -> Fut + Send + Sync + 'static,
+    F: Fn(Range<usize>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let count = events.len();
-    let events = Arc::new(events);
     let next = Arc::new(AtomicUsize::new(0));
     let send = Arc::new(send);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..senders {
-        let (events, next, send) = (events.clone(), next.clone(), send.clone());
+        let (next, send) = (next.clone(), send.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let first = next.fetch_add(per_send, Ordering::Relaxed);
-                if first >= events.len() {
+                if first >= count {
                     break;
                 }
-                let chunk = events[first..(first + per_send).min(events.len())].to_vec();
                 let sent = Instant::now();
-                send(chunk).await;
+                send(first..(first + per_send).min(count)).await;
                 latencies.push(sent.elapsed());
             }
             latencies
@@ -110,41 +104,71 @@ where
     }
 }
 
+/// What a ceiling writes for one event, serialised before the clock starts (as the server binds
+/// the body's text): its ledger row and its object's row.
+#[derive(Clone)]
+struct CeilingRow {
+    event_id: String,
+    event_type: String,
+    created: i64,
+    payload: String,
+    object_id: String,
+    object: String,
+    is_subscription: bool,
+}
+
+impl CeilingRow {
+    fn of(event: &ScenarioEvent) -> Self {
+        let object = &event.payload["data"]["object"];
+        CeilingRow {
+            event_id: event.event_id.clone(),
+            event_type: event.event_type.clone(),
+            created: event.timestamp,
+            payload: serde_json::to_string(&event.payload).expect("JSON"),
+            object_id: object["id"].as_str().unwrap_or_default().to_owned(),
+            object: serde_json::to_string(object).expect("JSON"),
+            is_subscription: event.event_type.starts_with("customer.subscription."),
+        }
+    }
+}
+
 /// The statements a ceiling runs per event: its ledger row and a guarded upsert of its object.
-async fn write_event(txn: &impl ConnectionTrait, event: &ScenarioEvent) -> Result<(), DbErr> {
+async fn write_event(txn: &impl ConnectionTrait, row: &CeilingRow) -> Result<(), DbErr> {
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "INSERT INTO webhook_events (provider, event_id, event_type, api_version, livemode, \
          event_created, payload, received_at, processed_at, status, attempts) \
-         VALUES ('stripe', $1, $2, $3, false, $4, $5, now(), now(), 'processed', 1) \
+         VALUES ('stripe', $1, $2, $3, false, $4, $5::jsonb, now(), now(), 'processed', 1) \
          ON CONFLICT (provider, event_id) DO NOTHING",
         [
-            event.event_id.clone().into(),
-            event.event_type.clone().into(),
+            row.event_id.as_str().into(),
+            row.event_type.as_str().into(),
             "2026-07-29.dahlia".into(),
-            event.timestamp.into(),
-            event.payload.clone().into(),
+            row.created.into(),
+            row.payload.as_str().into(),
         ],
     ))
     .await?;
-    let object = event.payload["data"]["object"].clone();
-    let id = object["id"].as_str().unwrap_or_default().to_owned();
-    let sql = if event.event_type.starts_with("customer.subscription.") {
+    let sql = if row.is_subscription {
         "INSERT INTO stripe_subscriptions (id, raw, ordering_key, ordering_rank, synced_at, \
          livemode, customer_id, status, cancel_at_period_end, items) \
-         VALUES ($1, $2, $3, 1, now(), false, 'cus', 'active', false, '[]') \
+         VALUES ($1, $2::jsonb, $3, 1, now(), false, 'cus', 'active', false, '[]') \
          ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
          synced_at = excluded.synced_at WHERE stripe_subscriptions.ordering_key <= excluded.ordering_key"
     } else {
         "INSERT INTO stripe_customers (id, raw, ordering_key, ordering_rank, synced_at, livemode) \
-         VALUES ($1, $2, $3, 1, now(), false) \
+         VALUES ($1, $2::jsonb, $3, 1, now(), false) \
          ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
          synced_at = excluded.synced_at WHERE stripe_customers.ordering_key <= excluded.ordering_key"
     };
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
-        [id.into(), object.into(), event.timestamp.into()],
+        [
+            row.object_id.as_str().into(),
+            row.object.as_str().into(),
+            row.created.into(),
+        ],
     ))
     .await?;
     Ok(())
@@ -159,12 +183,14 @@ async fn raw_postgres(
     per_transaction: usize,
 ) -> Figures {
     let db = Arc::new(db.clone());
-    run_concurrently(events(tag, count), senders, per_transaction, move |chunk| {
-        let db = db.clone();
+    let rows: Arc<Vec<CeilingRow>> =
+        Arc::new(events(tag, count).iter().map(CeilingRow::of).collect());
+    run_concurrently(count, senders, per_transaction, move |chunk| {
+        let (db, rows) = (db.clone(), rows.clone());
         async move {
             let txn = db.begin().await.expect("begin");
-            for event in &chunk {
-                write_event(&txn, event).await.expect("write an event");
+            for row in &rows[chunk] {
+                write_event(&txn, row).await.expect("write an event");
             }
             txn.commit().await.expect("commit");
         }
@@ -183,20 +209,10 @@ async fn through_the_server(server: &Server, tag: &str, senders: usize, count: u
             .map(|e| serde_json::to_vec(&e.payload).expect("JSON"))
             .collect(),
     );
-    let indices: Vec<ScenarioEvent> = (0..count)
-        .map(|i| ScenarioEvent {
-            provider: Provider::Stripe,
-            event_id: i.to_string(),
-            event_type: String::new(),
-            timestamp: 0,
-            payload: serde_json::Value::Null,
-        })
-        .collect();
-    run_concurrently(indices, senders, 1, move |chunk| {
+    run_concurrently(count, senders, 1, move |chunk| {
         let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
         async move {
-            let index: usize = chunk[0].event_id.parse().expect("an index");
-            let body = bodies[index].clone();
+            let body = bodies[chunk.start].clone();
             let response = client
                 .post(url)
                 .header("stripe-signature", stripe_signature(SECRET, now(), &body))
@@ -208,6 +224,22 @@ async fn through_the_server(server: &Server, tag: &str, senders: usize, count: u
         }
     })
     .await
+}
+
+/// The server's group-commit transactions so far and the events they held, from its metrics.
+async fn transactions(server: &Server) -> (f64, f64) {
+    let metrics = server.get_text("/metrics").await;
+    let total = |name: &str| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (
+        total("billing_sync_webhook_batch_size_count"),
+        total("billing_sync_webhook_batch_size_sum"),
+    )
 }
 
 /// CPU time (user + system) a process has used.
@@ -291,7 +323,7 @@ async fn main() {
         sizes.iter().max().unwrap_or(&0),
     );
     println!(
-        "{:<7} {:>6} | {:>10} {:>7} {:>7} {:>10} {:>6} | {:>10} {:>10} | {:>9} {:>10}",
+        "{:<7} {:>6} | {:>10} {:>7} {:>7} {:>10} {:>6} {:>6} | {:>10} {:>10} | {:>9} {:>10}",
         "senders",
         "events",
         "server ev/s",
@@ -299,6 +331,7 @@ async fn main() {
         "p99 ms",
         "CPU µs/ev",
         "busy",
+        "ev/txn",
         "per-event",
         "batched×10",
         "×per-ev",
@@ -322,16 +355,20 @@ async fn main() {
             CEILING_BATCH,
         )
         .await;
+        let transactions_before = transactions(&server).await;
         let cpu_before = process_cpu(server.pid());
         let machine_before = machine_cpu();
         let served =
             through_the_server(&server, &format!("srv{senders}x"), senders, level_count).await;
         let cpu = process_cpu(server.pid()) - cpu_before;
         let machine_after = machine_cpu();
+        let transactions_after = transactions(&server).await;
+        let events_per_transaction = (transactions_after.1 - transactions_before.1)
+            / (transactions_after.0 - transactions_before.0).max(1.0);
         let busy = (machine_after.0 - machine_before.0) as f64
             / (machine_after.1 - machine_before.1).max(1) as f64;
         println!(
-            "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>10.0} {:>5.0}% | {:>10.0} {:>10.0} | {:>8.2}× {:>9.0}%",
+            "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>10.0} {:>5.0}% {:>6.1} | {:>10.0} {:>10.0} | {:>8.2}× {:>9.0}%",
             senders,
             level_count,
             served.rate(),
@@ -339,6 +376,7 @@ async fn main() {
             served.percentile(0.99).as_secs_f64() * 1e3,
             cpu.as_secs_f64() * 1e6 / level_count as f64,
             busy * 100.0,
+            events_per_transaction,
             per_event.rate(),
             batched.rate(),
             served.rate() / per_event.rate(),
