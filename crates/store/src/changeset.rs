@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use sea_orm::sea_query::{
-    Alias, Expr, ExprTrait, Func, IntoIden, OnConflict, Query, SimpleExpr, SubQueryStatement,
+    Alias, Expr, ExprTrait, Func, InsertStatement, IntoIden, OnConflict, PostgresQueryBuilder,
+    Query, QueryBuilder, SimpleExpr, SubQueryStatement, UpdateStatement,
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, DeriveIden, EntityName, Statement};
 
@@ -239,44 +240,112 @@ impl<'a> ChangeSet<'a> {
     }
 }
 
-/// Applies `set` inside the caller's transaction: one statement per table that has rows.
-/// Returns how many rows the upserts wrote (0: every stored state was newer).
+/// Applies `set` inside the caller's transaction: one statement per table that has rows, each
+/// its own round trip. Returns how many rows the upserts wrote (0: every stored state was
+/// newer), which a backfill reports.
 pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet<'_>) -> Result<u64, DbErr> {
-    if set.is_empty() {
-        return Ok(0);
-    }
     let backend = db.get_database_backend();
-    lock_customers(db, backend, &set.customer_ids()).await?;
+    let mut written = 0;
+    for step in steps(set, backend) {
+        match step {
+            Step::LockCustomers(ids) => {
+                db.execute_raw(lock_customers(backend, &ids)).await?;
+            }
+            Step::Upsert(statement) => written += run(db, &statement).await?,
+            Step::Adopt(statement) => {
+                run(db, &statement).await?;
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Applies `set` inside the caller's transaction with the same statements as [`apply_set`],
+/// sent to PostgreSQL as one message (the simple query protocol, values written into the
+/// text as literals): one round trip whatever the tables, where a batch of events otherwise
+/// waits on one per statement. Elsewhere it is [`apply_set`]. Counts nothing.
+pub async fn apply_set_at_once(
+    db: &impl ConnectionTrait,
+    set: &ChangeSet<'_>,
+) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return apply_set(db, set).await.map(|_| ());
+    }
+    let mut message = String::new();
+    for step in steps(set, backend) {
+        match step {
+            Step::LockCustomers(ids) => message.push_str(&inline_lock_customers(&ids)),
+            Step::Upsert(statement) => message.push_str(&statement.to_string(PostgresQueryBuilder)),
+            Step::Adopt(statement) => message.push_str(&statement.to_string(PostgresQueryBuilder)),
+        }
+        message.push_str(";\n");
+    }
+    if !message.is_empty() {
+        db.execute_unprepared(&message).await?;
+    }
+    Ok(())
+}
+
+/// One statement of applying a change set.
+enum Step<'a> {
+    /// Advisory locks on these customers, sorted (PostgreSQL only).
+    LockCustomers(Vec<&'a str>),
+    /// A guarded upsert: the rows it writes are counted.
+    Upsert(InsertStatement),
+    /// Subscriptions taking their customer's organization.
+    Adopt(UpdateStatement),
+}
+
+/// The statements that apply `set`, in lock order: the customers' advisory locks, then the
+/// tables one by one in a fixed order, each in rounds (usually one).
+fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
+    let mut steps = Vec::new();
+    if set.is_empty() {
+        return steps;
+    }
+    let customer_ids = set.customer_ids();
+    if backend == DbBackend::Postgres && !customer_ids.is_empty() {
+        steps.push(Step::LockCustomers(customer_ids));
+    }
     let writing = Writing {
         backend,
         now: Utc::now(),
     };
-    let mut written = 0;
     for n in 0..round_count(&set.organizations) {
-        written += run(
-            db,
-            organizations_upsert(round(&set.organizations, n), writing),
-        )
-        .await?;
+        steps.push(Step::Upsert(organizations_upsert(
+            round(&set.organizations, n),
+            writing,
+        )));
     }
     for n in 0..round_count(&set.users) {
-        written += run(db, users_upsert(round(&set.users, n), writing, false)).await?;
+        steps.push(Step::Upsert(users_upsert(
+            round(&set.users, n),
+            writing,
+            false,
+        )));
     }
     if !set.user_snapshots.is_empty() {
-        written += run(
-            db,
-            users_upsert(set.user_snapshots.values().copied(), writing, true),
-        )
-        .await?;
+        steps.push(Step::Upsert(users_upsert(
+            set.user_snapshots.values().copied(),
+            writing,
+            true,
+        )));
     }
     for n in 0..round_count(&set.memberships) {
-        written += run(db, memberships_upsert(round(&set.memberships, n), writing)).await?;
+        steps.push(Step::Upsert(memberships_upsert(
+            round(&set.memberships, n),
+            writing,
+        )));
     }
     for n in 0..round_count(&set.customers) {
-        written += run(db, customers_upsert(round(&set.customers, n), writing)).await?;
+        steps.push(Step::Upsert(customers_upsert(
+            round(&set.customers, n),
+            writing,
+        )));
     }
     if !set.links.is_empty() {
-        written += run(db, links_upsert(set, writing)).await?;
+        steps.push(Step::Upsert(links_upsert(set, writing)));
     }
     let adopting: Vec<&str> = set
         .customers
@@ -286,37 +355,38 @@ pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet<'_>) -> Result
         .chain(set.links.keys().copied())
         .collect();
     if !adopting.is_empty() {
-        run(db, adopt_customer_organizations(&adopting)).await?;
+        steps.push(Step::Adopt(adopt_customer_organizations(&adopting)));
     }
     for n in 0..round_count(&set.subscriptions) {
-        written += run(
-            db,
-            subscriptions_upsert(round(&set.subscriptions, n), writing),
-        )
-        .await?;
+        steps.push(Step::Upsert(subscriptions_upsert(
+            round(&set.subscriptions, n),
+            writing,
+        )));
     }
     for n in 0..round_count(&set.products) {
-        written += run(db, products_upsert(round(&set.products, n), writing)).await?;
+        steps.push(Step::Upsert(products_upsert(
+            round(&set.products, n),
+            writing,
+        )));
     }
     for n in 0..round_count(&set.prices) {
-        written += run(db, prices_upsert(round(&set.prices, n), writing)).await?;
+        steps.push(Step::Upsert(prices_upsert(round(&set.prices, n), writing)));
     }
     for n in 0..round_count(&set.entitlements) {
-        written += run(
-            db,
-            entitlements_upsert(round(&set.entitlements, n), writing),
-        )
-        .await?;
+        steps.push(Step::Upsert(entitlements_upsert(
+            round(&set.entitlements, n),
+            writing,
+        )));
     }
-    Ok(written)
+    steps
 }
 
 async fn run(
     db: &impl ConnectionTrait,
-    statement: impl sea_orm::StatementBuilder,
+    statement: &impl sea_orm::StatementBuilder,
 ) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
-    match db.execute_raw(backend.build(&statement)).await {
+    match db.execute_raw(backend.build(statement)).await {
         Ok(result) => Ok(result.rows_affected()),
         // `ON CONFLICT … DO NOTHING` and a guard that filters the update out both mean "0 rows".
         Err(DbErr::RecordNotInserted) => Ok(0),
@@ -329,24 +399,27 @@ async fn run(
 /// a customer's new organization is passed on to its stored subscriptions; holding the
 /// customer's lock across both means neither can miss the other's uncommitted write. SQLite
 /// runs one writing transaction at a time and needs none.
-async fn lock_customers(
-    db: &impl ConnectionTrait,
-    backend: DbBackend,
-    ids: &[&str],
-) -> Result<(), DbErr> {
-    if backend != DbBackend::Postgres || ids.is_empty() {
-        return Ok(());
-    }
+///
+/// The inner `ORDER BY` (kept by `OFFSET 0`) fixes the order in which the locks are taken.
+const LOCK_CUSTOMERS: &str = "SELECT pg_advisory_xact_lock(k) FROM \
+     (SELECT hashtextextended(id, 0) AS k FROM unnest($1::text[]) AS id ORDER BY 1 OFFSET 0) s";
+
+fn lock_customers(backend: DbBackend, ids: &[&str]) -> Statement {
     let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
-    // The inner ORDER BY (kept by OFFSET 0) fixes the order in which the locks are taken.
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        "SELECT pg_advisory_xact_lock(k) FROM \
-         (SELECT hashtextextended(id, 0) AS k FROM unnest($1::text[]) AS id ORDER BY 1 OFFSET 0) s",
-        [ids.into()],
-    ))
-    .await?;
-    Ok(())
+    Statement::from_sql_and_values(backend, LOCK_CUSTOMERS, [ids.into()])
+}
+
+/// [`LOCK_CUSTOMERS`] with the ids written in as an array literal.
+fn inline_lock_customers(ids: &[&str]) -> String {
+    let mut array = String::from("ARRAY[");
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            array.push(',');
+        }
+        PostgresQueryBuilder.write_string_quoted(id, &mut array);
+    }
+    array.push(']');
+    LOCK_CUSTOMERS.replace("$1", &array)
 }
 
 /// The `WHERE` of a guarded upsert on `table`: the incoming state (`excluded`) replaces the
@@ -461,7 +534,7 @@ fn insert_rows<C: IntoIden + Copy>(
     table: impl IntoIden,
     columns: &[C],
     rows: impl IntoIterator<Item = Vec<SimpleExpr>>,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     let mut statement = Query::insert();
     statement.into_table(table).columns(
         SyncedColumn::ALL
@@ -500,7 +573,7 @@ fn guarded<C: IntoIden + Copy>(table: impl EntityName, tie: Tie, columns: &[C]) 
 fn organizations_upsert<'a>(
     states: impl Iterator<Item = &'a OrganizationState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use organizations::Column as C;
     let columns = [C::Name, C::Slug];
     let rows = states.map(|org| {
@@ -520,7 +593,7 @@ fn users_upsert<'a>(
     states: impl Iterator<Item = &'a UserState>,
     writing: Writing,
     snapshots: bool,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use users::Column as C;
     let columns = [C::PrimaryEmail, C::FirstName, C::LastName];
     let rows = states.map(|user| {
@@ -544,7 +617,7 @@ fn users_upsert<'a>(
 fn memberships_upsert<'a>(
     states: impl Iterator<Item = &'a MembershipState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use memberships::Column as C;
     let columns = [C::OrganizationId, C::UserId, C::Role];
     let rows = states.map(|m| {
@@ -564,7 +637,7 @@ fn memberships_upsert<'a>(
 fn customers_upsert<'a>(
     states: impl Iterator<Item = &'a CustomerState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
     let rows = states.map(|c| {
@@ -596,7 +669,7 @@ fn customers_upsert<'a>(
 /// A completed checkout links its customer to an organization: a placeholder row at key 0
 /// when the customer is not stored yet (its own events, whenever they arrive, replace
 /// everything but the link), else the organization when the row has none.
-fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> sea_orm::sea_query::InsertStatement {
+fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> InsertStatement {
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
     let placeholder = Version {
@@ -625,7 +698,7 @@ fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> sea_orm::sea_query::In
 
 /// Stored subscriptions of these customers that have no organization yet take their
 /// customer's, so the result does not depend on which arrived first.
-fn adopt_customer_organizations(customer_ids: &[&str]) -> sea_orm::sea_query::UpdateStatement {
+fn adopt_customer_organizations(customer_ids: &[&str]) -> UpdateStatement {
     use subscriptions::Column as S;
     Query::update()
         .table(subscriptions::Entity)
@@ -651,7 +724,7 @@ fn customer_organization(customer: impl Into<SimpleExpr>) -> SimpleExpr {
 fn subscriptions_upsert<'a>(
     states: impl Iterator<Item = &'a SubscriptionState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use subscriptions::Column as C;
     let columns = [
         C::Livemode,
@@ -705,7 +778,7 @@ fn subscriptions_upsert<'a>(
 fn products_upsert<'a>(
     states: impl Iterator<Item = &'a ProductState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use products::Column as C;
     let columns = [
         C::Livemode,
@@ -735,7 +808,7 @@ fn products_upsert<'a>(
 fn prices_upsert<'a>(
     states: impl Iterator<Item = &'a PriceState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use prices::Column as C;
     let columns = [
         C::Livemode,
@@ -771,7 +844,7 @@ fn prices_upsert<'a>(
 fn entitlements_upsert<'a>(
     states: impl Iterator<Item = &'a EntitlementsState>,
     writing: Writing,
-) -> sea_orm::sea_query::InsertStatement {
+) -> InsertStatement {
     use entitlements::Column as C;
     let columns = [C::Livemode, C::LookupKeys];
     let rows = states.map(|e| {

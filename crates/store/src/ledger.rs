@@ -13,7 +13,7 @@ use sea_orm::{
 use billing_sync_projection::{NewEvent, Plan};
 
 use crate::Store;
-use crate::changeset::{ChangeSet, apply_set};
+use crate::changeset::{ChangeSet, apply_set, apply_set_at_once};
 use crate::entities::webhook_events;
 use crate::error::StoreError;
 
@@ -158,7 +158,7 @@ impl Store {
                 }
             }
         }
-        apply_set(&txn, &changes).await?;
+        apply_set_at_once(&txn, &changes).await?;
         txn.commit().await?;
         Ok(batch
             .iter()

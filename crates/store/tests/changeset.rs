@@ -1,12 +1,14 @@
 //! The in-memory reduction of a batch agrees with the SQL guard: applying random states of a
 //! few objects one by one through the guarded upserts, and applying them as one reduced
-//! [`ChangeSet`] on top of the same stored states, leave the same rows, on both backends.
+//! [`ChangeSet`] on top of the same stored states, leave the same rows, on both backends. The
+//! reduced set goes the way a batch of events goes ([`apply_set_at_once`]: on PostgreSQL one
+//! message with the values written in as literals), so the rows also prove that writing.
 
 use billing_sync_projection::{
     Change, CustomerState, OrganizationState, Rank, RawJson, SubscriptionState, SyncedRow, Version,
 };
 use billing_sync_store::Store;
-use billing_sync_store::changeset::{ChangeSet, apply_set};
+use billing_sync_store::changeset::{ChangeSet, apply_set, apply_set_at_once};
 use billing_sync_store::entities::{organizations, stripe_customers, stripe_subscriptions};
 use billing_sync_store::sea_orm::{EntityTrait, QueryOrder, TransactionTrait};
 use billing_sync_testkit::{TestDatabase, each_backend};
@@ -30,6 +32,10 @@ fn version(rng: &mut StdRng) -> Version {
     }
 }
 
+/// Text that a literal must escape: quotes, a backslash, controls, non-ASCII (the reduced
+/// batch is written into PostgreSQL's message as literals, the one-by-one states are bound).
+const AWKWARD: &str = "O'Brien \\ \"quoted\" \t\n\u{1} é 😀 $1 ?";
+
 /// A random state of one of two organizations, customers or subscriptions. Each state's `raw`
 /// is unique, so the final rows tell which state won.
 fn random_change(rng: &mut StdRng, n: usize) -> Change {
@@ -37,14 +43,14 @@ fn random_change(rng: &mut StdRng, n: usize) -> Change {
     let version = version(rng);
     let row = |prefix: &str| SyncedRow {
         id: format!("{prefix}_{id}"),
-        raw: RawJson::of(&json!({"n": n})),
+        raw: RawJson::of(&json!({"n": n, "text": AWKWARD})),
         version,
         deleted_at: None,
     };
     match rng.random_range(0..3) {
         0 => Change::Organization(OrganizationState {
             row: row("org"),
-            name: Some(format!("name {n}")),
+            name: Some(format!("name {n} {AWKWARD}")),
             slug: None,
         }),
         1 => Change::Customer(CustomerState {
@@ -119,7 +125,8 @@ async fn a_reduced_batch_leaves_what_applying_its_changes_one_by_one_leaves(db: 
                     .expect("apply a stored state");
             }
             if reduced {
-                apply_set(&txn, &ChangeSet::of(&batch))
+                // As a batch of events is written: in one message on PostgreSQL.
+                apply_set_at_once(&txn, &ChangeSet::of(&batch))
                     .await
                     .expect("apply the reduced batch");
             } else {
