@@ -2,6 +2,7 @@
 //! authenticated operation takes (the portal, the billing state, checkout).
 
 use billing_sync_store::billing::Revocation;
+use billing_sync_store::plans::OrganizationSubscription;
 use billing_sync_store::{Store, StoreError};
 use chrono::DateTime;
 
@@ -55,6 +56,13 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
+/// What an admission reads with the access checks.
+#[derive(Clone, Copy)]
+enum Read {
+    Access,
+    AccessAndSubscriptions,
+}
+
 /// Authenticates callers and resolves their organization against the synced state.
 pub struct Access {
     store: Store,
@@ -88,6 +96,25 @@ impl Access {
     /// The synced state may withdraw what the token grants (membership, organization or user
     /// deleted since it was issued). The role is the token's, else the synced membership's.
     pub async fn caller(&self, token: &str, gate: Gate) -> Result<Caller, AccessError> {
+        Ok(self.admit(token, gate, Read::Access).await?.0)
+    }
+
+    /// [`Access::caller`] for a member, and their organization's subscriptions, read in the
+    /// same statement as the access (the billing state's one round trip).
+    pub async fn member_and_subscriptions(
+        &self,
+        token: &str,
+    ) -> Result<(Caller, Vec<OrganizationSubscription>), AccessError> {
+        self.admit(token, Gate::Member, Read::AccessAndSubscriptions)
+            .await
+    }
+
+    async fn admit(
+        &self,
+        token: &str,
+        gate: Gate,
+        read: Read,
+    ) -> Result<(Caller, Vec<OrganizationSubscription>), AccessError> {
         let verifier = self.verifier.as_ref().ok_or(AccessError::NotConfigured)?;
         let claims = verifier.verify(token).await?;
         let (organization_id, synced_role) = match claims.organization_id() {
@@ -103,10 +130,19 @@ impl Access {
         };
         let issued_at = DateTime::from_timestamp(claims.iat, 0)
             .ok_or_else(|| AuthError::Invalid("iat out of range".into()))?;
-        let access = self
-            .store
-            .portal_access(&claims.sub, &organization_id, issued_at)
-            .await?;
+        let (access, subscriptions) = match read {
+            Read::Access => (
+                self.store
+                    .portal_access(&claims.sub, &organization_id, issued_at)
+                    .await?,
+                Vec::new(),
+            ),
+            Read::AccessAndSubscriptions => {
+                self.store
+                    .organization_state(&claims.sub, &organization_id, issued_at)
+                    .await?
+            }
+        };
         if let Some(revocation) = access.revocation {
             return Err(AccessError::Revoked(revocation));
         }
@@ -130,12 +166,13 @@ impl Access {
                 return Err(AccessError::Forbidden);
             }
         }
-        Ok(Caller {
+        let caller = Caller {
             user_id: claims.sub,
             organization_id,
             customer_id: access.customer_id,
             entitlements: access.entitlements,
-        })
+        };
+        Ok((caller, subscriptions))
     }
 
     /// The store callers are resolved against.

@@ -2,14 +2,19 @@
 //! access, which Stripe customer bills the organization, and that customer's entitlements.
 
 use chrono::{DateTime, Utc};
-use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Expr, ExprTrait, Order, Query, QueryStatementBuilder, SelectStatement};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, JoinType, Order, Query, QueryStatementBuilder,
+    SelectStatement,
+};
+use sea_orm::{ConnectionTrait, DbErr, IdenStatic, QueryResult};
 
 use crate::Store;
 use crate::entities::{
-    organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries, users,
+    organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries,
+    stripe_subscriptions, users,
 };
 use crate::error::StoreError;
+use crate::plans::{OrganizationSubscription, organization_subscription, subscriptions_of};
 
 /// Why the synced state withdraws access that a still-valid session token grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +54,77 @@ impl Store {
         organization_id: &str,
         issued_at: DateTime<Utc>,
     ) -> Result<PortalAccess, StoreError> {
+        let statement = access_of(user_id, organization_id, issued_at);
+        let row = self
+            .connection()
+            .query_one(&statement)
+            .await
+            .map_err(|err| self.classify(err))?
+            .ok_or_else(|| StoreError::Database(DbErr::RecordNotFound("portal access".into())))?;
+        portal_access(&row).map_err(StoreError::Database)
+    }
+
+    /// [`Store::portal_access`] and the organization's subscriptions
+    /// ([`Store::organization_subscriptions`]) in one statement: the billing state's one round
+    /// trip. The subscriptions are read whether or not access is revoked; the caller decides.
+    pub async fn organization_state(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+        issued_at: DateTime<Utc>,
+    ) -> Result<(PortalAccess, Vec<OrganizationSubscription>), StoreError> {
+        let (access, subscriptions) = (Alias::new("access"), Alias::new("subscription"));
+        // One row per subscription, each carrying the access columns (one row of NULL
+        // subscription columns when there is none); the order is the subscriptions'.
+        let statement = Query::select()
+            .column((access.clone(), Asterisk))
+            .column((subscriptions.clone(), Asterisk))
+            .from_subquery(access_of(user_id, organization_id, issued_at), access)
+            .join_subquery(
+                JoinType::LeftJoin,
+                subscriptions_of(self.backend(), organization_id),
+                subscriptions.clone(),
+                Expr::val(1).eq(1),
+            )
+            .order_by(
+                (
+                    subscriptions.clone(),
+                    stripe_subscriptions::Column::OrderingKey,
+                ),
+                Order::Desc,
+            )
+            .order_by(
+                (subscriptions, stripe_subscriptions::Column::Id),
+                Order::Desc,
+            )
+            .to_owned();
+        let rows = self
+            .connection()
+            .query_all(&statement)
+            .await
+            .map_err(|err| self.classify(err))?;
+        let first = rows.first().ok_or_else(|| {
+            StoreError::Database(DbErr::RecordNotFound("organization state".into()))
+        })?;
+        let access = portal_access(first).map_err(StoreError::Database)?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Option<String> = row
+                .try_get("", stripe_subscriptions::Column::Id.as_str())
+                .map_err(StoreError::Database)?;
+            if id.is_some() {
+                listed.push(organization_subscription(row).map_err(StoreError::Database)?);
+            }
+        }
+        Ok((access, listed))
+    }
+}
+
+/// `SELECT` whether the synced state revokes `user_id`'s access to `organization_id` for a
+/// token issued at `issued_at`, the organization's customer and its entitlements: one row, as
+/// [`portal_access`] reads it.
+fn access_of(user_id: &str, organization_id: &str, issued_at: DateTime<Utc>) -> SelectStatement {
+    {
         use organization_memberships::Column as M;
         let organization_deleted = Query::select()
             .expr(Expr::val(1))
@@ -93,7 +169,7 @@ impl Store {
                 )),
             )
             .to_owned();
-        let statement = Query::select()
+        Query::select()
             .expr_as(exists(organization_deleted), "organization_deleted")
             .expr_as(exists(user_deleted), "user_deleted")
             .expr_as(exists(membership_removed), "membership_removed")
@@ -105,34 +181,27 @@ impl Store {
                 Expr::SubQuery(None, Box::new(entitlements.into_sub_query_statement())),
                 "entitlements",
             )
-            .to_owned();
-        let db = self.connection();
-        let row = db
-            .query_one(&statement)
-            .await
-            .map_err(|err| self.classify(err))?
-            .ok_or_else(|| {
-                StoreError::Database(sea_orm::DbErr::RecordNotFound("portal access".into()))
-            })?;
-        let flag = |name: &str| row.try_get::<bool>("", name).map_err(StoreError::Database);
-        let revocation = if flag("organization_deleted")? {
-            Some(Revocation::OrganizationDeleted)
-        } else if flag("user_deleted")? {
-            Some(Revocation::UserDeleted)
-        } else if flag("membership_removed")? {
-            Some(Revocation::MembershipDeleted)
-        } else {
-            None
-        };
-        Ok(PortalAccess {
-            revocation,
-            customer_id: row
-                .try_get::<Option<String>>("", "customer_id")
-                .map_err(StoreError::Database)?,
-            entitlements: crate::plans::string_array(
-                row.try_get::<Option<serde_json::Value>>("", "entitlements")
-                    .map_err(StoreError::Database)?,
-            ),
-        })
+            .to_owned()
     }
+}
+
+/// The row of [`access_of`].
+fn portal_access(row: &QueryResult) -> Result<PortalAccess, DbErr> {
+    let flag = |name: &str| row.try_get::<bool>("", name);
+    let revocation = if flag("organization_deleted")? {
+        Some(Revocation::OrganizationDeleted)
+    } else if flag("user_deleted")? {
+        Some(Revocation::UserDeleted)
+    } else if flag("membership_removed")? {
+        Some(Revocation::MembershipDeleted)
+    } else {
+        None
+    };
+    Ok(PortalAccess {
+        revocation,
+        customer_id: row.try_get::<Option<String>>("", "customer_id")?,
+        entitlements: crate::plans::string_array(
+            row.try_get::<Option<serde_json::Value>>("", "entitlements")?,
+        ),
+    })
 }

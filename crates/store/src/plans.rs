@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic, QueryFilter, QueryResult,
+    QuerySelect,
+};
 use serde_json::Value;
 
 use crate::Store;
@@ -278,82 +281,17 @@ impl Store {
         &self,
         organization_id: &str,
     ) -> Result<Vec<OrganizationSubscription>, StoreError> {
-        use subscriptions::Column as S;
-        type SubscriptionRow = (
-            String,
-            String,
-            Value,
-            Option<DateTime<Utc>>,
-            bool,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<Value>,
-        );
-        let rows: Vec<SubscriptionRow> = subscriptions::Entity::find()
-            .select_only()
-            .columns([
-                S::Id,
-                S::Status,
-                S::Items,
-                S::CurrentPeriodEnd,
-                S::CancelAtPeriodEnd,
-                S::CancelAt,
-                S::TrialEnd,
-                S::EndedAt,
-            ])
-            .expr_as(product_names(self.backend()), "product_names")
-            .filter(S::OrganizationId.eq(organization_id))
-            .order_by_desc(S::OrderingKey)
-            .order_by_desc(S::Id)
-            .limit(SUBSCRIPTIONS_LISTED)
-            .into_tuple()
-            .all(self.connection())
+        let statement = subscriptions_of(self.backend(), organization_id);
+        let rows = self
+            .connection()
+            .query_all(&statement)
             .await
             .map_err(|err| self.classify(err))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    status,
-                    items,
-                    current_period_end,
-                    cancel_at_period_end,
-                    cancel_at,
-                    trial_end,
-                    ended_at,
-                    names,
-                )| {
-                    let names = match names {
-                        // SQLite's JSON functions answer text.
-                        Some(Value::String(text)) => serde_json::from_str(&text).ok(),
-                        other => other,
-                    };
-                    let mut items = stored_items(&items);
-                    for item in &mut items {
-                        item.product_name = names
-                            .as_ref()
-                            .zip(item.product_id.as_deref())
-                            .and_then(|(names, id)| names.get(id))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned);
-                    }
-                    OrganizationSubscription {
-                        id,
-                        status,
-                        items,
-                        current_period_end,
-                        cancel_at_period_end,
-                        cancel_at,
-                        trial_end,
-                        ended_at,
-                    }
-                },
-            )
-            .collect())
+        rows.iter()
+            .map(organization_subscription)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::Database)
     }
-
     /// The user's primary email, when the user is synced and not deleted.
     pub async fn primary_email(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         Ok(users::Entity::find_by_id(user_id)
@@ -370,6 +308,67 @@ impl Store {
 
 /// `{product id: name}` of the products a subscription row's items name: a correlated
 /// subquery over the row's `items` JSON, in each backend's JSON functions.
+/// `SELECT` the organization's subscriptions (most recently changed first, at most
+/// [`SUBSCRIPTIONS_LISTED`]) with their products' names, as [`organization_subscription`]
+/// reads them.
+pub(crate) fn subscriptions_of(
+    backend: sea_orm::DbBackend,
+    organization_id: &str,
+) -> SelectStatement {
+    use subscriptions::Column as S;
+    Query::select()
+        .columns([
+            S::Id,
+            S::Status,
+            S::Items,
+            S::CurrentPeriodEnd,
+            S::CancelAtPeriodEnd,
+            S::CancelAt,
+            S::TrialEnd,
+            S::EndedAt,
+            S::OrderingKey,
+        ])
+        .expr_as(product_names(backend), "product_names")
+        .from(subscriptions::Entity)
+        .and_where(Expr::col(S::OrganizationId).eq(organization_id))
+        .order_by(S::OrderingKey, Order::Desc)
+        .order_by(S::Id, Order::Desc)
+        .limit(SUBSCRIPTIONS_LISTED)
+        .to_owned()
+}
+
+/// One row of [`subscriptions_of`].
+pub(crate) fn organization_subscription(
+    row: &QueryResult,
+) -> Result<OrganizationSubscription, DbErr> {
+    use subscriptions::Column as S;
+    let column = |c: S| c.as_str();
+    let names = match row.try_get::<Option<Value>>("", "product_names")? {
+        // SQLite's JSON functions answer text.
+        Some(Value::String(text)) => serde_json::from_str(&text).ok(),
+        other => other,
+    };
+    let mut items = stored_items(&row.try_get::<Value>("", column(S::Items))?);
+    for item in &mut items {
+        item.product_name = names
+            .as_ref()
+            .zip(item.product_id.as_deref())
+            .and_then(|(names, id)| names.get(id))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    Ok(OrganizationSubscription {
+        id: row.try_get("", column(S::Id))?,
+        status: row.try_get("", column(S::Status))?,
+        items,
+        current_period_end: row.try_get("", column(S::CurrentPeriodEnd))?,
+        cancel_at_period_end: row.try_get("", column(S::CancelAtPeriodEnd))?,
+        cancel_at: row.try_get("", column(S::CancelAt))?,
+        trial_end: row.try_get("", column(S::TrialEnd))?,
+        ended_at: row.try_get("", column(S::EndedAt))?,
+    })
+}
+
 fn product_names(backend: sea_orm::DbBackend) -> Expr {
     Expr::cust(match backend {
         sea_orm::DbBackend::Postgres => {

@@ -147,17 +147,13 @@ impl Plans {
     }
 
     /// The caller (with their organization's customer and entitlements) and the organization's
-    /// subscriptions, from the synced state: two round trips.
+    /// subscriptions, from the synced state: one round trip (two when the token names no
+    /// organization and the membership decides).
     pub async fn state(
         &self,
         token: &str,
     ) -> Result<(Caller, Vec<OrganizationSubscription>), AccessError> {
-        let caller = self.access.caller(token, Gate::Member).await?;
-        let subscriptions = self
-            .store()
-            .organization_subscriptions(&caller.organization_id)
-            .await?;
-        Ok((caller, subscriptions))
+        self.access.member_and_subscriptions(token).await
     }
 
     /// The URL of a Checkout Session for `quantity` (default 1) of `price_id`, for the
