@@ -272,8 +272,17 @@ pub async fn apply_set_at_once(
     if backend != DbBackend::Postgres {
         return apply_set(db, set).await.map(|_| ());
     }
+    let message = apply_set_message(set);
+    if !message.is_empty() {
+        db.execute_unprepared(&message).await?;
+    }
+    Ok(())
+}
+
+/// The statements of [`apply_set`] for PostgreSQL, values written in, each ended by `;`.
+pub(crate) fn apply_set_message(set: &ChangeSet<'_>) -> String {
     let mut message = String::new();
-    for step in steps(set, backend) {
+    for step in steps(set, DbBackend::Postgres) {
         match step {
             Step::LockCustomers(ids) => message.push_str(&inline_lock_customers(&ids)),
             Step::Upsert(statement) => message.push_str(&statement.to_string(PostgresQueryBuilder)),
@@ -281,10 +290,7 @@ pub async fn apply_set_at_once(
         }
         message.push_str(";\n");
     }
-    if !message.is_empty() {
-        db.execute_unprepared(&message).await?;
-    }
-    Ok(())
+    message
 }
 
 /// One statement of applying a change set.

@@ -4,16 +4,18 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, InsertStatement, OnConflict, PostgresQueryBuilder, Query,
+};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use billing_sync_projection::{NewEvent, Plan};
 
 use crate::Store;
-use crate::changeset::{ChangeSet, apply_set, apply_set_at_once};
+use crate::changeset::{ChangeSet, apply_set, apply_set_at_once, apply_set_message};
 use crate::entities::webhook_events;
 use crate::error::StoreError;
 
@@ -138,6 +140,24 @@ impl Store {
             .zip(&repeats)
             .filter(|(_, repeat)| !**repeat)
             .map(|((event, plan), _)| (event, plan));
+        if self.backend() == DbBackend::Postgres {
+            match record_new_batch_at_once(self.connection(), firsts.clone()).await {
+                Ok(()) => {
+                    return Ok(batch
+                        .iter()
+                        .zip(&repeats)
+                        .map(|((_, plan), repeat)| match repeat {
+                            true => Recorded::Duplicate,
+                            false => Recorded::New(outcome(plan).0),
+                        })
+                        .collect());
+                }
+                Err(err) if crate::error::is_retryable(&err) => return Err(err),
+                // Most likely an event of the batch is already in the ledger (a provider's
+                // retry): the statement-by-statement path below tells which.
+                Err(err) => tracing::debug!(error = %err, "batch not recorded at once"),
+            }
+        }
         let txn = self.connection().begin().await?;
         let inserted = insert_ledger_rows(&txn, firsts).await?;
         // Which deliveries of the batch are new events (the rest are duplicates), decided once.
@@ -329,6 +349,39 @@ impl Store {
     }
 }
 
+/// Records `events` (each event once, none a repeat of another) and applies their changes in
+/// one round trip, when none of them is in the ledger yet: the ledger insert, a check that it
+/// inserted every event, and the change set ([`apply_set_message`]), sent to PostgreSQL as
+/// one message, which PostgreSQL runs as one transaction and commits before it answers. When
+/// an event is already in the ledger the check fails (division by zero), the transaction rolls
+/// back whole, and this returns that error: the caller records the batch statement by
+/// statement, which tells the duplicates.
+async fn record_new_batch_at_once<'a>(
+    db: &DatabaseConnection,
+    events: impl Iterator<Item = (&'a NewEvent, &'a Plan)> + Clone,
+) -> Result<(), DbErr> {
+    let Some(insert) = ledger_insert(DbBackend::Postgres, events.clone()) else {
+        return Ok(());
+    };
+    let count = events.clone().count();
+    let mut changes = ChangeSet::default();
+    for (_, plan) in events {
+        if let Plan::Apply(event_changes) = plan {
+            for change in event_changes {
+                changes.add(change);
+            }
+        }
+    }
+    let mut message = format!(
+        "WITH inserted AS ({}) \
+         SELECT 1 / (CASE WHEN count(*) = {count} THEN 1 ELSE 0 END) FROM inserted;\n",
+        insert.to_string(PostgresQueryBuilder)
+    );
+    message.push_str(&apply_set_message(&changes));
+    db.execute_unprepared(&message).await?;
+    Ok(())
+}
+
 /// Inserts the ledger rows of `events` (each event once) in one statement, rows sorted by
 /// (provider, event id) so that concurrent writers wait on each other's rows in one order.
 /// Returns the (provider, event id) of the rows inserted: an event already in the ledger is
@@ -338,16 +391,36 @@ async fn insert_ledger_rows<'a>(
     txn: &DatabaseTransaction,
     events: impl IntoIterator<Item = (&'a NewEvent, &'a Plan)>,
 ) -> Result<HashSet<(String, String)>, DbErr> {
+    let backend = txn.get_database_backend();
+    let Some(insert) = ledger_insert(backend, events) else {
+        return Ok(HashSet::new());
+    };
+    let rows = txn.query_all_raw(backend.build(&insert)).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String>("", "provider")?,
+                row.try_get::<String>("", "event_id")?,
+            ))
+        })
+        .collect()
+}
+
+/// The statement of [`insert_ledger_rows`]: `INSERT … ON CONFLICT DO NOTHING RETURNING
+/// provider, event_id`, or `None` for no events.
+fn ledger_insert<'a>(
+    backend: DbBackend,
+    events: impl IntoIterator<Item = (&'a NewEvent, &'a Plan)>,
+) -> Option<InsertStatement> {
     use webhook_events::Column as C;
     let mut events: Vec<_> = events.into_iter().collect();
     if events.is_empty() {
-        return Ok(HashSet::new());
+        return None;
     }
     events.sort_by(|(a, _), (b, _)| {
         (a.provider.as_str(), &a.event_id).cmp(&(b.provider.as_str(), &b.event_id))
     });
     let now = Utc::now();
-    let backend = txn.get_database_backend();
     let mut insert = Query::insert();
     insert.into_table(webhook_events::Entity).columns([
         C::Provider,
@@ -393,13 +466,5 @@ async fn insert_ledger_rows<'a>(
                 .to_owned(),
         )
         .returning(Query::returning().columns([C::Provider, C::EventId]));
-    let rows = txn.query_all_raw(backend.build(&insert)).await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<String>("", "provider")?,
-                row.try_get::<String>("", "event_id")?,
-            ))
-        })
-        .collect()
+    Some(insert)
 }
