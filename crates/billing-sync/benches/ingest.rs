@@ -12,7 +12,9 @@
 //!
 //! Run with `./scripts/bench --bench ingest` (it starts a throwaway PostgreSQL with default,
 //! durable settings), or with `BILLING_SYNC_TEST_POSTGRES_URL` pointing at an admin URL of your
-//! own. `BENCH_INGEST_EVENTS` sets the events per level (default 8,000: 1,000 customers).
+//! own. `BENCH_INGEST_EVENTS` sets the events per level (default 8,000: 1,000 customers);
+//! `BENCH_SERVER_WORKER_THREADS` starts the server with that many runtime threads
+//! (`TOKIO_WORKER_THREADS`; default: one per core).
 
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
@@ -303,22 +305,25 @@ async fn main() {
     let server_db = TestDatabase::create(Backend::Postgres)
         .await
         .expect("a database");
-    let server = Server::start(
-        &server_db.url,
-        &[
-            ("STRIPE_WEBHOOK_SECRET", SECRET),
-            ("RUST_LOG", "warn,billing_sync::startup=info"),
-        ],
-    )
-    .await;
+    let worker_threads = std::env::var("BENCH_SERVER_WORKER_THREADS").ok();
+    let mut server_env = vec![
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("RUST_LOG", "warn,billing_sync::startup=info"),
+    ];
+    if let Some(threads) = &worker_threads {
+        server_env.push(("TOKIO_WORKER_THREADS", threads.as_str()));
+    }
+    let server = Server::start(&server_db.url, &server_env).await;
 
     let sizes: Vec<usize> = events("size", 8)
         .iter()
         .map(|e| serde_json::to_vec(&e.payload).expect("JSON").len())
         .collect();
     println!(
-        "webhook ingestion on PostgreSQL, {} cores; subscription-lifecycle bodies of {}..{} bytes",
+        "webhook ingestion on PostgreSQL, {} cores, server runtime threads: {}; \
+         subscription-lifecycle bodies of {}..{} bytes",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        worker_threads.as_deref().unwrap_or("one per core"),
         sizes.iter().min().unwrap_or(&0),
         sizes.iter().max().unwrap_or(&0),
     );
