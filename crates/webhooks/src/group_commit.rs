@@ -198,7 +198,78 @@ mod tests {
     use billing_sync_testkit::{TestDatabase, each_backend};
     use serde_json::json;
 
-    each_backend!(one_event_failing_in_a_batch_does_not_undo_the_others);
+    each_backend!(
+        one_event_failing_in_a_batch_does_not_undo_the_others,
+        a_batch_holding_an_event_already_recorded_records_the_others,
+    );
+
+    fn clerk_user_event(event_id: &str, user_id: &str, first_name: &str) -> NewEvent {
+        new_event(&ScenarioEvent {
+            provider: Provider::Clerk,
+            event_id: event_id.into(),
+            event_type: "user.created".into(),
+            timestamp: 10,
+            payload: json!({"type": "user.created", "object": "event",
+                "data": {"id": user_id, "first_name": first_name, "updated_at": 10}}),
+        })
+    }
+
+    /// On PostgreSQL a batch of new events is one message; one already in the ledger makes
+    /// that message roll back, and the batch must then still be recorded, the repeat as a
+    /// duplicate that changes nothing.
+    async fn a_batch_holding_an_event_already_recorded_records_the_others(db: TestDatabase) {
+        let store = migrated_store(&db.url).await;
+        let projectors = Projectors {
+            stripe_org_metadata_key: "organization_id".into(),
+        };
+        let planned = |event: NewEvent| {
+            let plan = projectors.plan(&event);
+            (event, plan)
+        };
+        let earlier = planned(clerk_user_event("msg_earlier", "user_e", "Ada"));
+        assert_eq!(
+            store
+                .record_batch(std::slice::from_ref(&earlier))
+                .await
+                .expect("recorded"),
+            vec![Recorded::New(EventStatus::Processed)]
+        );
+        // The repeat carries another name: applying it would show.
+        let repeat = planned(clerk_user_event("msg_earlier", "user_e", "Changed"));
+        let batch = [
+            planned(clerk_user_event("msg_new_1", "user_n1", "Grace")),
+            repeat,
+            planned(clerk_user_event("msg_new_2", "user_n2", "Edsger")),
+        ];
+        assert_eq!(
+            store.record_batch(&batch).await.expect("recorded"),
+            vec![
+                Recorded::New(EventStatus::Processed),
+                Recorded::Duplicate,
+                Recorded::New(EventStatus::Processed),
+            ]
+        );
+        let first_name = |id: &str| {
+            let id = id.to_owned();
+            let store = store.clone();
+            async move {
+                billing_sync_store::entities::users::Entity::find_by_id(id)
+                    .one(store.connection())
+                    .await
+                    .expect("query")
+                    .and_then(|user| user.first_name)
+            }
+        };
+        assert_eq!(first_name("user_n1").await.as_deref(), Some("Grace"));
+        assert_eq!(first_name("user_n2").await.as_deref(), Some("Edsger"));
+        assert_eq!(first_name("user_e").await.as_deref(), Some("Ada"));
+        for event_id in ["msg_new_1", "msg_new_2"] {
+            let row = ledger_row(&store, Provider::Clerk, event_id)
+                .await
+                .expect("a ledger row");
+            assert_eq!(row.status, "processed");
+        }
+    }
 
     async fn one_event_failing_in_a_batch_does_not_undo_the_others(db: TestDatabase) {
         let store = migrated_store(&db.url).await;
