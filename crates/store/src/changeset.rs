@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, InsertStatement, IntoIden, OnConflict, PostgresQueryBuilder,
-    Query, QueryBuilder, SimpleExpr, SubQueryStatement, UpdateStatement,
+    Query, SimpleExpr, SubQueryStatement, UpdateStatement, Values,
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, DeriveIden, EntityName, Statement};
 
@@ -21,6 +21,7 @@ use crate::entities::{
     stripe_entitlement_summaries as entitlements, stripe_prices as prices,
     stripe_products as products, stripe_subscriptions as subscriptions, users,
 };
+use crate::literal;
 use billing_sync_projection::{
     Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
     PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie, UserState, Version,
@@ -283,11 +284,12 @@ pub async fn apply_set_at_once(
 pub(crate) fn apply_set_message(set: &ChangeSet<'_>) -> String {
     let mut message = String::new();
     for step in steps(set, DbBackend::Postgres) {
-        match step {
-            Step::LockCustomers(ids) => message.push_str(&inline_lock_customers(&ids)),
-            Step::Upsert(statement) => message.push_str(&statement.to_string(PostgresQueryBuilder)),
-            Step::Adopt(statement) => message.push_str(&statement.to_string(PostgresQueryBuilder)),
-        }
+        let (sql, values) = match step {
+            Step::LockCustomers(ids) => (inline_lock_customers(&ids), Values(Vec::new())),
+            Step::Upsert(statement) => statement.build(PostgresQueryBuilder),
+            Step::Adopt(statement) => statement.build(PostgresQueryBuilder),
+        };
+        literal::write_statement(&mut message, &sql, &values);
         message.push_str(";\n");
     }
     message
@@ -422,7 +424,7 @@ fn inline_lock_customers(ids: &[&str]) -> String {
         if n > 0 {
             array.push(',');
         }
-        PostgresQueryBuilder.write_string_quoted(id, &mut array);
+        literal::write_string(&mut array, id);
     }
     array.push(']');
     LOCK_CUSTOMERS.replace("$1", &array)

@@ -372,11 +372,12 @@ async fn record_new_batch_at_once<'a>(
             }
         }
     }
-    let mut message = format!(
-        "WITH inserted AS ({}) \
-         SELECT 1 / (CASE WHEN count(*) = {count} THEN 1 ELSE 0 END) FROM inserted;\n",
-        insert.to_string(PostgresQueryBuilder)
-    );
+    let (sql, values) = insert.build(PostgresQueryBuilder);
+    let mut message = String::from("WITH inserted AS (");
+    crate::literal::write_statement(&mut message, &sql, &values);
+    message.push_str(&format!(
+        ") SELECT 1 / (CASE WHEN count(*) = {count} THEN 1 ELSE 0 END) FROM inserted;\n"
+    ));
     message.push_str(&apply_set_message(&changes));
     db.execute_unprepared(&message).await?;
     Ok(())

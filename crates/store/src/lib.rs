@@ -8,6 +8,7 @@ mod connect;
 pub mod entities;
 mod error;
 pub mod ledger;
+mod literal;
 mod memberships;
 pub mod plans;
 pub mod sync;
