@@ -273,26 +273,26 @@ pub async fn apply_set_at_once(
     if backend != DbBackend::Postgres {
         return apply_set(db, set).await.map(|_| ());
     }
-    let message = apply_set_message(set);
+    let mut message = String::new();
+    write_apply_set(&mut message, set);
     if !message.is_empty() {
         db.execute_unprepared(&message).await?;
     }
     Ok(())
 }
 
-/// The statements of [`apply_set`] for PostgreSQL, values written in, each ended by `;`.
-pub(crate) fn apply_set_message(set: &ChangeSet<'_>) -> String {
-    let mut message = String::new();
+/// Appends the statements of [`apply_set`] for PostgreSQL to `message`, values written in,
+/// each ended by `;`.
+pub(crate) fn write_apply_set(message: &mut String, set: &ChangeSet<'_>) {
     for step in steps(set, DbBackend::Postgres) {
         let (sql, values) = match step {
             Step::LockCustomers(ids) => (inline_lock_customers(&ids), Values(Vec::new())),
             Step::Upsert(statement) => statement.build(PostgresQueryBuilder),
             Step::Adopt(statement) => statement.build(PostgresQueryBuilder),
         };
-        literal::write_statement(&mut message, &sql, &values);
+        literal::write_statement(message, &sql, &values);
         message.push_str(";\n");
     }
-    message
 }
 
 /// One statement of applying a change set.

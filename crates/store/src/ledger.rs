@@ -15,7 +15,7 @@ use sea_orm::{
 use billing_sync_projection::{NewEvent, Plan};
 
 use crate::Store;
-use crate::changeset::{ChangeSet, apply_set, apply_set_at_once, apply_set_message};
+use crate::changeset::{ChangeSet, apply_set, apply_set_at_once, write_apply_set};
 use crate::entities::webhook_events;
 use crate::error::StoreError;
 
@@ -351,7 +351,7 @@ impl Store {
 
 /// Records `events` (each event once, none a repeat of another) and applies their changes in
 /// one round trip, when none of them is in the ledger yet: the ledger insert, a check that it
-/// inserted every event, and the change set ([`apply_set_message`]), sent to PostgreSQL as
+/// inserted every event, and the change set ([`write_apply_set`]), sent to PostgreSQL as
 /// one message, which PostgreSQL runs as one transaction and commits before it answers. When
 /// an event is already in the ledger the check fails (division by zero), the transaction rolls
 /// back whole, and this returns that error: the caller records the batch statement by
@@ -378,7 +378,7 @@ async fn record_new_batch_at_once<'a>(
     message.push_str(&format!(
         ") SELECT 1 / (CASE WHEN count(*) = {count} THEN 1 ELSE 0 END) FROM inserted;\n"
     ));
-    message.push_str(&apply_set_message(&changes));
+    write_apply_set(&mut message, &changes);
     db.execute_unprepared(&message).await?;
     Ok(())
 }

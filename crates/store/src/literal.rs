@@ -15,7 +15,16 @@ use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder, Value, Values};
 /// with each placeholder replaced by its value as a literal. Quoted identifiers and literals
 /// already in the text are copied as they are.
 pub(crate) fn write_statement(out: &mut String, sql: &str, values: &Values) {
-    out.reserve(sql.len() + values.0.len() * 16);
+    // Room for every value (escaping aside), so that a payload is copied once, not regrown.
+    let room: usize = values
+        .0
+        .iter()
+        .map(|value| match value {
+            Value::String(Some(text)) => text.len() + 3,
+            _ => 32,
+        })
+        .sum();
+    out.reserve(sql.len() + room);
     let bytes = sql.as_bytes();
     let mut copied = 0;
     let mut at = 0;
