@@ -79,6 +79,16 @@ pub enum Plan {
     Fail(String),
 }
 
+impl Plan {
+    /// The changes to apply: none unless the plan is to apply them.
+    pub fn changes(&self) -> &[Change] {
+        match self {
+            Plan::Apply(changes) => changes,
+            Plan::Ignore | Plan::Fail(_) => &[],
+        }
+    }
+}
+
 /// A verified body that is not an event we can read (answered 400: the provider's retries
 /// would carry the same bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

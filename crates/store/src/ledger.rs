@@ -170,14 +170,13 @@ impl Store {
                         .contains(&(event.provider.as_str().to_owned(), event.event_id.clone()))
             })
             .collect();
-        let mut changes = ChangeSet::default();
-        for ((_, plan), _) in batch.iter().zip(&new).filter(|(_, new)| **new) {
-            if let Plan::Apply(event_changes) = plan {
-                for change in event_changes {
-                    changes.add(change);
-                }
-            }
-        }
+        let changes = ChangeSet::of(
+            batch
+                .iter()
+                .zip(&new)
+                .filter(|(_, new)| **new)
+                .flat_map(|((_, plan), _)| plan.changes()),
+        );
         apply_set_at_once(&txn, &changes).await?;
         txn.commit().await?;
         Ok(batch
@@ -364,14 +363,7 @@ async fn record_new_batch_at_once<'a>(
         return Ok(());
     };
     let count = events.clone().count();
-    let mut changes = ChangeSet::default();
-    for (_, plan) in events {
-        if let Plan::Apply(event_changes) = plan {
-            for change in event_changes {
-                changes.add(change);
-            }
-        }
-    }
+    let changes = ChangeSet::of(events.flat_map(|(_, plan)| plan.changes()));
     let (sql, values) = insert.build(PostgresQueryBuilder);
     let mut message = String::from("WITH inserted AS (");
     crate::literal::write_statement(&mut message, &sql, &values);
