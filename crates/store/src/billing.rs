@@ -124,65 +124,63 @@ impl Store {
 /// token issued at `issued_at`, the organization's customer and its entitlements: one row, as
 /// [`portal_access`] reads it.
 fn access_of(user_id: &str, organization_id: &str, issued_at: DateTime<Utc>) -> SelectStatement {
-    {
-        use organization_memberships::Column as M;
-        let organization_deleted = Query::select()
-            .expr(Expr::val(1))
-            .from(organizations::Entity)
-            .and_where(Expr::col(organizations::Column::Id).eq(organization_id))
-            .and_where(Expr::col(organizations::Column::DeletedAt).is_not_null())
-            .to_owned();
-        let user_deleted = Query::select()
-            .expr(Expr::val(1))
-            .from(users::Entity)
-            .and_where(Expr::col(users::Column::Id).eq(user_id))
-            .and_where(Expr::col(users::Column::DeletedAt).is_not_null())
-            .to_owned();
-        let membership_removed = Query::select()
-            .expr(Expr::val(1))
-            .from(organization_memberships::Entity)
-            .and_where(Expr::col(M::UserId).eq(user_id))
-            .and_where(Expr::col(M::OrganizationId).eq(organization_id))
-            // `iat` has one-second resolution, and so has a Clerk deletion's time: a token
-            // issued in the very second of the deletion may predate it, so it is refused too.
-            .and_where(Expr::col(M::DeletedAt).gte(issued_at))
-            .to_owned();
-        let customer_of = || {
-            Query::select()
-                .column(stripe_customers::Column::Id)
-                .from(stripe_customers::Entity)
-                .and_where(Expr::col(stripe_customers::Column::OrganizationId).eq(organization_id))
-                .and_where(Expr::col(stripe_customers::Column::DeletedAt).is_null())
-                .order_by(stripe_customers::Column::OrderingKey, Order::Desc)
-                .order_by(stripe_customers::Column::Id, Order::Desc)
-                .limit(1)
-                .to_owned()
-        };
-        let customer = customer_of();
-        let entitlements = Query::select()
-            .column(stripe_entitlement_summaries::Column::LookupKeys)
-            .from(stripe_entitlement_summaries::Entity)
-            .and_where(
-                Expr::col(stripe_entitlement_summaries::Column::Id).eq(Expr::SubQuery(
-                    None,
-                    Box::new(customer_of().into_sub_query_statement()),
-                )),
-            )
-            .to_owned();
+    use organization_memberships::Column as M;
+    let organization_deleted = Query::select()
+        .expr(Expr::val(1))
+        .from(organizations::Entity)
+        .and_where(Expr::col(organizations::Column::Id).eq(organization_id))
+        .and_where(Expr::col(organizations::Column::DeletedAt).is_not_null())
+        .to_owned();
+    let user_deleted = Query::select()
+        .expr(Expr::val(1))
+        .from(users::Entity)
+        .and_where(Expr::col(users::Column::Id).eq(user_id))
+        .and_where(Expr::col(users::Column::DeletedAt).is_not_null())
+        .to_owned();
+    let membership_removed = Query::select()
+        .expr(Expr::val(1))
+        .from(organization_memberships::Entity)
+        .and_where(Expr::col(M::UserId).eq(user_id))
+        .and_where(Expr::col(M::OrganizationId).eq(organization_id))
+        // `iat` has one-second resolution, and so has a Clerk deletion's time: a token
+        // issued in the very second of the deletion may predate it, so it is refused too.
+        .and_where(Expr::col(M::DeletedAt).gte(issued_at))
+        .to_owned();
+    let customer_of = || {
         Query::select()
-            .expr_as(exists(organization_deleted), "organization_deleted")
-            .expr_as(exists(user_deleted), "user_deleted")
-            .expr_as(exists(membership_removed), "membership_removed")
-            .expr_as(
-                Expr::SubQuery(None, Box::new(customer.into_sub_query_statement())),
-                "customer_id",
-            )
-            .expr_as(
-                Expr::SubQuery(None, Box::new(entitlements.into_sub_query_statement())),
-                "entitlements",
-            )
+            .column(stripe_customers::Column::Id)
+            .from(stripe_customers::Entity)
+            .and_where(Expr::col(stripe_customers::Column::OrganizationId).eq(organization_id))
+            .and_where(Expr::col(stripe_customers::Column::DeletedAt).is_null())
+            .order_by(stripe_customers::Column::OrderingKey, Order::Desc)
+            .order_by(stripe_customers::Column::Id, Order::Desc)
+            .limit(1)
             .to_owned()
-    }
+    };
+    let customer = customer_of();
+    let entitlements = Query::select()
+        .column(stripe_entitlement_summaries::Column::LookupKeys)
+        .from(stripe_entitlement_summaries::Entity)
+        .and_where(
+            Expr::col(stripe_entitlement_summaries::Column::Id).eq(Expr::SubQuery(
+                None,
+                Box::new(customer_of().into_sub_query_statement()),
+            )),
+        )
+        .to_owned();
+    Query::select()
+        .expr_as(exists(organization_deleted), "organization_deleted")
+        .expr_as(exists(user_deleted), "user_deleted")
+        .expr_as(exists(membership_removed), "membership_removed")
+        .expr_as(
+            Expr::SubQuery(None, Box::new(customer.into_sub_query_statement())),
+            "customer_id",
+        )
+        .expr_as(
+            Expr::SubQuery(None, Box::new(entitlements.into_sub_query_statement())),
+            "entitlements",
+        )
+        .to_owned()
 }
 
 /// The row of [`access_of`].

@@ -292,6 +292,7 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(StoreError::Database)
     }
+
     /// The user's primary email, when the user is synced and not deleted.
     pub async fn primary_email(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         Ok(users::Entity::find_by_id(user_id)
@@ -306,8 +307,6 @@ impl Store {
     }
 }
 
-/// `{product id: name}` of the products a subscription row's items name: a correlated
-/// subquery over the row's `items` JSON, in each backend's JSON functions.
 /// `SELECT` the organization's subscriptions (most recently changed first, at most
 /// [`SUBSCRIPTIONS_LISTED`]) with their products' names, as [`organization_subscription`]
 /// reads them.
@@ -369,6 +368,8 @@ pub(crate) fn organization_subscription(
     })
 }
 
+/// `{product id: name}` of the products a subscription row's items name: a correlated
+/// subquery over the row's `items` JSON, in each backend's JSON functions.
 fn product_names(backend: sea_orm::DbBackend) -> Expr {
     Expr::cust(match backend {
         sea_orm::DbBackend::Postgres => {
