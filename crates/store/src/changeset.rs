@@ -286,7 +286,13 @@ pub async fn apply_set_at_once(
 pub(crate) fn write_apply_set(message: &mut String, set: &ChangeSet<'_>) {
     for step in steps(set, DbBackend::Postgres) {
         let (sql, values) = match step {
-            Step::LockCustomers(ids) => (inline_lock_customers(&ids), Values(Vec::new())),
+            Step::LockCustomers(ids) => {
+                let statement = lock_customers(DbBackend::Postgres, &ids);
+                (
+                    statement.sql,
+                    statement.values.unwrap_or(Values(Vec::new())),
+                )
+            }
             Step::Upsert(statement) => statement.build(PostgresQueryBuilder),
             Step::Adopt(statement) => statement.build(PostgresQueryBuilder),
         };
@@ -407,27 +413,15 @@ async fn run(
 /// a customer's new organization is passed on to its stored subscriptions; holding the
 /// customer's lock across both means neither can miss the other's uncommitted write. SQLite
 /// runs one writing transaction at a time and needs none.
-///
-/// The inner `ORDER BY` (kept by `OFFSET 0`) fixes the order in which the locks are taken.
-const LOCK_CUSTOMERS: &str = "SELECT pg_advisory_xact_lock(k) FROM \
-     (SELECT hashtextextended(id, 0) AS k FROM unnest($1::text[]) AS id ORDER BY 1 OFFSET 0) s";
-
 fn lock_customers(backend: DbBackend, ids: &[&str]) -> Statement {
     let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
-    Statement::from_sql_and_values(backend, LOCK_CUSTOMERS, [ids.into()])
-}
-
-/// [`LOCK_CUSTOMERS`] with the ids written in as an array literal.
-fn inline_lock_customers(ids: &[&str]) -> String {
-    let mut array = String::from("ARRAY[");
-    for (n, id) in ids.iter().enumerate() {
-        if n > 0 {
-            array.push(',');
-        }
-        literal::write_string(&mut array, id);
-    }
-    array.push(']');
-    LOCK_CUSTOMERS.replace("$1", &array)
+    // The inner ORDER BY (kept by OFFSET 0) fixes the order in which the locks are taken.
+    Statement::from_sql_and_values(
+        backend,
+        "SELECT pg_advisory_xact_lock(k) FROM \
+         (SELECT hashtextextended(id, 0) AS k FROM unnest($1::text[]) AS id ORDER BY 1 OFFSET 0) s",
+        [ids.into()],
+    )
 }
 
 /// The `WHERE` of a guarded upsert on `table`: the incoming state (`excluded`) replaces the

@@ -68,7 +68,7 @@ pub(crate) fn write_statement(out: &mut String, sql: &str, values: &Values) {
 }
 
 /// `value` as a PostgreSQL literal.
-pub(crate) fn write_value(out: &mut String, value: &Value) {
+fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::String(Some(text)) => write_string(out, text),
         Value::Bool(Some(flag)) => out.push_str(if *flag { "TRUE" } else { "FALSE" }),
@@ -99,7 +99,7 @@ pub(crate) fn write_value(out: &mut String, value: &Value) {
 
 /// `text` as a string literal: `'…'` when nothing in it needs escaping, else an escape string
 /// `E'…'` (which reads backslashes the same whatever `standard_conforming_strings` says).
-pub(crate) fn write_string(out: &mut String, text: &str) {
+fn write_string(out: &mut String, text: &str) {
     let plain = |b: &u8| *b != b'\'' && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
     if text.as_bytes().iter().all(plain) {
         out.reserve(text.len() + 2);
