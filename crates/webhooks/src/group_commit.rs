@@ -203,6 +203,15 @@ mod tests {
         a_batch_holding_an_event_already_recorded_records_the_others,
     );
 
+    /// The stored first name of user `id` (`None` when the user is not stored).
+    async fn first_name(store: &Store, id: &str) -> Option<String> {
+        billing_sync_store::entities::users::Entity::find_by_id(id.to_owned())
+            .one(store.connection())
+            .await
+            .expect("query")
+            .and_then(|user| user.first_name)
+    }
+
     fn clerk_user_event(event_id: &str, user_id: &str, first_name: &str) -> NewEvent {
         new_event(&ScenarioEvent {
             provider: Provider::Clerk,
@@ -249,20 +258,15 @@ mod tests {
                 Recorded::New(EventStatus::Processed),
             ]
         );
-        let first_name = |id: &str| {
-            let id = id.to_owned();
-            let store = store.clone();
-            async move {
-                billing_sync_store::entities::users::Entity::find_by_id(id)
-                    .one(store.connection())
-                    .await
-                    .expect("query")
-                    .and_then(|user| user.first_name)
-            }
-        };
-        assert_eq!(first_name("user_n1").await.as_deref(), Some("Grace"));
-        assert_eq!(first_name("user_n2").await.as_deref(), Some("Edsger"));
-        assert_eq!(first_name("user_e").await.as_deref(), Some("Ada"));
+        assert_eq!(
+            first_name(&store, "user_n1").await.as_deref(),
+            Some("Grace")
+        );
+        assert_eq!(
+            first_name(&store, "user_n2").await.as_deref(),
+            Some("Edsger")
+        );
+        assert_eq!(first_name(&store, "user_e").await.as_deref(), Some("Ada"));
         for event_id in ["msg_new_1", "msg_new_2"] {
             let row = ledger_row(&store, Provider::Clerk, event_id)
                 .await
@@ -289,13 +293,7 @@ mod tests {
             })
         };
         // An event that touches no subscription row, and one that does.
-        let user = event(
-            Provider::Clerk,
-            "msg_user_g",
-            "user.created",
-            json!({"type": "user.created", "object": "event",
-                "data": {"id": "user_g", "first_name": "Grace", "updated_at": 10}}),
-        );
+        let user = clerk_user_event("msg_user_g", "user_g", "Grace");
         let subscription = event(
             Provider::Stripe,
             "evt_sub_g",
@@ -328,12 +326,11 @@ mod tests {
                 Recorded::Duplicate,
             ]
         );
-        let user = billing_sync_store::entities::users::Entity::find_by_id("user_g".to_owned())
-            .one(store.connection())
-            .await
-            .expect("query")
-            .expect("the other event's row is committed");
-        assert_eq!(user.first_name.as_deref(), Some("Grace"));
+        assert_eq!(
+            first_name(&store, "user_g").await.as_deref(),
+            Some("Grace"),
+            "the other event's row is committed"
+        );
         let failed = ledger_row(&store, Provider::Stripe, "evt_sub_g")
             .await
             .expect("row");
