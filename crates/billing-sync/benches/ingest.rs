@@ -108,7 +108,6 @@ where
 
 /// What a ceiling writes for one event, serialised before the clock starts (as the server binds
 /// the body's text): its ledger row and its object's row.
-#[derive(Clone)]
 struct CeilingRow {
     event_id: String,
     event_type: String,
