@@ -340,17 +340,11 @@ async fn every_response_carries_a_request_id_that_its_log_lines_carry_too() {
     assert_ne!(replaced.headers()["x-request-id"], "has spaces in it");
 
     // The access log line is written as the response leaves.
-    let line = support::wait_for(
-        "the access log line",
-        std::time::Duration::from_secs(10),
-        || async {
-            server
-                .logs()
-                .into_iter()
-                .find(|l| l.contains("request completed") && l.contains("req-from-the-caller-42"))
-        },
-    )
-    .await;
+    let line = server
+        .wait_for_log("the access log line", |l| {
+            l.contains("request completed") && l.contains("req-from-the-caller-42")
+        })
+        .await;
     let event: serde_json::Value =
         serde_json::from_str(&line).expect("LOG_FORMAT=json lines are JSON");
     assert_eq!(

@@ -277,13 +277,11 @@ async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: Test
     };
     assert_eq!(error.status(), 500);
     assert_eq!(error.code, "INTERNAL_ERROR");
-    assert!(
-        s.server
-            .logs()
-            .iter()
-            .any(|line| line.contains("checkout") && line.contains("req_standin0000")),
-        "the log names Stripe's request id"
-    );
+    s.server
+        .wait_for_log("the checkout failure naming Stripe's request id", |line| {
+            line.contains("checkout") && line.contains("req_standin0000")
+        })
+        .await;
     assert!(
         !s.server.logs().iter().any(|line| line.contains(STRIPE_KEY)),
         "never the key"

@@ -449,12 +449,12 @@ async fn stripe_failing_every_attempt_is_a_500_logged_with_its_request_id() {
         3,
         "the first attempt and two retries"
     );
-    let logs = s.server.logs().join("\n");
-    assert!(
-        logs.contains("req_standin0002"),
-        "the last request-id is logged"
-    );
-    assert!(!logs.contains(STRIPE_KEY));
+    s.server
+        .wait_for_log("the last request-id", |line| {
+            line.contains("req_standin0002")
+        })
+        .await;
+    assert!(!s.server.logs().join("\n").contains(STRIPE_KEY));
 }
 
 #[tokio::test]

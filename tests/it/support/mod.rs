@@ -12,12 +12,17 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// The binary Cargo built for these tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_billing-sync");
 
 /// How long a server gets to start listening before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a test waits for a log line the server writes as it answers.
+const LOG_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A `billing-sync` command with a clean environment: only what the test sets.
 pub fn command(env: &[(&str, &str)]) -> Command {
@@ -61,7 +66,13 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// The lines read so far from the server's stderr, by a task of this process: a line the
+    /// server wrote before it answered may not be here yet when the answer arrives.
     logs: Arc<Mutex<Vec<String>>>,
+    /// Woken whenever a line is added to `logs`.
+    logged: Arc<Notify>,
+    /// The task reading stderr; it ends when the server has exited and every line is read.
+    reader: JoinHandle<()>,
 }
 
 impl Server {
@@ -97,9 +108,11 @@ impl Server {
             .expect("spawn billing-sync serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let logged = Arc::new(Notify::new());
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let sink = logs.clone();
-        tokio::spawn(async move {
+        let wake = logged.clone();
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut addr_tx = Some(addr_tx);
             while let Ok(Some(line)) = lines.next_line().await {
@@ -112,6 +125,7 @@ impl Server {
                     eprintln!("[billing-sync] {line}");
                 }
                 sink.lock().expect("log lock").push(line);
+                wake.notify_waiters();
             }
         });
         let addr = match tokio::time::timeout(START_TIMEOUT, addr_rx).await {
@@ -128,6 +142,8 @@ impl Server {
             child,
             base_url: format!("http://{addr}"),
             logs,
+            logged,
+            reader,
         }
     }
 
@@ -153,9 +169,34 @@ impl Server {
         kib * 1024
     }
 
-    /// Every log line so far.
+    /// Every log line read so far. For a line the server writes as it answers, use
+    /// [`Server::wait_for_log`]: this process may not have read it yet.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
+    }
+
+    /// The first log line for which `matches` holds, waiting (bounded) until it has been read;
+    /// panics naming `what`, with the lines read, when it never comes.
+    pub async fn wait_for_log(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let found = async {
+            loop {
+                // Registered before looking, so a line added in between still wakes us.
+                let added = self.logged.notified();
+                tokio::pin!(added);
+                added.as_mut().enable();
+                if let Some(line) = self.logs().into_iter().find(|line| matches(line)) {
+                    return line;
+                }
+                added.await;
+            }
+        };
+        match tokio::time::timeout(LOG_TIMEOUT, found).await {
+            Ok(line) => line,
+            Err(_) => panic!(
+                "waited {LOG_TIMEOUT:?} for the log line: {what}; lines read:\n{}",
+                self.logs().join("\n")
+            ),
+        }
     }
 
     /// Kills the process with SIGKILL, as a crash or an OOM kill would, and reaps it.
@@ -165,17 +206,30 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit.
-    pub async fn terminate(mut self) -> ExitStatus {
+    pub async fn terminate(self) -> ExitStatus {
+        self.terminate_and_read_logs().await.0
+    }
+
+    /// Sends SIGTERM, waits (bounded) for the process to exit, and returns its status with every
+    /// line it wrote, the last ones included.
+    pub async fn terminate_and_read_logs(mut self) -> (ExitStatus, Vec<String>) {
         let pid = self.child.id().expect("a running child");
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM {pid}");
-        tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
             .await
             .expect("billing-sync exits after SIGTERM")
-            .expect("wait for billing-sync")
+            .expect("wait for billing-sync");
+        // The process is gone, so its stderr ends: the reader finishes once it has read it all.
+        tokio::time::timeout(LOG_TIMEOUT, self.reader)
+            .await
+            .expect("the server's stderr is read to its end")
+            .expect("the log reader");
+        let logs = self.logs.lock().expect("log lock").clone();
+        (status, logs)
     }
 }
 
@@ -319,8 +373,8 @@ pub async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::V
 }
 
 /// Polls `check` every 10 ms until it yields `Some`, for at most `within`; panics naming `what`
-/// when it never does. For conditions nothing signals (a log line written, a request reaching a
-/// stand-in): a bound, never a sleep standing in for synchronisation.
+/// when it never does. For conditions nothing signals (a request reaching a stand-in; a log line
+/// has [`Server::wait_for_log`]): a bound, never a sleep standing in for synchronisation.
 pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
