@@ -158,9 +158,10 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
     }
 }
 
-/// The `Retry-After` seconds of a `429` whose limit frees up in `wait` (at least 1).
+/// The `Retry-After` seconds of a `429` whose limit frees up in `wait`: rounded up, so that a
+/// client waiting as told is not refused again, and at least 1.
 pub(crate) fn retry_after(wait: std::time::Duration) -> String {
-    wait.as_secs().max(1).to_string()
+    wait.as_nanos().div_ceil(1_000_000_000).max(1).to_string()
 }
 
 pub(crate) fn not_configured() -> Refusal {
@@ -254,7 +255,18 @@ fn json_error(status: poem::http::StatusCode, code: &str, message: &str) -> poem
 
 #[cfg(test)]
 mod tests {
-    use super::prefers_json;
+    use std::time::Duration;
+
+    use super::{prefers_json, retry_after};
+
+    #[test]
+    fn retry_after_rounds_the_wait_up_to_whole_seconds() {
+        assert_eq!(retry_after(Duration::from_millis(1_900)), "2");
+        assert_eq!(retry_after(Duration::from_millis(59_001)), "60");
+        assert_eq!(retry_after(Duration::from_secs(60)), "60");
+        assert_eq!(retry_after(Duration::from_nanos(1)), "1");
+        assert_eq!(retry_after(Duration::ZERO), "1");
+    }
 
     #[test]
     fn json_is_chosen_only_when_preferred_over_html() {
