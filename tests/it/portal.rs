@@ -736,6 +736,12 @@ async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answe
             .is_none(),
         "another origin is not allowed"
     );
+    let (status, code, _) = error_of(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "FORBIDDEN"),
+        "in the documented error format"
+    );
 
     let token = key().sign(&claims("user_o", Some("org_o")));
     let call = support::http()
@@ -752,6 +758,20 @@ async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answe
         "http://localhost:5173"
     );
     assert_eq!(call.headers()["access-control-allow-credentials"], "true");
+
+    // The same call from another origin never reaches the operation: no session is created.
+    let sessions = s.stripe.received().len();
+    let foreign = support::http()
+        .get(s.server.url(PORTAL))
+        .bearer_auth(&token)
+        .header("accept", "application/json")
+        .header("origin", "https://evil.example.net")
+        .send()
+        .await
+        .expect("GET");
+    let (status, code, _) = error_of(foreign).await;
+    assert_eq!((status, code.as_str()), (403, "FORBIDDEN"));
+    assert_eq!(s.stripe.received().len(), sessions);
 }
 
 #[tokio::test]

@@ -236,6 +236,17 @@ pub fn with_documented_errors(
         .catch_error(|err: ParseParamError| unreadable_request(err))
 }
 
+/// The documented 403 for a request whose `Origin` (or preflight method or headers) the CORS
+/// policy does not allow: the same error body as every other refusal, not the framework's bare
+/// text.
+pub async fn cors_refused(err: poem::error::CorsError) -> poem::Response {
+    json_error(
+        poem::http::StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        &format!("Cross-origin request refused: {err} (see CORS_ALLOWED_ORIGINS)."),
+    )
+}
+
 /// The documented 400 for a request body or parameter the framework could not read (malformed
 /// JSON, a missing field, an unsupported content type).
 async fn unreadable_request<E: std::fmt::Display>(err: E) -> poem::Response {

@@ -97,7 +97,8 @@ impl App {
             .nest(
                 "/",
                 http::with_documented_errors(api.into_endpoint())
-                    .with_if(!self.cors_allowed_origins.is_empty(), self.cors()),
+                    .with_if(!self.cors_allowed_origins.is_empty(), self.cors())
+                    .catch_error(http::cors_refused),
             )
             .around(|endpoint, request| async move {
                 let path = request.uri().path().to_owned();
