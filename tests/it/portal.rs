@@ -744,14 +744,15 @@ async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answe
     );
 
     let token = key().sign(&claims("user_o", Some("org_o")));
-    let call = support::http()
-        .get(s.server.url(PORTAL))
-        .bearer_auth(&token)
-        .header("accept", "application/json")
-        .header("origin", "http://localhost:5173")
-        .send()
-        .await
-        .expect("GET");
+    let call_from = |origin: &'static str| {
+        support::http()
+            .get(s.server.url(PORTAL))
+            .bearer_auth(&token)
+            .header("accept", "application/json")
+            .header("origin", origin)
+            .send()
+    };
+    let call = call_from("http://localhost:5173").await.expect("GET");
     assert_eq!(call.status(), 200);
     assert_eq!(
         call.headers()["access-control-allow-origin"],
@@ -761,14 +762,7 @@ async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answe
 
     // The same call from another origin never reaches the operation: no session is created.
     let sessions = s.stripe.received().len();
-    let foreign = support::http()
-        .get(s.server.url(PORTAL))
-        .bearer_auth(&token)
-        .header("accept", "application/json")
-        .header("origin", "https://evil.example.net")
-        .send()
-        .await
-        .expect("GET");
+    let foreign = call_from("https://evil.example.net").await.expect("GET");
     let (status, code, _) = error_of(foreign).await;
     assert_eq!((status, code.as_str()), (403, "FORBIDDEN"));
     assert_eq!(s.stripe.received().len(), sessions);
