@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use billing_sync_migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::{StoreError, is_connection_error};
 
@@ -54,7 +55,10 @@ impl Store {
         if is_sqlite {
             // One writer at a time is SQLite's model; a small pool keeps readers concurrent
             // with it in WAL mode without piling up writers that only wait on the lock.
-            options.max_connections(4).min_connections(1);
+            options
+                .max_connections(4)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(tuned_for_sqlite);
             if url_is_sqlite_memory(&target) {
                 // Each connection to `sqlite::memory:` is its own empty database.
                 options.max_connections(1);
@@ -68,11 +72,7 @@ impl Store {
                 target: target.clone(),
                 source,
             })?;
-        let store = Store { db, target };
-        if is_sqlite {
-            store.tune_sqlite().await?;
-        }
-        Ok(store)
+        Ok(Store { db, target })
     }
 
     /// Checks that `url` is one billing-sync can use, without connecting, and returns where it
@@ -154,22 +154,18 @@ impl Store {
             StoreError::Database(err)
         }
     }
+}
 
-    async fn tune_sqlite(&self) -> Result<(), StoreError> {
-        // WAL lets readers (probes, the portal) proceed while a webhook transaction writes;
-        // NORMAL synchronous is durable across application crashes in WAL mode.
-        for pragma in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
-            "PRAGMA foreign_keys = ON",
-        ] {
-            self.db
-                .execute_unprepared(pragma)
-                .await
-                .map_err(|err| self.classify(err))?;
-        }
-        Ok(())
-    }
+/// The settings of every SQLite connection the pool opens (`synchronous` and `foreign_keys`
+/// belong to a connection, not to the file): WAL lets readers (probes, the portal) proceed while
+/// a webhook transaction writes; FULL synchronous syncs the WAL at every commit, so that an
+/// event acknowledged after its commit survives a power loss or an operating-system crash too
+/// (NORMAL would only survive the application's crash); foreign keys are checked.
+fn tuned_for_sqlite(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
 }
 
 /// The URL without its password, for messages and logs.
