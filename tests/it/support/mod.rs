@@ -72,7 +72,29 @@ pub struct Server {
     /// Woken whenever a line is added to `logs`.
     logged: Arc<Notify>,
     /// The task reading stderr; it ends when the server has exited and every line is read.
-    reader: JoinHandle<()>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// How many of its last log lines a server prints when the test fails while it runs.
+const LINES_ON_FAILURE: usize = 40;
+
+impl Drop for Server {
+    /// A test that fails while a server runs prints what the server was doing last: the
+    /// assertion alone does not tell a server that refused from one that stalled.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            eprintln!(
+                "last {} of {} log lines of billing-sync at {}:",
+                LINES_ON_FAILURE.min(logs.len()),
+                logs.len(),
+                self.base_url
+            );
+            for line in &logs[logs.len().saturating_sub(LINES_ON_FAILURE)..] {
+                eprintln!("  {line}");
+            }
+        }
+    }
 }
 
 impl Server {
@@ -143,7 +165,7 @@ impl Server {
             base_url: format!("http://{addr}"),
             logs,
             logged,
-            reader,
+            reader: Some(reader),
         }
     }
 
@@ -224,7 +246,8 @@ impl Server {
             .expect("billing-sync exits after SIGTERM")
             .expect("wait for billing-sync");
         // The process is gone, so its stderr ends: the reader finishes once it has read it all.
-        tokio::time::timeout(LOG_TIMEOUT, self.reader)
+        let reader = self.reader.take().expect("read until the server ends");
+        tokio::time::timeout(LOG_TIMEOUT, reader)
             .await
             .expect("the server's stderr is read to its end")
             .expect("the log reader");
