@@ -142,16 +142,7 @@ impl Store {
             .map(|((event, plan), _)| (event, plan));
         if self.backend() == DbBackend::Postgres {
             match record_new_batch_at_once(self.connection(), firsts.clone()).await {
-                Ok(()) => {
-                    return Ok(batch
-                        .iter()
-                        .zip(&repeats)
-                        .map(|((_, plan), repeat)| match repeat {
-                            true => Recorded::Duplicate,
-                            false => Recorded::New(outcome(plan).0),
-                        })
-                        .collect());
-                }
+                Ok(()) => return Ok(recorded(batch, repeats.iter().map(|repeat| !repeat))),
                 Err(err) if crate::error::is_retryable(&err) => return Err(err),
                 // Most likely an event of the batch is already in the ledger (a provider's
                 // retry): the statement-by-statement path below tells which.
@@ -179,17 +170,7 @@ impl Store {
         );
         apply_set_at_once(&txn, &changes).await?;
         txn.commit().await?;
-        Ok(batch
-            .iter()
-            .zip(new)
-            .map(|((_, plan), new)| {
-                if new {
-                    Recorded::New(outcome(plan).0)
-                } else {
-                    Recorded::Duplicate
-                }
-            })
-            .collect())
+        Ok(recorded(batch, new))
     }
 
     /// Records one event and applies its plan in a savepoint, so that a failure to apply
@@ -346,6 +327,22 @@ impl Store {
             .await
             .map_err(|err| self.classify(err))
     }
+}
+
+/// What each delivery of `batch` recorded, given which of them were new events (the rest were
+/// duplicates).
+fn recorded(batch: &[(NewEvent, Plan)], new: impl IntoIterator<Item = bool>) -> Vec<Recorded> {
+    batch
+        .iter()
+        .zip(new)
+        .map(|((_, plan), new)| {
+            if new {
+                Recorded::New(outcome(plan).0)
+            } else {
+                Recorded::Duplicate
+            }
+        })
+        .collect()
 }
 
 /// Records `events` (each event once, none a repeat of another) and applies their changes in
