@@ -14,7 +14,9 @@ use crate::entities::{
     stripe_subscriptions, users,
 };
 use crate::error::StoreError;
-use crate::plans::{OrganizationSubscription, organization_subscription, subscriptions_of};
+use crate::plans::{
+    OrganizationSubscription, SUBSCRIPTIONS_ORDER, organization_subscription, subscriptions_of,
+};
 
 /// Why the synced state withdraws access that a still-valid session token grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +78,8 @@ impl Store {
         let (access, subscriptions) = (Alias::new("access"), Alias::new("subscription"));
         // One row per subscription, each carrying the access columns (one row of NULL
         // subscription columns when there is none); the order is the subscriptions'.
-        let statement = Query::select()
+        let mut statement = Query::select();
+        statement
             .column((access.clone(), Asterisk))
             .column((subscriptions.clone(), Asterisk))
             .from_subquery(access_of(user_id, organization_id, issued_at), access)
@@ -85,19 +88,10 @@ impl Store {
                 subscriptions_of(self.backend(), organization_id),
                 subscriptions.clone(),
                 Expr::val(1).eq(1),
-            )
-            .order_by(
-                (
-                    subscriptions.clone(),
-                    stripe_subscriptions::Column::OrderingKey,
-                ),
-                Order::Desc,
-            )
-            .order_by(
-                (subscriptions, stripe_subscriptions::Column::Id),
-                Order::Desc,
-            )
-            .to_owned();
+            );
+        for column in SUBSCRIPTIONS_ORDER {
+            statement.order_by((subscriptions.clone(), column), Order::Desc);
+        }
         let rows = self
             .connection()
             .query_all(&statement)

@@ -307,7 +307,14 @@ impl Store {
     }
 }
 
-/// `SELECT` the organization's subscriptions (most recently changed first, at most
+/// The order the organization's subscriptions are listed in, each column descending: most
+/// recently changed first, the id breaking ties.
+pub(crate) const SUBSCRIPTIONS_ORDER: [subscriptions::Column; 2] = [
+    subscriptions::Column::OrderingKey,
+    subscriptions::Column::Id,
+];
+
+/// `SELECT` the organization's subscriptions (in [`SUBSCRIPTIONS_ORDER`], at most
 /// [`SUBSCRIPTIONS_LISTED`]) with their products' names, as [`organization_subscription`]
 /// reads them.
 pub(crate) fn subscriptions_of(
@@ -315,7 +322,8 @@ pub(crate) fn subscriptions_of(
     organization_id: &str,
 ) -> SelectStatement {
     use subscriptions::Column as S;
-    Query::select()
+    let mut select = Query::select();
+    select
         .columns([
             S::Id,
             S::Status,
@@ -330,10 +338,11 @@ pub(crate) fn subscriptions_of(
         .expr_as(product_names(backend), "product_names")
         .from(subscriptions::Entity)
         .and_where(Expr::col(S::OrganizationId).eq(organization_id))
-        .order_by(S::OrderingKey, Order::Desc)
-        .order_by(S::Id, Order::Desc)
-        .limit(SUBSCRIPTIONS_LISTED)
-        .to_owned()
+        .limit(SUBSCRIPTIONS_LISTED);
+    for column in SUBSCRIPTIONS_ORDER {
+        select.order_by(column, Order::Desc);
+    }
+    select
 }
 
 /// One row of [`subscriptions_of`].
