@@ -29,10 +29,12 @@ impl StoreError {
         }
     }
 
-    /// Whether the same statements may succeed if tried again: the database is unavailable,
-    /// or it refused this attempt for a reason of the moment (a deadlock, a serialization
-    /// failure, too many connections, SQLite busy or locked) rather than for the data itself.
-    /// An event whose recording fails this way must be retried, never recorded as `failed`.
+    /// Whether the same statements may succeed if tried again. Only an error that the data
+    /// itself causes (see [`is_the_datas_fault`]) is certain to repeat; everything else (the
+    /// database unavailable, a deadlock, a statement timeout, a full disk, out of memory, an
+    /// I/O error, and any error not known to be permanent) is the database's trouble of the
+    /// moment. An event whose recording fails this way must be retried, never recorded as
+    /// `failed`: an unknown error must not turn into an acknowledged loss.
     pub fn retryable(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } => true,
@@ -42,38 +44,38 @@ impl StoreError {
     }
 }
 
-/// Whether the same statement may succeed when tried again: the connection failed, or the
-/// database refused it for a reason of the moment.
+/// Whether the same statement may succeed when tried again: anything but an error the data
+/// itself causes.
 pub(crate) fn is_retryable(err: &sea_orm::DbErr) -> bool {
-    is_connection_error(err) || is_transient(err)
+    !is_the_datas_fault(err)
 }
 
-/// Whether the database refused a statement for a reason of the moment, so that the same
-/// statement may succeed when tried again.
-pub(crate) fn is_transient(err: &sea_orm::DbErr) -> bool {
+/// Whether the database refused a statement because of the values it was given, so that the
+/// same statement with the same values will be refused again, whatever the moment.
+pub(crate) fn is_the_datas_fault(err: &sea_orm::DbErr) -> bool {
     use sea_orm::{DbErr, RuntimeErr};
-    let (DbErr::Exec(RuntimeErr::SqlxError(e))
-    | DbErr::Query(RuntimeErr::SqlxError(e))
-    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
     else {
         return false;
     };
-    let Some(code) = e.as_database_error().and_then(|db| db.code()) else {
-        return false;
-    };
-    transient_code(&code)
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| datas_fault_code(&code))
 }
 
-/// PostgreSQL (a five-character SQLSTATE): 40001 serialization failure, 40P01 deadlock, 53300
-/// too many connections, 55P03 lock not available. SQLite reports its (extended) result code as
-/// a number of at most four digits, whose low byte is the primary code: 5 SQLITE_BUSY,
-/// 6 SQLITE_LOCKED.
-fn transient_code(code: &str) -> bool {
+/// The error codes a statement's values cause. PostgreSQL (a five-character SQLSTATE): class
+/// 22, data exception (a value out of range, not valid text in the encoding, a malformed
+/// literal), and class 23, integrity constraint violation. SQLite reports its (extended)
+/// result code as a number whose low byte is the primary code: 18 SQLITE_TOOBIG, 19
+/// SQLITE_CONSTRAINT, 20 SQLITE_MISMATCH. Every other code (a timeout, a full disk, out of
+/// memory, an I/O error, a busy or locked database, an undefined table) is not listed, and so
+/// is retried.
+fn datas_fault_code(code: &str) -> bool {
     if code.len() == 5 {
-        return matches!(code, "40001" | "40P01" | "53300" | "55P03");
+        return code.starts_with("22") || code.starts_with("23");
     }
     code.parse::<u32>()
-        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 18..=20))
 }
 
 /// Whether a SeaORM error is the connection failing rather than the statement.
@@ -102,18 +104,26 @@ pub(crate) fn is_connection_error(err: &sea_orm::DbErr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::transient_code;
+    use super::datas_fault_code;
 
     #[test]
-    fn moment_failures_are_transient_and_data_failures_are_not() {
+    fn only_errors_the_data_causes_are_permanent() {
+        // Bad values and broken constraints: PostgreSQL's classes 22 and 23, SQLite's
+        // TOOBIG, CONSTRAINT (and its extended codes) and MISMATCH.
         for code in [
-            "40001", "40P01", "53300", "55P03", "5", "6", "261", "517", "262",
+            "22P02", "22P05", "22003", "22008", "22021", "23505", "23514", "18", "19", "2067", "20",
         ] {
-            assert!(transient_code(code), "{code}");
+            assert!(datas_fault_code(code), "{code}");
         }
-        // Unique and check violations, a bad value, SQLite's constraint and mismatch codes.
-        for code in ["23505", "23514", "22P02", "22021", "19", "2067", "20", "1"] {
-            assert!(!transient_code(code), "{code}");
+        // The database's trouble of the moment: a deadlock, a serialization failure, too many
+        // connections, a lock not available, a statement timeout, a full disk, out of memory,
+        // an I/O error, an undefined table (a schema out of step), SQLite's generic error,
+        // busy, locked, I/O error and full, and codes nobody listed.
+        for code in [
+            "40001", "40P01", "53300", "55P03", "57014", "53100", "53200", "58030", "42P01",
+            "XX000", "1", "5", "6", "261", "517", "262", "10", "13", "99999",
+        ] {
+            assert!(!datas_fault_code(code), "{code}");
         }
     }
 }

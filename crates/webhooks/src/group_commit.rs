@@ -277,12 +277,22 @@ mod tests {
 
     async fn one_event_failing_in_a_batch_does_not_undo_the_others(db: TestDatabase) {
         let store = migrated_store(&db.url).await;
-        // Make every subscription change fail with a database error.
+        // Make the database refuse subscription `sub_g` for its values (a constraint the event
+        // breaks: the event's own fault, not the database's trouble of the moment).
+        let refuse = match store.backend() {
+            DbBackend::Postgres => {
+                "ALTER TABLE stripe_subscriptions ADD CONSTRAINT not_sub_g CHECK (id <> 'sub_g')"
+            }
+            _ => {
+                "CREATE TRIGGER not_sub_g BEFORE INSERT ON stripe_subscriptions \
+                 WHEN NEW.id = 'sub_g' BEGIN SELECT RAISE(ABORT, 'not sub_g'); END"
+            }
+        };
         store
             .connection()
-            .execute_unprepared("DROP TABLE stripe_subscriptions")
+            .execute_unprepared(refuse)
             .await
-            .expect("drop a projection table");
+            .expect("refuse one subscription");
         let event = |provider, event_id: &str, event_type: &str, payload| {
             new_event(&ScenarioEvent {
                 provider,
