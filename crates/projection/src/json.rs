@@ -24,9 +24,31 @@ pub(crate) fn flag(value: &Value, field: &str) -> bool {
     value.get(field).and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// Unix seconds as a UTC time.
+/// The earliest time PostgreSQL's `timestamptz` holds (4714-11-24 BC, Julian day 0), in unix
+/// seconds; its latest (294276 AD) is past the latest chrono holds.
+const EARLIEST_STORABLE: i64 = -210_866_803_200;
+
+/// Unix seconds as a UTC time; `None` (as if absent) for a time no database column can hold,
+/// so that a signed event with an absurd date is still recorded and projected on both backends.
 pub(crate) fn unix_seconds(seconds: i64) -> Option<DateTime<Utc>> {
+    if seconds < EARLIEST_STORABLE {
+        return None;
+    }
     DateTime::from_timestamp(seconds, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_seconds;
+
+    #[test]
+    fn times_a_database_cannot_hold_are_absent() {
+        assert!(unix_seconds(-62_135_596_801).is_some(), "1 BC is kept");
+        assert!(unix_seconds(-210_866_803_200).is_some());
+        assert!(unix_seconds(-210_866_803_201).is_none());
+        assert!(unix_seconds(i64::MIN).is_none());
+        assert!(unix_seconds(i64::MAX).is_none());
+    }
 }
 
 /// The unix-seconds time at `field`.

@@ -144,9 +144,20 @@ impl Store {
             match record_new_batch_at_once(self.connection(), firsts.clone()).await {
                 Ok(()) => return Ok(recorded(batch, repeats.iter().map(|repeat| !repeat))),
                 Err(err) if crate::error::is_retryable(&err) => return Err(err),
-                // Most likely an event of the batch is already in the ledger (a provider's
-                // retry): the statement-by-statement path below tells which.
-                Err(err) => tracing::debug!(error = %err, "batch not recorded at once"),
+                // An event of the batch is already in the ledger (a provider's retry): the
+                // statement-by-statement path below tells which.
+                Err(err) if is_duplicate_check(&err) => {
+                    metrics::counter!(BATCH_FALLBACKS, "cause" => "duplicate").increment(1);
+                    tracing::debug!(
+                        "batch holds an event already recorded; recording it statement by statement"
+                    );
+                }
+                // The database refused a value of the batch: the statement path isolates it.
+                // This should not happen, and costs round trips, so it is told.
+                Err(err) => {
+                    metrics::counter!(BATCH_FALLBACKS, "cause" => "refused").increment(1);
+                    tracing::warn!(error = %err, "batch message refused; recording it statement by statement");
+                }
             }
         }
         let txn = self.connection().begin().await?;
@@ -327,6 +338,23 @@ impl Store {
             .await
             .map_err(|err| self.classify(err))
     }
+}
+
+/// Batches on PostgreSQL that could not be written as one message and went statement by
+/// statement instead, by `cause`: `duplicate` (an event already in the ledger) or `refused`.
+pub const BATCH_FALLBACKS: &str = "billing_sync_webhook_batch_fallbacks_total";
+
+/// Whether `err` is the one-message batch's own check failing: the division by zero
+/// ([`record_new_batch_at_once`]) that says an event of the batch is already in the ledger.
+fn is_duplicate_check(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "22012")
 }
 
 /// What each delivery of `batch` recorded, given which of them were new events (the rest were

@@ -75,18 +75,26 @@ fn write_value(out: &mut String, value: &Value) {
         Value::SmallInt(Some(n)) => write!(out, "{n}").expect("writing to a String"),
         Value::Int(Some(n)) => write!(out, "{n}").expect("writing to a String"),
         Value::BigInt(Some(n)) => write!(out, "{n}").expect("writing to a String"),
-        Value::ChronoDateTimeUtc(Some(at)) => write!(
-            out,
-            "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00'",
-            at.year(),
-            at.month(),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second(),
-            at.nanosecond() % 1_000_000_000 / 1_000,
-        )
-        .expect("writing to a String"),
+        Value::ChronoDateTimeUtc(Some(at)) => {
+            // PostgreSQL has no year 0 and no negative years: chrono's (proleptic ISO) year 0
+            // is 1 BC, year -1 is 2 BC, and so on.
+            let (year, era) = match at.year() {
+                year if year >= 1 => (year, ""),
+                year => (1 - year, " BC"),
+            };
+            write!(
+                out,
+                "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00{era}'",
+                year,
+                at.month(),
+                at.day(),
+                at.hour(),
+                at.minute(),
+                at.second(),
+                at.nanosecond() % 1_000_000_000 / 1_000,
+            )
+            .expect("writing to a String")
+        }
         Value::String(None)
         | Value::Bool(None)
         | Value::SmallInt(None)
@@ -98,7 +106,8 @@ fn write_value(out: &mut String, value: &Value) {
 }
 
 /// `text` as a string literal: `'…'` when nothing in it needs escaping, else an escape string
-/// `E'…'` (which reads backslashes the same whatever `standard_conforming_strings` says).
+/// `E'…'` (which reads backslashes the same whatever `standard_conforming_strings` says). A
+/// quote is doubled, never written `\'`, which a server with `backslash_quote = off` refuses.
 fn write_string(out: &mut String, text: &str) {
     let plain = |b: &u8| *b != b'\'' && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
     if text.as_bytes().iter().all(plain) {
@@ -116,7 +125,7 @@ fn write_string(out: &mut String, text: &str) {
         }
         out.push_str(&text[run..at]);
         match byte {
-            b'\'' => out.push_str("\\'"),
+            b'\'' => out.push_str("''"),
             b'\\' => out.push_str("\\\\"),
             control => write!(out, "\\{control:03o}").expect("writing to a String"),
         }
@@ -174,7 +183,7 @@ mod tests {
         assert_eq!(out, r#"'{"plain": "json é 😀"}'"#);
         let mut out = String::new();
         write_string(&mut out, "O'Brien \\ \"q\" \t\n\u{1}\u{7f} é");
-        assert_eq!(out, "E'O\\'Brien \\\\ \"q\" \\011\\012\\001\\177 é'");
+        assert_eq!(out, "E'O''Brien \\\\ \"q\" \\011\\012\\001\\177 é'");
     }
 
     #[test]
@@ -187,5 +196,13 @@ mod tests {
         let mut out = String::new();
         write_value(&mut out, &Value::ChronoDateTimeUtc(Some(at)));
         assert_eq!(out, "'2026-11-23 07:05:09.000042+00'");
+    }
+
+    #[test]
+    fn times_before_year_one_are_written_before_christ() {
+        let mut out = String::new();
+        let at = chrono::DateTime::from_timestamp(-62_135_596_801, 0).expect("a time");
+        write_value(&mut out, &Value::ChronoDateTimeUtc(Some(at)));
+        assert_eq!(out, "'0001-12-31 23:59:59.000000+00 BC'");
     }
 }
