@@ -178,6 +178,7 @@ async fn entitlement_summary(
 ) -> Result<Value, BackfillError> {
     let mut entitlements = Vec::new();
     let mut after: Option<String> = None;
+    let mut cursors_seen = std::collections::HashSet::new();
     loop {
         let mut query = vec![("customer", customer), ("limit", "100")];
         if let Some(after) = &after {
@@ -186,11 +187,20 @@ async fn entitlement_summary(
         let page = client
             .list_page("entitlements/active_entitlements", &query)
             .await?;
+        let has_more = page.has_more;
         let next = page.next_cursor();
         entitlements.extend(page.data);
+        // The list is stored whole or not at all: a source that says there is more but gives
+        // no cursor, or one already followed, would leave it in part.
         match next {
-            Some(last) if after.as_deref() != Some(last.as_str()) => after = Some(last),
-            _ => break,
+            Some(last) if cursors_seen.insert(last.clone()) => after = Some(last),
+            None if !has_more => break,
+            stuck => {
+                return Err(BackfillError::CursorStuck {
+                    resource: format!("stripe/entitlements of {customer}"),
+                    cursor: stuck.or(after).unwrap_or_default(),
+                });
+            }
         }
     }
     let livemode = entitlements
