@@ -20,6 +20,7 @@ const STRIPE_WEBHOOK_SECRET: &str = "whsec_backfill_stripe";
 
 each_backend!(
     a_backfill_stops_when_the_cursor_does_not_advance,
+    an_entitlement_list_whose_cursor_does_not_advance_is_never_stored_in_part,
     stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing,
     a_backfill_never_replaces_a_newer_webhook_state,
     an_interrupted_backfill_resumes_after_the_last_committed_page,
@@ -640,5 +641,36 @@ async fn a_backfill_stops_when_the_cursor_does_not_advance(db: TestDatabase) {
     assert_eq!(
         customer_pages, 2,
         "the second page's repeated cursor stops the pass"
+    );
+}
+
+async fn an_entitlement_list_whose_cursor_does_not_advance_is_never_stored_in_part(
+    db: TestDatabase,
+) {
+    let stripe = StripeStandIn::start(&[]).await;
+    stripe_catalog(&stripe);
+    stripe.never_advance_entitlements();
+    let finished = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stripe_backfill(&db, &stripe, &[]),
+    )
+    .await
+    .expect("the backfill stops by itself");
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("stripe/entitlements of cus_bf1: the source says there is more"),
+        "{}",
+        finished.stderr
+    );
+    let store = Store::connect(&db.url).await.expect("connect");
+    let stored = billing_sync_store::entities::stripe_entitlement_summaries::Entity::find()
+        .all(store.connection())
+        .await
+        .expect("read the entitlement lists");
+    assert!(
+        stored.is_empty(),
+        "no entitlement list is stored from a pass that could not read it to the end: {stored:?}"
     );
 }

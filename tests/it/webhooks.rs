@@ -34,6 +34,7 @@ each_backend!(
     the_shared_stripe_fixtures_tell_their_story_in_any_order,
     the_shared_clerk_fixtures_all_ingest,
     a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends,
+    times_before_year_one_and_before_any_database_are_recorded_and_projected,
 );
 
 async fn start(db: &TestDatabase, extra: &[(&str, &str)]) -> Server {
@@ -1084,6 +1085,193 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
     );
 }
 
+/// The number of `failed` rows in the ledger.
+async fn failed_rows(store: &Store) -> usize {
+    store
+        .list_events(&EventFilter {
+            status: Some(billing_sync_store::ledger::EventStatus::Failed),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .len()
+}
+
+/// Errors that are the database's trouble, not the event's (a full disk, an I/O error, a
+/// cancelled statement, out of memory, a code nobody listed), raised by a trigger while the
+/// event is applied: 503 and nothing recorded, never 200 `failed`; the redelivery is applied
+/// once the trouble is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_that_is_not_the_events_fault_is_answered_503_and_never_failed() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = start(&db, &[]).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    for code in ["53100", "58030", "57014", "53200", "XX001"] {
+        store
+            .connection()
+            .execute_unprepared(&format!(
+                "CREATE OR REPLACE FUNCTION trouble() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                   RAISE EXCEPTION 'simulated trouble' USING ERRCODE = '{code}'; END $$; \
+                 CREATE TRIGGER trouble BEFORE INSERT ON stripe_customers \
+                   FOR EACH ROW EXECUTE FUNCTION trouble();"
+            ))
+            .await
+            .expect("install the failing trigger");
+        let event_id = format!("evt_trouble_{code}");
+        let body = stripe_event(
+            &event_id,
+            "customer.created",
+            json!({"id": format!("cus_trouble_{code}")}),
+        );
+        let (status, json) = deliver_stripe(&server, &body).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (503, Some("UNAVAILABLE")),
+            "SQLSTATE {code}: {json}"
+        );
+        assert!(
+            ledger_row(&store, Provider::Stripe, &event_id)
+                .await
+                .is_none(),
+            "SQLSTATE {code}: nothing is recorded for an event that must be retried"
+        );
+        store
+            .connection()
+            .execute_unprepared("DROP TRIGGER trouble ON stripe_customers")
+            .await
+            .expect("drop the trigger");
+        let (status, json) = deliver_stripe(&server, &body).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (200, Some("processed")),
+            "SQLSTATE {code}: the redelivery is applied: {json}"
+        );
+    }
+    assert_eq!(
+        failed_rows(&store).await,
+        0,
+        "no event was recorded as failed"
+    );
+}
+
+/// With every apply timing out (the database's `statement_timeout` at 1 ms, and a trigger that
+/// makes applying a customer take longer), signed deliveries answer 503 and leave no `failed`
+/// row; once the timeout is lifted, their redelivery is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_is_answered_503_and_the_redelivery_applied_once_lifted() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate_up().await.expect("migrate");
+    let database = url::Url::parse(&db.url).expect("a URL").path()[1..].to_owned();
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               PERFORM pg_sleep(0.05); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON stripe_customers \
+               FOR EACH ROW EXECUTE FUNCTION slow(); \
+             ALTER DATABASE \"{database}\" SET statement_timeout = '1ms';"
+        ))
+        .await
+        .expect("install the slow trigger and the timeout");
+    // A server started now opens its connections with the 1 ms timeout.
+    let server = start(&db, &[]).await;
+    let bodies: Vec<Vec<u8>> = (0..3)
+        .map(|n| {
+            stripe_event(
+                &format!("evt_timeout_{n}"),
+                "customer.created",
+                json!({"id": format!("cus_timeout_{n}"), "name": "O'Brien"}),
+            )
+        })
+        .collect();
+    for body in &bodies {
+        let (status, json) = deliver_stripe(&server, body).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (503, Some("UNAVAILABLE")),
+            "{json}"
+        );
+    }
+    server.terminate().await;
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{database}\" RESET statement_timeout"
+        ))
+        .await
+        .expect("lift the timeout");
+    assert_eq!(
+        ledger_len(&db).await,
+        0,
+        "nothing recorded while timing out"
+    );
+
+    let server = start(&db, &[]).await;
+    for body in &bodies {
+        let (status, json) = deliver_stripe(&server, body).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (200, Some("processed")),
+            "{json}"
+        );
+    }
+    assert_eq!(
+        failed_rows(&store).await,
+        0,
+        "no event was recorded as failed"
+    );
+    let customers = stripe_customers::Entity::find()
+        .all(store.connection())
+        .await
+        .expect("read the customers");
+    assert_eq!(customers.len(), 3, "every redelivery is applied");
+}
+
+/// A server with `backslash_quote = off` refuses `\'` in a string literal: a batch message
+/// holding apostrophes must still go as one message, never falling back statement by statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apostrophes_go_in_one_batch_message_whatever_backslash_quote_says() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let store = Store::connect(&db.url).await.expect("connect");
+    let database = url::Url::parse(&db.url).expect("a URL").path()[1..].to_owned();
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{database}\" SET backslash_quote = off"
+        ))
+        .await
+        .expect("set backslash_quote");
+    let server = start(&db, &[]).await;
+    for n in 0..4 {
+        let body = stripe_event(
+            &format!("evt_quote_{n}"),
+            "customer.created",
+            json!({"id": format!("cus_quote_{n}"), "name": "Miles O'Brien",
+                   "description": "it's a \\ backslash and a ' quote"}),
+        );
+        let (status, json) = deliver_stripe(&server, &body).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (200, Some("processed")),
+            "{json}"
+        );
+    }
+    let customer = stripe_customers::Entity::find_by_id("cus_quote_3".to_owned())
+        .one(store.connection())
+        .await
+        .expect("query")
+        .expect("the customer");
+    assert_eq!(customer.name.as_deref(), Some("Miles O'Brien"));
+    assert_no_batch_fell_back(&server).await;
+}
+
 /// The ledger keeps a delivery's body as it was received (SQLite stores JSON as text, so the
 /// stored text can be compared byte for byte): the payload is not serialised a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1117,4 +1305,57 @@ async fn the_ledger_stores_the_body_as_received() {
         .try_get::<String>("", "payload")
         .expect("text");
     assert_eq!(stored, body);
+}
+
+/// Times a signed event may carry: before year 1 (written as a BC literal in PostgreSQL's batch
+/// message) and before any time a database holds (projected as absent): both processed.
+async fn times_before_year_one_and_before_any_database_are_recorded_and_projected(
+    db: TestDatabase,
+) {
+    let server = start(&db, &[]).await;
+    for (n, trial_end) in [(1, -62_135_596_801_i64), (2, i64::MIN)] {
+        let body = stripe_event(
+            &format!("evt_ancient_{n}"),
+            "customer.subscription.created",
+            json!({"id": format!("sub_ancient_{n}"), "object": "subscription",
+                   "customer": "cus_ancient", "status": "trialing", "trial_end": trial_end,
+                   "created": 1_700_000_000, "items": {"object": "list", "data": []}}),
+        );
+        let (status, json) = deliver_stripe(&server, &body).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (200, Some("processed")),
+            "trial_end {trial_end}: {json}"
+        );
+    }
+    let store = Store::connect(&db.url).await.expect("connect");
+    let ancient = stripe_subscriptions::Entity::find_by_id("sub_ancient_1".to_owned())
+        .one(store.connection())
+        .await
+        .expect("query")
+        .expect("the subscription");
+    assert_eq!(
+        ancient.trial_end.map(|at| at.timestamp()),
+        Some(-62_135_596_801)
+    );
+    let absurd = stripe_subscriptions::Entity::find_by_id("sub_ancient_2".to_owned())
+        .one(store.connection())
+        .await
+        .expect("query")
+        .expect("the subscription");
+    assert_eq!(absurd.trial_end, None);
+    assert_no_batch_fell_back(&server).await;
+}
+
+/// Every batch went to PostgreSQL as one message: none fell back to statements.
+async fn assert_no_batch_fell_back(server: &Server) {
+    let metrics = server.get_text("/metrics").await;
+    let fallbacks: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with(billing_sync_store::ledger::BATCH_FALLBACKS))
+        .collect();
+    assert!(
+        fallbacks.is_empty(),
+        "no batch fell back to statements: {fallbacks:?}"
+    );
 }

@@ -208,6 +208,8 @@ struct ListState {
     lists: Mutex<std::collections::HashMap<String, Vec<Value>>>,
     /// Misbehave: ignore `starting_after`, answer the first page with `has_more` every time.
     never_advance: std::sync::atomic::AtomicBool,
+    /// As `never_advance`, for customers' entitlement lists only.
+    entitlements_never_advance: std::sync::atomic::AtomicBool,
     failures: ListFailures,
     requests: Mutex<Vec<ListRequest>>,
 }
@@ -358,8 +360,14 @@ fn list_stripe_page(
                 || object["status"] != "canceled"
         })
         .collect();
+    let never_advance = state.lists.never_advance.load(Ordering::SeqCst)
+        || (resource == ACTIVE_ENTITLEMENTS
+            && state
+                .lists
+                .entitlements_never_advance
+                .load(Ordering::SeqCst));
     let start = match query.get("starting_after") {
-        _ if state.lists.never_advance.load(Ordering::SeqCst) => 0,
+        _ if never_advance => 0,
         Some(after) => match listed.iter().position(|o| o["id"] == after.as_str()) {
             Some(index) => index + 1,
             None => {
@@ -376,8 +384,7 @@ fn list_stripe_page(
         .and_then(|l| l.parse().ok())
         .unwrap_or(10);
     let page: Vec<&Value> = listed.iter().skip(start).take(limit).copied().collect();
-    let has_more =
-        start + page.len() < listed.len() || state.lists.never_advance.load(Ordering::SeqCst);
+    let has_more = start + page.len() < listed.len() || never_advance;
     json_response(
         200,
         json!({"object": "list", "url": format!("/v1/{resource}"), "has_more": has_more, "data": page}),
@@ -618,6 +625,14 @@ impl StripeStandIn {
     /// `starting_after` says (a cursor that never advances).
     pub fn never_advance(&self) {
         self.state.lists.never_advance.store(true, Ordering::SeqCst);
+    }
+
+    /// As [`StripeStandIn::never_advance`], for customers' entitlement lists only.
+    pub fn never_advance_entitlements(&self) {
+        self.state
+            .lists
+            .entitlements_never_advance
+            .store(true, Ordering::SeqCst);
     }
 
     /// Every list call after the first `after` fails with `status` (`None`: heal).
