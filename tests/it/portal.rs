@@ -707,6 +707,7 @@ async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answe
     };
     let allowed = preflight("https://app.example.com").await.expect("OPTIONS");
     assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_varies_on_origin(&allowed);
     let headers = allowed.headers();
     assert_eq!(
         headers["access-control-allow-origin"],
@@ -759,13 +760,43 @@ async fn a_web_app_on_an_allowed_origin_passes_the_preflight_and_reads_the_answe
         "http://localhost:5173"
     );
     assert_eq!(call.headers()["access-control-allow-credentials"], "true");
+    assert_varies_on_origin(&call);
+
+    // The public, cacheable plans page too: a shared cache keeps one answer per origin.
+    let plans = support::http()
+        .get(s.server.url("/api/v1/operations/payment/plans"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .expect("GET the plans");
+    assert_eq!(plans.status(), 200);
+    assert_varies_on_origin(&plans);
 
     // The same call from another origin never reaches the operation: no session is created.
     let sessions = s.stripe.received().len();
     let foreign = call_from("https://evil.example.net").await.expect("GET");
+    assert_varies_on_origin(&foreign);
     let (status, code, _) = error_of(foreign).await;
     assert_eq!((status, code.as_str()), (403, "FORBIDDEN"));
     assert_eq!(s.stripe.received().len(), sessions);
+}
+
+/// The answer says that its headers depend on the request's `Origin`.
+fn assert_varies_on_origin(response: &reqwest::Response) {
+    let vary: Vec<&str> = response
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    assert!(
+        vary.iter().any(|name| name.eq_ignore_ascii_case("origin")),
+        "{} {}: Vary {vary:?}",
+        response.status(),
+        response.url()
+    );
 }
 
 #[tokio::test]

@@ -90,6 +90,9 @@ impl App {
             handle: crate::observability::prometheus(),
             store: self.store.clone(),
         };
+        // With CORS on, the CORS headers of every answer depend on the request's `Origin`: a
+        // shared cache must not give one origin's answer to another.
+        let vary_on_origin = !self.cors_allowed_origins.is_empty();
         billing_sync_webhooks::routes(self.ingestor.clone())
             .at("/metrics", poem::get(metrics))
             .at(billing_sync_api::OPENAPI_JSON_PATH, spec)
@@ -100,7 +103,7 @@ impl App {
                     .with_if(!self.cors_allowed_origins.is_empty(), self.cors())
                     .catch_error(http::cors_refused),
             )
-            .around(|endpoint, request| async move {
+            .around(move |endpoint, request| async move {
                 let path = request.uri().path().to_owned();
                 // poem answers HEAD with the GET handler (body dropped): for the portal, which
                 // creates a Stripe session, a HEAD would create one for nobody to see. The
@@ -128,6 +131,9 @@ impl App {
                     );
                 }
                 protect(&mut response);
+                if vary_on_origin {
+                    vary_on(&mut response, "origin");
+                }
                 Ok(response)
             })
             .with(crate::observability::RequestIds)
@@ -194,6 +200,27 @@ fn protect(response: &mut poem::Response) {
             .headers_mut()
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Adds `field` to the response's `Vary` unless a `Vary` already names it (or `*`).
+fn vary_on(response: &mut poem::Response, field: &'static str) {
+    use poem::http::{HeaderValue, header};
+    let named = response
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .any(|value| {
+            value.to_str().is_ok_and(|text| {
+                text.split(',')
+                    .map(str::trim)
+                    .any(|name| name == "*" || name.eq_ignore_ascii_case(field))
+            })
+        });
+    if !named {
+        response
+            .headers_mut()
+            .append(header::VARY, HeaderValue::from_static(field));
     }
 }
 
