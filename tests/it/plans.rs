@@ -207,6 +207,7 @@ each_backend!(
     checkout_refuses_what_cannot_be_bought_in_the_documented_format,
     a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id,
     only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie,
+    a_payment_link_naming_another_organization_never_re_points_its_billing,
 );
 
 async fn only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie(db: TestDatabase) {
@@ -704,4 +705,101 @@ async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: Tes
         s.stripe.received().is_empty(),
         "no Stripe call for a refusal"
     );
+}
+
+/// With a Payment Link or a pricing table the browser chooses `client_reference_id`: an
+/// attacker's checkout naming the victim's organization, without metadata, must leave the
+/// victim's customer, entitlements and portal as they were, whether or not
+/// `STRIPE_TRUST_CLIENT_REFERENCE_ID` is on. Trusted, it still links an organization that no
+/// customer bills yet.
+async fn a_payment_link_naming_another_organization_never_re_points_its_billing(db: TestDatabase) {
+    let s = setup(&db, &[], &[("STRIPE_TRUST_CLIENT_REFERENCE_ID", "true")]).await;
+    let t = now() - 3_600;
+    member(&s.server, "org_victim", "user_victim", "org:admin").await;
+    member(&s.server, "org_new", "user_new", "org:admin").await;
+    stripe_event(
+        &s.server,
+        "evt_victim_checkout",
+        "checkout.session.completed",
+        t,
+        json!({"id": "cs_victim", "object": "checkout.session", "mode": "subscription",
+               "customer": "cus_victim", "client_reference_id": "org_victim",
+               "metadata": {"organization_id": "org_victim"}, "livemode": false}),
+    )
+    .await;
+    stripe_event(
+        &s.server,
+        "evt_victim_sub",
+        "customer.subscription.created",
+        t + 1,
+        subscription("sub_victim", "cus_victim", "org_victim", "active", None),
+    )
+    .await;
+    stripe_event(
+        &s.server,
+        "evt_victim_entitlements",
+        "entitlements.active_entitlement_summary.updated",
+        t + 2,
+        entitlement_summary("cus_victim", &["sso"]),
+    )
+    .await;
+    let victim = token("user_victim", Some(("org_victim", "admin")));
+    let before = state(&s.server, &victim).await;
+    assert_eq!(before["customer_id"], "cus_victim");
+    assert_eq!(before["entitlements"], json!(["sso"]));
+
+    // The attacker pays through a Payment Link whose URL names the victim's organization.
+    for (n, created) in [(1, t + 10), (2, t + 20)] {
+        stripe_event(
+            &s.server,
+            &format!("evt_attack_{n}"),
+            "checkout.session.completed",
+            created,
+            json!({"id": format!("cs_attack_{n}"), "object": "checkout.session",
+                   "mode": "payment", "customer": format!("cus_zz_attacker_{n}"),
+                   "client_reference_id": "org_victim", "metadata": {}, "livemode": false}),
+        )
+        .await;
+    }
+    // The attacker's customer is newer than the victim's, and its id sorts after it: whichever
+    // way an organization's customers were ordered, a link would make it the victim's.
+    stripe_event(
+        &s.server,
+        "evt_attacker_customer",
+        "customer.created",
+        t + 25,
+        json!({"id": "cus_zz_attacker_1", "object": "customer", "created": t + 25,
+               "email": "mallory@example.net", "metadata": {}, "livemode": false}),
+    )
+    .await;
+    stripe_event(
+        &s.server,
+        "evt_attacker_entitlements",
+        "entitlements.active_entitlement_summary.updated",
+        t + 30,
+        entitlement_summary("cus_zz_attacker_1", &[]),
+    )
+    .await;
+    let after = state(&s.server, &victim).await;
+    assert_eq!(after["customer_id"], "cus_victim", "{after}");
+    assert_eq!(after["entitlements"], json!(["sso"]), "{after}");
+    assert_eq!(after["active"], true, "{after}");
+    let portal = get(&s.server, PORTAL, Some(&victim)).await;
+    assert_eq!(portal.status(), 302);
+    let session = s.stripe.received().pop().expect("a portal request");
+    assert_eq!(session.field("customer"), Some("cus_victim"));
+
+    // An organization that no customer bills yet is linked by a trusted client_reference_id.
+    stripe_event(
+        &s.server,
+        "evt_new_checkout",
+        "checkout.session.completed",
+        t + 40,
+        json!({"id": "cs_new", "object": "checkout.session", "mode": "payment",
+               "customer": "cus_new_org", "client_reference_id": "org_new", "metadata": {},
+               "livemode": false}),
+    )
+    .await;
+    let new = state(&s.server, &token("user_new", Some(("org_new", "admin")))).await;
+    assert_eq!(new["customer_id"], "cus_new_org", "{new}");
 }

@@ -591,6 +591,7 @@ fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
     }
     let projectors = Projectors {
         stripe_org_metadata_key: "organization_id".into(),
+        trust_client_reference_id: false,
     };
     for (name, body) in &bodies {
         let sparse = stripe_event(body).expect("an event");

@@ -67,6 +67,19 @@ pub struct CommonArgs {
         global = true
     )]
     pub stripe_org_metadata_key: String,
+
+    /// `true` to let a checkout session's `client_reference_id` (which a Payment Link's or a
+    /// pricing table's URL carries, chosen by the browser) name its customer's organization
+    /// when the session's metadata names none; even then it only links an organization that
+    /// no customer bills yet.
+    #[arg(
+        long,
+        env = "STRIPE_TRUST_CLIENT_REFERENCE_ID",
+        default_value = "false",
+        global = true,
+        value_parser = boolean
+    )]
+    pub stripe_trust_client_reference_id: bool,
 }
 
 /// The subcommands.

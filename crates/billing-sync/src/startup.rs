@@ -284,6 +284,7 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
 pub(crate) fn projectors(common: &CommonArgs) -> Projectors {
     Projectors {
         stripe_org_metadata_key: common.stripe_org_metadata_key.clone(),
+        trust_client_reference_id: common.stripe_trust_client_reference_id,
     }
 }
 

@@ -26,9 +26,9 @@ pub use event::{
     stripe_event_from_tree,
 };
 pub use state::{
-    Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
-    PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie, UserState, Version,
-    supersedes,
+    Change, CustomerLink, CustomerState, EntitlementsState, LinkedBy, MembershipState,
+    OrganizationState, PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie,
+    UserState, Version, supersedes,
 };
 
 /// Turns events into changes by their provider's projection; needs no secret, so replay can
@@ -37,13 +37,17 @@ pub use state::{
 pub struct Projectors {
     /// The metadata key naming a Stripe object's organization (`STRIPE_ORG_METADATA_KEY`).
     pub stripe_org_metadata_key: String,
+    /// Whether a checkout's `client_reference_id` may name its customer's organization when
+    /// its metadata names none (`STRIPE_TRUST_CLIENT_REFERENCE_ID`; see
+    /// [`stripe::checkout_link`]).
+    pub trust_client_reference_id: bool,
 }
 
 impl Projectors {
     /// What `event` changes, by its provider's projection.
     pub fn plan(&self, event: &NewEvent) -> Plan {
         match event.provider {
-            Provider::Stripe => stripe::project(event, &self.stripe_org_metadata_key),
+            Provider::Stripe => stripe::project(event, self),
             Provider::Clerk => clerk::project(event),
         }
     }

@@ -152,8 +152,22 @@ pub struct CustomerLink {
     pub customer_id: String,
     /// The organization it bills.
     pub organization_id: String,
+    /// What named the organization, which says what the link may change.
+    pub linked_by: LinkedBy,
     /// Live or test mode.
     pub livemode: bool,
+}
+
+/// What named the organization of a checkout's customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkedBy {
+    /// The session's metadata, set by the merchant's server or Payment Link: links a customer
+    /// that has no organization yet.
+    Metadata,
+    /// The session's `client_reference_id`, which the browser chose (trusted only by setting):
+    /// links a customer that has no organization yet to an organization that has no customer
+    /// yet, so that it can never re-point an organization's billing.
+    ClientReference,
 }
 
 /// A Stripe subscription's state.

@@ -13,8 +13,8 @@ use crate::event::{NewEvent, Plan};
 use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
 use crate::state::RawJson;
 use crate::state::{
-    Change, CustomerLink, CustomerState, EntitlementsState, PriceState, ProductState, Rank,
-    SubscriptionState, SyncedRow, Version,
+    Change, CustomerLink, CustomerState, EntitlementsState, LinkedBy, PriceState, ProductState,
+    Rank, SubscriptionState, SyncedRow, Version,
 };
 
 const SUBSCRIPTION_EVENTS: [&str; 8] = [
@@ -55,9 +55,11 @@ impl Carried {
     }
 }
 
-/// What `event` changes, reading the organization from `metadata[org_metadata_key]`: the
-/// event's `data.object`, seen at the event's `created` as its type says ([`Seen`]).
-pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
+/// What `event` changes, reading the organization from `metadata[STRIPE_ORG_METADATA_KEY]`
+/// (see [`crate::Projectors`]): the event's `data.object`, seen at the event's `created` as its
+/// type says ([`Seen`]).
+pub fn project(event: &NewEvent, projectors: &crate::Projectors) -> Plan {
+    let org_metadata_key = projectors.stripe_org_metadata_key.as_str();
     let Some(carried) = Carried::by(&event.event_type) else {
         return Plan::Ignore;
     };
@@ -67,7 +69,7 @@ pub fn project(event: &NewEvent, org_metadata_key: &str) -> Plan {
         Carried::Customer => object_and_time(event)
             .and_then(|(object, at)| one(customer(object, at, seen, org_metadata_key))),
         Carried::CheckoutSession => fields(event)
-            .and_then(|object| checkout_link(object, org_metadata_key))
+            .and_then(|object| checkout_link(object, projectors))
             .map(Vec::from_iter),
         Carried::Subscription => object_and_time(event)
             .and_then(|(object, at)| one(subscription(object, at, seen, org_metadata_key))),
@@ -366,23 +368,34 @@ fn items(subscription: &Value) -> Value {
 }
 
 /// The link a completed checkout session makes between its customer and an organization, if
-/// it names both.
-pub fn checkout_link(object: &Value, org_key: &str) -> Result<Option<Change>, String> {
-    // The session's metadata is set by the server that created the session; the
-    // `client_reference_id` of a Payment Link or a Pricing Table comes from the browser. When
-    // both name an organization, the server's word wins.
-    let organization_id = metadata(object, org_key)
-        .or_else(|| text(object, "client_reference_id").filter(|id| !id.is_empty()));
+/// it names both. The organization is the one the session's metadata names: set by the server
+/// that created the session (billing-sync's checkout), or configured by the merchant on a
+/// Payment Link. A `client_reference_id` comes from the browser (a Payment Link's or a pricing
+/// table's URL): it names the organization only when `STRIPE_TRUST_CLIENT_REFERENCE_ID` says
+/// so, and then can only link an organization that has no customer yet ([`LinkedBy`]).
+pub fn checkout_link(
+    object: &Value,
+    projectors: &crate::Projectors,
+) -> Result<Option<Change>, String> {
+    let by_metadata = metadata(object, &projectors.stripe_org_metadata_key)
+        .map(|organization| (organization, LinkedBy::Metadata));
+    let by_reference = || {
+        text(object, "client_reference_id")
+            .filter(|id| !id.is_empty() && projectors.trust_client_reference_id)
+            .map(|organization| (organization, LinkedBy::ClientReference))
+    };
     // A guest checkout has no customer, and a checkout for no organization links nothing:
     // both are recorded as processed with no change.
-    let (Some(customer_id), Some(organization_id)) =
-        (id_or_object(object, "customer"), organization_id)
-    else {
+    let (Some(customer_id), Some((organization_id, linked_by))) = (
+        id_or_object(object, "customer"),
+        by_metadata.or_else(by_reference),
+    ) else {
         return Ok(None);
     };
     Ok(Some(Change::CustomerLink(CustomerLink {
         customer_id,
         organization_id,
+        linked_by,
         livemode: flag(object, "livemode"),
     })))
 }
@@ -406,6 +419,15 @@ mod tests {
         }
     }
 
+    /// The projections' settings with the default metadata key; `trusted`: whether a
+    /// checkout's `client_reference_id` may link.
+    fn linking(trusted: bool) -> crate::Projectors {
+        crate::Projectors {
+            stripe_org_metadata_key: "organization_id".into(),
+            trust_client_reference_id: trusted,
+        }
+    }
+
     fn only_change(plan: Plan) -> Change {
         match plan {
             Plan::Apply(mut changes) if changes.len() == 1 => changes.remove(0),
@@ -423,7 +445,7 @@ mod tests {
         });
         let Change::Subscription(sub) = only_change(project(
             &event("customer.subscription.updated", 10, object),
-            "organization_id",
+            &linking(false),
         )) else {
             panic!("subscription expected")
         };
@@ -440,7 +462,8 @@ mod tests {
         // What `GET /v1/customers/{id}` answers for a deleted customer: an update by how it
         // was seen, a deletion by what it says.
         let stub = json!({"id": "cus_1", "object": "customer", "deleted": true});
-        let Change::Customer(customer) = customer((&stub).into(), 20, Seen::Updated, "k").unwrap()
+        let Change::Customer(customer) =
+            customer((&stub).into(), 20, Seen::Updated, "organization_id").unwrap()
         else {
             panic!("a customer expected")
         };
@@ -453,7 +476,7 @@ mod tests {
         let object = json!({"id": "sub_1", "customer": "cus_1", "status": "some_future_status"});
         let Change::Subscription(sub) = only_change(project(
             &event("customer.subscription.updated", 10, object),
-            "organization_id",
+            &linking(false),
         )) else {
             panic!("subscription expected")
         };
@@ -465,44 +488,62 @@ mod tests {
         let canceled = json!({"id": "sub_1", "customer": "cus_1", "status": "canceled"});
         let Change::Subscription(sub) = only_change(project(
             &event("customer.subscription.updated", 10, canceled),
-            "k",
+            &linking(false),
         )) else {
             panic!()
         };
         assert_eq!(sub.row.version.rank, Rank::Terminal);
         let Change::Customer(created) = only_change(project(
             &event("customer.created", 10, json!({"id": "cus_1"})),
-            "k",
+            &linking(false),
         )) else {
             panic!()
         };
         assert_eq!(created.row.version.rank, Rank::Initial);
     }
 
-    /// The organization a completed checkout session links its customer to.
-    fn linked_organization(session: Value) -> String {
-        match only_change(project(
+    /// The organization a completed checkout session links its customer to, and what named it,
+    /// when `client_reference_id` is trusted or not.
+    fn linked_organization(session: Value, trusted: bool) -> Option<(String, LinkedBy)> {
+        match project(
             &event("checkout.session.completed", 10, session),
-            "organization_id",
-        )) {
-            Change::CustomerLink(link) => link.organization_id,
-            other => panic!("a link expected, got {other:?}"),
+            &linking(trusted),
+        ) {
+            Plan::Apply(changes) if changes.is_empty() => None,
+            plan => match only_change(plan) {
+                Change::CustomerLink(link) => Some((link.organization_id, link.linked_by)),
+                other => panic!("a link expected, got {other:?}"),
+            },
         }
     }
 
     #[test]
     fn checkout_metadata_wins_over_a_client_reference_id_naming_another_organization() {
+        for trusted in [false, true] {
+            assert_eq!(
+                linked_organization(
+                    json!({"id": "cs_1", "customer": "cus_1",
+                        "client_reference_id": "org_from_the_browser",
+                        "metadata": {"organization_id": "org_from_the_server"}}),
+                    trusted
+                ),
+                Some(("org_from_the_server".into(), LinkedBy::Metadata))
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_reference_id_links_only_when_trusted_and_says_so() {
+        let session = json!({"id": "cs_2", "customer": "cus_2",
+            "client_reference_id": "org_2", "metadata": {}});
         assert_eq!(
-            linked_organization(json!({"id": "cs_1", "customer": "cus_1",
-                "client_reference_id": "org_from_the_browser",
-                "metadata": {"organization_id": "org_from_the_server"}})),
-            "org_from_the_server"
+            linked_organization(session.clone(), false),
+            None,
+            "the browser's word alone links nothing by default"
         );
         assert_eq!(
-            linked_organization(json!({"id": "cs_2", "customer": "cus_2",
-                "client_reference_id": "org_2", "metadata": {}})),
-            "org_2",
-            "without metadata, the client_reference_id links"
+            linked_organization(session, true),
+            Some(("org_2".into(), LinkedBy::ClientReference))
         );
     }
 
@@ -513,11 +554,12 @@ mod tests {
         assert_eq!(
             only_change(project(
                 &event("checkout.session.completed", 10, object),
-                "organization_id"
+                &linking(false)
             )),
             Change::CustomerLink(CustomerLink {
                 customer_id: "cus_1".into(),
                 organization_id: "org_1".into(),
+                linked_by: LinkedBy::Metadata,
                 livemode: false,
             })
         );
@@ -528,12 +570,12 @@ mod tests {
         assert!(matches!(
             project(
                 &event("customer.subscription.updated", 10, json!({"id": "sub_1"})),
-                "k"
+                &linking(false)
             ),
             Plan::Fail(_)
         ));
         assert_eq!(
-            project(&event("invoice.paid", 10, json!({})), "k"),
+            project(&event("invoice.paid", 10, json!({})), &linking(false)),
             Plan::Ignore
         );
     }
@@ -544,9 +586,10 @@ mod tests {
             "currency": "eur", "unit_amount": 2900, "product": {"id": "prod_1"},
             "lookup_key": "team_monthly", "nickname": "Team",
             "recurring": {"interval": "month", "interval_count": 3}});
-        let Change::Price(price) =
-            only_change(project(&event("price.updated", 10, object.clone()), "k"))
-        else {
+        let Change::Price(price) = only_change(project(
+            &event("price.updated", 10, object.clone()),
+            &linking(false),
+        )) else {
             panic!("a price expected")
         };
         assert_eq!(
@@ -557,8 +600,10 @@ mod tests {
         assert_eq!(price.recurring_interval_count, Some(3));
         assert_eq!(price.unit_amount, Some(2900));
         assert_eq!(price.row.version.rank, Rank::Update);
-        let Change::Price(deleted) = only_change(project(&event("price.deleted", 11, object), "k"))
-        else {
+        let Change::Price(deleted) = only_change(project(
+            &event("price.deleted", 11, object),
+            &linking(false),
+        )) else {
             panic!("a price expected")
         };
         assert_eq!(deleted.row.version.rank, Rank::Terminal);
@@ -569,9 +614,10 @@ mod tests {
     fn a_product_keeps_its_marketing_feature_names_in_order() {
         let object = json!({"id": "prod_1", "active": false, "name": "Team",
             "marketing_features": [{"name": "SSO"}, {}, {"name": "Audit log"}]});
-        let Change::Product(product) =
-            only_change(project(&event("product.created", 10, object), "k"))
-        else {
+        let Change::Product(product) = only_change(project(
+            &event("product.created", 10, object),
+            &linking(false),
+        )) else {
             panic!("a product expected")
         };
         assert_eq!(product.marketing_features, json!(["SSO", "Audit log"]));
@@ -588,15 +634,16 @@ mod tests {
                     {"id": "ent_3", "lookup_key": "sso"}]}})
         };
         let event_type = "entitlements.active_entitlement_summary.updated";
-        let Change::Entitlements(entitlements) =
-            only_change(project(&event(event_type, 10, summary(false)), "k"))
-        else {
+        let Change::Entitlements(entitlements) = only_change(project(
+            &event(event_type, 10, summary(false)),
+            &linking(false),
+        )) else {
             panic!("entitlements expected")
         };
         assert_eq!(entitlements.row.id, "cus_1");
         assert_eq!(entitlements.lookup_keys, json!(["audit", "sso"]));
         assert!(matches!(
-            project(&event(event_type, 10, summary(true)), "k"),
+            project(&event(event_type, 10, summary(true)), &linking(false)),
             Plan::Fail(_)
         ));
     }

@@ -23,9 +23,9 @@ use crate::entities::{
 };
 use crate::literal;
 use billing_sync_projection::{
-    Change, CustomerLink, CustomerState, EntitlementsState, MembershipState, OrganizationState,
-    PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie, UserState, Version,
-    supersedes,
+    Change, CustomerLink, CustomerState, EntitlementsState, LinkedBy, MembershipState,
+    OrganizationState, PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie,
+    UserState, Version, supersedes,
 };
 
 /// The changes of a batch reduced per (table, id): for each object the rounds of states to
@@ -682,7 +682,7 @@ fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> InsertStatement {
         let mut row = writing.placeholder_values(&link.customer_id, None, placeholder, None);
         row.extend([
             Expr::val(link.livemode),
-            Expr::val(link.organization_id.clone()),
+            linked_organization(link),
             Expr::val(None::<String>),
             Expr::val(None::<String>),
         ]);
@@ -696,6 +696,28 @@ fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> InsertStatement {
             .to_owned(),
     );
     statement
+}
+
+/// The organization a link gives its customer. One named by a `client_reference_id` (the
+/// browser's word) is given only to an organization no live customer bills yet: a checkout
+/// naming someone else's organization must never re-point that organization's billing.
+fn linked_organization(link: &CustomerLink) -> SimpleExpr {
+    use customers::Column as C;
+    let organization = Expr::val(link.organization_id.clone());
+    match link.linked_by {
+        LinkedBy::Metadata => organization.into(),
+        LinkedBy::ClientReference => {
+            let billed = Query::select()
+                .expr(Expr::val(1))
+                .from(customers::Entity)
+                .and_where(Expr::col(C::OrganizationId).eq(link.organization_id.as_str()))
+                .and_where(Expr::col(C::DeletedAt).is_null())
+                .to_owned();
+            Expr::case(Expr::exists(billed), Expr::val(None::<String>))
+                .finally(organization)
+                .into()
+        }
+    }
 }
 
 /// Stored subscriptions of these customers that have no organization yet take their

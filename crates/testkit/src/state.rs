@@ -15,6 +15,7 @@ use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOr
 pub fn projectors() -> Projectors {
     Projectors {
         stripe_org_metadata_key: "organization_id".into(),
+        trust_client_reference_id: false,
     }
 }
 

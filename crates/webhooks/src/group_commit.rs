@@ -230,6 +230,7 @@ mod tests {
         let store = migrated_store(&db.url).await;
         let projectors = Projectors {
             stripe_org_metadata_key: "organization_id".into(),
+            trust_client_reference_id: false,
         };
         let planned = |event: NewEvent| {
             let plan = projectors.plan(&event);
@@ -313,6 +314,7 @@ mod tests {
         );
         let projectors = Projectors {
             stripe_org_metadata_key: "organization_id".into(),
+            trust_client_reference_id: false,
         };
         let (jobs, answers): (Vec<Job>, Vec<_>) = [user.clone(), subscription, user]
             .into_iter()

@@ -368,13 +368,15 @@ pub async fn add_member(server: &Server, clerk_secret: &str, org: &str, user: &s
     assert_eq!(response.status(), 200, "adding {user} to {org}");
 }
 
-/// A completed checkout that links `customer` to `org`.
+/// A completed checkout that links `customer` to `org`, as billing-sync's checkout makes it
+/// (the organization in the session's metadata and its `client_reference_id`).
 pub fn checkout_body(customer: &str, org: &str) -> Vec<u8> {
     serde_json::to_vec(
         &serde_json::json!({"id": format!("evt_checkout_{customer}"), "object": "event",
         "type": "checkout.session.completed", "created": now(), "livemode": false,
         "data": {"object": {"id": format!("cs_{customer}"), "object": "checkout.session",
-            "customer": customer, "client_reference_id": org, "mode": "subscription"}}}),
+            "customer": customer, "client_reference_id": org,
+            "metadata": {"organization_id": org}, "mode": "subscription"}}}),
     )
     .expect("JSON")
 }
