@@ -479,7 +479,14 @@ async fn a_stripe_timeout_is_a_500() {
 async fn without_stripe_configuration_the_portal_says_billing_is_not_configured() {
     let db = sqlite().await;
     let jwks = JwksStandIn::start(&[key()]).await;
-    let server = Server::start(&db.url, &[("CLERK_JWKS_URL", jwks.url.as_str())]).await;
+    let server = Server::start(
+        &db.url,
+        &[
+            ("CLERK_JWKS_URL", jwks.url.as_str()),
+            ("CLERK_ISSUER", ISSUER),
+        ],
+    )
+    .await;
     let (status, code, message) = error_of(
         get_portal(
             &server,
@@ -594,11 +601,18 @@ async fn a_failed_jwks_fetch_does_not_block_the_next_one() {
         (500, "INTERNAL_ERROR"),
         "the JWKS could not be fetched: authentication is unavailable"
     );
-    // Clerk answers again: the very next request fetches and is served, not refused for 30 s.
-    assert_eq!(
-        get_portal(&s.server, Some(&token), None).await.status(),
-        302
-    );
+    // Clerk answers again: once the short back-off after the failure ends (a second, not the
+    // 30 s of the refetch interval), the next request fetches and is served. Requests during
+    // the back-off are refused without a fetch of their own, so however many the polling
+    // makes, exactly one more fetch happens.
+    support::wait_for(
+        "a request served after the back-off",
+        Duration::from_secs(10),
+        || async {
+            (get_portal(&s.server, Some(&token), None).await.status() == 302).then_some(())
+        },
+    )
+    .await;
     assert_eq!(s.jwks.fetch_count(), 2);
     // After that success, the interval stands: an unknown kid is refused without a fetch,
     // and the keys already known keep verifying.
@@ -615,6 +629,99 @@ async fn a_failed_jwks_fetch_does_not_block_the_next_one() {
         get_portal(&s.server, Some(&token), None).await.status(),
         302,
         "known keys still verify"
+    );
+}
+
+/// At a cold start with Clerk's JWKS not answering, concurrent requests wait on one fetch and
+/// share its failure: all are answered within the fetch's timeout (3 s), not one after another.
+#[tokio::test]
+async fn a_hanging_jwks_at_cold_start_answers_concurrent_requests_together() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    s.jwks.hang();
+    let token = key().sign(&claims("user_cold", Some("org_cold")));
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, token) = (s.server.url(PORTAL), token.clone());
+            tokio::spawn(async move {
+                let response = support::http()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("GET the portal");
+                (response.status().as_u16(), started.elapsed())
+            })
+        })
+        .collect();
+    for request in requests {
+        let (status, after) = request.await.expect("the request task");
+        assert_eq!(status, 500, "authentication is unavailable");
+        assert!(
+            after < Duration::from_secs(6),
+            "answered after {after:?}: requests waited in line"
+        );
+    }
+    assert_eq!(s.jwks.fetch_count(), 1, "one fetch for all of them");
+}
+
+/// While Clerk's JWKS fails, tokens with random `kid`s do not make a fetch each: after a
+/// failure, keys not cached are refused at once until the back-off ends.
+#[tokio::test]
+async fn while_the_jwks_fails_random_kids_do_not_make_a_fetch_each() {
+    let db = sqlite().await;
+    let s = setup(&db, &[], &[]).await;
+    s.jwks.fail_next(usize::MAX);
+    let started = std::time::Instant::now();
+    for n in 0..40 {
+        let stranger = SigningKey::generate(&format!("ins_random_{n}"));
+        let token = stranger.sign(&claims("user_r", Some("org_r")));
+        let (status, code, _) = error_of(get_portal(&s.server, Some(&token), None).await).await;
+        assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
+    }
+    // The back-off starts at 1 s and doubles: in `elapsed`, at most 1 + log2(elapsed) fetches.
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = 2 + elapsed.max(1.0).log2().ceil() as usize;
+    assert!(
+        s.jwks.fetch_count() <= most,
+        "{} fetches for 40 requests in {elapsed:.1} s",
+        s.jwks.fetch_count()
+    );
+}
+
+/// With `CLERK_JWKS_URL` and no `CLERK_ISSUER`, tokens must carry the issuer the URL implies
+/// (Clerk's Frontend API origin); a JWKS URL that implies none needs `CLERK_ISSUER`.
+#[tokio::test]
+async fn the_jwks_url_implies_the_issuer_when_none_is_set() {
+    let db = sqlite().await;
+    let jwks = JwksStandIn::start(&[key()]).await;
+    let server = Server::start(&db.url, &[("CLERK_JWKS_URL", jwks.url.as_str())]).await;
+    let mut foreign = claims("user_i", Some("org_i"));
+    foreign["iss"] = json!("https://another-app.clerk.accounts.dev");
+    let (status, code, _) =
+        error_of(get_portal(&server, Some(&key().sign(&foreign)), None).await).await;
+    assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+    let mut own = claims("user_i", Some("org_i"));
+    own["iss"] = json!(jwks.issuer);
+    let (status, _, message) =
+        error_of(get_portal(&server, Some(&key().sign(&own)), None).await).await;
+    assert_eq!(status, 500, "past authentication: {message}");
+    assert!(message.contains("not configured"), "{message}");
+
+    let refused = support::run(
+        &["serve"],
+        &[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("CLERK_JWKS_URL", "https://api.clerk.com/v1/jwks"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("CLERK_ISSUER"),
+        "{}",
+        refused.stderr
     );
 }
 

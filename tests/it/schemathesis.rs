@@ -95,7 +95,8 @@ async fn every_answer_conforms_to_the_served_spec() {
     }
     let token = key.sign(
         &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
-        "exp": now() + 900, "sid": "sess_st", "o": {"id": "org_st", "rol": "admin"}}),
+        "exp": now() + 900, "iss": jwks.issuer, "sid": "sess_st",
+        "o": {"id": "org_st", "rol": "admin"}}),
     );
 
     let report = tempfile::tempdir().expect("a report directory");

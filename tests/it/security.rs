@@ -69,7 +69,7 @@ async fn no_log_line_of_a_full_run_contains_a_secret_or_a_token() {
     // The portal: a valid token (bearer and cookie), an expired one, a forged one.
     let claims = |exp: i64| {
         json!({"sub": "user_sec", "iat": now() - 10, "nbf": now() - 10, "exp": exp,
-               "sid": "sess_sec", "o": {"id": "org_sec", "rol": "admin"}})
+               "iss": jwks.issuer, "sid": "sess_sec", "o": {"id": "org_sec", "rol": "admin"}})
     };
     let valid = key.sign(&claims(now() + 120));
     let expired = key.sign(&claims(now() - 3600));

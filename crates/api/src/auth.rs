@@ -1,7 +1,9 @@
 //! Clerk session tokens: RS256 JWTs verified with keys from Clerk's JWKS (fetched on first use,
-//! cached, refetched for an unknown `kid` at most once per 30 s) or from a configured PEM.
+//! one fetch at a time, cached, refetched for an unknown `kid` at most once per 30 s, backing
+//! off after a failure) or from a configured PEM.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -106,23 +108,45 @@ pub enum KeySource {
 }
 
 /// Keys fetched from a JWKS URL, by `kid`.
+///
+/// Fetches are single-flight: while one is in flight, requests needing a key wait for its
+/// outcome and share it (a success's keys, or its failure), rather than each fetching in turn
+/// behind the lock. After a failure, requests for a key not cached are refused at once for a
+/// back-off that doubles with each failure ([`FIRST_BACKOFF`] to [`REFETCH_INTERVAL`]), so
+/// tokens with random `kid`s cannot make a fetch each while Clerk is failing; keys already
+/// cached keep verifying throughout.
 pub struct JwksCache {
     url: String,
     client: reqwest::Client,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    /// When the keys were last fetched successfully; held across a fetch so that fetches are
-    /// single-flight.
-    last_fetch: Mutex<Option<Instant>>,
+    /// The outcome of the fetches so far; held across a fetch so that one runs at a time.
+    fetching: Mutex<FetchHistory>,
+    /// How many fetches have finished, read before waiting for `fetching`: a change means a
+    /// fetch finished while this request waited, and its outcome is this request's too.
+    finished: AtomicU64,
+}
+
+/// The first back-off after a failed fetch; it doubles with each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct FetchHistory {
+    /// When the keys were last fetched successfully.
+    succeeded_at: Option<Instant>,
+    /// The last fetch's failure, when it failed: when, why, and the back-off it started.
+    failure: Option<(Instant, String, Duration)>,
 }
 
 impl JwksCache {
-    /// A cache for `url`, fetched lazily.
+    /// A cache for `url`, fetched lazily with `client` (whose timeout bounds how long a
+    /// request can wait for a fetch).
     pub fn new(url: String, client: reqwest::Client) -> Self {
         JwksCache {
             url,
             client,
             keys: RwLock::new(HashMap::new()),
-            last_fetch: Mutex::new(None),
+            fetching: Mutex::new(FetchHistory::default()),
+            finished: AtomicU64::new(0),
         }
     }
 
@@ -130,37 +154,68 @@ impl JwksCache {
         if let Some(key) = self.keys.read().await.get(kid) {
             return Ok(key.clone());
         }
-        let mut last_fetch = self.last_fetch.lock().await;
-        // Another request may have fetched while this one waited for the lock.
+        let finished_before = self.finished.load(Ordering::Acquire);
+        let mut history = self.fetching.lock().await;
         if let Some(key) = self.keys.read().await.get(kid) {
             return Ok(key.clone());
         }
-        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+        let fetched_while_waiting = self.finished.load(Ordering::Acquire) != finished_before;
+        match &history.failure {
+            Some((_, reason, _)) if fetched_while_waiting => {
+                return Err(AuthError::KeysUnavailable(reason.clone()));
+            }
+            Some((at, reason, backoff)) if at.elapsed() < *backoff => {
+                return Err(AuthError::KeysUnavailable(reason.clone()));
+            }
+            _ if fetched_while_waiting => return Err(AuthError::UnknownKey),
+            _ => {}
+        }
+        if history
+            .succeeded_at
+            .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL)
+        {
             return Err(AuthError::UnknownKey);
         }
-        // Only a successful fetch starts the interval: after a failed one (Clerk or the network
-        // briefly down) the next request may try again, and the keys already known stay.
+        let fetched = self.fetch().await;
+        self.finished.fetch_add(1, Ordering::Release);
+        match fetched {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "fetched Clerk's JWKS");
+                history.succeeded_at = Some(Instant::now());
+                history.failure = None;
+                let found = keys.get(kid).cloned();
+                *self.keys.write().await = keys;
+                found.ok_or(AuthError::UnknownKey)
+            }
+            Err(reason) => {
+                let backoff = match &history.failure {
+                    Some((_, _, previous)) => (*previous * 2).min(REFETCH_INTERVAL),
+                    None => FIRST_BACKOFF,
+                };
+                tracing::warn!(%reason, ?backoff, "fetching Clerk's JWKS failed; keys not cached are refused until the back-off ends");
+                history.failure = Some((Instant::now(), reason.clone(), backoff));
+                Err(AuthError::KeysUnavailable(reason))
+            }
+        }
+    }
+
+    /// The keys the JWKS URL serves, by `kid`.
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
         let set: JwkSet = self
             .client
             .get(&self.url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|err| AuthError::KeysUnavailable(err.without_url().to_string()))?
+            .map_err(|err| err.without_url().to_string())?
             .json()
             .await
-            .map_err(|err| AuthError::KeysUnavailable(err.without_url().to_string()))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            if let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) {
-                keys.insert(kid, key);
-            }
-        }
-        tracing::info!(keys = keys.len(), "fetched Clerk's JWKS");
-        *last_fetch = Some(Instant::now());
-        let found = keys.get(kid).cloned();
-        *self.keys.write().await = keys;
-        found.ok_or(AuthError::UnknownKey)
+            .map_err(|err| err.without_url().to_string())?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect())
     }
 }
 

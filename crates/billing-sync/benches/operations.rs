@@ -122,8 +122,11 @@ async fn main() {
     }
 
     let t = now();
-    let token = key.sign(&json!({"sub": "user_bench", "iat": t, "nbf": t, "exp": t + 3_600,
-                                 "azp": "https://app.example.com", "v": 2, "o": {"id": "org_bench"}}));
+    let token = key.sign(
+        &json!({"sub": "user_bench", "iat": t, "nbf": t, "exp": t + 3_600,
+                                 "iss": jwks.issuer, "azp": "https://app.example.com", "v": 2,
+                                 "o": {"id": "org_bench"}}),
+    );
     let client = support::http();
     let state = server.url("/api/v1/operations/payment/subscription");
     // Warm-up, which also fills the key cache.

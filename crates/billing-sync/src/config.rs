@@ -197,7 +197,9 @@ pub struct ServeArgs {
           hide_default_value = true, value_parser = optional(rsa_public_key))]
     pub clerk_jwt_key: Optional<jsonwebtoken::DecodingKey>,
 
-    /// When set, session tokens must carry this `iss`.
+    /// Session tokens must carry this `iss`. Unset with CLERK_JWKS_URL: the issuer that URL
+    /// implies (Clerk's issuer is its Frontend API origin, which serves
+    /// `/.well-known/jwks.json`).
     #[arg(long, env = "CLERK_ISSUER", default_value = "", hide_default_value = true,
           value_parser = optional(text))]
     pub clerk_issuer: Optional<String>,
@@ -257,6 +259,7 @@ impl ServeArgs {
                 ),
             ));
         }
+        self.clerk_issuer()?;
         if self.stripe_refetch_objects && self.stripe_api.stripe_secret_key.get().is_none() {
             return Err(ConfigError::new(
                 "STRIPE_REFETCH_OBJECTS",
@@ -264,6 +267,33 @@ impl ServeArgs {
             ));
         }
         Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// The `iss` session tokens must carry: `CLERK_ISSUER`, else, with `CLERK_JWKS_URL` (and no
+    /// `CLERK_JWT_KEY`), the origin of that URL, which is Clerk's Frontend API and the issuer of
+    /// its tokens. A JWKS URL that is not a Frontend API's `/.well-known/jwks.json` (Clerk's
+    /// Backend API serves one too) implies no issuer, so `CLERK_ISSUER` is then required:
+    /// tokens of any issuer whose keys that URL serves would otherwise pass.
+    pub fn clerk_issuer(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(issuer) = self.clerk_issuer.get() {
+            return Ok(Some(issuer.clone()));
+        }
+        let (None, Some(jwks_url)) = (self.clerk_jwt_key.get(), self.clerk_jwks_url.get()) else {
+            return Ok(None);
+        };
+        let implied = url::Url::parse(jwks_url)
+            .ok()
+            .filter(|url| url.path() == "/.well-known/jwks.json")
+            .map(|url| url.origin().ascii_serialization());
+        implied.map(Some).ok_or_else(|| {
+            ConfigError::new(
+                "CLERK_ISSUER",
+                "is required when CLERK_JWKS_URL is not a Frontend API's /.well-known/jwks.json \
+                 (the issuer cannot be told from that URL)",
+            )
+        })
     }
 }
 

@@ -280,6 +280,9 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     })
 }
 
+/// The longest a JWKS fetch may take: requests for a key not cached wait on it.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The projections' settings, for live delivery and replay alike.
 pub(crate) fn projectors(common: &CommonArgs) -> Projectors {
     Projectors {
@@ -359,9 +362,10 @@ pub(crate) fn build_operations(
     let keys = match (args.clerk_jwt_key.get(), args.clerk_jwks_url.get()) {
         (Some(key), _) => Some(KeySource::Pem(Box::new(key.clone()))),
         (None, Some(url)) => {
+            // Short: every request needing a key not cached waits on the one fetch in flight.
             let client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(5))
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(JWKS_TIMEOUT)
                 .build()
                 .context("building the JWKS client")?;
             Some(KeySource::Jwks(JwksCache::new(url.clone(), client)))
@@ -369,12 +373,13 @@ pub(crate) fn build_operations(
         (None, None) => None,
     };
     let verifier = keys.map(|keys| {
-        SessionVerifier::new(
+        anyhow::Ok(SessionVerifier::new(
             keys,
-            args.clerk_issuer.get().cloned(),
+            args.clerk_issuer()?,
             args.clerk_authorized_parties.clone(),
-        )
+        ))
     });
+    let verifier = verifier.transpose()?;
     if verifier.is_none() {
         tracing::warn!(
             "neither CLERK_JWT_KEY nor CLERK_JWKS_URL is set: the portal, billing state and checkout answer 500 (not configured)"

@@ -73,22 +73,30 @@ impl SigningKey {
 /// Clerk's `/.well-known/jwks.json`, counting fetches.
 pub struct JwksStandIn {
     pub url: String,
+    /// The issuer its URL implies, as Clerk's Frontend API origin is its tokens' `iss`.
+    pub issuer: String,
     pub fetches: Arc<AtomicUsize>,
     keys: Arc<Mutex<Vec<Value>>>,
     failures: Arc<JwksFailures>,
 }
 
-/// How many of the next fetches answer 503.
+/// How many of the next fetches answer 503, and whether every fetch hangs.
 #[derive(Default)]
-struct JwksFailures(AtomicUsize);
+struct JwksFailures(AtomicUsize, std::sync::atomic::AtomicBool);
+
+/// How long a hanging JWKS keeps a fetch without an answer: longer than any client waits.
+const JWKS_HANG: Duration = Duration::from_secs(60);
 
 #[handler]
-fn jwks(
+async fn jwks(
     keys: Data<&Arc<Mutex<Vec<Value>>>>,
     fetches: Data<&Arc<AtomicUsize>>,
     failures: Data<&Arc<JwksFailures>>,
 ) -> Response {
     fetches.fetch_add(1, Ordering::SeqCst);
+    if failures.0.1.load(Ordering::SeqCst) {
+        tokio::time::sleep(JWKS_HANG).await;
+    }
     let failing = failures
         .0
         .0
@@ -117,6 +125,7 @@ impl JwksStandIn {
         .await;
         JwksStandIn {
             url: format!("{base}/.well-known/jwks.json"),
+            issuer: base.to_string(),
             fetches,
             keys,
             failures,
@@ -126,6 +135,11 @@ impl JwksStandIn {
     /// The next `count` fetches answer 503.
     pub fn fail_next(&self, count: usize) {
         self.failures.0.store(count, Ordering::SeqCst);
+    }
+
+    /// From now on, every fetch hangs without an answer.
+    pub fn hang(&self) {
+        self.failures.1.store(true, Ordering::SeqCst);
     }
 
     /// Publishes another key (as Clerk does when it rotates).
