@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_synced_state;
 mod m20261123_000002_backfill_checkpoints;
 mod m20261124_000003_catalog_and_entitlements;
+mod m20261202_000004_payloads_as_text;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_synced_state::Migration),
             Box::new(m20261123_000002_backfill_checkpoints::Migration),
             Box::new(m20261124_000003_catalog_and_entitlements::Migration),
+            Box::new(m20261202_000004_payloads_as_text::Migration),
         ]
     }
 }

@@ -139,7 +139,7 @@ async fn write_event(txn: &impl ConnectionTrait, row: &CeilingRow) -> Result<(),
         DbBackend::Postgres,
         "INSERT INTO webhook_events (provider, event_id, event_type, api_version, livemode, \
          event_created, payload, received_at, processed_at, status, attempts) \
-         VALUES ('stripe', $1, $2, $3, false, $4, $5::jsonb, now(), now(), 'processed', 1) \
+         VALUES ('stripe', $1, $2, $3, false, $4, $5, now(), now(), 'processed', 1) \
          ON CONFLICT (provider, event_id) DO NOTHING",
         [
             row.event_id.as_str().into(),
@@ -153,12 +153,12 @@ async fn write_event(txn: &impl ConnectionTrait, row: &CeilingRow) -> Result<(),
     let sql = if row.is_subscription {
         "INSERT INTO stripe_subscriptions (id, raw, ordering_key, ordering_rank, synced_at, \
          livemode, customer_id, status, cancel_at_period_end, items) \
-         VALUES ($1, $2::jsonb, $3, 1, now(), false, 'cus', 'active', false, '[]') \
+         VALUES ($1, $2, $3, 1, now(), false, 'cus', 'active', false, '[]') \
          ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
          synced_at = excluded.synced_at WHERE stripe_subscriptions.ordering_key <= excluded.ordering_key"
     } else {
         "INSERT INTO stripe_customers (id, raw, ordering_key, ordering_rank, synced_at, livemode) \
-         VALUES ($1, $2::jsonb, $3, 1, now(), false) \
+         VALUES ($1, $2, $3, 1, now(), false) \
          ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, ordering_key = excluded.ordering_key, \
          synced_at = excluded.synced_at WHERE stripe_customers.ordering_key <= excluded.ordering_key"
     };

@@ -213,7 +213,7 @@ mod tests {
             livemode: None,
             event_created: Some(delivered),
             payload: json!({"data": data, "object": "event", "type": event_type}),
-            payload_text: None,
+            payload_text: "{}".into(),
             object_text: None,
         }
     }

@@ -57,14 +57,14 @@ pub struct NewEvent {
     pub livemode: Option<bool>,
     /// When the source says it happened (unix seconds).
     pub event_created: Option<i64>,
-    /// The event as the projections read it: the whole event, or, when `payload_text` is
-    /// set, possibly only the fields the projections read (see [`stripe_event`]).
+    /// The event as the projections read it: the whole event, or only the fields the
+    /// projections read (see [`stripe_event`]); U+0000 in its strings replaced by
+    /// [`NUL_REPLACEMENT`].
     pub payload: Value,
-    /// The event's JSON text exactly as received, when no U+0000 had to be replaced: what the
-    /// ledger stores (else it stores `payload`, then always whole).
-    pub payload_text: Option<Arc<str>>,
-    /// Stripe's `data.object` exactly as received, when read from `payload_text`: the `raw`
-    /// column of the object's row (else `raw` is serialised from `payload`).
+    /// The event's JSON text exactly as received: what the ledger stores, byte for byte.
+    pub payload_text: Arc<str>,
+    /// Stripe's `data.object` exactly as received: the `raw` column of the object's row (else,
+    /// for an object not delivered as text, `raw` is serialised from `payload`).
     pub object_text: Option<RawJson>,
 }
 
@@ -162,7 +162,7 @@ fn stripe_event_from_envelope(body: &[u8]) -> Option<NewEvent> {
         livemode: envelope.livemode,
         event_created: Some(envelope.created),
         payload,
-        payload_text: Some(Arc::from(text)),
+        payload_text: Arc::from(text),
         object_text,
     })
 }
@@ -171,6 +171,13 @@ fn stripe_event_from_envelope(body: &[u8]) -> Option<NewEvent> {
 /// [`stripe_event`]'s one pass cannot take the body as it is.
 pub fn stripe_event_from_tree(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
     let (payload, payload_text) = parse_json(body)?;
+    // The object's text as delivered, for `raw`: the tree would round integers beyond 64 bits
+    // and drop what it replaced.
+    let object_text = serde_json::from_str::<StripeObjectText<'_>>(&payload_text)
+        .ok()
+        .and_then(|envelope| envelope.data?.object)
+        .filter(|object| object.get().starts_with('{'))
+        .map(|object| RawJson::from_parsed_text(object.get()));
     Ok(NewEvent {
         provider: Provider::Stripe,
         event_id: text(&payload, "id")
@@ -185,8 +192,15 @@ pub fn stripe_event_from_tree(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
         ),
         payload,
         payload_text,
-        object_text: None,
+        object_text,
     })
+}
+
+/// Only the text of a Stripe event's `data.object`.
+#[derive(serde::Deserialize)]
+struct StripeObjectText<'a> {
+    #[serde(borrow, default)]
+    data: Option<StripeEnvelopeData<'a>>,
 }
 
 /// A verified Clerk body as the ledger's event, identified by its Svix message id and dated by
@@ -210,20 +224,18 @@ pub fn clerk_event(
     })
 }
 
-/// The body as a JSON object, and its text when that is what the ledger may store as is (not
-/// when U+0000 had to be replaced).
-fn parse_json(body: &[u8]) -> Result<(Value, Option<Arc<str>>), NotAnEvent> {
+/// The body as a JSON object (U+0000 replaced), and its text as received.
+fn parse_json(body: &[u8]) -> Result<(Value, Arc<str>), NotAnEvent> {
+    let text = std::str::from_utf8(body).map_err(|err| NotAnEvent(format!("not UTF-8: {err}")))?;
     let mut value: Value =
-        serde_json::from_slice(body).map_err(|err| NotAnEvent(format!("not JSON: {err}")))?;
+        serde_json::from_str(text).map_err(|err| NotAnEvent(format!("not JSON: {err}")))?;
     if !value.is_object() {
         return Err(NotAnEvent("not a JSON object".into()));
     }
     if has_nul(body) {
         replace_nul(&mut value);
-        return Ok((value, None));
     }
-    let text = std::str::from_utf8(body).ok().map(Arc::from);
-    Ok((value, text))
+    Ok((value, Arc::from(text)))
 }
 
 /// Whether the body carries U+0000, which JSON can carry only as the escape `\u0000`.

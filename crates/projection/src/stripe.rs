@@ -414,7 +414,7 @@ mod tests {
             event_created: Some(created),
             payload: json!({"id": "evt_test", "type": event_type, "created": created,
                             "data": {"object": object}}),
-            payload_text: None,
+            payload_text: "{}".into(),
             object_text: None,
         }
     }

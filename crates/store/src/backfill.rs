@@ -220,8 +220,8 @@ async fn apply_listed(db: &impl ConnectionTrait, changes: &[Change]) -> Result<O
     })
 }
 
-/// The listed object as a JSON value, to compare with the stored one (PostgreSQL's `jsonb`
-/// does not keep the text as it came).
+/// The listed object as a JSON value, to compare with the stored one (a delivery's text and a
+/// listing's need not be spelled alike).
 fn raw_of(change: &Change) -> Value {
     change.row().map_or(Value::Null, |row| row.raw.to_value())
 }
@@ -262,9 +262,13 @@ where
     E::find_by_id(id.to_owned())
         .select_only()
         .column(column)
-        .into_tuple::<Option<Value>>()
+        .into_tuple::<Option<String>>()
         .one(db)
         .await
+        // Compared as JSON values: a delivery's text and a listing's need not be spelled alike.
+        .map(|stored| {
+            stored.map(|raw| raw.map(|text| serde_json::from_str(&text).unwrap_or(Value::Null)))
+        })
 }
 
 fn signed(count: u64) -> i64 {

@@ -501,7 +501,8 @@ impl Writing {
     ) -> Vec<SimpleExpr> {
         vec![
             Expr::val(id),
-            json_text(self.backend, raw.map(|raw| raw.as_str().to_owned())),
+            // `raw` is text on both backends: stored as delivered, never parsed by the database.
+            Expr::val(raw.map(|raw| raw.as_str().to_owned())),
             Expr::val(version.key),
             Expr::val(version.rank as i16),
             Expr::val(deleted_at),
@@ -522,9 +523,9 @@ pub(crate) fn serialise(value: &serde_json::Value) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
-/// JSON text as a value of a JSON column: PostgreSQL needs the cast to `jsonb`; SQLite stores
-/// JSON as text.
-pub(crate) fn json_text(backend: DbBackend, text: Option<String>) -> SimpleExpr {
+/// JSON text as a value of a JSON column (the columns we derive ourselves, such as a
+/// subscription's `items`): PostgreSQL needs the cast to `jsonb`; SQLite stores JSON as text.
+fn json_text(backend: DbBackend, text: Option<String>) -> SimpleExpr {
     match backend {
         DbBackend::Postgres => Expr::val(text).cast_as(Alias::new("jsonb")),
         _ => Expr::val(text),

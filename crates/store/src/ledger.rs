@@ -384,7 +384,7 @@ async fn record_new_batch_at_once<'a>(
     db: &DatabaseConnection,
     events: impl Iterator<Item = (&'a NewEvent, &'a Plan)> + Clone,
 ) -> Result<(), DbErr> {
-    let Some(insert) = ledger_insert(DbBackend::Postgres, events.clone()) else {
+    let Some(insert) = ledger_insert(events.clone()) else {
         return Ok(());
     };
     let count = events.clone().count();
@@ -410,7 +410,7 @@ async fn insert_ledger_rows<'a>(
     events: impl IntoIterator<Item = (&'a NewEvent, &'a Plan)>,
 ) -> Result<HashSet<(String, String)>, DbErr> {
     let backend = txn.get_database_backend();
-    let Some(insert) = ledger_insert(backend, events) else {
+    let Some(insert) = ledger_insert(events) else {
         return Ok(HashSet::new());
     };
     let rows = txn.query_all_raw(backend.build(&insert)).await?;
@@ -427,7 +427,6 @@ async fn insert_ledger_rows<'a>(
 /// The statement of [`insert_ledger_rows`]: `INSERT … ON CONFLICT DO NOTHING RETURNING
 /// provider, event_id`, or `None` for no events.
 fn ledger_insert<'a>(
-    backend: DbBackend,
     events: impl IntoIterator<Item = (&'a NewEvent, &'a Plan)>,
 ) -> Option<InsertStatement> {
     use webhook_events::Column as C;
@@ -463,13 +462,8 @@ fn ledger_insert<'a>(
             Expr::val(event.api_version.clone()),
             Expr::val(event.livemode),
             Expr::val(event.event_created),
-            crate::changeset::json_text(
-                backend,
-                Some(match &event.payload_text {
-                    Some(text) => text.to_string(),
-                    None => crate::changeset::serialise(&event.payload),
-                }),
-            ),
+            // The body exactly as received: text on both backends, never parsed by the database.
+            Expr::val(event.payload_text.to_string()),
             Expr::val(now),
             Expr::val(Some(now)),
             Expr::val(status.as_str()),

@@ -81,7 +81,7 @@ fn random_change(rng: &mut StdRng, n: usize) -> Change {
 }
 
 /// The synced rows' `(id, raw, key, rank)`, every table, in a fixed order.
-async fn rows(store: &Store) -> Vec<(String, Option<serde_json::Value>, i64, i16)> {
+async fn rows(store: &Store) -> Vec<(String, Option<String>, i64, i16)> {
     let db = store.connection();
     let mut rows = Vec::new();
     // Every synced table has these columns; one read serves each.

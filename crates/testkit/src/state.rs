@@ -29,7 +29,7 @@ pub fn new_event(event: &ScenarioEvent) -> NewEvent {
         livemode: event.payload["livemode"].as_bool(),
         event_created: Some(event.timestamp),
         payload: event.payload.clone(),
-        payload_text: None,
+        payload_text: serde_json::to_string(&event.payload).expect("JSON").into(),
         object_text: None,
     }
 }

@@ -202,6 +202,9 @@ pub enum ReplayError {
     /// The ledger row names a provider this build does not know.
     #[error("ledger row {0} has an unknown provider")]
     UnknownProvider(i64),
+    /// The ledger row's payload is not an event this build can read.
+    #[error("ledger row {0} does not hold an event: {1}")]
+    NotAnEvent(i64, billing_sync_projection::NotAnEvent),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -216,17 +219,17 @@ pub async fn replay(
 ) -> Result<EventStatus, ReplayError> {
     let provider =
         Provider::from_column(&row.provider).ok_or(ReplayError::UnknownProvider(row.id))?;
-    let event = NewEvent {
-        provider,
-        event_id: row.event_id.clone(),
-        event_type: row.event_type.clone(),
-        api_version: row.api_version.clone(),
-        livemode: row.livemode,
-        event_created: row.event_created,
-        payload: row.payload.clone(),
-        payload_text: None,
-        object_text: None,
-    };
+    // The stored body, read exactly as its delivery was.
+    let body = row.payload.as_bytes();
+    let event = match provider {
+        Provider::Stripe => stripe_event(body),
+        Provider::Clerk => clerk_event(
+            body,
+            row.event_id.clone(),
+            row.event_created.unwrap_or_default(),
+        ),
+    }
+    .map_err(|err| ReplayError::NotAnEvent(row.id, err))?;
     let plan = projectors.plan(&event);
     Ok(store.replay(row, &plan).await?)
 }

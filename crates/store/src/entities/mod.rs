@@ -19,9 +19,9 @@ macro_rules! synced_entity {
             $(#[$id_doc])*
             #[sea_orm(primary_key, auto_increment = false)]
             pub id: String,
-            /// The source object as last applied; none while the row holds only what another
+            /// The source object's JSON text as last applied; none while the row holds only what another
             /// object said of it (a customer known from a checkout).
-            pub raw: Option<Json>,
+            pub raw: Option<String>,
             $(#[$key_doc])*
             pub ordering_key: i64,
             /// Set when the source deleted the object: a tombstone, rows are never removed.

@@ -23,7 +23,7 @@ pub struct Model {
     /// `svix-timestamp` of the delivery for Clerk.
     pub event_created: Option<i64>,
     /// The event exactly as received.
-    pub payload: Json,
+    pub payload: String,
     /// When we first received it.
     pub received_at: DateTimeUtc,
     /// When it was last applied (or recorded as ignored or failed).
