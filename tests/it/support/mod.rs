@@ -113,6 +113,15 @@ impl Server {
     /// Starts `billing-sync serve` on a free port with `DATABASE_URL=database_url` and `env`,
     /// and waits (bounded) until it logs the address it listens on.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_with_args(database_url, &[], env).await
+    }
+
+    /// [`Server::start`] with `args` after `serve` (`--no-migrate`, say).
+    pub async fn start_with_args(
+        database_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut full_env: HashMap<&str, &str> = HashMap::from([
             ("DATABASE_URL", database_url),
             ("LISTEN_ADDR", "127.0.0.1:0"),
@@ -123,6 +132,7 @@ impl Server {
         let env: Vec<(&str, &str)> = full_env.into_iter().collect();
         let mut child = command(&env)
             .arg("serve")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
