@@ -185,6 +185,21 @@ pub struct ServeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "30", value_parser = seconds)]
     pub request_timeout_secs: Duration,
 
+    /// Seconds a client gets to send a whole request head, from its first byte (else 408 and
+    /// the connection is closed).
+    #[arg(long, env = "REQUEST_HEADER_TIMEOUT_SECS", default_value = "10", value_parser = seconds)]
+    pub request_header_timeout_secs: Duration,
+
+    /// Largest request head (request line and headers) accepted, in bytes; a larger one gets
+    /// 431 and the connection is closed.
+    #[arg(long, env = "MAX_REQUEST_HEADER_BYTES", default_value = "16384", value_parser = positive::<usize>)]
+    pub max_request_header_bytes: usize,
+
+    /// Connections open at once; past it, new connections wait in the kernel's backlog. Keep it
+    /// below the process's open-files limit.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000", value_parser = positive::<usize>)]
+    pub max_connections: usize,
+
     /// Clerk's JWKS URL (e.g. `https://<your-app>.clerk.accounts.dev/.well-known/jwks.json`),
     /// for verifying session tokens. Fetched on first use and cached.
     #[arg(long, env = "CLERK_JWKS_URL", default_value = "", hide_default_value = true,

@@ -3,7 +3,9 @@
 //! (`billing-sync serve` on `LISTEN_ADDR=127.0.0.1:0`) and read the bound address from its log.
 
 mod backfill;
-mod client_deadline;
+mod connection_guard;
+
+use connection_guard::ConnectionLimits;
 pub mod config;
 mod events;
 mod observability;
@@ -64,7 +66,12 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
             App::build(store, ingestor, Arc::new(portal), Arc::new(plans))
-                .idle_timeout(args.request_timeout_secs)
+                .connection_limits(ConnectionLimits {
+                    idle: args.request_timeout_secs * 2,
+                    head_timeout: args.request_header_timeout_secs,
+                    max_head_bytes: args.max_request_header_bytes,
+                    max_connections: args.max_connections,
+                })
                 .cors_allowed_origins(args.cors_allowed_origins.clone())
                 .serve(listener, shutdown)
                 .await

@@ -6,7 +6,9 @@ use std::time::Duration;
 use billing_sync_store::Store;
 use poem::listener::TcpAcceptor;
 
-use crate::client_deadline::DeadlineAcceptor;
+use crate::connection_guard::{
+    ConnectionLimits, DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES, GuardedAcceptor,
+};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -33,12 +35,15 @@ pub struct App {
     ingestor: Arc<Ingestor>,
     portal: Arc<Portal>,
     plans: Arc<Plans>,
-    idle_timeout: Duration,
+    connection_limits: ConnectionLimits,
     cors_allowed_origins: Vec<String>,
 }
 
-/// How long a connection may stay silent before it is closed, unless told otherwise.
+/// Half of how long a connection may stay silent before it is closed, unless told otherwise
+/// (`REQUEST_TIMEOUT_SECS`).
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections open at once unless told otherwise (`MAX_CONNECTIONS`).
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl App {
     /// The application on `store` (migrated or not: that is the caller's choice), ingesting
@@ -55,7 +60,12 @@ impl App {
             ingestor,
             portal,
             plans,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connection_limits: ConnectionLimits {
+                idle: DEFAULT_IDLE_TIMEOUT * 2,
+                head_timeout: DEFAULT_HEAD_TIMEOUT,
+                max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+            },
             cors_allowed_origins: Vec::new(),
         }
     }
@@ -68,11 +78,11 @@ impl App {
         self
     }
 
-    /// Bounds how long a client may keep the server waiting: twice `timeout` from the accept
-    /// or the last response (see [`crate::client_deadline`]), so that silent, trickling
-    /// (slow-loris) and idle connections are closed; a webhook body gets `timeout` itself.
-    pub fn idle_timeout(mut self, timeout: Duration) -> App {
-        self.idle_timeout = timeout;
+    /// What one connection may cost (see [`crate::connection_guard`]): how long a silent
+    /// client is waited for, how large and how slow a request head may be, how many
+    /// connections may be open.
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> App {
+        self.connection_limits = limits;
         self
     }
 
@@ -162,7 +172,7 @@ impl App {
         // Logged as a plain host:port so that scripts and tests can read the bound port.
         let addr = listener.local_addr()?;
         let acceptor =
-            DeadlineAcceptor::new(TcpAcceptor::from_tokio(listener)?, self.idle_timeout * 2);
+            GuardedAcceptor::new(TcpAcceptor::from_tokio(listener)?, self.connection_limits);
         tracing::info!(addr = %addr, "listening");
         let routes = self.routes();
         let result = Server::new_with_acceptor(acceptor)

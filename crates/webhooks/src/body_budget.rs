@@ -1,42 +1,148 @@
-//! A global cap on webhook body bytes held in memory at once, so that unauthenticated clients
-//! cannot exhaust memory by opening many connections and stalling their bodies: a delivery
-//! reserves its size (its `Content-Length`, or the body limit when it has none) before a byte
-//! of its body is read, and keeps the reservation until it has been answered.
+//! A cap on webhook body bytes held in memory at once, so that unauthenticated clients cannot
+//! exhaust memory, nor shut real deliveries out, by opening many connections.
+//!
+//! A body is charged for the bytes that have **arrived**, as they arrive, never for what its
+//! `Content-Length` claims: a client that announces a megabyte and sends nothing holds nothing.
+//! Each client address may hold at most a share of the budget, so one address cannot fill it,
+//! and a part of the budget is kept for small bodies (real deliveries are a few KB), so that
+//! bodies held by large deliveries do not shut small ones out. Everything is released when the
+//! delivery is answered.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The semaphore counts KiB, so that any byte count that fits in memory fits its permits.
+/// The semaphores count KiB, so that any byte count that fits in memory fits their permits.
 const UNIT: usize = 1024;
+
+/// A body at most this large (by its `Content-Length`) may use the part of the budget kept
+/// for small bodies.
+pub(crate) const SMALL_BODY: usize = 64 * 1024;
+
+/// The part of the budget only small bodies may use.
+const SMALL_SHARE: usize = 8;
+
+/// The part of the budget one client address may hold.
+const ADDRESS_SHARE: usize = 4;
 
 /// Body bytes that may be in flight at once, shared by every webhook route.
 #[derive(Clone, Debug)]
 pub(crate) struct BodyBudget {
-    units: Arc<Semaphore>,
+    /// Units any body may take.
+    shared: Arc<Semaphore>,
+    /// Units only small bodies may take, once `shared` is spent.
+    small: Arc<Semaphore>,
+    /// Units held per client address.
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// The most units one address may hold.
+    address_cap: usize,
 }
 
-/// A reservation, released when dropped.
+/// Why a body could not be charged for more bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The budget is spent.
+    Spent,
+    /// The client's address holds its whole share.
+    AddressShare,
+}
+
+/// What one body holds of the budget, released when dropped.
 #[derive(Debug)]
-pub(crate) struct Reservation {
-    _permit: OwnedSemaphorePermit,
+pub(crate) struct Charge {
+    budget: BodyBudget,
+    address: Option<IpAddr>,
+    small: bool,
+    /// Units held: one permit per pool they came from.
+    permits: Vec<OwnedSemaphorePermit>,
+    units: usize,
 }
 
 impl BodyBudget {
     /// A budget of `bytes` (rounded up to whole KiB).
     pub(crate) fn new(bytes: usize) -> Self {
-        let units = bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        let units = bytes.div_ceil(UNIT).clamp(2, Semaphore::MAX_PERMITS);
+        let small = (units / SMALL_SHARE).max(1);
         BodyBudget {
-            units: Arc::new(Semaphore::new(units)),
+            shared: Arc::new(Semaphore::new(units - small)),
+            small: Arc::new(Semaphore::new(small)),
+            by_address: Arc::new(Mutex::new(HashMap::new())),
+            address_cap: (units / ADDRESS_SHARE).max(1),
         }
     }
 
-    /// Reserves `bytes` now, or `None` when the budget has not that much left: the caller
-    /// refuses the delivery rather than waiting, so a full budget never queues connections.
-    pub(crate) fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
-        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).ok()?;
-        let permit = self.units.clone().try_acquire_many_owned(units).ok()?;
-        Some(Reservation { _permit: permit })
+    /// A charge of nothing yet for a body from `address` whose `Content-Length` says `declared`
+    /// (`None`: chunked, of any size up to the limit).
+    pub(crate) fn open(&self, address: Option<IpAddr>, declared: Option<usize>) -> Charge {
+        Charge {
+            budget: self.clone(),
+            address,
+            small: declared.is_some_and(|length| length <= SMALL_BODY),
+            permits: Vec::new(),
+            units: 0,
+        }
+    }
+}
+
+impl Charge {
+    /// Charges the body for having received `bytes` in all; refused (nothing more charged)
+    /// when the budget or the address's share has not that much left.
+    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), Refused> {
+        let needed = bytes.div_ceil(UNIT).saturating_sub(self.units);
+        if needed == 0 {
+            return Ok(());
+        }
+        let count = u32::try_from(needed).map_err(|_| Refused::Spent)?;
+        if let Some(address) = self.address {
+            let mut held = self.budget.by_address.lock().expect("address shares");
+            let share = held.entry(address).or_default();
+            if *share + needed > self.budget.address_cap {
+                return Err(Refused::AddressShare);
+            }
+            *share += needed;
+        }
+        let acquired = self
+            .budget
+            .shared
+            .clone()
+            .try_acquire_many_owned(count)
+            .or_else(|_| match self.small {
+                true => self.budget.small.clone().try_acquire_many_owned(count),
+                false => Err(tokio::sync::TryAcquireError::NoPermits),
+            });
+        let permit = match acquired {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.release_address(needed);
+                return Err(Refused::Spent);
+            }
+        };
+        self.units += needed;
+        match self.permits.last_mut() {
+            Some(held) if Arc::ptr_eq(held.semaphore(), permit.semaphore()) => held.merge(permit),
+            _ => self.permits.push(permit),
+        }
+        Ok(())
+    }
+
+    fn release_address(&self, units: usize) {
+        if let Some(address) = self.address {
+            let mut held = self.budget.by_address.lock().expect("address shares");
+            if let Some(share) = held.get_mut(&address) {
+                *share = share.saturating_sub(units);
+                if *share == 0 {
+                    held.remove(&address);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.release_address(self.units);
     }
 }
 
@@ -44,23 +150,53 @@ impl BodyBudget {
 mod tests {
     use super::*;
 
+    const KIB: usize = 1024;
+
     #[test]
-    fn reservations_are_refused_once_the_budget_is_spent_and_return_when_dropped() {
-        let budget = BodyBudget::new(3 * 1024 * 1024);
-        let first = budget.try_reserve(1024 * 1024).expect("room for one");
-        let second = budget
-            .try_reserve(2 * 1024 * 1024)
-            .expect("room for two more");
-        assert!(budget.try_reserve(1).is_none(), "the budget is spent");
+    fn a_body_holds_only_what_has_arrived() {
+        let budget = BodyBudget::new(64 * KIB);
+        let mut claimed = budget.open(None, Some(1024 * KIB));
+        claimed
+            .grow_to(0)
+            .expect("nothing arrived, nothing charged");
+        let mut others: Vec<Charge> = (0..4).map(|_| budget.open(None, None)).collect();
+        for other in &mut others {
+            other.grow_to(10 * KIB).expect("room for what arrived");
+        }
+        assert_eq!(
+            claimed.grow_to(20 * KIB),
+            Err(Refused::Spent),
+            "56 KiB shared"
+        );
+        drop(others);
+        claimed.grow_to(50 * KIB).expect("released when dropped");
+    }
+
+    #[test]
+    fn small_bodies_keep_a_reserve_that_large_ones_cannot_take() {
+        let budget = BodyBudget::new(64 * KIB);
+        let mut large = budget.open(None, None);
+        large.grow_to(56 * KIB).expect("the shared part");
+        assert_eq!(large.grow_to(57 * KIB), Err(Refused::Spent));
+        let mut small = budget.open(None, Some(4 * KIB));
+        small.grow_to(4 * KIB).expect("the reserve");
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let budget = BodyBudget::new(64 * KIB);
+        let attacker: IpAddr = [192, 0, 2, 1].into();
+        let mut first = budget.open(Some(attacker), None);
+        first.grow_to(16 * KIB).expect("a quarter");
+        let mut second = budget.open(Some(attacker), None);
+        assert_eq!(second.grow_to(1), Err(Refused::AddressShare));
+        let mut sender = budget.open(Some([192, 0, 2, 2].into()), None);
+        sender
+            .grow_to(16 * KIB)
+            .expect("another address has its own share");
         drop(first);
-        assert!(
-            budget.try_reserve(1024 * 1024).is_some(),
-            "a dropped reservation returns"
-        );
-        drop(second);
-        assert!(
-            budget.try_reserve(usize::MAX).is_none(),
-            "more than the budget never fits"
-        );
+        second
+            .grow_to(16 * KIB)
+            .expect("the share returns when released");
     }
 }

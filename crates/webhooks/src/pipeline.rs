@@ -17,7 +17,7 @@ use tracing::Instrument;
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
 use crate::Rejection;
-use crate::body_budget::{BodyBudget, Reservation};
+use crate::body_budget::{BodyBudget, Charge};
 use crate::clerk::ClerkVerifier;
 use crate::group_commit::{GroupCommit, RecordError};
 
@@ -72,19 +72,22 @@ impl Ingestor {
         }
     }
 
-    /// Caps the webhook body bytes held in memory at once, over all connections: a delivery
-    /// that would pass it is refused (503 `OVERLOADED`, `Retry-After`) before its body is read.
+    /// Caps the webhook body bytes held in memory at once, over all connections (see
+    /// [`crate::body_budget`]): a body that would pass it is refused (503 `OVERLOADED`,
+    /// `Retry-After`) as soon as it does.
     pub fn with_body_bytes_in_flight(mut self, bytes: usize) -> Self {
         self.body_budget = BodyBudget::new(bytes);
         self
     }
 
-    /// Reserves room for a body of `bytes` in the in-flight budget; the reservation is held
-    /// until dropped.
-    pub(crate) fn reserve_body(&self, bytes: usize) -> Result<Reservation, Rejection> {
-        self.body_budget
-            .try_reserve(bytes)
-            .ok_or(Rejection::Overloaded)
+    /// A charge on the in-flight budget for a body from `address` whose `Content-Length` says
+    /// `declared`, grown as its bytes arrive and released when dropped.
+    pub(crate) fn open_body(
+        &self,
+        address: Option<std::net::IpAddr>,
+        declared: Option<usize>,
+    ) -> Charge {
+        self.body_budget.open(address, declared)
     }
 
     /// What can be refused from a Stripe delivery's headers alone, before its body is read.

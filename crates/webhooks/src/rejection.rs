@@ -26,6 +26,10 @@ pub enum Rejection {
     /// The body did not arrive in full within the time allowed (a slow or stalled sender).
     #[error("the body did not arrive within {0} s")]
     BodyTimeout(u64),
+    /// After its first seconds, the body arrived slower than the minimum rate (a trickling
+    /// sender holding a connection).
+    #[error("the body arrived slower than {0} bytes per second")]
+    BodyTooSlow(usize),
     /// The webhook bodies already being received fill `WEBHOOK_BODY_BYTES_IN_FLIGHT`: nothing
     /// was read or stored, retry shortly.
     #[error("too many webhook bodies are being received; retry shortly")]
@@ -65,7 +69,9 @@ impl Rejection {
                 (StatusCode::BAD_REQUEST, "TIMESTAMP_OUT_OF_TOLERANCE")
             }
             Rejection::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Rejection::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
+            Rejection::BodyTimeout(_) | Rejection::BodyTooSlow(_) => {
+                (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT")
+            }
             Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
             Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
             Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),

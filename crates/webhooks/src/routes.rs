@@ -8,6 +8,11 @@ use poem::web::Data;
 use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, post};
 use serde::Serialize;
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::body_budget::Charge;
 use crate::pipeline::Accepted;
 use crate::{Ingestor, Rejection};
 
@@ -69,8 +74,8 @@ async fn receive(
 }
 
 /// Everything that can be refused from the headers is refused before a byte of the body is
-/// read, and a body is read only once it has room in the in-flight budget: memory stays
-/// bounded whatever unauthenticated clients send or withhold.
+/// read, and the body is charged to the in-flight budget as it arrives: memory stays bounded
+/// whatever unauthenticated clients send or withhold, and what they withhold costs nothing.
 async fn read_and_ingest(
     provider: Provider,
     request: &Request,
@@ -90,30 +95,67 @@ async fn read_and_ingest(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Rejection::PayloadTooLarge(limit));
     }
-    // Without a Content-Length (chunked), the body may be as large as the limit.
-    let expected = declared.map_or(limit, |length| length as usize);
-    let _reservation = ingestor.reserve_body(expected)?;
-    let timeout = ingestor.body_timeout();
-    let read = tokio::time::timeout(timeout, body.into_bytes_limit(limit));
-    let bytes = match read.await.unwrap_or(Err(poem::error::ReadBodyError::Io(
-        std::io::ErrorKind::TimedOut.into(),
-    ))) {
-        Err(poem::error::ReadBodyError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
-            return Err(Rejection::BodyTimeout(timeout.as_secs()));
-        }
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return Err(Rejection::PayloadTooLarge(limit));
-        }
-        Err(_) => {
-            return Err(Rejection::InvalidPayload(
-                "the body could not be read".into(),
-            ));
-        }
-        Ok(bytes) => bytes,
+    let declared = declared.map(|length| length as usize);
+    let address = match request.remote_addr().0 {
+        poem::Addr::SocketAddr(address) => Some(address.ip()),
+        _ => None,
     };
+    let charge = ingestor.open_body(address, declared);
+    // The charge is held until the delivery is answered: its bytes are in memory until then.
+    let (bytes, _charge) = read_body(body, limit, ingestor.body_timeout(), charge).await?;
     match provider {
         Provider::Stripe => ingestor.ingest_stripe(request.headers(), &bytes).await,
         Provider::Clerk => ingestor.ingest_clerk(request.headers(), &bytes).await,
+    }
+}
+
+/// A sender gets this long before its body must keep up [`MIN_BODY_RATE`].
+const BODY_GRACE: Duration = Duration::from_secs(5);
+
+/// The slowest a body may arrive after [`BODY_GRACE`], in bytes per second on average since
+/// its head: real deliveries (a few KB) arrive in milliseconds, a trickling client holding a
+/// connection is cut off.
+pub const MIN_BODY_RATE: usize = 1024;
+
+/// Reads `body` whole: at most `limit` bytes, within `timeout`, at [`MIN_BODY_RATE`] after
+/// [`BODY_GRACE`], each chunk charged to the budget as it arrives; the charge is held until
+/// the delivery is answered.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    mut charge: Charge,
+) -> Result<(Vec<u8>, Charge), Rejection> {
+    use futures::StreamExt;
+    let started = Instant::now();
+    let mut stream = std::pin::pin!(body.into_bytes_stream());
+    let mut bytes = Vec::new();
+    loop {
+        // The next byte is due when the average rate since the head would drop under the
+        // minimum, and never after the timeout.
+        let rate_due =
+            BODY_GRACE + Duration::from_secs_f64((bytes.len() + 1) as f64 / MIN_BODY_RATE as f64);
+        let slow = rate_due < timeout;
+        let due = started + if slow { rate_due } else { timeout };
+        let chunk = match tokio::time::timeout_at(due, stream.next()).await {
+            Err(_) if slow => return Err(Rejection::BodyTooSlow(MIN_BODY_RATE)),
+            Err(_) => return Err(Rejection::BodyTimeout(timeout.as_secs())),
+            Ok(None) => return Ok((bytes, charge)),
+            Ok(Some(Err(_))) => {
+                return Err(Rejection::InvalidPayload(
+                    "the body could not be read".into(),
+                ));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let received = bytes.len() + chunk.len();
+        if received > limit {
+            return Err(Rejection::PayloadTooLarge(limit));
+        }
+        charge
+            .grow_to(received)
+            .map_err(|_| Rejection::Overloaded)?;
+        bytes.extend_from_slice(&chunk);
     }
 }
 
