@@ -6,6 +6,7 @@ mod support;
 
 mod backfill;
 mod foundation;
+mod hostile;
 mod plans;
 mod portal;
 mod resilience;

@@ -104,7 +104,7 @@ pub enum KeySource {
     /// A PEM public key (`CLERK_JWT_KEY`): no network at all.
     Pem(Box<DecodingKey>),
     /// Clerk's JWKS endpoint (`CLERK_JWKS_URL`).
-    Jwks(JwksCache),
+    Jwks(Box<JwksCache>),
 }
 
 /// Keys fetched from a JWKS URL, by `kid`.

@@ -51,6 +51,9 @@ pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How long a request head may take unless told otherwise.
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most one read takes from the socket.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// The start of HTTP/2's connection preface: a client speaking h2c with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -245,7 +248,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedConnection<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+        // At most READ_CHUNK at a time: hyper grows its buffer only after reads that fill it,
+        // so a connection streaming a body it will be refused holds little before it is.
+        let polled = if buf.remaining() > READ_CHUNK {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut limited = ReadBuf::new(&mut chunk);
+            let polled = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+            buf.put_slice(limited.filled());
+            polled
+        } else {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        };
+        match polled {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !self.started && !read.is_empty() {

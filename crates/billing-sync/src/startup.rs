@@ -378,7 +378,10 @@ pub(crate) fn build_operations(
                 .timeout(JWKS_TIMEOUT)
                 .build()
                 .context("building the JWKS client")?;
-            Some(KeySource::Jwks(JwksCache::new(url.clone(), client)))
+            Some(KeySource::Jwks(Box::new(JwksCache::new(
+                url.clone(),
+                client,
+            ))))
         }
         (None, None) => None,
     };

@@ -37,20 +37,6 @@ pub(crate) fn unix_seconds(seconds: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(seconds, 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::unix_seconds;
-
-    #[test]
-    fn times_a_database_cannot_hold_are_absent() {
-        assert!(unix_seconds(-62_135_596_801).is_some(), "1 BC is kept");
-        assert!(unix_seconds(-210_866_803_200).is_some());
-        assert!(unix_seconds(-210_866_803_201).is_none());
-        assert!(unix_seconds(i64::MIN).is_none());
-        assert!(unix_seconds(i64::MAX).is_none());
-    }
-}
-
 /// The unix-seconds time at `field`.
 pub(crate) fn time(value: &Value, field: &str) -> Option<DateTime<Utc>> {
     integer(value, field).and_then(unix_seconds)
@@ -73,4 +59,18 @@ pub(crate) fn metadata(value: &Value, key: &str) -> Option<String> {
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_seconds;
+
+    #[test]
+    fn times_a_database_cannot_hold_are_absent() {
+        assert!(unix_seconds(-62_135_596_801).is_some(), "1 BC is kept");
+        assert!(unix_seconds(-210_866_803_200).is_some());
+        assert!(unix_seconds(-210_866_803_201).is_none());
+        assert!(unix_seconds(i64::MIN).is_none());
+        assert!(unix_seconds(i64::MAX).is_none());
+    }
 }

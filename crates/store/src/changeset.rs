@@ -706,7 +706,7 @@ fn linked_organization(link: &CustomerLink) -> SimpleExpr {
     use customers::Column as C;
     let organization = Expr::val(link.organization_id.clone());
     match link.linked_by {
-        LinkedBy::Metadata => organization.into(),
+        LinkedBy::Metadata => organization,
         LinkedBy::ClientReference => {
             let billed = Query::select()
                 .expr(Expr::val(1))

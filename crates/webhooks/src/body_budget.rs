@@ -87,6 +87,20 @@ impl BodyBudget {
 }
 
 impl Charge {
+    /// Whether the budget and the address's share have any room left: when not, the body is
+    /// refused before a byte of it is read, so that the connection's buffers never fill with
+    /// a body that would be refused anyway.
+    pub(crate) fn has_room(&self) -> bool {
+        let address_full = self.address.is_some_and(|address| {
+            let held = self.budget.by_address.lock().expect("address shares");
+            held.get(&address)
+                .is_some_and(|units| *units >= self.budget.address_cap)
+        });
+        let pool_full = self.budget.shared.available_permits() == 0
+            && (!self.small || self.budget.small.available_permits() == 0);
+        !address_full && !pool_full
+    }
+
     /// Charges the body for having received `bytes` in all; refused (nothing more charged)
     /// when the budget or the address's share has not that much left.
     pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), Refused> {

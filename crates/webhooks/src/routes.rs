@@ -101,6 +101,9 @@ async fn read_and_ingest(
         _ => None,
     };
     let charge = ingestor.open_body(address, declared);
+    if !charge.has_room() {
+        return Err(Rejection::Overloaded);
+    }
     // The charge is held until the delivery is answered: its bytes are in memory until then.
     let (bytes, _charge) = read_body(body, limit, ingestor.body_timeout(), charge).await?;
     match provider {
