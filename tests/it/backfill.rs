@@ -617,22 +617,23 @@ async fn a_backfill_without_its_api_key_names_the_variable() {
     }
 }
 
-async fn a_backfill_stops_when_the_cursor_does_not_advance(db: TestDatabase) {
-    let stripe = StripeStandIn::start(&[]).await;
-    stripe_catalog(&stripe);
-    stripe.never_advance();
+/// Runs a Stripe backfill that must stop by itself, failing (exit 1) with `message`.
+async fn stuck_backfill(db: &TestDatabase, stripe: &StripeStandIn, message: &str) {
     let finished = tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        stripe_backfill(&db, &stripe, &[]),
+        stripe_backfill(db, stripe, &[]),
     )
     .await
     .expect("the backfill stops by itself");
     assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
-    assert!(
-        finished.stderr.contains("cursor does not advance"),
-        "{}",
-        finished.stderr
-    );
+    assert!(finished.stderr.contains(message), "{}", finished.stderr);
+}
+
+async fn a_backfill_stops_when_the_cursor_does_not_advance(db: TestDatabase) {
+    let stripe = StripeStandIn::start(&[]).await;
+    stripe_catalog(&stripe);
+    stripe.never_advance();
+    stuck_backfill(&db, &stripe, "cursor does not advance").await;
     let customer_pages = stripe
         .list_requests()
         .iter()
@@ -650,20 +651,12 @@ async fn an_entitlement_list_whose_cursor_does_not_advance_is_never_stored_in_pa
     let stripe = StripeStandIn::start(&[]).await;
     stripe_catalog(&stripe);
     stripe.never_advance_entitlements();
-    let finished = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        stripe_backfill(&db, &stripe, &[]),
+    stuck_backfill(
+        &db,
+        &stripe,
+        "stripe/entitlements of cus_bf1: the source says there is more",
     )
-    .await
-    .expect("the backfill stops by itself");
-    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
-    assert!(
-        finished
-            .stderr
-            .contains("stripe/entitlements of cus_bf1: the source says there is more"),
-        "{}",
-        finished.stderr
-    );
+    .await;
     let store = Store::connect(&db.url).await.expect("connect");
     let stored = billing_sync_store::entities::stripe_entitlement_summaries::Entity::find()
         .all(store.connection())

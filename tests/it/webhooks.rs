@@ -1048,45 +1048,47 @@ async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
     assert_eq!(row.status, "processed");
 
     // Deadlocks every time: 503, nothing recorded; once they stop, the retry is applied.
-    let body = stripe_event(
-        "evt_always",
-        "customer.created",
-        json!({"id": "cus_always"}),
+    refused_then_applied(&server, &store, "evt_always", "cus_always", "deadlock").await;
+    assert_eq!(
+        failed_rows(&store).await,
+        0,
+        "no event was recorded as failed"
     );
-    let (status, json) = deliver_stripe(&server, &body).await;
+}
+
+/// Delivers a `customer.created` of `customer` as event `event_id` while the trigger `trigger`
+/// on `stripe_customers` makes the database refuse it: 503 `UNAVAILABLE` and nothing recorded.
+/// Then drops the trigger and delivers it again: applied.
+async fn refused_then_applied(
+    server: &Server,
+    store: &Store,
+    event_id: &str,
+    customer: &str,
+    trigger: &str,
+) {
+    let body = stripe_event(event_id, "customer.created", json!({"id": customer}));
+    let (status, json) = deliver_stripe(server, &body).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("UNAVAILABLE")),
-        "{json}"
+        "{trigger}: {json}"
     );
     assert!(
-        ledger_row(&store, Provider::Stripe, "evt_always")
+        ledger_row(store, Provider::Stripe, event_id)
             .await
             .is_none(),
-        "nothing is recorded for an event that must be retried"
+        "{trigger}: nothing is recorded for an event that must be retried"
     );
     store
         .connection()
-        .execute_unprepared("DROP TRIGGER deadlock ON stripe_customers")
+        .execute_unprepared(&format!("DROP TRIGGER {trigger} ON stripe_customers"))
         .await
         .expect("drop the trigger");
-    let (status, json) = deliver_stripe(&server, &body).await;
+    let (status, json) = deliver_stripe(server, &body).await;
     assert_eq!(
         (status, json["status"].as_str()),
         (200, Some("processed")),
-        "{json}"
-    );
-    assert_eq!(
-        store
-            .list_events(&EventFilter {
-                status: Some(billing_sync_store::ledger::EventStatus::Failed),
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .len(),
-        0,
-        "no event was recorded as failed"
+        "{trigger}: the redelivery is applied: {json}"
     );
 }
 
@@ -1124,35 +1126,14 @@ async fn a_database_error_that_is_not_the_events_fault_is_answered_503_and_never
             ))
             .await
             .expect("install the failing trigger");
-        let event_id = format!("evt_trouble_{code}");
-        let body = stripe_event(
-            &event_id,
-            "customer.created",
-            json!({"id": format!("cus_trouble_{code}")}),
-        );
-        let (status, json) = deliver_stripe(&server, &body).await;
-        assert_eq!(
-            (status, json["code"].as_str()),
-            (503, Some("UNAVAILABLE")),
-            "SQLSTATE {code}: {json}"
-        );
-        assert!(
-            ledger_row(&store, Provider::Stripe, &event_id)
-                .await
-                .is_none(),
-            "SQLSTATE {code}: nothing is recorded for an event that must be retried"
-        );
-        store
-            .connection()
-            .execute_unprepared("DROP TRIGGER trouble ON stripe_customers")
-            .await
-            .expect("drop the trigger");
-        let (status, json) = deliver_stripe(&server, &body).await;
-        assert_eq!(
-            (status, json["status"].as_str()),
-            (200, Some("processed")),
-            "SQLSTATE {code}: the redelivery is applied: {json}"
-        );
+        refused_then_applied(
+            &server,
+            &store,
+            &format!("evt_trouble_{code}"),
+            &format!("cus_trouble_{code}"),
+            "trouble",
+        )
+        .await;
     }
     assert_eq!(
         failed_rows(&store).await,
