@@ -563,3 +563,34 @@ async fn past_max_connections_a_new_connection_waits_for_a_free_slot() {
         .expect("the request");
     assert_eq!(status, 200);
 }
+
+/// The guard reads heads as they come: a request whose bytes arrive one at a time (a slow
+/// network, or a client that writes them so) is served like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_arriving_a_byte_at_a_time_is_served() {
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always available");
+    let server = Server::start(&db.url, &[]).await;
+    let mut stream = connect_from(address(&server), Ipv4Addr::LOCALHOST)
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("no delay");
+    // A POST: its first byte is also the first byte of HTTP/2's preface (`PRI * …`).
+    for byte in
+        b"POST /healthz HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    {
+        stream.write_all(&[*byte]).await.expect("write");
+        // Apart, so that each byte is a read of its own on the server (the first one even on
+        // a loaded machine).
+        tokio::time::sleep(Duration::from_millis(if *byte == b'P' { 300 } else { 5 })).await;
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    // Answered (405: the probe takes GET), not refused as h2c.
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+}

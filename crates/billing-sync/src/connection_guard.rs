@@ -135,8 +135,9 @@ pub struct GuardedConnection<T> {
     /// Fires when the current head has taken longer than `limits.head_timeout`.
     head_deadline: Pin<Box<Sleep>>,
     head: Head,
-    /// Whether any byte was read yet (the h2c preface can only come first).
-    started: bool,
+    /// The connection's first bytes, until there are enough to tell h2c's preface (which can
+    /// only come first) from an HTTP/1 request line; then `None`.
+    opening: Option<Vec<u8>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -148,7 +149,7 @@ impl<T> GuardedConnection<T> {
             idle: Box::pin(tokio::time::sleep(limits.idle)),
             head_deadline: Box::pin(tokio::time::sleep(limits.head_timeout)),
             head: Head::START,
-            started: false,
+            opening: Some(Vec::with_capacity(H2_PREFACE.len())),
             _slot: slot,
         }
     }
@@ -262,19 +263,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedConnection<T> {
         match polled {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
-                if !self.started && !read.is_empty() {
-                    self.started = true;
-                    if read.starts_with(&H2_PREFACE[..read.len().min(H2_PREFACE.len())]) {
-                        metrics::counter!("billing_sync_connections_refused_total", "reason" => "h2c")
-                            .increment(1);
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "HTTP/2 without TLS is refused",
-                        )));
+                if let Some(opening) = &mut self.opening {
+                    let wanted = H2_PREFACE.len() - opening.len();
+                    opening.extend_from_slice(&read[..read.len().min(wanted)]);
+                    if opening.len() == H2_PREFACE.len() {
+                        let h2c = opening.as_slice() == H2_PREFACE;
+                        self.opening = None;
+                        if h2c {
+                            metrics::counter!("billing_sync_connections_refused_total", "reason" => "h2c")
+                                .increment(1);
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "HTTP/2 without TLS is refused",
+                            )));
+                        }
                     }
                 }
-                let read = read.to_vec();
-                if let Err(refusal) = self.scan(&read) {
+                if let Err(refusal) = self.scan(read) {
                     buf.set_filled(before);
                     return Poll::Ready(Err(self.refuse(cx, refusal)));
                 }
