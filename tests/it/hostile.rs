@@ -220,7 +220,13 @@ struct Deliveries {
     answers: Vec<(Duration, bool)>,
 }
 
-/// One sender: delivers events one after another until `stop`, alternating Stripe and Clerk.
+/// How often each sender delivers: 16 senders make 32 events a second, far more than a
+/// billing account's webhooks, and not so many that the senders alone saturate two cores (then
+/// latency would measure the senders' own queue, not the attack).
+const SENDER_PACE: Duration = Duration::from_millis(500);
+
+/// One sender: delivers an event every [`SENDER_PACE`] until `stop`, alternating Stripe and
+/// Clerk.
 fn sender(
     server: Arc<Server>,
     n: usize,
@@ -229,7 +235,10 @@ fn sender(
     tokio::spawn(async move {
         let mut seen = Deliveries::default();
         let mut sequence = 0;
+        let mut pace = tokio::time::interval(SENDER_PACE);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !stop.load(Ordering::Relaxed) {
+            pace.tick().await;
             sequence += 1;
             let id = n * 100_000 + sequence;
             let started = Instant::now();
@@ -279,6 +288,7 @@ const HOSTILE_RSS_BOUND: u64 = 300 * 1024 * 1024;
 /// a second, RSS stays under 300 MB, and every acknowledged event is in the ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_deliveries_get_through_a_thousand_hostile_connections() {
+    let _load = support::one_load_at_a_time().await;
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
@@ -373,6 +383,7 @@ const HEADS_RSS_BOUND: u64 = 150 * 1024 * 1024;
 /// (431) once its head passes the limit, and RSS stays under 150 MB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_unfinished_oversized_heads_keep_memory_bounded() {
+    let _load = support::one_load_at_a_time().await;
     let db = TestDatabase::create(Backend::Sqlite)
         .await
         .expect("SQLite is always available");

@@ -114,6 +114,7 @@ async fn drive_until_a_third_is_acknowledged(
 }
 
 async fn a_service_killed_mid_run_loses_nothing_acknowledged(db: TestDatabase) {
+    let _load = support::one_load_at_a_time().await;
     let first = server(&db.url).await;
     let targets = Targets::new(vec![first.base_url.clone()]);
     let driver = drive_until_a_third_is_acknowledged(load("crash", 0xC4A5), &targets).await;
@@ -138,6 +139,7 @@ async fn a_service_killed_mid_run_loses_nothing_acknowledged(db: TestDatabase) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_run_loses_nothing_acknowledged() {
+    let _load = support::one_load_at_a_time().await;
     let Some(cluster) = PostgresCluster::start() else {
         return;
     };
@@ -189,6 +191,7 @@ async fn a_postgres_restart_mid_run_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_postgres_end_in_the_in_order_state() {
+    let _load = support::one_load_at_a_time().await;
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };

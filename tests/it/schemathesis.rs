@@ -43,6 +43,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_conforms_to_the_served_spec() {
+    let _load = support::one_load_at_a_time().await;
     let Some(schemathesis) = schemathesis() else {
         return;
     };

@@ -250,6 +250,7 @@ async fn an_oversized_body_is_refused_once_the_limit_is_passed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_stalled_clients_do_not_starve_a_real_delivery() {
+    let _load = support::one_load_at_a_time().await;
     let db = sqlite().await;
     let server = start_with_timeout(&db, "30").await;
     let mut stalled = Vec::new();
@@ -364,6 +365,7 @@ const STALLED_BODIES_RSS_BOUND: u64 = 160 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_stalled_megabyte_bodies_keep_memory_bounded() {
+    let _load = support::one_load_at_a_time().await;
     let db = sqlite().await;
     let server = Server::start(
         &db.url,

@@ -291,6 +291,15 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
+/// Held by the tests that put the machine under load (a thousand connections, a resilience
+/// run, schemathesis), so that no two of them run at once on two cores: each measures latency
+/// or memory against a bound, which a second load beside it would blur. Lighter tests still run
+/// alongside.
+pub async fn one_load_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOAD.lock().await
+}
+
 /// Posts `body` to the Stripe webhook route, signed with `secret` at time `t` (or unsigned).
 pub async fn post_stripe(
     server: &Server,
