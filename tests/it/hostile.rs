@@ -452,17 +452,10 @@ async fn a_thousand_unfinished_oversized_heads_keep_memory_bounded() {
         refused >= 100,
         "the 431 is read where the connection lets it: {answers:?}"
     );
-    let body = serde_json::to_vec(&json!({"id": "evt_after_heads", "object": "event",
-        "type": "customer.created", "created": now(), "livemode": false,
-        "data": {"object": {"id": "cus_after_heads", "object": "customer"}}}))
-    .expect("JSON");
-    let delivered = post_stripe(
-        &server,
-        &body,
-        Some(stripe_signature(STRIPE_SECRET, now(), &body)),
-    )
-    .await;
-    assert_eq!(delivered.status(), 200);
+    assert_eq!(
+        support::deliver_a_customer(&server, STRIPE_SECRET, "after_heads").await,
+        200
+    );
 }
 
 /// A head that does not arrive whole within `REQUEST_HEADER_TIMEOUT_SECS` of its first byte is
@@ -490,12 +483,9 @@ async fn a_head_not_received_within_the_header_timeout_is_cut_off() {
         .write_all(b"POST /api/v1/webhooks/stripe HTTP/1.1\r\nhost: local")
         .await
         .expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), stalled.read_to_end(&mut answer))
+    let answer = support::read_until_closed(&mut stalled, Duration::from_secs(15))
         .await
-        .expect("answered and closed within the header timeout")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+        .expect("answered and closed within the header timeout");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("HEADERS_TIMEOUT"), "{answer}");
 
@@ -596,12 +586,9 @@ async fn a_request_arriving_a_byte_at_a_time_is_served() {
         // a loaded machine).
         tokio::time::sleep(Duration::from_millis(if *byte == b'P' { 300 } else { 5 })).await;
     }
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+    let answer = support::read_until_closed(&mut stream, Duration::from_secs(15))
         .await
-        .expect("answered")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+        .expect("answered");
     // Answered (405: the probe takes GET), not refused as h2c.
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use billing_sync_testkit::{Backend, TestDatabase};
 use serde_json::json;
 use support::standins::{JwksStandIn, SigningKey, StripeStandIn};
-use support::{Server, now, post_clerk, post_stripe, stripe_signature};
+use support::{
+    Server, deliver_a_customer, now, post_clerk, post_stripe, read_until_closed, stripe_signature,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -145,23 +147,6 @@ async fn connect(server: &Server) -> TcpStream {
         .expect("connect")
 }
 
-/// Reads until the server closes the connection or `limit` passes.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(limit, async {
-        let mut buffer = [0u8; 4096];
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buffer[..n]),
-            }
-        }
-    })
-    .await;
-    read.ok()
-        .map(|()| String::from_utf8_lossy(&received).into_owned())
-}
-
 /// The head of a Stripe delivery whose signature header passes every check that can be made
 /// before the body (well formed, signed now), so that the server goes on to read the body.
 fn webhook_head(content_length: usize) -> String {
@@ -266,22 +251,13 @@ async fn hundreds_of_stalled_clients_do_not_starve_a_real_delivery() {
         stream.write_all(partial.as_bytes()).await.expect("write");
         stalled.push(stream);
     }
-    let body = serde_json::to_vec(&json!({"id": "evt_sec_live", "object": "event",
-        "type": "customer.created", "created": now(), "livemode": false,
-        "data": {"object": {"id": "cus_sec_live", "object": "customer"}}}))
-    .expect("JSON");
-    let t = now();
     let delivered = tokio::time::timeout(
         Duration::from_secs(10),
-        post_stripe(
-            &server,
-            &body,
-            Some(stripe_signature(STRIPE_WEBHOOK_SECRET, t, &body)),
-        ),
+        deliver_a_customer(&server, STRIPE_WEBHOOK_SECRET, "sec_live"),
     )
     .await
     .expect("a real delivery is served while 400 clients stall");
-    assert_eq!(delivered.status(), 200);
+    assert_eq!(delivered, 200);
     let health = support::http()
         .get(server.url("/healthz"))
         .send()
@@ -437,15 +413,8 @@ async fn a_thousand_stalled_megabyte_bodies_keep_memory_bounded() {
         "bodies admitted to the budget time out: {answers:?}"
     );
     // The budget is free again: a real delivery goes through.
-    let body = serde_json::to_vec(&json!({"id": "evt_after_stall", "object": "event",
-        "type": "customer.created", "created": now(), "livemode": false,
-        "data": {"object": {"id": "cus_after_stall", "object": "customer"}}}))
-    .expect("JSON");
-    let delivered = post_stripe(
-        &server,
-        &body,
-        Some(stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body)),
-    )
-    .await;
-    assert_eq!(delivered.status(), 200);
+    assert_eq!(
+        deliver_a_customer(&server, STRIPE_WEBHOOK_SECRET, "after_stall").await,
+        200
+    );
 }

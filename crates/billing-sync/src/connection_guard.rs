@@ -192,16 +192,18 @@ impl<T> GuardedConnection<T> {
     }
 }
 
-/// Why a connection is closed with an answer of its own.
+/// Why the guard closes a connection.
 #[derive(Clone, Copy, Debug)]
 enum Refusal {
     HeadTooLarge,
     HeadTimeout,
+    /// HTTP/2 without TLS: closed without an answer (an HTTP/1 one would not be read).
+    H2c,
 }
 
 impl Refusal {
-    /// The whole answer, its body in the documented error format.
-    fn answer(self) -> String {
+    /// The whole answer, its body in the documented error format; none for h2c.
+    fn answer(self) -> Option<String> {
         let (status, code, message) = match self {
             Refusal::HeadTooLarge => (
                 "431 Request Header Fields Too Large",
@@ -213,31 +215,36 @@ impl Refusal {
                 "HEADERS_TIMEOUT",
                 "The request head did not arrive in time.",
             ),
+            Refusal::H2c => return None,
         };
         let body = format!(r#"{{"code":"{code}","message":"{message}"}}"#);
-        format!(
+        Some(format!(
             "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n{body}",
             body.len()
-        )
+        ))
     }
 
     fn reason(self) -> &'static str {
         match self {
             Refusal::HeadTooLarge => "request head over the size limit",
             Refusal::HeadTimeout => "request head not received in time",
+            Refusal::H2c => "h2c",
         }
     }
 }
 
 impl<T: AsyncWrite + Unpin> GuardedConnection<T> {
-    /// Writes `refusal`'s answer if the socket takes it now (a small answer to a socket whose
-    /// buffer is empty always does), and the error that makes hyper drop the connection.
+    /// Counts `refusal`, writes its answer if the socket takes it now (a small answer to a
+    /// socket whose buffer is empty always does), and returns the error that makes hyper drop
+    /// the connection.
     fn refuse(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> io::Error {
         metrics::counter!("billing_sync_connections_refused_total", "reason" => refusal.reason())
             .increment(1);
-        let _ = Pin::new(&mut self.inner).poll_write(cx, refusal.answer().as_bytes());
-        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Some(answer) = refusal.answer() {
+            let _ = Pin::new(&mut self.inner).poll_write(cx, answer.as_bytes());
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
         io::Error::new(io::ErrorKind::InvalidData, refusal.reason())
     }
 }
@@ -270,12 +277,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedConnection<T> {
                         let h2c = opening.as_slice() == H2_PREFACE;
                         self.opening = None;
                         if h2c {
-                            metrics::counter!("billing_sync_connections_refused_total", "reason" => "h2c")
-                                .increment(1);
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "HTTP/2 without TLS is refused",
-                            )));
+                            return Poll::Ready(Err(self.refuse(cx, Refusal::H2c)));
                         }
                     }
                 }

@@ -265,7 +265,6 @@ where
         .into_tuple::<Option<String>>()
         .one(db)
         .await
-        // Compared as JSON values: a delivery's text and a listing's need not be spelled alike.
         .map(|stored| {
             stored.map(|raw| raw.map(|text| serde_json::from_str(&text).unwrap_or(Value::Null)))
         })

@@ -53,14 +53,18 @@ pub(crate) fn is_retryable(err: &sea_orm::DbErr) -> bool {
 /// Whether the database refused a statement because of the values it was given, so that the
 /// same statement with the same values will be refused again, whatever the moment.
 pub(crate) fn is_the_datas_fault(err: &sea_orm::DbErr) -> bool {
+    database_code(err).is_some_and(|code| datas_fault_code(&code))
+}
+
+/// The code the database gave for refusing a statement: PostgreSQL's SQLSTATE, or SQLite's
+/// (extended) result code; `None` when the statement did not reach the database's verdict.
+pub(crate) fn database_code(err: &sea_orm::DbErr) -> Option<std::borrow::Cow<'_, str>> {
     use sea_orm::{DbErr, RuntimeErr};
     let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
     else {
-        return false;
+        return None;
     };
-    e.as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|code| datas_fault_code(&code))
+    e.as_database_error()?.code()
 }
 
 /// The error codes a statement's values cause. PostgreSQL (a five-character SQLSTATE): class
@@ -91,9 +95,7 @@ pub(crate) fn is_connection_error(err: &sea_orm::DbErr) -> bool {
                     | sqlx::Error::PoolClosed
                     | sqlx::Error::WorkerCrashed
                     | sqlx::Error::Tls(_)
-            ) || e
-                .as_database_error()
-                .and_then(|db| db.code())
+            ) || database_code(err)
                 // PostgreSQL class 08 (connection exception), 57P01..03 (admin shutdown,
                 // crash shutdown, cannot connect now): the server is going away or not back yet.
                 .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))

@@ -347,14 +347,7 @@ pub const BATCH_FALLBACKS: &str = "billing_sync_webhook_batch_fallbacks_total";
 /// Whether `err` is the one-message batch's own check failing: the division by zero
 /// ([`record_new_batch_at_once`]) that says an event of the batch is already in the ledger.
 fn is_duplicate_check(err: &DbErr) -> bool {
-    use sea_orm::RuntimeErr;
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
-    else {
-        return false;
-    };
-    e.as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|code| code == "22012")
+    crate::error::database_code(err).is_some_and(|code| code == "22012")
 }
 
 /// What each delivery of `batch` recorded, given which of them were new events (the rest were

@@ -19,7 +19,7 @@ const UNIT: usize = 1024;
 
 /// A body at most this large (by its `Content-Length`) may use the part of the budget kept
 /// for small bodies.
-pub(crate) const SMALL_BODY: usize = 64 * 1024;
+const SMALL_BODY: usize = 64 * 1024;
 
 /// The part of the budget only small bodies may use.
 const SMALL_SHARE: usize = 8;

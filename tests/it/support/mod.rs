@@ -10,7 +10,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -314,6 +315,37 @@ pub async fn post_stripe(
         request = request.header("stripe-signature", signature);
     }
     request.send().await.expect("POST the Stripe webhook")
+}
+
+/// Delivers a signed `customer.created` of `cus_{tag}` (event `evt_{tag}`), as Stripe would;
+/// the answer's status.
+pub async fn deliver_a_customer(server: &Server, secret: &str, tag: &str) -> u16 {
+    let body = serde_json::to_vec(&serde_json::json!({"id": format!("evt_{tag}"),
+        "object": "event", "type": "customer.created", "created": now(), "livemode": false,
+        "data": {"object": {"id": format!("cus_{tag}"), "object": "customer"}}}))
+    .expect("JSON");
+    let signature = stripe_signature(secret, now(), &body);
+    post_stripe(server, &body, Some(signature))
+        .await
+        .status()
+        .as_u16()
+}
+
+/// Reads until the server closes the connection or `limit` passes.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&received).into_owned())
 }
 
 /// A valid `Stripe-Signature` header for `body` at time `t`.

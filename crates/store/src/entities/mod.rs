@@ -19,8 +19,8 @@ macro_rules! synced_entity {
             $(#[$id_doc])*
             #[sea_orm(primary_key, auto_increment = false)]
             pub id: String,
-            /// The source object's JSON text as last applied; none while the row holds only what another
-            /// object said of it (a customer known from a checkout).
+            /// The source object's JSON text as last applied; none while the row holds only
+            /// what another object said of it (a customer known from a checkout).
             pub raw: Option<String>,
             $(#[$key_doc])*
             pub ordering_key: i64,
