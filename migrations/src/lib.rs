@@ -9,6 +9,7 @@ mod m20261122_000001_synced_state;
 mod m20261123_000002_backfill_checkpoints;
 mod m20261124_000003_catalog_and_entitlements;
 mod m20261202_000004_payloads_as_text;
+mod m20261203_000005_credits;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_backfill_checkpoints::Migration),
             Box::new(m20261124_000003_catalog_and_entitlements::Migration),
             Box::new(m20261202_000004_payloads_as_text::Migration),
+            Box::new(m20261203_000005_credits::Migration),
         ]
     }
 }

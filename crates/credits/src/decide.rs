@@ -54,7 +54,14 @@ impl Ledger<'_> {
             .collect();
         pending.sort_by_key(|&index| order_recorded(&self.account.grants[index]));
         for index in pending {
-            self.credit(index, Kind::Grant, Entry::default());
+            let grant = &mut self.account.grants[index];
+            if grant.amount == 0 {
+                // A price without credits: nothing to credit, nothing to explain.
+                grant.credited = true;
+                self.changed.insert(index);
+            } else {
+                self.credit(index, Kind::Grant, Entry::default());
+            }
         }
         self.expire();
         self.take_back_refunds();

@@ -26,9 +26,9 @@ pub use event::{
     stripe_event_from_tree,
 };
 pub use state::{
-    Change, CustomerLink, CustomerState, EntitlementsState, LinkedBy, MembershipState,
-    OrganizationState, PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie,
-    UserState, Version, supersedes,
+    Change, ChargeRefund, CreditPurchase, CustomerLink, CustomerState, EntitlementsState, LinkedBy,
+    MembershipState, OrganizationState, PriceState, ProductState, PurchaseSource, Rank, RawJson,
+    SubscriptionState, SyncedRow, Tie, UserState, Version, supersedes,
 };
 
 /// Turns events into changes by their provider's projection; needs no secret, so replay can

@@ -69,8 +69,12 @@ pub(crate) const SUBSCRIPTION: Shape = Shape::Fields(&[
     ),
 ]);
 
-/// What `stripe::checkout_link` reads.
+/// What `stripe::checkout_link` and `stripe::checkout_purchase` read.
 pub(crate) const CHECKOUT_SESSION: Shape = Shape::Fields(&[
+    ("id", Shape::Whole),
+    ("mode", Shape::Whole),
+    ("payment_status", Shape::Whole),
+    ("payment_intent", ID_OR_EXPANDED),
     ("customer", ID_OR_EXPANDED),
     ("client_reference_id", Shape::Whole),
     ("livemode", Shape::Whole),
@@ -118,6 +122,51 @@ pub(crate) const ENTITLEMENT_SUMMARY: Shape = Shape::Fields(&[
         ]),
     ),
     ("livemode", Shape::Whole),
+]);
+
+/// What `stripe::invoice_allowances` reads.
+pub(crate) const INVOICE: Shape = Shape::Fields(&[
+    ("id", Shape::Whole),
+    ("customer", ID_OR_EXPANDED),
+    ("metadata", Shape::Whole),
+    ("payment_intent", ID_OR_EXPANDED),
+    ("payments", Shape::Whole),
+    (
+        "parent",
+        Shape::Fields(&[(
+            "subscription_details",
+            Shape::Fields(&[("metadata", Shape::Whole)]),
+        )]),
+    ),
+    (
+        "lines",
+        Shape::Fields(&[
+            ("has_more", Shape::Whole),
+            (
+                "data",
+                Shape::Fields(&[
+                    ("id", Shape::Whole),
+                    ("type", Shape::Whole),
+                    ("subscription", Shape::Whole),
+                    ("proration", Shape::Whole),
+                    ("quantity", Shape::Whole),
+                    ("period", Shape::Whole),
+                    ("price", ID_OR_EXPANDED),
+                    ("pricing", Shape::Whole),
+                    ("parent", Shape::Whole),
+                ]),
+            ),
+        ]),
+    ),
+]);
+
+/// What `stripe::charge_refund` reads.
+pub(crate) const CHARGE: Shape = Shape::Fields(&[
+    ("id", Shape::Whole),
+    ("payment_intent", ID_OR_EXPANDED),
+    ("amount", Shape::Whole),
+    ("amount_captured", Shape::Whole),
+    ("amount_refunded", Shape::Whole),
 ]);
 
 /// `text` parsed as JSON, keeping only what `shape` names.

@@ -280,6 +280,57 @@ pub enum Change {
     Price(PriceState),
     /// Replace a customer's active entitlements.
     Entitlements(EntitlementsState),
+    /// Record credits bought, for the credit ledger to credit (once per reference).
+    CreditPurchase(CreditPurchase),
+    /// Record what a charge's refunds amount to so far.
+    ChargeRefund(ChargeRefund),
+}
+
+/// Where bought credits come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurchaseSource {
+    /// A paid one-time Checkout Session.
+    Checkout,
+    /// A paid subscription invoice's line: an allowance until the line's period ends.
+    Invoice,
+}
+
+/// Credits an organization bought, as a webhook says: recorded pending, credited by the next
+/// ledger decision for its organization (the `billing-sync-credits` crate's rules).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreditPurchase {
+    /// Unique per purchase: `checkout:cs_…` or `invoice:in_…:il_…`.
+    pub reference: String,
+    /// Checkout or invoice.
+    pub source: PurchaseSource,
+    /// The customer that bought them.
+    pub customer_id: Option<String>,
+    /// The organization the object's metadata names; else its customer's, when credited.
+    pub organization_id: Option<String>,
+    /// The price bought.
+    pub price_id: Option<String>,
+    /// How many units.
+    pub quantity: Option<i64>,
+    /// How many credits in all, when the object says (billing-sync's own checkout); else the
+    /// catalog's credits per unit of the price times the quantity, when credited.
+    pub credits: Option<i64>,
+    /// When they expire (an invoice line's period end); none: never.
+    pub expires_at: Option<i64>,
+    /// The payment (`pi_…`) a refund will name.
+    pub payment_id: Option<String>,
+}
+
+/// A refunded charge: amounts in the currency's smallest unit, `refunded` cumulative.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChargeRefund {
+    /// `ch_…`.
+    pub charge_id: String,
+    /// The payment (`pi_…`) it belongs to.
+    pub payment_id: String,
+    /// The amount charged.
+    pub paid: i64,
+    /// The amount refunded so far.
+    pub refunded: i64,
 }
 
 impl Change {
@@ -294,7 +345,7 @@ impl Change {
             Change::Product(state) => Some(&state.row),
             Change::Price(state) => Some(&state.row),
             Change::Entitlements(state) => Some(&state.row),
-            Change::CustomerLink(_) => None,
+            Change::CustomerLink(_) | Change::CreditPurchase(_) | Change::ChargeRefund(_) => None,
         }
     }
 }

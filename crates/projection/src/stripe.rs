@@ -13,8 +13,8 @@ use crate::event::{NewEvent, Plan};
 use crate::json::{flag, id_or_object, integer, metadata, required_text, text, time, unix_seconds};
 use crate::state::RawJson;
 use crate::state::{
-    Change, CustomerLink, CustomerState, EntitlementsState, LinkedBy, PriceState, ProductState,
-    Rank, SubscriptionState, SyncedRow, Version,
+    Change, ChargeRefund, CreditPurchase, CustomerLink, CustomerState, EntitlementsState, LinkedBy,
+    PriceState, ProductState, PurchaseSource, Rank, SubscriptionState, SyncedRow, Version,
 };
 
 const SUBSCRIPTION_EVENTS: [&str; 8] = [
@@ -37,6 +37,8 @@ enum Carried {
     Product,
     Price,
     EntitlementSummary,
+    Invoice,
+    Charge,
 }
 
 impl Carried {
@@ -45,7 +47,11 @@ impl Carried {
     fn by(event_type: &str) -> Option<Carried> {
         Some(match event_type {
             "customer.created" | "customer.updated" | "customer.deleted" => Carried::Customer,
-            "checkout.session.completed" => Carried::CheckoutSession,
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                Carried::CheckoutSession
+            }
+            "invoice.paid" => Carried::Invoice,
+            "charge.refunded" => Carried::Charge,
             other if SUBSCRIPTION_EVENTS.contains(&other) => Carried::Subscription,
             "product.created" | "product.updated" | "product.deleted" => Carried::Product,
             "price.created" | "price.updated" | "price.deleted" => Carried::Price,
@@ -68,9 +74,14 @@ pub fn project(event: &NewEvent, projectors: &crate::Projectors) -> Plan {
     let result = match carried {
         Carried::Customer => object_and_time(event)
             .and_then(|(object, at)| one(customer(object, at, seen, org_metadata_key))),
-        Carried::CheckoutSession => fields(event)
-            .and_then(|object| checkout_link(object, projectors))
-            .map(Vec::from_iter),
+        Carried::CheckoutSession => fields(event).and_then(|object| {
+            let link = checkout_link(object, projectors)?;
+            let purchase = checkout_purchase(object, &projectors.stripe_org_metadata_key)?;
+            Ok(link.into_iter().chain(purchase).collect())
+        }),
+        Carried::Invoice => fields(event)
+            .and_then(|object| invoice_allowances(object, &projectors.stripe_org_metadata_key)),
+        Carried::Charge => fields(event).map(|object| charge_refund(object).into_iter().collect()),
         Carried::Subscription => object_and_time(event)
             .and_then(|(object, at)| one(subscription(object, at, seen, org_metadata_key))),
         Carried::Product => {
@@ -100,6 +111,8 @@ pub(crate) fn shape_of(event_type: &str) -> Option<&'static crate::sparse::Shape
         Carried::Product => &sparse::PRODUCT,
         Carried::Price => &sparse::PRICE,
         Carried::EntitlementSummary => &sparse::ENTITLEMENT_SUMMARY,
+        Carried::Invoice => &sparse::INVOICE,
+        Carried::Charge => &sparse::CHARGE,
     })
 }
 
@@ -398,6 +411,132 @@ pub fn checkout_link(
         linked_by,
         livemode: flag(object, "livemode"),
     })))
+}
+
+/// The metadata billing-sync's checkout writes on a session that sells credits: the price,
+/// the quantity, and the credits the purchase grants in all (quantity × the price's credits
+/// per unit, computed when the session was created). The one place the keys are named.
+pub const CHECKOUT_PRICE_METADATA: &str = "billing_sync_price";
+/// See [`CHECKOUT_PRICE_METADATA`].
+pub const CHECKOUT_QUANTITY_METADATA: &str = "billing_sync_quantity";
+/// See [`CHECKOUT_PRICE_METADATA`].
+pub const CHECKOUT_CREDITS_METADATA: &str = "billing_sync_credits";
+
+/// The credits a paid one-time checkout session bought, when billing-sync's checkout created it
+/// (its metadata says how many: [`CHECKOUT_CREDITS_METADATA`]). A session still awaiting an
+/// asynchronous payment (`payment_status` `unpaid`) grants nothing yet: its
+/// `checkout.session.async_payment_succeeded` does. A session with other metadata (a Payment
+/// Link) grants nothing: see README "Credits".
+pub fn checkout_purchase(object: &Value, org_key: &str) -> Result<Option<Change>, String> {
+    let paid = text(object, "mode").as_deref() == Some("payment")
+        && text(object, "payment_status").as_deref() == Some("paid");
+    let Some(credits) = metadata(object, CHECKOUT_CREDITS_METADATA).filter(|_| paid) else {
+        return Ok(None);
+    };
+    let id = required_text(object, "id", "checkout session")?;
+    let credits = credits
+        .parse::<i64>()
+        .ok()
+        .filter(|credits| (1..=MAX_PURCHASED_CREDITS).contains(credits))
+        .ok_or_else(|| {
+            format!(
+                "checkout session {id}: metadata `{CHECKOUT_CREDITS_METADATA}` is not a whole \
+                 number of credits between 1 and {MAX_PURCHASED_CREDITS}"
+            )
+        })?;
+    Ok(Some(Change::CreditPurchase(CreditPurchase {
+        reference: format!("checkout:{id}"),
+        source: PurchaseSource::Checkout,
+        customer_id: id_or_object(object, "customer"),
+        organization_id: metadata(object, org_key),
+        price_id: metadata(object, CHECKOUT_PRICE_METADATA),
+        quantity: metadata(object, CHECKOUT_QUANTITY_METADATA).and_then(|q| q.parse().ok()),
+        credits: Some(credits),
+        expires_at: None,
+        payment_id: id_or_object(object, "payment_intent"),
+    })))
+}
+
+/// The most credits one purchase may grant: what one request may grant
+/// (`billing_sync_credits::MAX_AMOUNT`), so that no sum of a ledger overflows.
+pub const MAX_PURCHASED_CREDITS: i64 = 1_000_000_000_000;
+
+/// The allowances a paid subscription invoice may grant: one per line that bills a price for a
+/// subscription item (prorations excluded), expiring at the line's period end. Whether the
+/// price carries credits, and how many per unit, the catalog says when the ledger credits it.
+pub fn invoice_allowances(object: &Value, org_key: &str) -> Result<Vec<Change>, String> {
+    let id = required_text(object, "id", "invoice")?;
+    let lines = object.get("lines");
+    if lines.and_then(|lines| lines.get("has_more")) == Some(&Value::Bool(true)) {
+        return Err(format!(
+            "invoice {id}: its lines are paginated (has_more); billing-sync reads only the lines \
+             an event carries"
+        ));
+    }
+    let organization_id = object
+        .get("parent")
+        .and_then(|parent| parent.get("subscription_details"))
+        .and_then(|details| metadata(details, org_key))
+        .or_else(|| metadata(object, org_key));
+    let payment_id = id_or_object(object, "payment_intent").or_else(|| {
+        object
+            .get("payments")
+            .and_then(|payments| payments.get("data"))
+            .and_then(Value::as_array)
+            .and_then(|payments| payments.first())
+            .and_then(|payment| payment.get("payment"))
+            .and_then(|payment| id_or_object(payment, "payment_intent"))
+    });
+    let lines = lines
+        .and_then(|lines| lines.get("data"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(lines
+        .iter()
+        .filter_map(|line| {
+            let item = line
+                .get("parent")
+                .and_then(|parent| parent.get("subscription_item_details"));
+            let for_subscription = item.is_some_and(Value::is_object)
+                || text(line, "subscription").is_some()
+                || text(line, "type").as_deref() == Some("subscription");
+            let proration = item.and_then(|item| item.get("proration")) == Some(&Value::Bool(true))
+                || line.get("proration") == Some(&Value::Bool(true));
+            if !for_subscription || proration {
+                return None;
+            }
+            let price_id = line
+                .get("pricing")
+                .and_then(|pricing| pricing.get("price_details"))
+                .and_then(|details| id_or_object(details, "price"))
+                .or_else(|| id_or_object(line, "price"))?;
+            Some(Change::CreditPurchase(CreditPurchase {
+                reference: format!("invoice:{id}:{}", text(line, "id")?),
+                source: PurchaseSource::Invoice,
+                customer_id: id_or_object(object, "customer"),
+                organization_id: organization_id.clone(),
+                price_id: Some(price_id),
+                quantity: Some(integer(line, "quantity")?),
+                credits: None,
+                expires_at: line.get("period").and_then(|period| integer(period, "end")),
+                payment_id: payment_id.clone(),
+            }))
+        })
+        .collect())
+}
+
+/// What a refunded charge says of its payment: recorded when it names one (a refund of a
+/// payment that bought credits takes them back).
+pub fn charge_refund(object: &Value) -> Option<Change> {
+    Some(Change::ChargeRefund(ChargeRefund {
+        charge_id: text(object, "id")?,
+        payment_id: id_or_object(object, "payment_intent")?,
+        paid: integer(object, "amount_captured")
+            .filter(|captured| *captured > 0)
+            .or_else(|| integer(object, "amount"))?,
+        refunded: integer(object, "amount_refunded")?,
+    }))
 }
 
 #[cfg(test)]

@@ -247,6 +247,8 @@ async fn stored_raw(
         Change::Product(state) => raw!(stripe_products, &state.row.id),
         Change::Price(state) => raw!(stripe_prices, &state.row.id),
         Change::Entitlements(state) => raw!(stripe_entitlement_summaries, &state.row.id),
+        // Facts for the credit ledger: no synced row of their own.
+        Change::CreditPurchase(_) | Change::ChargeRefund(_) => Ok(None),
     }
 }
 

@@ -23,9 +23,9 @@ use crate::entities::{
 };
 use crate::literal;
 use billing_sync_projection::{
-    Change, CustomerLink, CustomerState, EntitlementsState, LinkedBy, MembershipState,
-    OrganizationState, PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie,
-    UserState, Version, supersedes,
+    Change, ChargeRefund, CreditPurchase, CustomerLink, CustomerState, EntitlementsState, LinkedBy,
+    MembershipState, OrganizationState, PriceState, ProductState, Rank, RawJson, SubscriptionState,
+    SyncedRow, Tie, UserState, Version, supersedes,
 };
 
 /// The changes of a batch reduced per (table, id): for each object the rounds of states to
@@ -45,6 +45,8 @@ pub struct ChangeSet<'a> {
     products: BTreeMap<&'a str, Vec<Cow<'a, ProductState>>>,
     prices: BTreeMap<&'a str, Vec<Cow<'a, PriceState>>>,
     entitlements: BTreeMap<&'a str, Vec<Cow<'a, EntitlementsState>>>,
+    purchases: BTreeMap<&'a str, &'a CreditPurchase>,
+    refunds: BTreeMap<&'a str, &'a ChargeRefund>,
 }
 
 /// The `round`-th state of each object that has one, in primary-key order.
@@ -203,6 +205,13 @@ impl<'a> ChangeSet<'a> {
             Change::Product(s) => keep_newer(&mut self.products, s, PRODUCTS_TIE),
             Change::Price(s) => keep_newer(&mut self.prices, s, PRICES_TIE),
             Change::Entitlements(s) => keep_newer(&mut self.entitlements, s, ENTITLEMENTS_TIE),
+            Change::CreditPurchase(p) => keep_first(&mut self.purchases, &p.reference, p),
+            Change::ChargeRefund(r) => {
+                let kept = self.refunds.entry(&r.charge_id).or_insert(r);
+                if r.refunded > kept.refunded {
+                    *kept = r;
+                }
+            }
         }
     }
 
@@ -218,6 +227,8 @@ impl<'a> ChangeSet<'a> {
             && self.products.is_empty()
             && self.prices.is_empty()
             && self.entitlements.is_empty()
+            && self.purchases.is_empty()
+            && self.refunds.is_empty()
     }
 
     /// Every customer id the set touches (its own rows, links, and subscriptions' customers),
@@ -390,6 +401,16 @@ fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
         steps.push(Step::Upsert(entitlements_upsert(
             round(&set.entitlements, n),
             writing,
+        )));
+    }
+    if !set.purchases.is_empty() {
+        steps.push(Step::Upsert(crate::credit_facts::purchases_insert(
+            set.purchases.values().copied(),
+        )));
+    }
+    if !set.refunds.is_empty() {
+        steps.push(Step::Upsert(crate::credit_facts::refunds_upsert(
+            set.refunds.values().copied(),
         )));
     }
     steps

@@ -5,12 +5,15 @@ pub mod backfill;
 pub mod billing;
 pub mod changeset;
 mod connect;
+mod credit_facts;
+pub mod credits;
 pub mod entities;
 mod error;
 pub mod ledger;
 mod literal;
 mod memberships;
 pub mod plans;
+pub mod retry;
 pub mod sync;
 
 pub use connect::{MigrationState, Store};

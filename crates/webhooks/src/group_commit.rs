@@ -6,7 +6,6 @@ use billing_sync_projection::{NewEvent, Plan};
 use billing_sync_store::ledger::Recorded;
 use billing_sync_store::{Store, StoreError};
 use std::sync::Arc;
-use std::time::Duration;
 
 use billing_sync_store::sea_orm::DbBackend;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -145,46 +144,13 @@ async fn write_batch(store: &Store, jobs: Vec<Job>) {
     }
 }
 
-/// How many times a write refused for a reason of the moment is tried before the sender is
-/// told to retry (503): a deadlock or serialization failure clears at once, a restarting
-/// database within the backoff, and a longer outage is the sender's to wait out.
-const ATTEMPTS: u32 = 5;
-
-/// Runs `write` until it succeeds, fails for a reason of its own, or has been tried
-/// [`ATTEMPTS`] times, sleeping between tries with exponential backoff and full jitter so that
-/// writers that collided do not collide again.
-async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+/// Runs `write` through the store's retry loop, counting retries as webhook write retries.
+async fn with_retries<T, F, Fut>(write: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match write().await {
-            Err(err) if err.retryable() && attempt < ATTEMPTS => {
-                let ceiling = Duration::from_millis(10 << attempt);
-                let pause = ceiling.mul_f64(jitter());
-                tracing::warn!(error = %err, attempt, ?pause, "write refused for the moment; retrying");
-                metrics::counter!("billing_sync_webhook_write_retries_total").increment(1);
-                tokio::time::sleep(pause).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// A number in [0, 1) that differs between calls and processes (no RNG dependency needed).
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    billing_sync_store::retry::with_retries("billing_sync_webhook_write_retries_total", write).await
 }
 
 #[cfg(test)]

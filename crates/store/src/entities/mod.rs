@@ -43,6 +43,10 @@ macro_rules! synced_entity {
 }
 
 pub mod backfill_checkpoints;
+pub mod credit_accounts;
+pub mod credit_grants;
+pub mod credit_payments;
+pub mod credit_transactions;
 pub mod organization_memberships;
 pub mod organizations;
 pub mod stripe_customers;

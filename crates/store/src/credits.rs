@@ -1,0 +1,591 @@
+//! The credit ledger's storage: load the accounts of a batch's organizations (locked, in sorted
+//! order), let `billing_sync_credits::decide` decide, write what it decided, commit. The rules
+//! live in that crate; this module only loads and writes (STYLE 15).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use billing_sync_credits::{
+    Account, Answer, Answered, Credits, Decisions, Grant, GrantSource, Payment, Request,
+    Transaction, UnixSeconds, decide,
+};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde_json::Value;
+
+use crate::Store;
+use crate::entities::{
+    credit_accounts as accounts, credit_grants as grants, credit_payments as payments,
+    credit_transactions as transactions, stripe_customers as customers, stripe_prices as prices,
+    stripe_products as products,
+};
+use crate::error::StoreError;
+
+/// One organization's requests in a batch, in arrival order.
+#[derive(Clone, Debug)]
+pub struct OrganizationRequests {
+    /// Clerk's `org_…` id.
+    pub organization_id: String,
+    /// Its requests.
+    pub requests: Vec<Request>,
+}
+
+/// An organization's ledger as the API shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreditStatement {
+    /// The balance (negative while a refund's debt is unpaid).
+    pub balance: Credits,
+    /// The grants with credits left to spend, the one expiring first first.
+    pub grants: Vec<grants::Model>,
+    /// Transactions, newest first.
+    pub transactions: Vec<transactions::Model>,
+}
+
+impl Store {
+    /// Settles and decides `batch` in one transaction, committed before this returns: the
+    /// answers, per organization in `batch`'s order, are then durable and may be sent. Each
+    /// organization's account row is locked (PostgreSQL, sorted; SQLite writes one transaction
+    /// at a time) before anything of it is read, so replicas deciding for the same
+    /// organization take turns and each sees what the other committed: an idempotency key is
+    /// never debited twice. Credits per unit of a price are its catalog metadata
+    /// `credits_metadata_key`, else its product's.
+    pub async fn decide_credits(
+        &self,
+        batch: &[OrganizationRequests],
+        credits_metadata_key: &str,
+        now: UnixSeconds,
+    ) -> Result<Vec<Vec<Answer>>, StoreError> {
+        let result: Result<_, DbErr> = async {
+            let txn = self.connection().begin().await?;
+            let answers = decide_in(&txn, batch, credits_metadata_key, now).await?;
+            txn.commit().await?;
+            Ok(answers)
+        }
+        .await;
+        result.map_err(|err| self.classify(err))
+    }
+
+    /// The organization's balance, its grants with credits left, and up to `limit` of its
+    /// transactions, newest first, older than sequence `before` when given. Reads what is
+    /// written: settle first (`Request::Settle`) for a ledger that includes what is due.
+    pub async fn credit_statement(
+        &self,
+        organization_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<CreditStatement, StoreError> {
+        let result: Result<_, DbErr> = async {
+            let db = self.connection();
+            let balance = accounts::Entity::find_by_id(organization_id.to_owned())
+                .one(db)
+                .await?
+                .map_or(0, |account| account.balance);
+            let grants = grants::Entity::find()
+                .filter(grants::Column::OrganizationId.eq(organization_id))
+                .filter(grants::Column::Credited.eq(true))
+                .filter(grants::Column::Remaining.gt(0))
+                .all(db)
+                .await?;
+            let mut grants = grants;
+            grants.sort_by_key(|grant| {
+                (
+                    grant.expires_at.unwrap_or(UnixSeconds::MAX),
+                    grant.created_at,
+                    grant.id,
+                )
+            });
+            let mut query = transactions::Entity::find()
+                .filter(transactions::Column::OrganizationId.eq(organization_id));
+            if let Some(before) = before {
+                query = query.filter(transactions::Column::Sequence.lt(before));
+            }
+            let transactions = query
+                .order_by_desc(transactions::Column::Sequence)
+                .limit(limit)
+                .all(db)
+                .await?;
+            Ok(CreditStatement {
+                balance,
+                grants,
+                transactions,
+            })
+        }
+        .await;
+        result.map_err(|err| self.classify(err))
+    }
+
+    /// Every transaction of the organization, oldest first (tests check the ledger with it).
+    pub async fn credit_transactions(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<transactions::Model>, StoreError> {
+        transactions::Entity::find()
+            .filter(transactions::Column::OrganizationId.eq(organization_id))
+            .order_by_asc(transactions::Column::Sequence)
+            .all(self.connection())
+            .await
+            .map_err(|err| self.classify(err))
+    }
+}
+
+async fn decide_in(
+    txn: &DatabaseTransaction,
+    batch: &[OrganizationRequests],
+    credits_metadata_key: &str,
+    now: UnixSeconds,
+) -> Result<Vec<Vec<Answer>>, DbErr> {
+    let mut organizations: Vec<&str> = batch.iter().map(|o| o.organization_id.as_str()).collect();
+    organizations.sort_unstable();
+    organizations.dedup();
+    let mut ledgers = load(txn, &organizations, batch, credits_metadata_key, now).await?;
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut decided: BTreeMap<&str, Decisions> = BTreeMap::new();
+    for organization in batch {
+        let account = ledgers
+            .get_mut(organization.organization_id.as_str())
+            .expect("every organization of the batch was loaded");
+        let mut decisions = decide(&mut account.account, now, &organization.requests);
+        answers.push(std::mem::take(&mut decisions.answers));
+        // An organization named twice in one batch: its decisions accumulate.
+        let entry = decided
+            .entry(organization.organization_id.as_str())
+            .or_default();
+        entry.transactions.extend(decisions.transactions);
+        entry.changed_grants.extend(decisions.changed_grants);
+    }
+    for (organization, decisions) in decided {
+        let ledger = &ledgers[organization];
+        write(txn, organization, ledger, decisions, now).await?;
+    }
+    Ok(answers)
+}
+
+/// An organization's account as loaded, with the stored state of its grants to compare.
+struct Loaded {
+    account: Account,
+    /// The stored organization of each loaded grant (a Stripe grant's may be unknown yet).
+    grant_organizations: Vec<Option<String>>,
+}
+
+async fn load<'b>(
+    txn: &DatabaseTransaction,
+    organizations: &[&'b str],
+    batch: &[OrganizationRequests],
+    credits_metadata_key: &str,
+    now: UnixSeconds,
+) -> Result<HashMap<&'b str, Loaded>, DbErr> {
+    // Lock the accounts first, in sorted order: the rows that exist (another replica waits on
+    // them), and the gap where a new one goes (its insert waits on ours).
+    let insert = Query::insert()
+        .into_table(accounts::Entity)
+        .columns([
+            accounts::Column::OrganizationId,
+            accounts::Column::UpdatedAt,
+        ])
+        .values_from_panic(
+            organizations
+                .iter()
+                .map(|organization| [Expr::val(*organization), Expr::val(now)]),
+        )
+        .on_conflict(
+            OnConflict::column(accounts::Column::OrganizationId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    let backend = txn.get_database_backend();
+    match txn.execute_raw(backend.build(&insert)).await {
+        Ok(_) | Err(DbErr::RecordNotInserted) => {}
+        Err(err) => return Err(err),
+    }
+    let stored = accounts::Entity::find()
+        .filter(accounts::Column::OrganizationId.is_in(organizations.iter().copied()))
+        .order_by_asc(accounts::Column::OrganizationId)
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    let mut ledgers: HashMap<&str, Loaded> = organizations
+        .iter()
+        .map(|organization| {
+            let account = stored
+                .iter()
+                .find(|row| row.organization_id == *organization);
+            (
+                *organization,
+                Loaded {
+                    account: Account {
+                        balance: account.map_or(0, |a| a.balance),
+                        debt: account.map_or(0, |a| a.debt),
+                        last_sequence: account.map_or(0, |a| a.last_sequence),
+                        ..Account::default()
+                    },
+                    grant_organizations: Vec::new(),
+                },
+            )
+        })
+        .collect();
+
+    // The grants a decision may touch: pending, with credits left, or paid by a refunded
+    // payment; and pending grants of the organizations' customers that name no organization.
+    let refunded_payments = Query::select()
+        .column(payments::Column::PaymentId)
+        .from(payments::Entity)
+        .to_owned();
+    let customers_of = Query::select()
+        .column(customers::Column::Id)
+        .from(customers::Entity)
+        .and_where(customers::Column::OrganizationId.is_in(organizations.iter().copied()))
+        .to_owned();
+    let rows = grants::Entity::find()
+        .filter(
+            grants::Column::OrganizationId
+                .is_in(organizations.iter().copied())
+                .and(
+                    grants::Column::Credited
+                        .eq(false)
+                        .or(grants::Column::Remaining.gt(0))
+                        .or(grants::Column::PaymentId.in_subquery(refunded_payments)),
+                )
+                .or(grants::Column::OrganizationId
+                    .is_null()
+                    .and(grants::Column::Credited.eq(false))
+                    .and(grants::Column::CustomerId.in_subquery(customers_of))),
+        )
+        .order_by_asc(grants::Column::Id)
+        .all(txn)
+        .await?;
+    let customer_organizations = customer_organizations(txn, &rows).await?;
+    let credits_per_unit = credits_per_unit(txn, &rows, credits_metadata_key).await?;
+    let payments = payments_of(txn, &rows).await?;
+    for row in rows {
+        let organization = row.organization_id.clone().or_else(|| {
+            row.customer_id
+                .as_ref()
+                .and_then(|customer| customer_organizations.get(customer).cloned())
+        });
+        let Some(ledger) = organization
+            .as_deref()
+            .and_then(|organization| ledgers.get_mut(organization))
+        else {
+            continue;
+        };
+        let amount = match row.amount {
+            Some(amount) => amount,
+            None => match row
+                .price_id
+                .as_ref()
+                .and_then(|price| credits_per_unit.get(price))
+            {
+                // The catalog does not know the price yet: the grant waits for it.
+                None => continue,
+                Some(per_unit) => per_unit
+                    .saturating_mul(row.quantity.unwrap_or(0))
+                    .clamp(0, billing_sync_credits::MAX_AMOUNT),
+            },
+        };
+        if let Some(payment) = row.payment_id.as_ref().and_then(|p| payments.get(p)) {
+            ledger
+                .account
+                .payments
+                .insert(row.payment_id.clone().unwrap_or_default(), *payment);
+        }
+        ledger.grant_organizations.push(row.organization_id.clone());
+        ledger.account.grants.push(Grant {
+            id: Some(row.id),
+            source: GrantSource::parse(&row.source).unwrap_or(GrantSource::Api),
+            reference: row.reference,
+            amount,
+            remaining: row.remaining,
+            expired: row.expired,
+            taken_back: row.taken_back,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+            payment: row.payment_id,
+            credited: row.credited,
+        });
+    }
+
+    // The earlier answers to the keys the batch names.
+    let keys: HashSet<&str> = batch
+        .iter()
+        .flat_map(|organization| organization.requests.iter().filter_map(Request::key))
+        .collect();
+    if !keys.is_empty() {
+        let answered = transactions::Entity::find()
+            .filter(transactions::Column::OrganizationId.is_in(organizations.iter().copied()))
+            .filter(transactions::Column::IdempotencyKey.is_in(keys))
+            .all(txn)
+            .await?;
+        for row in answered {
+            let (Some(key), Some(ledger)) = (
+                row.idempotency_key,
+                ledgers.get_mut(row.organization_id.as_str()),
+            ) else {
+                continue;
+            };
+            ledger.account.answered.insert(
+                key,
+                Answered {
+                    fingerprint: row.fingerprint.unwrap_or_default(),
+                    sequence: row.sequence,
+                    balance_after: row.balance_after,
+                },
+            );
+        }
+    }
+    Ok(ledgers)
+}
+
+/// The organization of each customer that loaded grants name without one of their own.
+async fn customer_organizations(
+    txn: &DatabaseTransaction,
+    rows: &[grants::Model],
+) -> Result<HashMap<String, String>, DbErr> {
+    let unknown: HashSet<&str> = rows
+        .iter()
+        .filter(|row| row.organization_id.is_none())
+        .filter_map(|row| row.customer_id.as_deref())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let pairs: Vec<(String, Option<String>)> = customers::Entity::find()
+        .select_only()
+        .column(customers::Column::Id)
+        .column(customers::Column::OrganizationId)
+        .filter(customers::Column::Id.is_in(unknown))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(customer, organization)| Some((customer, organization?)))
+        .collect())
+}
+
+/// Credits per unit of each price that pending grants of unknown amount name, from the
+/// catalog: the price's metadata, else its product's; 0 for a price with neither (it grants
+/// nothing). A price the catalog does not hold yet is absent.
+async fn credits_per_unit(
+    txn: &DatabaseTransaction,
+    rows: &[grants::Model],
+    key: &str,
+) -> Result<HashMap<String, Credits>, DbErr> {
+    let wanted: HashSet<&str> = rows
+        .iter()
+        .filter(|row| row.amount.is_none() && !row.credited)
+        .filter_map(|row| row.price_id.as_deref())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let prices: Vec<(String, String, Option<String>)> = prices::Entity::find()
+        .select_only()
+        .column(prices::Column::Id)
+        .column(prices::Column::ProductId)
+        .column(prices::Column::Raw)
+        .filter(prices::Column::Id.is_in(wanted))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let product_ids: HashSet<&str> = prices
+        .iter()
+        .map(|(_, product, _)| product.as_str())
+        .collect();
+    let products: HashMap<String, Option<String>> = products::Entity::find()
+        .select_only()
+        .column(products::Column::Id)
+        .column(products::Column::Raw)
+        .filter(products::Column::Id.is_in(product_ids))
+        .into_tuple::<(String, Option<String>)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut per_unit = HashMap::new();
+    for (price, product, raw) in prices {
+        let of_price = raw.as_deref().and_then(|raw| credits_in_metadata(raw, key));
+        let credits = match of_price {
+            Some(credits) => credits,
+            None => match products.get(&product) {
+                Some(raw) => raw
+                    .as_deref()
+                    .and_then(|raw| credits_in_metadata(raw, key))
+                    .unwrap_or(0),
+                // The product is not synced yet: it may carry the credits.
+                None => continue,
+            },
+        };
+        per_unit.insert(price, credits);
+    }
+    Ok(per_unit)
+}
+
+/// `metadata[key]` of a Stripe object's JSON text, when it is a whole number of credits ≥ 0.
+pub fn credits_in_metadata(raw: &str, key: &str) -> Option<Credits> {
+    let object: Value = serde_json::from_str(raw).ok()?;
+    object
+        .get("metadata")?
+        .get(key)?
+        .as_str()?
+        .trim()
+        .parse::<Credits>()
+        .ok()
+        .filter(|credits| (0..=billing_sync_credits::MAX_AMOUNT).contains(credits))
+}
+
+/// What the refunded charges of the loaded grants' payments amount to, per payment.
+async fn payments_of(
+    txn: &DatabaseTransaction,
+    rows: &[grants::Model],
+) -> Result<HashMap<String, Payment>, DbErr> {
+    let wanted: HashSet<&str> = rows
+        .iter()
+        .filter_map(|r| r.payment_id.as_deref())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let charges = payments::Entity::find()
+        .filter(payments::Column::PaymentId.is_in(wanted))
+        .all(txn)
+        .await?;
+    let mut by_payment: HashMap<String, Payment> = HashMap::new();
+    for charge in charges {
+        let payment = by_payment.entry(charge.payment_id).or_default();
+        payment.paid = payment.paid.saturating_add(charge.paid);
+        payment.refunded = payment.refunded.saturating_add(charge.refunded);
+    }
+    Ok(by_payment)
+}
+
+/// Writes what `decisions` changed of `organization`'s ledger: the grants, the transactions and
+/// the account row.
+async fn write(
+    txn: &DatabaseTransaction,
+    organization: &str,
+    ledger: &Loaded,
+    decisions: Decisions,
+    now: UnixSeconds,
+) -> Result<(), DbErr> {
+    let backend = txn.get_database_backend();
+    let mut changed = decisions.changed_grants;
+    changed.sort_unstable();
+    changed.dedup();
+    let mut new_grants = Vec::new();
+    for index in changed {
+        let grant = &ledger.account.grants[index];
+        let Some(id) = grant.id else {
+            new_grants.push(grant);
+            continue;
+        };
+        let mut update = Query::update();
+        update
+            .table(grants::Entity)
+            .values([
+                (grants::Column::Amount, Expr::val(grant.amount).into()),
+                (grants::Column::Remaining, Expr::val(grant.remaining).into()),
+                (grants::Column::Expired, Expr::val(grant.expired).into()),
+                (
+                    grants::Column::TakenBack,
+                    Expr::val(grant.taken_back).into(),
+                ),
+                (grants::Column::Credited, Expr::val(grant.credited).into()),
+            ])
+            .and_where(grants::Column::Id.eq(id));
+        if ledger
+            .grant_organizations
+            .get(index)
+            .is_some_and(Option::is_none)
+        {
+            update.value(grants::Column::OrganizationId, organization);
+        }
+        txn.execute_raw(backend.build(&update)).await?;
+    }
+    if !new_grants.is_empty() {
+        let mut insert = Query::insert();
+        insert.into_table(grants::Entity).columns([
+            grants::Column::OrganizationId,
+            grants::Column::Source,
+            grants::Column::Amount,
+            grants::Column::Remaining,
+            grants::Column::Expired,
+            grants::Column::TakenBack,
+            grants::Column::ExpiresAt,
+            grants::Column::CreatedAt,
+            grants::Column::Credited,
+        ]);
+        for grant in new_grants {
+            insert.values_panic([
+                Expr::val(organization),
+                Expr::val(grant.source.as_str()),
+                Expr::val(grant.amount),
+                Expr::val(grant.remaining),
+                Expr::val(grant.expired),
+                Expr::val(grant.taken_back),
+                Expr::val(grant.expires_at),
+                Expr::val(grant.created_at),
+                Expr::val(grant.credited),
+            ]);
+        }
+        txn.execute_raw(backend.build(&insert)).await?;
+    }
+    // Ten values a row: 6,000 rows stay under PostgreSQL's 65,535 parameters.
+    for chunk in decisions.transactions.chunks(6_000) {
+        txn.execute_raw(backend.build(&transactions_insert(organization, chunk)))
+            .await?;
+    }
+    let account = &ledger.account;
+    let mut update = Query::update();
+    update
+        .table(accounts::Entity)
+        .values([
+            (accounts::Column::Balance, Expr::val(account.balance).into()),
+            (accounts::Column::Debt, Expr::val(account.debt).into()),
+            (
+                accounts::Column::LastSequence,
+                Expr::val(account.last_sequence).into(),
+            ),
+            (accounts::Column::UpdatedAt, Expr::val(now).into()),
+        ])
+        .and_where(accounts::Column::OrganizationId.eq(organization));
+    txn.execute_raw(backend.build(&update)).await?;
+    Ok(())
+}
+
+fn transactions_insert(
+    organization: &str,
+    transactions: &[Transaction],
+) -> sea_orm::sea_query::InsertStatement {
+    use transactions::Column as C;
+    let mut insert = Query::insert();
+    insert.into_table(transactions::Entity).columns([
+        C::OrganizationId,
+        C::Sequence,
+        C::Kind,
+        C::Amount,
+        C::BalanceAfter,
+        C::IdempotencyKey,
+        C::Fingerprint,
+        C::Reference,
+        C::Reason,
+        C::CreatedAt,
+    ]);
+    for t in transactions {
+        insert.values_panic([
+            Expr::val(organization),
+            Expr::val(t.sequence),
+            Expr::val(t.kind.as_str()),
+            Expr::val(t.amount),
+            Expr::val(t.balance_after),
+            Expr::val(t.idempotency_key.clone()),
+            Expr::val(t.fingerprint.clone()),
+            Expr::val(t.reference.clone()),
+            Expr::val(t.reason.clone()),
+            Expr::val(t.created_at),
+        ]);
+    }
+    insert
+}
