@@ -14,6 +14,8 @@ use crate::auth::AuthError;
 pub(crate) enum ApiTags {
     /// Credits & Payments.
     Payment,
+    /// Credits: the app's backend spends and grants an organization's credits (API key).
+    Credits,
 }
 
 /// A Clerk session token sent as `Authorization: Bearer <token>` (API calls).
@@ -204,13 +206,22 @@ pub fn prefers_json(accept: Option<&str>) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub struct TokenMissing;
 
-/// The documented 401 for a request that carries no session token at all (poem-openapi refuses
-/// it with `AuthorizationError` before the handler runs).
-async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> poem::Response {
+/// The documented 401 for a request to `path` that carries no credentials at all
+/// (poem-openapi refuses it with `AuthorizationError` before the handler runs): the backend's
+/// operations ask for an API key, the others for a Clerk session.
+fn unauthorized(path: &str) -> poem::Response {
+    let backend = crate::credits::api::BACKEND_PATH_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    let message = if backend {
+        crate::credits::api::API_KEY_REQUIRED
+    } else {
+        UNAUTHORIZED_MESSAGE
+    };
     let mut response = json_error(
         poem::http::StatusCode::UNAUTHORIZED,
         "UNAUTHORIZED",
-        UNAUTHORIZED_MESSAGE,
+        message,
     );
     response.headers_mut().insert(
         poem::http::header::WWW_AUTHENTICATE,
@@ -225,16 +236,34 @@ async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> poem::Respo
 pub fn with_documented_errors(
     endpoint: impl poem::Endpoint + 'static,
 ) -> impl poem::Endpoint + 'static {
-    use poem::EndpointExt;
+    use poem::{Endpoint, EndpointExt};
     use poem_openapi::error::{
         AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
     };
     endpoint
-        .catch_error(|err: AuthorizationError| unauthorized(err))
+        .catch_error(|_: AuthorizationError| async {
+            poem::Response::builder()
+                .status(poem::http::StatusCode::UNAUTHORIZED)
+                .extension(NoCredentials)
+                .finish()
+        })
         .catch_error(|err: ParseRequestPayloadError| unreadable_request(err))
         .catch_error(|err: ContentTypeError| unreadable_request(err))
         .catch_error(|err: ParseParamError| unreadable_request(err))
+        .around(|endpoint, request| async move {
+            let path = request.uri().path().to_owned();
+            let response = endpoint.get_response(request).await;
+            if response.extensions().get::<NoCredentials>().is_some() {
+                return Ok(unauthorized(&path));
+            }
+            Ok(response)
+        })
 }
+
+/// Marks the framework's refusal of a request without credentials, answered by [`unauthorized`]
+/// once its path is known.
+#[derive(Clone, Copy, Debug)]
+struct NoCredentials;
 
 /// The documented 403 for a request whose `Origin` (or preflight method or headers) the CORS
 /// policy does not allow: the same error body as every other refusal, not the framework's bare

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod credits;
 pub mod http;
 pub mod plans;
 pub mod portal;
@@ -16,6 +17,8 @@ use poem_openapi::OpenApiService;
 
 pub use probes::ProbesApi;
 
+use crate::credits::Credits;
+use crate::credits::api::CreditsApi;
 use crate::plans::Plans;
 use crate::plans::api::PlansApi;
 use crate::portal::Portal;
@@ -29,12 +32,14 @@ pub fn service(
     store: Store,
     portal: Arc<Portal>,
     plans: Arc<Plans>,
-) -> OpenApiService<(ProbesApi, PaymentApi, PlansApi), ()> {
+    credits: Arc<Credits>,
+) -> OpenApiService<(ProbesApi, PaymentApi, PlansApi, CreditsApi), ()> {
     OpenApiService::new(
         (
             ProbesApi::new(store),
             PaymentApi::new(portal),
-            PlansApi::new(plans),
+            PlansApi::new(plans.clone(), credits.clone()),
+            CreditsApi::new(credits, plans),
         ),
         "billing-sync",
         env!("CARGO_PKG_VERSION"),

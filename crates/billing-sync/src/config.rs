@@ -8,8 +8,10 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use billing_sync_api::credits::keys::{ApiKeys, MIN_KEY_LENGTH};
 use billing_sync_store::ledger::EventStatus;
 use billing_sync_webhooks::clerk::ClerkVerifier;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -80,6 +82,16 @@ pub struct CommonArgs {
         value_parser = boolean
     )]
     pub stripe_trust_client_reference_id: bool,
+
+    /// Metadata key, on a Stripe price (else its product), saying how many credits one unit
+    /// buys (README "Credits").
+    #[arg(
+        long,
+        env = "STRIPE_CREDITS_METADATA_KEY",
+        default_value = "credits",
+        global = true
+    )]
+    pub stripe_credits_metadata_key: String,
 }
 
 /// The subcommands.
@@ -254,6 +266,13 @@ pub struct ServeArgs {
     /// 429 `TOO_MANY_REQUESTS`.
     #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", default_value = "10", value_parser = positive::<u32>)]
     pub portal_sessions_per_minute: u32,
+
+    /// API keys (comma-separated, several while rotating; each at least 32 characters) that
+    /// the app's backend sends as `Authorization: Bearer <key>` to spend and grant credits and
+    /// read an organization's billing. Unset: those operations answer 500 (not configured).
+    #[arg(long, env = "BILLING_API_KEYS", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(api_keys))]
+    pub billing_api_keys: Optional<Arc<ApiKeys>>,
 
     /// `true` to project Stripe customers and subscriptions from their current state fetched
     /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
@@ -573,6 +592,19 @@ fn webhook_secrets(value: &str) -> Result<Vec<SecretString>, String> {
             }
         })
         .collect()
+}
+
+fn api_keys(value: &str) -> Result<Arc<ApiKeys>, String> {
+    let keys: Vec<&str> = value.split(',').map(str::trim).collect();
+    for (index, key) in keys.iter().enumerate() {
+        if key.chars().count() < MIN_KEY_LENGTH {
+            return Err(format!(
+                "key {} is shorter than {MIN_KEY_LENGTH} characters",
+                index + 1
+            ));
+        }
+    }
+    Ok(Arc::new(ApiKeys::new(&keys)))
 }
 
 fn clerk_verifier(value: &str) -> Result<ClerkVerifier, String> {

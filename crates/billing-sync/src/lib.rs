@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use billing_sync_api::access::Access;
+use billing_sync_api::credits::Credits;
 use billing_sync_api::plans::Plans;
 use billing_sync_api::portal::Portal;
 use billing_sync_store::Store;
@@ -60,12 +61,12 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                 store.clone(),
                 stripe.clone(),
             ));
-            let (portal, plans) = startup::build_operations(&args, &common, store.clone(), stripe)?;
+            let operations = startup::build_operations(&args, &common, store.clone(), stripe)?;
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let listener = tokio::net::TcpListener::bind(args.listen_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
-            App::build(store, ingestor, Arc::new(portal), Arc::new(plans))
+            App::build(store, ingestor, operations)
                 .connection_limits(ConnectionLimits {
                     idle: args.request_timeout_secs * 2,
                     head_timeout: args.request_header_timeout_secs,
@@ -131,9 +132,10 @@ pub async fn openapi_json() -> anyhow::Result<String> {
         .context("opening an in-memory database")?;
     let access = Arc::new(Access::new(store.clone(), None));
     let portal = Arc::new(Portal::new(access.clone(), None));
-    let plans = Arc::new(Plans::new(access, None));
+    let plans = Arc::new(Plans::new(access.clone(), None));
+    let credits = Arc::new(Credits::new(access, None, String::new()));
     Ok(billing_sync_api::openapi_document(
-        &billing_sync_api::service(store, portal, plans),
+        &billing_sync_api::service(store, portal, plans, credits),
     ))
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use billing_sync_api::access::Access;
 use billing_sync_api::auth::{JwksCache, KeySource, SessionVerifier};
+use billing_sync_api::credits::Credits;
 use billing_sync_api::http;
 use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
 use billing_sync_api::portal::{Portal, PortalSettings};
@@ -35,6 +36,7 @@ pub struct App {
     ingestor: Arc<Ingestor>,
     portal: Arc<Portal>,
     plans: Arc<Plans>,
+    credits: Arc<Credits>,
     connection_limits: ConnectionLimits,
     cors_allowed_origins: Vec<String>,
 }
@@ -47,19 +49,19 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl App {
     /// The application on `store` (migrated or not: that is the caller's choice), ingesting
-    /// webhooks through `ingestor`, serving the customer portal through `portal` and the plans
-    /// page through `plans`.
+    /// webhooks through `ingestor`, serving the customer portal through `portal`, the plans
+    /// page through `plans` and the credit ledger through `credits`.
     pub fn build(
         store: Store,
         ingestor: Arc<Ingestor>,
-        portal: Arc<Portal>,
-        plans: Arc<Plans>,
+        (portal, plans, credits): Operations,
     ) -> App {
         App {
             store,
             ingestor,
             portal,
             plans,
+            credits,
             connection_limits: ConnectionLimits {
                 idle: DEFAULT_IDLE_TIMEOUT * 2,
                 head_timeout: DEFAULT_HEAD_TIMEOUT,
@@ -87,8 +89,12 @@ impl App {
     }
 
     fn routes(&self) -> impl Endpoint + 'static {
-        let api =
-            billing_sync_api::service(self.store.clone(), self.portal.clone(), self.plans.clone());
+        let api = billing_sync_api::service(
+            self.store.clone(),
+            self.portal.clone(),
+            self.plans.clone(),
+            self.credits.clone(),
+        );
         let document = billing_sync_api::openapi_document(&api);
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
@@ -361,14 +367,18 @@ pub(crate) fn stripe_client(
     .context("building the Stripe client")
 }
 
-/// The operations on the synced state: the customer portal and the plans page, sharing one
-/// way of admitting callers and, with `stripe`, one Stripe client.
+/// The operations on the synced state, each shared by the API's handlers.
+pub type Operations = (Arc<Portal>, Arc<Plans>, Arc<Credits>);
+
+/// The operations on the synced state: the customer portal, the plans page and the credit
+/// ledger, sharing one way of admitting callers and, with `stripe`, one Stripe client. Starts
+/// the ledger's writer on the current tokio runtime.
 pub(crate) fn build_operations(
     args: &ServeArgs,
     common: &CommonArgs,
     store: Store,
     stripe: Option<StripeClient>,
-) -> anyhow::Result<(Portal, Plans)> {
+) -> anyhow::Result<Operations> {
     let keys = match (args.clerk_jwt_key.get(), args.clerk_jwks_url.get()) {
         (Some(key), _) => Some(KeySource::Pem(Box::new(key.clone()))),
         (None, Some(url)) => {
@@ -413,6 +423,7 @@ pub(crate) fn build_operations(
                 CheckoutSettings::for_app(
                     base,
                     &common.stripe_org_metadata_key,
+                    &common.stripe_credits_metadata_key,
                     page_origins(base, &args.cors_allowed_origins),
                 ),
             )),
@@ -425,9 +436,20 @@ pub(crate) fn build_operations(
         }
     };
     let per_minute = args.portal_sessions_per_minute;
+    if args.billing_api_keys.get().is_none() {
+        tracing::warn!(
+            "BILLING_API_KEYS is not set: the credits API and organization billing answer 500 (not configured)"
+        );
+    }
+    let credits = Credits::new(
+        access.clone(),
+        args.billing_api_keys.get().cloned(),
+        common.stripe_credits_metadata_key.clone(),
+    );
     Ok((
-        Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute),
-        Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute),
+        Arc::new(Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute)),
+        Arc::new(Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute)),
+        Arc::new(credits),
     ))
 }
 

@@ -116,6 +116,29 @@ impl Store {
         result.map_err(|err| self.classify(err))
     }
 
+    /// How many credits one unit of `price_id` grants: its catalog metadata
+    /// `credits_metadata_key`, else its product's; `None` when neither says (or the price is not
+    /// synced).
+    pub async fn price_credits_per_unit(
+        &self,
+        price_id: &str,
+        credits_metadata_key: &str,
+    ) -> Result<Option<Credits>, StoreError> {
+        credits_per_unit(
+            self.connection(),
+            HashSet::from([price_id]),
+            credits_metadata_key,
+        )
+        .await
+        .map(|per_unit| {
+            per_unit
+                .get(price_id)
+                .copied()
+                .filter(|credits| *credits > 0)
+        })
+        .map_err(|err| self.classify(err))
+    }
+
     /// Every transaction of the organization, oldest first (tests check the ledger with it).
     pub async fn credit_transactions(
         &self,
@@ -257,7 +280,12 @@ async fn load<'b>(
         .all(txn)
         .await?;
     let customer_organizations = customer_organizations(txn, &rows).await?;
-    let credits_per_unit = credits_per_unit(txn, &rows, credits_metadata_key).await?;
+    let unknown_amounts = rows
+        .iter()
+        .filter(|row| row.amount.is_none() && !row.credited)
+        .filter_map(|row| row.price_id.as_deref())
+        .collect();
+    let credits_per_unit = credits_per_unit(txn, unknown_amounts, credits_metadata_key).await?;
     let payments = payments_of(txn, &rows).await?;
     for row in rows {
         let organization = row.organization_id.clone().or_else(|| {
@@ -369,15 +397,10 @@ async fn customer_organizations(
 /// catalog: the price's metadata, else its product's; 0 for a price with neither (it grants
 /// nothing). A price the catalog does not hold yet is absent.
 async fn credits_per_unit(
-    txn: &DatabaseTransaction,
-    rows: &[grants::Model],
+    db: &impl ConnectionTrait,
+    wanted: HashSet<&str>,
     key: &str,
 ) -> Result<HashMap<String, Credits>, DbErr> {
-    let wanted: HashSet<&str> = rows
-        .iter()
-        .filter(|row| row.amount.is_none() && !row.credited)
-        .filter_map(|row| row.price_id.as_deref())
-        .collect();
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }
@@ -388,7 +411,7 @@ async fn credits_per_unit(
         .column(prices::Column::Raw)
         .filter(prices::Column::Id.is_in(wanted))
         .into_tuple()
-        .all(txn)
+        .all(db)
         .await?;
     let product_ids: HashSet<&str> = prices
         .iter()
@@ -400,7 +423,7 @@ async fn credits_per_unit(
         .column(products::Column::Raw)
         .filter(products::Column::Id.is_in(product_ids))
         .into_tuple::<(String, Option<String>)>()
-        .all(txn)
+        .all(db)
         .await?
         .into_iter()
         .collect();

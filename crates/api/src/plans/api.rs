@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CheckoutError, MAX_QUANTITY, Plans, Sender};
 use crate::access::Caller;
+use crate::credits::Credits;
 use crate::http::{
     ApiTags, CheckoutUrl, ClerkSession, ErrorBody, NO_STORE, Refusal, body, not_configured,
     prefers_json, refusal, retry_after,
@@ -91,6 +92,8 @@ pub struct BillingState {
     pub subscriptions: Vec<Subscription>,
     /// The `lookup_key`s of the features its Stripe customer is entitled to now, sorted.
     pub entitlements: Vec<String>,
+    /// Its credit balance (README "Credits"): negative while a refund's debt is unpaid.
+    pub credits_balance: i64,
 }
 
 /// A subscription of the organization.
@@ -394,13 +397,20 @@ fn subscription(subscription: OrganizationSubscription) -> Subscription {
     }
 }
 
-fn billing_state(caller: Caller, subscriptions: Vec<OrganizationSubscription>) -> BillingState {
+/// The billing state of `caller`'s organization (its customer and entitlements), with its
+/// subscriptions and credit balance.
+pub(crate) fn billing_state(
+    caller: Caller,
+    subscriptions: Vec<OrganizationSubscription>,
+    credits_balance: i64,
+) -> BillingState {
     BillingState {
         organization_id: caller.organization_id,
         customer_id: caller.customer_id,
         active: on_paid_plan(&subscriptions),
         subscriptions: subscriptions.into_iter().map(subscription).collect(),
         entitlements: caller.entitlements,
+        credits_balance,
     }
 }
 
@@ -423,12 +433,13 @@ fn matches_etag(if_none_match: &str, etag: &str) -> bool {
 /// The plans page's operations.
 pub struct PlansApi {
     plans: Arc<Plans>,
+    credits: Arc<Credits>,
 }
 
 impl PlansApi {
-    /// The operations backed by `plans`.
-    pub fn new(plans: Arc<Plans>) -> Self {
-        PlansApi { plans }
+    /// The operations backed by `plans`, and by `credits` for the credit balance.
+    pub fn new(plans: Arc<Plans>, credits: Arc<Credits>) -> Self {
+        PlansApi { plans, credits }
     }
 }
 
@@ -475,8 +486,8 @@ impl PlansApi {
 
     /// Get the organization's billing state
     ///
-    /// The caller's organization's subscriptions (with their products), entitlements, and
-    /// whether it is on a paid plan, from the synced state (no Stripe call). The organization
+    /// The caller's organization's subscriptions (with their products), entitlements, credit
+    /// balance, and whether it is on a paid plan, from the synced state (no Stripe call). The organization
     /// is chosen as for the customer portal. An organization that never paid gets 200 with no
     /// customer and empty lists.
     #[oai(
@@ -485,11 +496,22 @@ impl PlansApi {
         operation_id = "billingState"
     )]
     async fn subscription(&self, session: ClerkSession) -> StateResponse {
-        match self.plans.state(session.token()).await {
-            Ok((caller, subscriptions)) => {
-                StateResponse::State(Json(billing_state(caller, subscriptions)), NO_STORE.into())
+        let (caller, subscriptions) = match self.plans.state(session.token()).await {
+            Ok(state) => state,
+            Err(err) => return refusal(&err, "billing state").into(),
+        };
+        match self.credits.balance(&caller.organization_id).await {
+            Ok(balance) => StateResponse::State(
+                Json(billing_state(caller, subscriptions, balance)),
+                NO_STORE.into(),
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "billing state: settling the credit ledger failed");
+                StateResponse::Internal(body(
+                    "INTERNAL_ERROR",
+                    "The billing state could not be read. Please try again.",
+                ))
             }
-            Err(err) => refusal(&err, "billing state").into(),
         }
     }
 

@@ -43,6 +43,9 @@ pub struct CheckoutSettings {
     pub cancel_url: String,
     /// `STRIPE_ORG_METADATA_KEY`: the metadata key that links a customer to its organization.
     pub org_metadata_key: String,
+    /// `STRIPE_CREDITS_METADATA_KEY`: the price (or product) metadata key saying how many
+    /// credits a unit buys.
+    pub credits_metadata_key: String,
     /// The origins whose pages may post to checkout with the `__session` cookie: the web app's
     /// (`APP_BASE_URL`) and `CORS_ALLOWED_ORIGINS`.
     pub page_origins: Vec<String>,
@@ -51,13 +54,19 @@ pub struct CheckoutSettings {
 impl CheckoutSettings {
     /// The settings for a web app at `app_base_url` (no trailing slash) whose pages are served
     /// from `page_origins`.
-    pub fn for_app(app_base_url: &str, org_metadata_key: &str, page_origins: Vec<String>) -> Self {
+    pub fn for_app(
+        app_base_url: &str,
+        org_metadata_key: &str,
+        credits_metadata_key: &str,
+        page_origins: Vec<String>,
+    ) -> Self {
         CheckoutSettings {
             success_url: format!(
                 "{app_base_url}{PLANS_PAGE_PATH}?{CHECKOUT_SUCCESS_QUERY}{PLANS_PAGE_FRAGMENT}"
             ),
             cancel_url: plans_page_url(app_base_url),
             org_metadata_key: org_metadata_key.to_owned(),
+            credits_metadata_key: credits_metadata_key.to_owned(),
             page_origins,
         }
     }
@@ -146,6 +155,26 @@ impl Plans {
         self.store().catalog().await
     }
 
+    /// An organization's billing (its customer, entitlements and subscriptions) with no user
+    /// session: for the app's backend, which the API key admits.
+    pub async fn organization_state(
+        &self,
+        organization_id: &str,
+    ) -> Result<(Caller, Vec<OrganizationSubscription>), StoreError> {
+        // No user: nothing the state says of a user's access applies, only the organization's.
+        let (access, subscriptions) = self
+            .store()
+            .organization_state("", organization_id, chrono::DateTime::UNIX_EPOCH)
+            .await?;
+        let caller = Caller {
+            user_id: String::new(),
+            organization_id: organization_id.to_owned(),
+            customer_id: access.customer_id,
+            entitlements: access.entitlements,
+        };
+        Ok((caller, subscriptions))
+    }
+
     /// The caller (with their organization's customer and entitlements) and the organization's
     /// subscriptions, from the synced state: one round trip (two when the token names no
     /// organization and the membership decides).
@@ -208,7 +237,15 @@ impl Plans {
             Some(_) => None,
             None => self.store().primary_email(&caller.user_id).await?,
         };
-        let form = checkout_form(&caller, &price.id, quantity, recurring, email, settings);
+        let mut form = checkout_form(&caller, &price.id, quantity, recurring, email, settings);
+        if !recurring
+            && let Some(per_unit) = self
+                .store()
+                .price_credits_per_unit(&price.id, &settings.credits_metadata_key)
+                .await?
+        {
+            form.extend(credits_metadata(&price.id, quantity, per_unit));
+        }
         let base_key = idempotency_key(&caller.user_id, &form, unix_now());
         let key = self.failed_keys.current(&base_key);
         // Counted only when a session would really be created: refusals above cost no
@@ -270,6 +307,28 @@ fn checkout_form(
         }
     }
     form
+}
+
+/// The session metadata of a purchase of `quantity` units of `price_id` worth `per_unit`
+/// credits each: what the ledger grants when the payment succeeds (the projection reads it).
+fn credits_metadata(price_id: &str, quantity: i64, per_unit: i64) -> Vec<(String, String)> {
+    use billing_sync_projection::stripe::{
+        CHECKOUT_CREDITS_METADATA, CHECKOUT_PRICE_METADATA, CHECKOUT_QUANTITY_METADATA,
+    };
+    vec![
+        (
+            format!("metadata[{CHECKOUT_PRICE_METADATA}]"),
+            price_id.to_owned(),
+        ),
+        (
+            format!("metadata[{CHECKOUT_QUANTITY_METADATA}]"),
+            quantity.to_string(),
+        ),
+        (
+            format!("metadata[{CHECKOUT_CREDITS_METADATA}]"),
+            per_unit.saturating_mul(quantity).to_string(),
+        ),
+    ]
 }
 
 /// The `Idempotency-Key` of a checkout: a hash of the user, every parameter of the session,
@@ -350,8 +409,12 @@ mod tests {
 
     #[test]
     fn a_one_time_price_without_a_customer_asks_checkout_to_create_one() {
-        let settings =
-            CheckoutSettings::for_app("https://app.example.com", "organization_id", Vec::new());
+        let settings = CheckoutSettings::for_app(
+            "https://app.example.com",
+            "organization_id",
+            "credits",
+            Vec::new(),
+        );
         let form = checkout_form(
             &caller(None),
             "price_credits",
@@ -372,7 +435,8 @@ mod tests {
 
     #[test]
     fn a_recurring_price_for_a_known_customer_reuses_it() {
-        let settings = CheckoutSettings::for_app("https://app.example.com", "org", Vec::new());
+        let settings =
+            CheckoutSettings::for_app("https://app.example.com", "org", "credits", Vec::new());
         let form = checkout_form(
             &caller(Some("cus_1")),
             "price_monthly",

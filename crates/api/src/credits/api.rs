@@ -1,0 +1,611 @@
+//! The credits operations on the wire: the app backend's (`/api/v1/credits/…`,
+//! `/api/v1/organizations/{id}/billing`, authenticated by an API key) and the browser's
+//! (`/api/v1/operations/payment/credits`, by the Clerk session).
+
+use std::sync::Arc;
+
+use billing_sync_credits::Kind;
+use billing_sync_store::credits::CreditStatement;
+use billing_sync_store::entities::{credit_grants, credit_transactions};
+use chrono::{DateTime, Utc};
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+
+use super::{Credits, CreditsError, Recorded};
+use crate::http::{ApiTags, ClerkSession, ErrorBody, NO_STORE, Refusal, body, refusal};
+use crate::plans::Plans;
+use crate::plans::api::{BillingState, billing_state};
+
+/// The paths whose operations the app's backend calls with an API key: a request there with no
+/// key is told about API keys, not Clerk sessions.
+pub const BACKEND_PATH_PREFIXES: [&str; 2] = ["/api/v1/credits", "/api/v1/organizations/"];
+
+/// The 401 message of the backend's operations.
+pub const API_KEY_REQUIRED: &str = "Authentication required: send one of the server's \
+     BILLING_API_KEYS as `Authorization: Bearer <key>`.";
+
+/// An API key of `BILLING_API_KEYS`, sent by the app's backend as `Authorization: Bearer <key>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+pub struct BillingApiKey(Bearer);
+
+/// Spend an organization's credits.
+#[derive(Debug, Object)]
+pub struct ConsumeRequest {
+    /// The Clerk organization (`org_…`).
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub organization_id: String,
+    /// Credits to spend: a whole number from 1 to 10^12.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000000")))]
+    pub amount: i64,
+    /// Chosen by the caller, unique per organization (1 to 255 characters): the same key
+    /// again gets the first answer and spends nothing more; with another body it is refused.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub idempotency_key: String,
+    /// Why, kept in the transaction (up to 1,000 characters).
+    #[oai(validator(max_length = 1000))]
+    pub reason: Option<String>,
+}
+
+/// Grant an organization credits (a promotion, a support adjustment).
+#[derive(Debug, Object)]
+pub struct GrantRequest {
+    /// The Clerk organization (`org_…`).
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub organization_id: String,
+    /// Credits to grant: a whole number from 1 to 10^12.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000000")))]
+    pub amount: i64,
+    /// When the granted credits expire; absent: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// As for `consume`.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub idempotency_key: String,
+    /// Why, kept in the transaction (up to 1,000 characters).
+    #[oai(validator(max_length = 1000))]
+    pub reason: Option<String>,
+}
+
+/// A transaction the ledger recorded.
+#[derive(Debug, Object)]
+pub struct LedgerEntry {
+    /// The organization's balance after it.
+    pub balance: i64,
+    /// Its number in the organization's ledger (1, 2, 3…).
+    pub transaction_id: i64,
+}
+
+/// A refusal that says the balance.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct CreditsConflict {
+    /// `INSUFFICIENT_CREDITS` or `IDEMPOTENCY_KEY_REUSED`.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The balance, with `INSUFFICIENT_CREDITS`.
+    pub balance: Option<i64>,
+}
+
+/// An organization's credits.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct CreditsStatement {
+    /// The Clerk organization.
+    pub organization_id: String,
+    /// Credits available: the remaining of the unexpired grants, less any debt a refund of
+    /// already spent credits left (then negative, and consumption is refused until topped up).
+    pub balance: i64,
+    /// The grants with credits left, the one spent first (expiring first, then oldest) first.
+    pub grants: Vec<CreditGrant>,
+    /// Transactions, newest first.
+    pub transactions: Vec<CreditTransaction>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// A grant with credits left.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct CreditGrant {
+    /// `checkout` (a one-time purchase), `invoice` (a subscription's allowance) or `api`.
+    pub source: String,
+    /// The purchase: `checkout:cs_…` or `invoice:in_…:il_…`.
+    pub reference: Option<String>,
+    /// Credits granted.
+    pub amount: i64,
+    /// Credits left.
+    pub remaining: i64,
+    /// When what is left expires; absent: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A transaction of the ledger.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct CreditTransaction {
+    /// Its number in the organization's ledger.
+    pub transaction_id: i64,
+    /// `grant`, `adjustment`, `consume`, `refund` or `expire`.
+    pub kind: String,
+    /// Signed: positive added credits.
+    pub amount: i64,
+    /// The balance after it.
+    pub balance_after: i64,
+    /// The grant's purchase (grant, refund, expire).
+    pub reference: Option<String>,
+    /// The caller's idempotency key (consume, adjustment).
+    pub idempotency_key: Option<String>,
+    /// The caller's reason.
+    pub reason: Option<String>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The answers of `consume` and `grant`.
+#[derive(ApiResponse)]
+pub enum LedgerWriteResponse {
+    /// Recorded (now, or by the first request with this key).
+    #[oai(status = 200)]
+    Recorded(Json<LedgerEntry>),
+    /// `VALIDATION_ERROR`: a field is missing or out of bounds; nothing changed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `UNAUTHORIZED`: no API key, or not one of `BILLING_API_KEYS`.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `INSUFFICIENT_CREDITS` (with the balance; nothing changed) or `IDEMPOTENCY_KEY_REUSED`
+    /// (the key was used with another request; nothing changed).
+    #[oai(status = 409)]
+    Conflict(Json<CreditsConflict>),
+    /// `INTERNAL_ERROR`: not configured, or the database refused.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// `UNAVAILABLE`: the database is unavailable; nothing was recorded. Retry with the same
+    /// idempotency key.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
+}
+
+/// The answers of the reads.
+#[derive(ApiResponse)]
+pub enum StatementResponse {
+    /// The organization's credits.
+    #[oai(status = 200)]
+    Statement(
+        Json<CreditsStatement>,
+        /// Always `no-store`.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// `VALIDATION_ERROR`: a parameter is out of bounds, or (browser) the user is not
+    /// associated with an organization.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `UNAUTHORIZED`: no valid API key (backend) or Clerk session token (browser).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `INTERNAL_ERROR`.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// `UNAVAILABLE`: the database is unavailable. Retry.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
+}
+
+/// The answers of `organizationBilling`.
+#[derive(ApiResponse)]
+pub enum OrganizationBillingResponse {
+    /// The organization's billing state (an organization never synced: no customer, empty
+    /// lists, `active` false, no credits).
+    #[oai(status = 200)]
+    State(
+        Json<BillingState>,
+        /// Always `no-store`.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// `VALIDATION_ERROR`: the organization id is out of bounds.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `UNAUTHORIZED`: no API key, or not one of `BILLING_API_KEYS`.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `INTERNAL_ERROR`.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// `UNAVAILABLE`: the database is unavailable. Retry.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
+}
+
+/// How long a caller told `UNAVAILABLE` waits before retrying.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// How a credits refusal is answered, whatever the operation: one place for codes and words.
+enum Answer {
+    BadRequest(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody>),
+    Conflict(Json<CreditsConflict>),
+    Internal(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>),
+}
+
+fn answer(err: &CreditsError, operation: &'static str) -> Answer {
+    match err {
+        CreditsError::Unauthorized => {
+            tracing::info!(operation, "refused: missing or unknown API key");
+            Answer::Unauthorized(body("UNAUTHORIZED", API_KEY_REQUIRED))
+        }
+        CreditsError::NotConfigured => {
+            tracing::error!(operation, "BILLING_API_KEYS is not set");
+            Answer::Internal(body(
+                "INTERNAL_ERROR",
+                "The credits API is not configured on this server (BILLING_API_KEYS).",
+            ))
+        }
+        CreditsError::Invalid(message) => Answer::BadRequest(body("VALIDATION_ERROR", message)),
+        CreditsError::Insufficient { balance } => Answer::Conflict(Json(CreditsConflict {
+            code: "INSUFFICIENT_CREDITS".into(),
+            message: format!(
+                "The organization has {balance} credits, fewer than asked for; nothing was spent."
+            ),
+            balance: Some(*balance),
+        })),
+        CreditsError::KeyReused => Answer::Conflict(Json(CreditsConflict {
+            code: "IDEMPOTENCY_KEY_REUSED".into(),
+            message: "This idempotency key was used with another request; use a new key for \
+                      a new request."
+                .into(),
+            balance: None,
+        })),
+        CreditsError::Unavailable(cause) => {
+            tracing::warn!(operation, cause = %cause, "credits: database unavailable");
+            Answer::Unavailable(body(
+                "UNAVAILABLE",
+                "The ledger is unavailable for the moment; nothing was recorded. Retry with \
+                 the same idempotency key.",
+            ))
+        }
+        CreditsError::Failed(cause) => {
+            tracing::error!(operation, cause = %cause, "credits: the database refused");
+            Answer::Internal(body(
+                "INTERNAL_ERROR",
+                "The ledger could not be written. Please try again.",
+            ))
+        }
+        CreditsError::Access(access) => match refusal(access, operation) {
+            Refusal::BadRequest(body) => Answer::BadRequest(body),
+            Refusal::Unauthorized(body) => Answer::Unauthorized(body),
+            Refusal::Forbidden(body) | Refusal::Internal(body) => Answer::Internal(body),
+        },
+    }
+}
+
+impl From<Answer> for LedgerWriteResponse {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::BadRequest(body) => Self::BadRequest(body),
+            Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
+            Answer::Conflict(body) => Self::Conflict(body),
+            Answer::Internal(body) => Self::Internal(body),
+            Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
+        }
+    }
+}
+
+impl From<Answer> for StatementResponse {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::BadRequest(body) => Self::BadRequest(body),
+            Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
+            Answer::Conflict(conflict) => Self::Internal(body("INTERNAL_ERROR", &conflict.message)),
+            Answer::Internal(body) => Self::Internal(body),
+            Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
+        }
+    }
+}
+
+impl From<Answer> for OrganizationBillingResponse {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::BadRequest(body) => Self::BadRequest(body),
+            Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
+            Answer::Conflict(conflict) => Self::Internal(body("INTERNAL_ERROR", &conflict.message)),
+            Answer::Internal(body) => Self::Internal(body),
+            Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
+        }
+    }
+}
+
+fn recorded(
+    result: Result<Recorded, CreditsError>,
+    operation: &'static str,
+) -> LedgerWriteResponse {
+    let response = match result {
+        Ok(recorded) => LedgerWriteResponse::Recorded(Json(LedgerEntry {
+            balance: recorded.balance,
+            transaction_id: recorded.transaction,
+        })),
+        Err(err) => answer(&err, operation).into(),
+    };
+    let outcome = match &response {
+        LedgerWriteResponse::Recorded(_) => "recorded",
+        LedgerWriteResponse::BadRequest(_) => "validation_error",
+        LedgerWriteResponse::Unauthorized(..) => "unauthorized",
+        LedgerWriteResponse::Conflict(conflict) => match conflict.0.balance {
+            Some(_) => "insufficient_credits",
+            None => "idempotency_key_reused",
+        },
+        LedgerWriteResponse::Internal(_) => "internal_error",
+        LedgerWriteResponse::Unavailable(..) => "unavailable",
+    };
+    metrics::counter!("billing_sync_credits_requests_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    response
+}
+
+fn time(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn statement(organization_id: String, statement: CreditStatement, limit: u64) -> CreditsStatement {
+    let next_before = (statement.transactions.len() as u64 >= limit)
+        .then(|| statement.transactions.last().map(|t| t.sequence))
+        .flatten()
+        .filter(|sequence| *sequence > 1);
+    CreditsStatement {
+        organization_id,
+        balance: statement.balance,
+        grants: statement.grants.into_iter().map(grant).collect(),
+        transactions: statement
+            .transactions
+            .into_iter()
+            .map(transaction)
+            .collect(),
+        next_before,
+    }
+}
+
+fn grant(row: credit_grants::Model) -> CreditGrant {
+    CreditGrant {
+        source: row.source,
+        reference: row.reference,
+        amount: row.amount.unwrap_or(0),
+        remaining: row.remaining,
+        expires_at: row.expires_at.map(time),
+        created_at: time(row.created_at),
+    }
+}
+
+fn transaction(row: credit_transactions::Model) -> CreditTransaction {
+    CreditTransaction {
+        transaction_id: row.sequence,
+        kind: Kind::parse(&row.kind).map_or(row.kind.clone(), |kind| kind.as_str().to_owned()),
+        amount: row.amount,
+        balance_after: row.balance_after,
+        reference: row.reference,
+        idempotency_key: row.idempotency_key,
+        reason: row.reason,
+        created_at: time(row.created_at),
+    }
+}
+
+/// Transactions listed when `limit` is absent.
+const DEFAULT_PAGE: u64 = 50;
+
+/// The credits operations.
+pub struct CreditsApi {
+    credits: Arc<Credits>,
+    plans: Arc<Plans>,
+}
+
+impl CreditsApi {
+    /// The operations backed by `credits`, and by `plans` for an organization's billing state.
+    pub fn new(credits: Arc<Credits>, plans: Arc<Plans>) -> Self {
+        CreditsApi { credits, plans }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Credits")]
+impl CreditsApi {
+    /// Consume credits
+    ///
+    /// Spends `amount` of the organization's credits, from the grant that expires first, then
+    /// the oldest. Exactly once per `idempotency_key`: a retry (after a timeout, from another
+    /// replica, after a restart) gets the first answer without a second debit. Refused with
+    /// `INSUFFICIENT_CREDITS` when the balance is short: nothing is spent, and the refusal is
+    /// not remembered (the same key succeeds once the organization has the credits).
+    #[oai(
+        path = "/api/v1/credits/consume",
+        method = "post",
+        operation_id = "consumeCredits"
+    )]
+    async fn consume(
+        &self,
+        key: BillingApiKey,
+        request: Json<ConsumeRequest>,
+    ) -> LedgerWriteResponse {
+        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+            return recorded(Err(err), "consume");
+        }
+        let request = request.0;
+        let result = self
+            .credits
+            .consume(
+                &request.organization_id,
+                request.amount,
+                &request.idempotency_key,
+                request.reason.as_deref(),
+            )
+            .await;
+        recorded(result, "consume")
+    }
+
+    /// Grant credits
+    ///
+    /// Grants the organization `amount` credits (a promotion, a support adjustment; recorded
+    /// as an `adjustment`), expiring at `expires_at` when given. A grant pays any debt a refund
+    /// left first. Exactly once per `idempotency_key`, as for `consume`.
+    #[oai(
+        path = "/api/v1/credits/grant",
+        method = "post",
+        operation_id = "grantCredits"
+    )]
+    async fn grant(&self, key: BillingApiKey, request: Json<GrantRequest>) -> LedgerWriteResponse {
+        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+            return recorded(Err(err), "grant");
+        }
+        let request = request.0;
+        let result = self
+            .credits
+            .grant(
+                &request.organization_id,
+                request.amount,
+                request.expires_at.map(|at| at.timestamp()),
+                &request.idempotency_key,
+                request.reason.as_deref(),
+            )
+            .await;
+        recorded(result, "grant")
+    }
+
+    /// Get an organization's credits
+    ///
+    /// The balance, the grants with credits left, and the transactions newest first, `limit`
+    /// at a time (pass `next_before` as `before` for the next page).
+    #[oai(
+        path = "/api/v1/credits/:organization_id",
+        method = "get",
+        operation_id = "organizationCredits"
+    )]
+    async fn organization_credits(
+        &self,
+        key: BillingApiKey,
+        /// The Clerk organization (`org_…`).
+        organization_id: Path<String>,
+        /// Only transactions older than this `transaction_id`.
+        #[oai(validator(minimum(value = "1")))]
+        before: Query<Option<i64>>,
+        /// Transactions per page, 1 to 100 (50 when absent).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> StatementResponse {
+        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+            return answer(&err, "organization credits").into();
+        }
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE);
+        match self
+            .credits
+            .statement(&organization_id.0, before.0, limit)
+            .await
+        {
+            Ok(ledger) => StatementResponse::Statement(
+                Json(statement(organization_id.0, ledger, limit)),
+                NO_STORE.into(),
+            ),
+            Err(err) => answer(&err, "organization credits").into(),
+        }
+    }
+
+    /// Get an organization's billing state
+    ///
+    /// What the browser's billing state says (subscriptions, entitlements, `active`,
+    /// `credits_balance`), for the app's backend to check an organization's access without a
+    /// user session.
+    #[oai(
+        path = "/api/v1/organizations/:organization_id/billing",
+        method = "get",
+        operation_id = "organizationBilling"
+    )]
+    async fn organization_billing(
+        &self,
+        key: BillingApiKey,
+        /// The Clerk organization (`org_…`).
+        organization_id: Path<String>,
+    ) -> OrganizationBillingResponse {
+        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+            return answer(&err, "organization billing").into();
+        }
+        let balance = match self.credits.balance(&organization_id.0).await {
+            Ok(balance) => balance,
+            Err(err) => return answer(&err, "organization billing").into(),
+        };
+        match self.plans.organization_state(&organization_id.0).await {
+            Ok((caller, subscriptions)) => OrganizationBillingResponse::State(
+                Json(billing_state(caller, subscriptions, balance)),
+                NO_STORE.into(),
+            ),
+            Err(err) => answer(&CreditsError::from(err), "organization billing").into(),
+        }
+    }
+
+    /// Get the organization's credits
+    ///
+    /// The caller's organization's balance, grants with credits left, and recent transactions
+    /// (as `organizationCredits`), for any member; the organization is chosen as for the
+    /// customer portal.
+    #[oai(
+        path = "/api/v1/operations/payment/credits",
+        method = "get",
+        operation_id = "credits",
+        tag = "ApiTags::Payment"
+    )]
+    async fn credits(
+        &self,
+        session: ClerkSession,
+        /// Only transactions older than this `transaction_id`.
+        #[oai(validator(minimum(value = "1")))]
+        before: Query<Option<i64>>,
+        /// Transactions per page, 1 to 100 (50 when absent).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> StatementResponse {
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE);
+        match self
+            .credits
+            .caller_statement(session.token(), before.0, limit)
+            .await
+        {
+            Ok((caller, ledger)) => StatementResponse::Statement(
+                Json(statement(caller.organization_id, ledger, limit)),
+                NO_STORE.into(),
+            ),
+            Err(err) => answer(&err, "credits").into(),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Credits: the app's backend spends and grants an organization's credits with an API key;
+//! a member's browser reads its organization's ledger. Transport-free: the HTTP mapping lives
+//! in [`api`]; the rules in `billing_sync_credits`; the writer batches requests ([`writer`]).
+
+pub mod api;
+pub mod keys;
+pub mod writer;
+
+use std::sync::Arc;
+
+use billing_sync_credits::{Answer, Credits as Amount, MAX_AMOUNT, Request, UnixSeconds};
+use billing_sync_store::credits::CreditStatement;
+use billing_sync_store::{Store, StoreError};
+
+use crate::access::{Access, AccessError, Caller, Gate};
+use keys::ApiKeys;
+use writer::{LedgerWriter, WriteError};
+
+/// The longest organization id, idempotency key and reason accepted (characters).
+pub const MAX_ID_LENGTH: usize = 255;
+/// See [`MAX_ID_LENGTH`].
+pub const MAX_REASON_LENGTH: usize = 1_000;
+/// The most transactions one statement lists.
+pub const MAX_PAGE: u64 = 100;
+
+/// A consumption or grant the ledger recorded: its transaction and the balance it left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The transaction's number in the organization's ledger.
+    pub transaction: i64,
+    /// The balance after it.
+    pub balance: Amount,
+}
+
+/// Why a credits request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditsError {
+    /// No key, or not one of `BILLING_API_KEYS`.
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    /// `BILLING_API_KEYS` is not set: the server-to-server API is off.
+    #[error("BILLING_API_KEYS is not set")]
+    NotConfigured,
+    /// A field is out of bounds.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not enough credits: nothing changed.
+    #[error("insufficient credits (balance {balance})")]
+    Insufficient {
+        /// The balance.
+        balance: Amount,
+    },
+    /// The idempotency key was used with another request.
+    #[error("idempotency key reused with another request")]
+    KeyReused,
+    /// The database is unavailable for the moment: retry with the same key.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database refused.
+    #[error("{0}")]
+    Failed(String),
+    /// A browser caller was refused.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+}
+
+impl From<WriteError> for CreditsError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            WriteError::Unavailable(message) => CreditsError::Unavailable(message),
+            WriteError::Failed(message) => CreditsError::Failed(message),
+        }
+    }
+}
+
+impl From<StoreError> for CreditsError {
+    fn from(err: StoreError) -> Self {
+        WriteError::from(err).into()
+    }
+}
+
+/// The credits operations.
+pub struct Credits {
+    access: Arc<Access>,
+    writer: LedgerWriter,
+    keys: Option<Arc<ApiKeys>>,
+}
+
+impl Credits {
+    /// The operations on `access`'s store, admitting the app's backend by `keys` (none: the
+    /// server-to-server operations answer that they are not configured), reading a price's
+    /// credits per unit from its catalog metadata `credits_metadata_key`. Starts the ledger's
+    /// writer on the current tokio runtime.
+    pub fn new(
+        access: Arc<Access>,
+        keys: Option<Arc<ApiKeys>>,
+        credits_metadata_key: String,
+    ) -> Self {
+        let writer = LedgerWriter::start(access.store().clone(), credits_metadata_key);
+        Credits {
+            access,
+            writer,
+            keys,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.access.store()
+    }
+
+    /// Whether `key` may call the server-to-server operations.
+    pub fn authenticate(&self, key: Option<&str>) -> Result<(), CreditsError> {
+        let keys = self.keys.as_ref().ok_or(CreditsError::NotConfigured)?;
+        match key {
+            Some(key) if keys.admits(key) => Ok(()),
+            _ => Err(CreditsError::Unauthorized),
+        }
+    }
+
+    /// Spends `amount` of the organization's credits, once per `key`.
+    pub async fn consume(
+        &self,
+        organization_id: &str,
+        amount: Amount,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<Recorded, CreditsError> {
+        check_request(organization_id, amount, key, reason)?;
+        let request = Request::Consume {
+            amount,
+            key: key.to_owned(),
+            reason: reason.map(str::to_owned),
+        };
+        recorded(self.writer.submit(organization_id, request).await?)
+    }
+
+    /// Grants `amount` credits to the organization, expiring at `expires_at` (never when
+    /// none), once per `key`.
+    pub async fn grant(
+        &self,
+        organization_id: &str,
+        amount: Amount,
+        expires_at: Option<UnixSeconds>,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<Recorded, CreditsError> {
+        check_request(organization_id, amount, key, reason)?;
+        let request = Request::Grant {
+            amount,
+            expires_at,
+            key: key.to_owned(),
+            reason: reason.map(str::to_owned),
+        };
+        recorded(self.writer.submit(organization_id, request).await?)
+    }
+
+    /// The organization's balance, once what is due is settled (credits bought and not yet
+    /// credited, refunds, expiries).
+    pub async fn balance(&self, organization_id: &str) -> Result<Amount, CreditsError> {
+        check_text("organization_id", organization_id, MAX_ID_LENGTH)?;
+        match self.writer.submit(organization_id, Request::Settle).await? {
+            Answer::Settled { balance } => Ok(balance),
+            other => Err(CreditsError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The organization's ledger, settled: the balance, the grants with credits left and up
+    /// to `limit` transactions older than `before`, newest first.
+    pub async fn statement(
+        &self,
+        organization_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<CreditStatement, CreditsError> {
+        self.balance(organization_id).await?;
+        Ok(self
+            .store()
+            .credit_statement(organization_id, before, limit.clamp(1, MAX_PAGE))
+            .await?)
+    }
+
+    /// The caller's organization's ledger ([`Credits::statement`]), for any member.
+    pub async fn caller_statement(
+        &self,
+        token: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<(Caller, CreditStatement), CreditsError> {
+        let caller = self.access.caller(token, Gate::Member).await?;
+        let statement = self
+            .statement(&caller.organization_id, before, limit)
+            .await?;
+        Ok((caller, statement))
+    }
+}
+
+fn recorded(answer: Answer) -> Result<Recorded, CreditsError> {
+    match answer {
+        Answer::Done {
+            transaction,
+            balance,
+        } => Ok(Recorded {
+            transaction,
+            balance,
+        }),
+        Answer::Insufficient { balance } => Err(CreditsError::Insufficient { balance }),
+        Answer::KeyReused => Err(CreditsError::KeyReused),
+        Answer::Settled { .. } => Err(CreditsError::Failed(
+            "a settlement answered a request".into(),
+        )),
+    }
+}
+
+/// The bounds every consume and grant is held to, stated once for the API's documentation and
+/// its checks.
+fn check_request(
+    organization_id: &str,
+    amount: Amount,
+    key: &str,
+    reason: Option<&str>,
+) -> Result<(), CreditsError> {
+    check_text("organization_id", organization_id, MAX_ID_LENGTH)?;
+    check_text("idempotency_key", key, MAX_ID_LENGTH)?;
+    if let Some(reason) = reason {
+        check_text("reason", reason, MAX_REASON_LENGTH)?;
+    }
+    if !(1..=MAX_AMOUNT).contains(&amount) {
+        return Err(CreditsError::Invalid(format!(
+            "`amount` must be a whole number between 1 and {MAX_AMOUNT}."
+        )));
+    }
+    Ok(())
+}
+
+/// A text field: 1 to `max` characters, none of them NUL (which PostgreSQL's text refuses).
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), CreditsError> {
+    if value.is_empty() || value.chars().count() > max || value.contains('\0') {
+        return Err(CreditsError::Invalid(format!(
+            "`{field}` must be 1 to {max} characters, without NUL."
+        )));
+    }
+    Ok(())
+}

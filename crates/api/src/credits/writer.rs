@@ -1,0 +1,162 @@
+//! The ledger's writer: requests that arrive while a batch is being decided are decided
+//! together in the next one, so one organization's hot stream of consumes costs one lock, one
+//! load and one commit per batch instead of per call (like the webhooks' group commit). Each
+//! request is answered only after the commit that holds its transaction.
+
+use std::collections::HashMap;
+
+use billing_sync_credits::{Answer, Request, UnixSeconds};
+use billing_sync_store::credits::OrganizationRequests;
+use billing_sync_store::{Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most requests decided in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Why a request was not decided.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The database is unavailable, or kept refusing for reasons of the moment: nothing was
+    /// written; the caller may retry with the same idempotency key.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the request's batch for a reason of its own.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(err: StoreError) -> Self {
+        if err.retryable() {
+            WriteError::Unavailable(err.to_string())
+        } else {
+            WriteError::Failed(err.to_string())
+        }
+    }
+}
+
+struct Job {
+    organization_id: String,
+    request: Request,
+    reply: oneshot::Sender<Result<Answer, WriteError>>,
+}
+
+/// The handle requests use; the writer task ends when the last handle is dropped.
+pub struct LedgerWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LedgerWriter {
+    /// Starts the writer on the current tokio runtime. Credits per unit of a price are read
+    /// from its catalog metadata `credits_metadata_key`.
+    pub fn start(store: Store, credits_metadata_key: String) -> Self {
+        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_batches(store, credits_metadata_key, queue));
+        LedgerWriter { jobs }
+    }
+
+    /// Decides `request` for `organization_id`; returns once its batch has committed.
+    pub async fn submit(
+        &self,
+        organization_id: &str,
+        request: Request,
+    ) -> Result<Answer, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                organization_id: organization_id.to_owned(),
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| WriteError::Failed("the ledger writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| WriteError::Failed("the ledger writer dropped the request".into()))?
+    }
+}
+
+async fn write_batches(store: Store, key: String, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        write_batch(&store, &key, jobs).await;
+    }
+}
+
+/// Decides `jobs` in one transaction, grouped by organization in arrival order, and answers
+/// each. When the batch fails for a reason of its own, each organization is decided alone, so
+/// that one organization's trouble does not refuse the others.
+async fn write_batch(store: &Store, key: &str, jobs: Vec<Job>) {
+    metrics::histogram!("billing_sync_credits_batch_size").record(jobs.len() as f64);
+    let mut groups: Vec<(OrganizationRequests, Vec<oneshot::Sender<_>>)> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for job in jobs {
+        let index = *group_of
+            .entry(job.organization_id.clone())
+            .or_insert_with(|| {
+                groups.push((
+                    OrganizationRequests {
+                        organization_id: job.organization_id,
+                        requests: Vec::new(),
+                    },
+                    Vec::new(),
+                ));
+                groups.len() - 1
+            });
+        groups[index].0.requests.push(job.request);
+        groups[index].1.push(job.reply);
+    }
+    let (batch, replies): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
+    match decide(store, key, &batch).await {
+        Err(err) if batch.len() > 1 && !err.retryable() => {
+            tracing::warn!(error = %err, "credits batch failed; deciding its organizations one by one");
+            for (organization, replies) in batch.into_iter().zip(replies) {
+                let result = decide(store, key, std::slice::from_ref(&organization)).await;
+                answer(result, vec![replies]);
+            }
+        }
+        result => answer(result, replies),
+    }
+}
+
+async fn decide(
+    store: &Store,
+    key: &str,
+    batch: &[OrganizationRequests],
+) -> Result<Vec<Vec<Answer>>, StoreError> {
+    billing_sync_store::retry::with_retries("billing_sync_credits_write_retries_total", || {
+        store.decide_credits(batch, key, unix_now())
+    })
+    .await
+}
+
+fn answer(
+    result: Result<Vec<Vec<Answer>>, StoreError>,
+    replies: Vec<Vec<oneshot::Sender<Result<Answer, WriteError>>>>,
+) {
+    match result {
+        Ok(answers) => {
+            for (answers, replies) in answers.into_iter().zip(replies) {
+                for (answer, reply) in answers.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+        }
+        Err(err) => {
+            let err = WriteError::from(err);
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+fn unix_now() -> UnixSeconds {
+    chrono::Utc::now().timestamp()
+}
