@@ -179,6 +179,10 @@ async fn decide_in(
         entry.changed_grants.extend(decisions.changed_grants);
     }
     for (organization, decisions) in decided {
+        // A read that found nothing due, or requests all refused or repeated: nothing to write.
+        if decisions.transactions.is_empty() && decisions.changed_grants.is_empty() {
+            continue;
+        }
         let ledger = &ledgers[organization];
         write(txn, organization, ledger, decisions, now).await?;
     }
@@ -508,14 +512,11 @@ async fn write(
         update
             .table(grants::Entity)
             .values([
-                (grants::Column::Amount, Expr::val(grant.amount).into()),
-                (grants::Column::Remaining, Expr::val(grant.remaining).into()),
-                (grants::Column::Expired, Expr::val(grant.expired).into()),
-                (
-                    grants::Column::TakenBack,
-                    Expr::val(grant.taken_back).into(),
-                ),
-                (grants::Column::Credited, Expr::val(grant.credited).into()),
+                (grants::Column::Amount, Expr::val(grant.amount)),
+                (grants::Column::Remaining, Expr::val(grant.remaining)),
+                (grants::Column::Expired, Expr::val(grant.expired)),
+                (grants::Column::TakenBack, Expr::val(grant.taken_back)),
+                (grants::Column::Credited, Expr::val(grant.credited)),
             ])
             .and_where(grants::Column::Id.eq(id));
         if ledger
@@ -565,13 +566,13 @@ async fn write(
     update
         .table(accounts::Entity)
         .values([
-            (accounts::Column::Balance, Expr::val(account.balance).into()),
-            (accounts::Column::Debt, Expr::val(account.debt).into()),
+            (accounts::Column::Balance, Expr::val(account.balance)),
+            (accounts::Column::Debt, Expr::val(account.debt)),
             (
                 accounts::Column::LastSequence,
-                Expr::val(account.last_sequence).into(),
+                Expr::val(account.last_sequence),
             ),
-            (accounts::Column::UpdatedAt, Expr::val(now).into()),
+            (accounts::Column::UpdatedAt, Expr::val(now)),
         ])
         .and_where(accounts::Column::OrganizationId.eq(organization));
     txn.execute_raw(backend.build(&update)).await?;

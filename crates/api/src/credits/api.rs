@@ -77,16 +77,28 @@ pub struct LedgerEntry {
     pub transaction_id: i64,
 }
 
-/// A refusal that says the balance.
+/// An error answer of `consume` and `grant`: the documented error body, with the balance when
+/// the refusal is `INSUFFICIENT_CREDITS` (one body for every refusal of an operation, as
+/// generated clients expect).
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
-pub struct CreditsConflict {
-    /// `INSUFFICIENT_CREDITS` or `IDEMPOTENCY_KEY_REUSED`.
+pub struct CreditsErrorBody {
+    /// `VALIDATION_ERROR`, `UNAUTHORIZED`, `INSUFFICIENT_CREDITS`, `IDEMPOTENCY_KEY_REUSED`,
+    /// `INTERNAL_ERROR` or `UNAVAILABLE`.
     pub code: String,
     /// What went wrong and what to do.
     pub message: String,
     /// The balance, with `INSUFFICIENT_CREDITS`.
     pub balance: Option<i64>,
+}
+
+/// The documented error body as the write operations' own.
+fn without_balance(Json(error): Json<ErrorBody>) -> Json<CreditsErrorBody> {
+    Json(CreditsErrorBody {
+        code: error.code,
+        message: error.message,
+        balance: None,
+    })
 }
 
 /// An organization's credits.
@@ -154,11 +166,11 @@ pub enum LedgerWriteResponse {
     Recorded(Json<LedgerEntry>),
     /// `VALIDATION_ERROR`: a field is missing or out of bounds; nothing changed.
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
+    BadRequest(Json<CreditsErrorBody>),
     /// `UNAUTHORIZED`: no API key, or not one of `BILLING_API_KEYS`.
     #[oai(status = 401)]
     Unauthorized(
-        Json<ErrorBody>,
+        Json<CreditsErrorBody>,
         /// `Bearer`.
         #[oai(header = "WWW-Authenticate")]
         String,
@@ -166,15 +178,15 @@ pub enum LedgerWriteResponse {
     /// `INSUFFICIENT_CREDITS` (with the balance; nothing changed) or `IDEMPOTENCY_KEY_REUSED`
     /// (the key was used with another request; nothing changed).
     #[oai(status = 409)]
-    Conflict(Json<CreditsConflict>),
+    Conflict(Json<CreditsErrorBody>),
     /// `INTERNAL_ERROR`: not configured, or the database refused.
     #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    Internal(Json<CreditsErrorBody>),
     /// `UNAVAILABLE`: the database is unavailable; nothing was recorded. Retry with the same
     /// idempotency key.
     #[oai(status = 503)]
     Unavailable(
-        Json<ErrorBody>,
+        Json<CreditsErrorBody>,
         /// Seconds to wait before retrying.
         #[oai(header = "Retry-After")]
         String,
@@ -260,7 +272,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 enum Answer {
     BadRequest(Json<ErrorBody>),
     Unauthorized(Json<ErrorBody>),
-    Conflict(Json<CreditsConflict>),
+    Conflict(Json<CreditsErrorBody>),
     Internal(Json<ErrorBody>),
     Unavailable(Json<ErrorBody>),
 }
@@ -279,14 +291,14 @@ fn answer(err: &CreditsError, operation: &'static str) -> Answer {
             ))
         }
         CreditsError::Invalid(message) => Answer::BadRequest(body("VALIDATION_ERROR", message)),
-        CreditsError::Insufficient { balance } => Answer::Conflict(Json(CreditsConflict {
+        CreditsError::Insufficient { balance } => Answer::Conflict(Json(CreditsErrorBody {
             code: "INSUFFICIENT_CREDITS".into(),
             message: format!(
                 "The organization has {balance} credits, fewer than asked for; nothing was spent."
             ),
             balance: Some(*balance),
         })),
-        CreditsError::KeyReused => Answer::Conflict(Json(CreditsConflict {
+        CreditsError::KeyReused => Answer::Conflict(Json(CreditsErrorBody {
             code: "IDEMPOTENCY_KEY_REUSED".into(),
             message: "This idempotency key was used with another request; use a new key for \
                       a new request."
@@ -319,11 +331,15 @@ fn answer(err: &CreditsError, operation: &'static str) -> Answer {
 impl From<Answer> for LedgerWriteResponse {
     fn from(answer: Answer) -> Self {
         match answer {
-            Answer::BadRequest(body) => Self::BadRequest(body),
-            Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
+            Answer::BadRequest(body) => Self::BadRequest(without_balance(body)),
+            Answer::Unauthorized(body) => {
+                Self::Unauthorized(without_balance(body), "Bearer".into())
+            }
             Answer::Conflict(body) => Self::Conflict(body),
-            Answer::Internal(body) => Self::Internal(body),
-            Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
+            Answer::Internal(body) => Self::Internal(without_balance(body)),
+            Answer::Unavailable(body) => {
+                Self::Unavailable(without_balance(body), RETRY_AFTER_SECONDS.into())
+            }
         }
     }
 }
