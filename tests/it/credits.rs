@@ -392,6 +392,9 @@ async fn a_key_spends_once_and_bad_requests_change_nothing(db: TestDatabase) {
         json!({"organization_id": "org\u{0}k", "amount": 1, "idempotency_key": "bad-4"}),
         json!({"organization_id": "org_k", "amount": 1, "idempotency_key": "x".repeat(256)}),
         json!({"organization_id": "", "amount": 1, "idempotency_key": "bad-5"}),
+        json!({"organization_id": "org_k", "amount": 1, "idempotency_key": 6}),
+        json!({"organization_id": "org_k", "amount": 1, "idempotency_key": "bad-7", "reason": false}),
+        json!({"organization_id": "org_k", "amount": 1, "idempotency_key": "bad-8", "reason": null}),
     ] {
         let (status, refused) = post(server, CONSUME, Some(API_KEY), body.clone()).await;
         assert_eq!(status, 400, "{body}: {refused}");

@@ -363,7 +363,7 @@ async fn the_plans_page_loop_from_catalog_through_checkout_to_an_ended_subscript
     assert_eq!(
         free,
         json!({"organization_id": "org_a", "active": false, "subscriptions": [],
-               "entitlements": []})
+               "entitlements": [], "credits_balance": 0})
     );
     let (status, portal) = status_and_json(get(&s.server, PORTAL, Some(&admin)).await).await;
     assert_eq!((status, portal["code"].as_str()), (404, Some("NOT_FOUND")));

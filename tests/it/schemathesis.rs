@@ -34,11 +34,16 @@ fn schemathesis() -> Option<std::path::PathBuf> {
 
 /// Checkout refuses a schema-valid price id with 400 `VALIDATION_ERROR` unless the synced
 /// catalog sells it: that depends on state no schema can express, so 400 is an accepted answer
-/// to valid data there (every other check still applies).
+/// to valid data there (every other check still applies). Likewise a schema-valid consume of
+/// more credits than the organization has, or a key used before with another body, is 409.
 const CONFIG: &str = r#"
 [[operations]]
 include-operation-id = "checkout"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "409", "429"]
+
+[[operations]]
+include-operation-id = ["consumeCredits", "grantCredits"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "409"]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +58,13 @@ async fn every_answer_conforms_to_the_served_spec() {
     let key = SigningKey::generate("ins_schemathesis");
     let jwks = JwksStandIn::start(&[&key]).await;
     let stripe = StripeStandIn::start(&[]).await;
+    // One credential for every operation: the session token is also the app backend's API key
+    // (schemathesis sends one `Authorization` header).
+    let token = key.sign(
+        &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
+        "exp": now() + 900, "iss": jwks.issuer, "sid": "sess_st",
+        "o": {"id": "org_st", "rol": "admin"}}),
+    );
     let server = Server::start(
         &db.url,
         &[
@@ -62,6 +74,7 @@ async fn every_answer_conforms_to_the_served_spec() {
             ("STRIPE_API_BASE", stripe.base_url.as_str()),
             ("CLERK_JWKS_URL", jwks.url.as_str()),
             ("APP_BASE_URL", "https://app.example.com"),
+            ("BILLING_API_KEYS", token.as_str()),
         ],
     )
     .await;
@@ -94,11 +107,6 @@ async fn every_answer_conforms_to_the_served_spec() {
         let response = support::post_stripe(&server, &body, Some(signature)).await;
         assert_eq!(response.status(), 200, "{event_type}");
     }
-    let token = key.sign(
-        &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
-        "exp": now() + 900, "iss": jwks.issuer, "sid": "sess_st",
-        "o": {"id": "org_st", "rol": "admin"}}),
-    );
 
     let report = tempfile::tempdir().expect("a report directory");
     let config = report.path().join("schemathesis.toml");
@@ -108,7 +116,7 @@ async fn every_answer_conforms_to_the_served_spec() {
         .arg(&config)
         .arg("run")
         .arg(server.url("/api/v1/openapi.json"))
-        .args(["--checks", "all", "--max-redirects", "0", "--workers", "2"])
+        .args(["--checks", "all", "--max-redirects", "0", "--workers", "1"])
         .args(["--max-examples", "40", "--seed", "20261122", "--no-color"])
         .args(["--generation-database", "none"])
         .arg("--header")

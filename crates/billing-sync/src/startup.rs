@@ -243,7 +243,10 @@ fn vary_on(response: &mut poem::Response, field: &'static str) {
 /// The methods a path of ours answers: the webhooks and checkout take POST, everything else is
 /// read-only.
 fn allowed_methods(path: &str) -> &'static str {
-    if path.starts_with("/api/v1/webhooks/") || path == CHECKOUT_PATH {
+    if path.starts_with("/api/v1/webhooks/")
+        || path == CHECKOUT_PATH
+        || billing_sync_api::credits::api::WRITE_PATHS.contains(&path)
+    {
         "POST"
     } else {
         "GET"

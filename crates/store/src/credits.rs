@@ -159,6 +159,9 @@ async fn decide_in(
     credits_metadata_key: &str,
     now: UnixSeconds,
 ) -> Result<Vec<Vec<Answer>>, DbErr> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut organizations: Vec<&str> = batch.iter().map(|o| o.organization_id.as_str()).collect();
     organizations.sort_unstable();
     organizations.dedup();

@@ -11,8 +11,10 @@ use chrono::{DateTime, Utc};
 use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 
+use super::text::Text;
 use super::{Credits, CreditsError, Recorded};
 use crate::http::{ApiTags, ClerkSession, ErrorBody, NO_STORE, Refusal, body, refusal};
 use crate::plans::Plans;
@@ -21,6 +23,10 @@ use crate::plans::api::{BillingState, billing_state};
 /// The paths whose operations the app's backend calls with an API key: a request there with no
 /// key is told about API keys, not Clerk sessions.
 pub const BACKEND_PATH_PREFIXES: [&str; 2] = ["/api/v1/credits", "/api/v1/organizations/"];
+
+/// The paths of the ledger's writes, which take POST only (the operations below name them
+/// again: poem-openapi's attributes take literals).
+pub const WRITE_PATHS: [&str; 2] = ["/api/v1/credits/consume", "/api/v1/credits/grant"];
 
 /// The 401 message of the backend's operations.
 pub const API_KEY_REQUIRED: &str = "Authentication required: send one of the server's \
@@ -36,17 +42,17 @@ pub struct BillingApiKey(Bearer);
 pub struct ConsumeRequest {
     /// The Clerk organization (`org_…`).
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub organization_id: String,
+    pub organization_id: Text,
     /// Credits to spend: a whole number from 1 to 10^12.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000000")))]
     pub amount: i64,
     /// Chosen by the caller, unique per organization (1 to 255 characters): the same key
     /// again gets the first answer and spends nothing more; with another body it is refused.
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub idempotency_key: String,
-    /// Why, kept in the transaction (up to 1,000 characters).
+    pub idempotency_key: Text,
+    /// Why, kept in the transaction (up to 1,000 characters); leave it out rather than null.
     #[oai(validator(max_length = 1000))]
-    pub reason: Option<String>,
+    pub reason: MaybeUndefined<Text>,
 }
 
 /// Grant an organization credits (a promotion, a support adjustment).
@@ -54,18 +60,30 @@ pub struct ConsumeRequest {
 pub struct GrantRequest {
     /// The Clerk organization (`org_…`).
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub organization_id: String,
+    pub organization_id: Text,
     /// Credits to grant: a whole number from 1 to 10^12.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000000")))]
     pub amount: i64,
-    /// When the granted credits expire; absent: never.
-    pub expires_at: Option<DateTime<Utc>>,
+    /// When the granted credits expire; absent: never (leave it out rather than null).
+    pub expires_at: MaybeUndefined<DateTime<Utc>>,
     /// As for `consume`.
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub idempotency_key: String,
-    /// Why, kept in the transaction (up to 1,000 characters).
+    pub idempotency_key: Text,
+    /// Why, kept in the transaction (up to 1,000 characters); leave it out rather than null.
     #[oai(validator(max_length = 1000))]
-    pub reason: Option<String>,
+    pub reason: MaybeUndefined<Text>,
+}
+
+/// The value of an optional field, which the schema does not let be null: absent is `None`,
+/// null is refused.
+fn optional<T>(field: &str, value: MaybeUndefined<T>) -> Result<Option<T>, CreditsError> {
+    match value {
+        MaybeUndefined::Value(value) => Ok(Some(value)),
+        MaybeUndefined::Undefined => Ok(None),
+        MaybeUndefined::Null => Err(CreditsError::Invalid(format!(
+            "`{field}` may be left out, but not null."
+        ))),
+    }
 }
 
 /// A transaction the ledger recorded.
@@ -480,13 +498,17 @@ impl CreditsApi {
             return recorded(Err(err), "consume");
         }
         let request = request.0;
+        let reason = match optional("reason", request.reason) {
+            Ok(reason) => reason,
+            Err(err) => return recorded(Err(err), "consume"),
+        };
         let result = self
             .credits
             .consume(
-                &request.organization_id,
+                &request.organization_id.0,
                 request.amount,
-                &request.idempotency_key,
-                request.reason.as_deref(),
+                &request.idempotency_key.0,
+                reason.map(|reason| reason.0).as_deref(),
             )
             .await;
         recorded(result, "consume")
@@ -507,14 +529,20 @@ impl CreditsApi {
             return recorded(Err(err), "grant");
         }
         let request = request.0;
+        let fields = optional("reason", request.reason)
+            .and_then(|reason| Ok((reason, optional("expires_at", request.expires_at)?)));
+        let (reason, expires_at) = match fields {
+            Ok(fields) => fields,
+            Err(err) => return recorded(Err(err), "grant"),
+        };
         let result = self
             .credits
             .grant(
-                &request.organization_id,
+                &request.organization_id.0,
                 request.amount,
-                request.expires_at.map(|at| at.timestamp()),
-                &request.idempotency_key,
-                request.reason.as_deref(),
+                expires_at.map(|at| at.timestamp()),
+                &request.idempotency_key.0,
+                reason.map(|reason| reason.0).as_deref(),
             )
             .await;
         recorded(result, "grant")

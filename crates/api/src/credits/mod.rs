@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod keys;
+mod text;
 pub mod writer;
 
 use std::sync::Arc;
@@ -157,7 +158,7 @@ impl Credits {
     /// The organization's balance, once what is due is settled (credits bought and not yet
     /// credited, refunds, expiries).
     pub async fn balance(&self, organization_id: &str) -> Result<Amount, CreditsError> {
-        check_text("organization_id", organization_id, MAX_ID_LENGTH)?;
+        check_text("organization_id", organization_id, 1, MAX_ID_LENGTH)?;
         match self.writer.submit(organization_id, Request::Settle).await? {
             Answer::Settled { balance } => Ok(balance),
             other => Err(CreditsError::Failed(format!("unexpected answer {other:?}"))),
@@ -219,10 +220,10 @@ fn check_request(
     key: &str,
     reason: Option<&str>,
 ) -> Result<(), CreditsError> {
-    check_text("organization_id", organization_id, MAX_ID_LENGTH)?;
-    check_text("idempotency_key", key, MAX_ID_LENGTH)?;
+    check_text("organization_id", organization_id, 1, MAX_ID_LENGTH)?;
+    check_text("idempotency_key", key, 1, MAX_ID_LENGTH)?;
     if let Some(reason) = reason {
-        check_text("reason", reason, MAX_REASON_LENGTH)?;
+        check_text("reason", reason, 0, MAX_REASON_LENGTH)?;
     }
     if !(1..=MAX_AMOUNT).contains(&amount) {
         return Err(CreditsError::Invalid(format!(
@@ -232,11 +233,13 @@ fn check_request(
     Ok(())
 }
 
-/// A text field: 1 to `max` characters, none of them NUL (which PostgreSQL's text refuses).
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), CreditsError> {
-    if value.is_empty() || value.chars().count() > max || value.contains('\0') {
+/// A text field: `min` to `max` characters, none of them NUL (which PostgreSQL's text
+/// refuses).
+fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), CreditsError> {
+    let length = value.chars().count();
+    if length < min || length > max || value.contains('\0') {
         return Err(CreditsError::Invalid(format!(
-            "`{field}` must be 1 to {max} characters, without NUL."
+            "`{field}` must be {min} to {max} characters, without NUL."
         )));
     }
     Ok(())

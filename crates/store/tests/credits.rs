@@ -1,0 +1,279 @@
+//! The credit ledger through the store agrees with the rules applied to a plain in-memory
+//! account: random histories of purchases (checkout and invoice allowances, some named by
+//! their customer only), refunds (redelivered and reordered), redeliveries, expiries, consumes
+//! and grants, on both backends. After every decision the answers and balances are the
+//! model's, and the stored ledger explains the balance: the sum of the transactions, and the
+//! remaining of the unexpired grants less the debt.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use billing_sync_credits::{Account, Grant, GrantSource, Payment, Request, decide};
+use billing_sync_projection::stripe::{Object, price, product};
+use billing_sync_projection::{
+    Change, ChargeRefund, CreditPurchase, CustomerLink, LinkedBy, NewEvent, Plan, Provider,
+    PurchaseSource, Seen,
+};
+use billing_sync_store::Store;
+use billing_sync_store::credits::OrganizationRequests;
+use billing_sync_store::entities::{credit_accounts, credit_grants};
+use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use billing_sync_testkit::state::migrated_store;
+use billing_sync_testkit::{TestDatabase, each_backend};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+each_backend!(random_histories_through_the_store_agree_with_the_rules);
+
+const CASES: u64 = 25;
+const STEPS: usize = 40;
+const ORGANIZATIONS: [&str; 2] = ["org_a", "org_b"];
+/// Credits per unit of the plan's price, from its product's metadata.
+const PLAN_CREDITS: i64 = 7;
+
+/// Records `changes` as one webhook event with a fresh id.
+async fn deliver(store: &Store, id: &mut u64, changes: Vec<Change>) {
+    *id += 1;
+    let event = NewEvent {
+        provider: Provider::Stripe,
+        event_id: format!("evt_{id}"),
+        event_type: "test.credits".into(),
+        api_version: None,
+        livemode: Some(false),
+        event_created: Some(1_700_000_000),
+        payload: json!({}),
+        payload_text: Arc::from("{}"),
+        object_text: None,
+    };
+    store
+        .record_and_apply(&event, &Plan::Apply(changes))
+        .await
+        .expect("record");
+}
+
+async fn random_histories_through_the_store_agree_with_the_rules(db: TestDatabase) {
+    let store = migrated_store(&db.url).await;
+    let mut event_id = 0;
+    // The catalog: a plan whose product grants PLAN_CREDITS a unit; customer cus_a is org_a's.
+    let catalog = [
+        product(
+            Object::from(
+                &json!({"id": "prod_plan", "object": "product", "active": true,
+                "metadata": {"credits": PLAN_CREDITS.to_string()}}),
+            ),
+            1,
+            Seen::Created,
+        ),
+        price(
+            Object::from(
+                &json!({"id": "price_plan", "object": "price", "active": true,
+                "currency": "eur", "product": "prod_plan", "metadata": {}}),
+            ),
+            1,
+            Seen::Created,
+        ),
+    ]
+    .map(|change| change.expect("a catalog object"));
+    deliver(&store, &mut event_id, catalog.to_vec()).await;
+
+    let mut now = 1_800_000_000;
+    for case in 0..CASES {
+        let mut rng = StdRng::seed_from_u64(case);
+        let mut model: BTreeMap<&str, Account> = BTreeMap::new();
+        let mut payments: HashMap<String, Payment> = HashMap::new();
+        let mut references: HashSet<String> = HashSet::new();
+        let org_of = |n: u64| format!("c{case}_{}", ORGANIZATIONS[n as usize % 2]);
+        let orgs = [org_of(0), org_of(1)];
+        // The first organization's customer: purchases may name only it.
+        let customer = format!("c{case}_cus_a");
+        deliver(
+            &store,
+            &mut event_id,
+            vec![Change::CustomerLink(CustomerLink {
+                customer_id: customer.clone(),
+                organization_id: orgs[0].clone(),
+                linked_by: LinkedBy::Metadata,
+                livemode: false,
+            })],
+        )
+        .await;
+        for step in 0..STEPS {
+            now += rng.random_range(1..40);
+            match rng.random_range(0..10) {
+                // A purchase or an allowance, maybe one already recorded.
+                0..=2 => {
+                    let n = rng.random_range(0..6);
+                    let org = rng.random_range(0..2);
+                    let checkout = rng.random_bool(0.5);
+                    let reference = if checkout {
+                        format!("checkout:c{case}_cs_{n}")
+                    } else {
+                        format!("invoice:c{case}_in_{n}:il_1")
+                    };
+                    let payment = format!("c{case}_pi_{}", rng.random_range(0..3));
+                    let by_customer = org == 0 && rng.random_bool(0.5);
+                    let purchase = CreditPurchase {
+                        reference: reference.clone(),
+                        source: if checkout {
+                            PurchaseSource::Checkout
+                        } else {
+                            PurchaseSource::Invoice
+                        },
+                        customer_id: by_customer.then(|| customer.clone()),
+                        organization_id: (!by_customer).then(|| orgs[org].clone()),
+                        price_id: Some("price_plan".into()),
+                        quantity: Some(rng.random_range(1..5)),
+                        credits: checkout.then(|| rng.random_range(1..100)),
+                        expires_at: (!checkout).then(|| now + rng.random_range(1..300)),
+                        payment_id: Some(payment),
+                    };
+                    deliver(
+                        &store,
+                        &mut event_id,
+                        vec![Change::CreditPurchase(purchase)],
+                    )
+                    .await;
+                    if references.insert(reference.clone()) {
+                        let row = credit_grants::Entity::find()
+                            .filter(credit_grants::Column::Reference.eq(reference))
+                            .one(store.connection())
+                            .await
+                            .expect("query")
+                            .expect("the grant is recorded");
+                        let amount = row
+                            .amount
+                            .unwrap_or(PLAN_CREDITS * row.quantity.unwrap_or(0));
+                        model
+                            .entry(ORGANIZATIONS[org])
+                            .or_default()
+                            .grants
+                            .push(Grant {
+                                id: Some(row.id),
+                                source: GrantSource::parse(&row.source).expect("source"),
+                                reference: row.reference,
+                                amount,
+                                remaining: 0,
+                                expired: 0,
+                                taken_back: 0,
+                                expires_at: row.expires_at,
+                                created_at: row.created_at,
+                                payment: row.payment_id,
+                                credited: false,
+                            });
+                    }
+                }
+                // A refund, possibly older than one already recorded (delivered late).
+                3 => {
+                    let payment = format!("c{case}_pi_{}", rng.random_range(0..3));
+                    let refunded = rng.random_range(0..=1_000);
+                    let refund = ChargeRefund {
+                        charge_id: format!("ch_{payment}"),
+                        payment_id: payment.clone(),
+                        paid: 1_000,
+                        refunded,
+                    };
+                    deliver(&store, &mut event_id, vec![Change::ChargeRefund(refund)]).await;
+                    let known = payments.entry(payment).or_insert(Payment {
+                        paid: 1_000,
+                        refunded: 0,
+                    });
+                    known.refunded = known.refunded.max(refunded);
+                }
+                // A batch of requests for one or both organizations.
+                _ => {
+                    let mut batch = Vec::new();
+                    for (index, org) in orgs.iter().enumerate() {
+                        if rng.random_bool(0.3) {
+                            continue;
+                        }
+                        let requests: Vec<Request> = (0..rng.random_range(1..6))
+                            .map(|_| {
+                                let key = format!("k{}", rng.random_range(0..25));
+                                match rng.random_range(0..6) {
+                                    0 => Request::Grant {
+                                        amount: rng.random_range(1..60),
+                                        expires_at: rng
+                                            .random_bool(0.4)
+                                            .then(|| now + rng.random_range(-5..200)),
+                                        key,
+                                        reason: None,
+                                    },
+                                    1 => Request::Settle,
+                                    _ => Request::Consume {
+                                        amount: rng.random_range(1..40),
+                                        key,
+                                        reason: rng.random_bool(0.2).then(|| "api call".into()),
+                                    },
+                                }
+                            })
+                            .collect();
+                        batch.push((index, requests));
+                    }
+                    let store_batch: Vec<OrganizationRequests> = batch
+                        .iter()
+                        .map(|(index, requests)| OrganizationRequests {
+                            organization_id: orgs[*index].clone(),
+                            requests: requests.clone(),
+                        })
+                        .collect();
+                    let answers = store
+                        .decide_credits(&store_batch, "credits", now)
+                        .await
+                        .expect("decide");
+                    for ((index, requests), answers) in batch.iter().zip(answers) {
+                        let account = model.entry(ORGANIZATIONS[*index]).or_default();
+                        account.payments = payments.clone();
+                        let expected = decide(account, now, requests).answers;
+                        assert_eq!(
+                            answers, expected,
+                            "case {case} step {step}: {} answered otherwise than the rules",
+                            orgs[*index]
+                        );
+                    }
+                }
+            }
+            for (index, org) in orgs.iter().enumerate() {
+                let balance = model.get(ORGANIZATIONS[index]).map_or(0, |a| a.balance);
+                assert_ledger_explains(&store, org, balance, case, step).await;
+            }
+        }
+    }
+}
+
+/// The stored ledger of `org` explains `balance`, the model's.
+async fn assert_ledger_explains(store: &Store, org: &str, balance: i64, case: u64, step: usize) {
+    let account = credit_accounts::Entity::find_by_id(org.to_owned())
+        .one(store.connection())
+        .await
+        .expect("query");
+    let (stored, debt) = account.map_or((0, 0), |a| (a.balance, a.debt));
+    assert_eq!(stored, balance, "case {case} step {step}: {org}'s balance");
+    let transactions = store.credit_transactions(org).await.expect("ledger");
+    let sum: i64 = transactions.iter().map(|t| t.amount).sum();
+    assert_eq!(
+        sum, balance,
+        "case {case} step {step}: {org}'s transactions"
+    );
+    for (n, transaction) in transactions.iter().enumerate() {
+        assert_eq!(
+            transaction.sequence,
+            n as i64 + 1,
+            "case {case} step {step}"
+        );
+    }
+    let grants = credit_grants::Entity::find()
+        .filter(credit_grants::Column::OrganizationId.eq(org))
+        .filter(credit_grants::Column::Credited.eq(true))
+        .all(store.connection())
+        .await
+        .expect("grants");
+    // Expiries are written off by the next decision for the organization; until then what
+    // expired since is still in the balance, as it is in the grants' remaining.
+    let remaining: i64 = grants.iter().map(|g| g.remaining).sum();
+    assert_eq!(
+        remaining - debt,
+        balance,
+        "case {case} step {step}: {org}'s grants less its debt"
+    );
+}
