@@ -714,8 +714,123 @@ mod tests {
             Plan::Fail(_)
         ));
         assert_eq!(
-            project(&event("invoice.paid", 10, json!({})), &linking(false)),
+            project(&event("invoice.created", 10, json!({})), &linking(false)),
             Plan::Ignore
+        );
+    }
+
+    #[test]
+    fn a_paid_one_time_checkout_records_the_credits_its_metadata_says_once_paid() {
+        let session = |status: &str, credits: &str| {
+            json!({"id": "cs_1", "object": "checkout.session", "mode": "payment",
+                   "payment_status": status, "customer": "cus_1", "payment_intent": "pi_1",
+                   "metadata": {"organization_id": "org_1", "billing_sync_credits": credits,
+                                "billing_sync_price": "price_1", "billing_sync_quantity": "3"}})
+        };
+        let purchases = |object: Value| match project(
+            &event("checkout.session.completed", 10, object),
+            &linking(false),
+        ) {
+            Plan::Apply(changes) => changes
+                .into_iter()
+                .filter_map(|change| match change {
+                    Change::CreditPurchase(purchase) => Some(purchase),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            purchases(session("unpaid", "300")).is_empty(),
+            "not paid yet"
+        );
+        let paid = purchases(session("paid", "300"));
+        assert_eq!(
+            paid,
+            vec![CreditPurchase {
+                reference: "checkout:cs_1".into(),
+                source: PurchaseSource::Checkout,
+                customer_id: Some("cus_1".into()),
+                organization_id: Some("org_1".into()),
+                price_id: Some("price_1".into()),
+                quantity: Some(3),
+                credits: Some(300),
+                expires_at: None,
+                payment_id: Some("pi_1".into()),
+            }]
+        );
+        for bad in ["0", "-5", "1.5", "lots"] {
+            assert!(
+                matches!(
+                    project(
+                        &event("checkout.session.completed", 10, session("paid", bad)),
+                        &linking(false)
+                    ),
+                    Plan::Fail(_)
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_paid_invoice_records_an_allowance_per_subscription_line_but_no_proration() {
+        let line = |id: &str, proration: bool| {
+            json!({"id": id, "quantity": 2, "period": {"start": 100, "end": 200},
+                   "parent": {"subscription_item_details": {"proration": proration}},
+                   "pricing": {"price_details": {"price": "price_1"}}})
+        };
+        let invoice = json!({"id": "in_1", "customer": "cus_1", "payment_intent": "pi_1",
+            "parent": {"subscription_details": {"metadata": {"organization_id": "org_1"}}},
+            "lines": {"has_more": false, "data": [line("il_1", false), line("il_2", true)]}});
+        let Plan::Apply(changes) =
+            project(&event("invoice.paid", 10, invoice.clone()), &linking(false))
+        else {
+            panic!("applied");
+        };
+        assert_eq!(
+            changes,
+            vec![Change::CreditPurchase(CreditPurchase {
+                reference: "invoice:in_1:il_1".into(),
+                source: PurchaseSource::Invoice,
+                customer_id: Some("cus_1".into()),
+                organization_id: Some("org_1".into()),
+                price_id: Some("price_1".into()),
+                quantity: Some(2),
+                credits: None,
+                expires_at: Some(200),
+                payment_id: Some("pi_1".into()),
+            })]
+        );
+        let mut paginated = invoice;
+        paginated["lines"]["has_more"] = json!(true);
+        assert!(matches!(
+            project(&event("invoice.paid", 10, paginated), &linking(false)),
+            Plan::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn a_refunded_charge_records_its_cumulative_refund() {
+        let charge = json!({"id": "ch_1", "payment_intent": "pi_1", "amount": 3000,
+                            "amount_captured": 3000, "amount_refunded": 1500});
+        assert_eq!(
+            project(&event("charge.refunded", 10, charge), &linking(false)),
+            Plan::Apply(vec![Change::ChargeRefund(ChargeRefund {
+                charge_id: "ch_1".into(),
+                payment_id: "pi_1".into(),
+                paid: 3000,
+                refunded: 1500,
+            })])
+        );
+        let without_payment = json!({"id": "ch_2", "amount": 100, "amount_refunded": 100});
+        assert_eq!(
+            project(
+                &event("charge.refunded", 10, without_payment),
+                &linking(false)
+            ),
+            Plan::Apply(Vec::new()),
+            "a charge of no payment bought no credits"
         );
     }
 

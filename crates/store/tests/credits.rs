@@ -183,7 +183,7 @@ async fn random_histories_through_the_store_agree_with_the_rules(db: TestDatabas
                 // A batch of requests for one or both organizations.
                 _ => {
                     let mut batch = Vec::new();
-                    for (index, org) in orgs.iter().enumerate() {
+                    for index in 0..orgs.len() {
                         if rng.random_bool(0.3) {
                             continue;
                         }

@@ -1,0 +1,302 @@
+//! Spending credits: `POST /api/v1/credits/consume` of 1 credit, each with its own idempotency
+//! key, over loopback HTTP to the real server on PostgreSQL, from 16 and 64 concurrent callers,
+//! against **one** organization (every request contends for the same account) and against
+//! 1,000 organizations. Next to each run, a ceiling measured in the same run on the same
+//! PostgreSQL: the textbook debit, one `UPDATE balances SET balance = balance - 1 WHERE
+//! organization_id = $1 AND balance >= 1` per transaction from as many connections as callers
+//! (no ledger, no idempotency, no HTTP).
+//!
+//! Also printed: the server's and PostgreSQL's CPU time per consume (from `/proc`), and how many
+//! consumes the ledger's writer decided per transaction.
+//!
+//! Run with `./scripts/bench --bench credits` (a throwaway PostgreSQL with default, durable
+//! settings). `BENCH_CREDITS_CONSUMES` sets the consumes per run (default 6,000).
+
+#[path = "../../../tests/it/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use billing_sync_store::Store;
+use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
+use support::{Server, http};
+
+const API_KEY: &str = "bsk_bench_0123456789abcdef0123456789abcdef";
+const CALLERS: [usize; 2] = [16, 64];
+const ORGANIZATIONS: usize = 1_000;
+
+struct Figures {
+    count: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(index).copied().unwrap_or_default()
+    }
+}
+
+/// Runs `call(n)` for n in `0..count` from `callers` concurrent tasks.
+async fn run<F, Fut>(count: usize, callers: usize, call: F) -> Figures
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (next, call) = (next.clone(), call.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        return latencies;
+                    }
+                    let sent = Instant::now();
+                    call(n).await;
+                    latencies.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.extend(task.await.expect("caller"));
+    }
+    Figures {
+        count,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+fn organization(n: usize, spread: usize) -> String {
+    format!("org_{:04}", n % spread)
+}
+
+/// The ceiling: one conditional single-row debit per transaction.
+async fn ceiling(store: &Store, callers: usize, count: usize, spread: usize) -> Figures {
+    let db = Arc::new(store.connection().clone());
+    run(count, callers, move |n| {
+        let db = db.clone();
+        async move {
+            let txn = db.begin().await.expect("begin");
+            let result = txn
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "UPDATE bench_balances SET balance = balance - 1 \
+                     WHERE organization_id = $1 AND balance >= 1",
+                    [organization(n, spread).into()],
+                ))
+                .await
+                .expect("debit");
+            assert_eq!(result.rows_affected(), 1, "the balance covers every debit");
+            txn.commit().await.expect("commit");
+        }
+    })
+    .await
+}
+
+/// Consumes through the server, each with its own key.
+async fn served(
+    server: &Server,
+    tag: &str,
+    callers: usize,
+    count: usize,
+    spread: usize,
+) -> Figures {
+    let url = server.url("/api/v1/credits/consume");
+    let client = http();
+    let tag = tag.to_owned();
+    run(count, callers, move |n| {
+        let (client, url) = (client.clone(), url.clone());
+        let body = serde_json::json!({"organization_id": organization(n, spread), "amount": 1,
+                                      "idempotency_key": format!("{tag}-{n}")});
+        async move {
+            let response = client
+                .post(&url)
+                .bearer_auth(API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .expect("consume");
+            assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        }
+    })
+    .await
+}
+
+/// CPU time (user + system) of the processes whose command line starts with `prefix`, or of one
+/// process.
+fn cpu_of(pids: &[u32]) -> Duration {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace()
+                .collect();
+            let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+                + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+            Duration::from_millis(ticks * 10)
+        })
+        .sum()
+}
+
+/// The PostgreSQL server processes (postmaster and its backends) now running.
+fn postgres_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .collect()
+}
+
+/// The writer's transactions and the requests they decided, from `/metrics`.
+async fn batches(server: &Server) -> (f64, f64) {
+    let text = server.get_text("/metrics").await;
+    let total = |name: &str| {
+        text.lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (
+        total("billing_sync_credits_batch_size_count"),
+        total("billing_sync_credits_batch_size_sum"),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var(POSTGRES_URL_VAR).is_err() {
+        eprintln!("{POSTGRES_URL_VAR} is unset: run ./scripts/bench --bench credits");
+        std::process::exit(2);
+    }
+    let count: usize = std::env::var("BENCH_CREDITS_CONSUMES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6_000);
+    let raw_db = TestDatabase::create(Backend::Postgres).await.expect("db");
+    let raw = Store::connect(&raw_db.url).await.expect("connect");
+    raw.connection()
+        .execute_unprepared(
+            "CREATE TABLE bench_balances (organization_id text PRIMARY KEY, balance bigint NOT NULL)",
+        )
+        .await
+        .expect("create");
+    raw.connection()
+        .execute_unprepared(&format!(
+            "INSERT INTO bench_balances SELECT 'org_' || lpad(n::text, 4, '0'), 1000000000 \
+             FROM generate_series(0, {}) AS n",
+            ORGANIZATIONS - 1
+        ))
+        .await
+        .expect("fund");
+    let server_db = TestDatabase::create(Backend::Postgres).await.expect("db");
+    let server = Server::start(
+        &server_db.url,
+        &[
+            ("BILLING_API_KEYS", API_KEY),
+            ("RUST_LOG", "warn,billing_sync::startup=info"),
+        ],
+    )
+    .await;
+    // Every organization funded, so that no consume is refused.
+    run(ORGANIZATIONS, 16, {
+        let (client, url) = (http(), server.url("/api/v1/credits/grant"));
+        move |n| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(API_KEY)
+                    .json(
+                        &serde_json::json!({"organization_id": organization(n, ORGANIZATIONS),
+                        "amount": 1_000_000_000, "idempotency_key": "fund"}),
+                    )
+                    .send()
+                    .await
+                    .expect("grant");
+                assert_eq!(response.status(), 200);
+            }
+        }
+    })
+    .await;
+
+    println!(
+        "credits consumed on PostgreSQL (durable), {} cores, {count} consumes of 1 per run",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!(
+        "{:<13} {:>7} | {:>9} {:>7} {:>7} {:>8} {:>8} {:>7} | {:>9} {:>7} | {:>8}",
+        "organizations",
+        "callers",
+        "server/s",
+        "p50 ms",
+        "p99 ms",
+        "srv µs",
+        "pg µs",
+        "per txn",
+        "ceiling/s",
+        "p99 ms",
+        "×ceiling",
+    );
+    for spread in [1, ORGANIZATIONS] {
+        for callers in CALLERS {
+            let ceiling = ceiling(&raw, callers, count, spread).await;
+            let before = (
+                cpu_of(&[server.pid()]),
+                cpu_of(&postgres_pids()),
+                batches(&server).await,
+            );
+            let served = served(
+                &server,
+                &format!("s{spread}x{callers}"),
+                callers,
+                count,
+                spread,
+            )
+            .await;
+            let after = (
+                cpu_of(&[server.pid()]),
+                cpu_of(&postgres_pids()),
+                batches(&server).await,
+            );
+            let per_consume = |d: Duration| d.as_secs_f64() * 1e6 / count as f64;
+            println!(
+                "{:<13} {:>7} | {:>9.0} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>7.1} | {:>9.0} {:>7.2} | {:>7.2}×",
+                spread,
+                callers,
+                served.rate(),
+                served.percentile(0.50).as_secs_f64() * 1e3,
+                served.percentile(0.99).as_secs_f64() * 1e3,
+                per_consume(after.0 - before.0),
+                per_consume(after.1.saturating_sub(before.1)),
+                (after.2.1 - before.2.1) / (after.2.0 - before.2.0).max(1.0),
+                ceiling.rate(),
+                ceiling.percentile(0.99).as_secs_f64() * 1e3,
+                served.rate() / ceiling.rate(),
+            );
+        }
+    }
+}
