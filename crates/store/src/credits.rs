@@ -172,7 +172,7 @@ async fn decide_in(
         let account = ledgers
             .get_mut(organization.organization_id.as_str())
             .expect("every organization of the batch was loaded");
-        let mut decisions = decide(&mut account.account, now, &organization.requests);
+        let mut decisions = decide(account, now, &organization.requests);
         answers.push(std::mem::take(&mut decisions.answers));
         // An organization named twice in one batch: its decisions accumulate.
         let entry = decided
@@ -181,22 +181,12 @@ async fn decide_in(
         entry.transactions.extend(decisions.transactions);
         entry.changed_grants.extend(decisions.changed_grants);
     }
-    for (organization, decisions) in decided {
-        // A read that found nothing due, or requests all refused or repeated: nothing to write.
-        if decisions.transactions.is_empty() && decisions.changed_grants.is_empty() {
-            continue;
-        }
-        let ledger = &ledgers[organization];
-        write(txn, organization, ledger, decisions, now).await?;
-    }
+    // A read that found nothing due, or requests all refused or repeated: nothing to write.
+    decided.retain(|_, decisions| {
+        !(decisions.transactions.is_empty() && decisions.changed_grants.is_empty())
+    });
+    write(txn, &ledgers, decided, now).await?;
     Ok(answers)
-}
-
-/// An organization's account as loaded, with the stored state of its grants to compare.
-struct Loaded {
-    account: Account,
-    /// The stored organization of each loaded grant (a Stripe grant's may be unknown yet).
-    grant_organizations: Vec<Option<String>>,
 }
 
 async fn load<'b>(
@@ -205,7 +195,7 @@ async fn load<'b>(
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
-) -> Result<HashMap<&'b str, Loaded>, DbErr> {
+) -> Result<HashMap<&'b str, Account>, DbErr> {
     // Lock the accounts first, in sorted order: the rows that exist (another replica waits on
     // them), and the gap where a new one goes (its insert waits on ours).
     let insert = Query::insert()
@@ -236,7 +226,7 @@ async fn load<'b>(
         .lock_exclusive()
         .all(txn)
         .await?;
-    let mut ledgers: HashMap<&str, Loaded> = organizations
+    let mut ledgers: HashMap<&str, Account> = organizations
         .iter()
         .map(|organization| {
             let account = stored
@@ -244,14 +234,11 @@ async fn load<'b>(
                 .find(|row| row.organization_id == *organization);
             (
                 *organization,
-                Loaded {
-                    account: Account {
-                        balance: account.map_or(0, |a| a.balance),
-                        debt: account.map_or(0, |a| a.debt),
-                        last_sequence: account.map_or(0, |a| a.last_sequence),
-                        ..Account::default()
-                    },
-                    grant_organizations: Vec::new(),
+                Account {
+                    balance: account.map_or(0, |a| a.balance),
+                    debt: account.map_or(0, |a| a.debt),
+                    last_sequence: account.map_or(0, |a| a.last_sequence),
+                    ..Account::default()
                 },
             )
         })
@@ -322,12 +309,10 @@ async fn load<'b>(
         };
         if let Some(payment) = row.payment_id.as_ref().and_then(|p| payments.get(p)) {
             ledger
-                .account
                 .payments
                 .insert(row.payment_id.clone().unwrap_or_default(), *payment);
         }
-        ledger.grant_organizations.push(row.organization_id.clone());
-        ledger.account.grants.push(Grant {
+        ledger.grants.push(Grant {
             id: Some(row.id),
             source: GrantSource::parse(&row.source).unwrap_or(GrantSource::Api),
             reference: row.reference,
@@ -360,7 +345,7 @@ async fn load<'b>(
             ) else {
                 continue;
             };
-            ledger.account.answered.insert(
+            ledger.answered.insert(
                 key,
                 Answered {
                     fingerprint: row.fingerprint.unwrap_or_default(),
@@ -491,100 +476,175 @@ async fn payments_of(
     Ok(by_payment)
 }
 
-/// Writes what `decisions` changed of `organization`'s ledger: the grants, the transactions and
-/// the account row.
+/// Writes what the batch's decisions changed, whatever the number of organizations, in four
+/// statements at most: the grants changed (an upsert on their ids), the grants made, the
+/// transactions, the accounts (an upsert on their ids).
 async fn write(
     txn: &DatabaseTransaction,
-    organization: &str,
-    ledger: &Loaded,
-    decisions: Decisions,
+    ledgers: &HashMap<&str, Account>,
+    decided: BTreeMap<&str, Decisions>,
     now: UnixSeconds,
 ) -> Result<(), DbErr> {
+    if decided.is_empty() {
+        return Ok(());
+    }
     let backend = txn.get_database_backend();
-    let mut changed = decisions.changed_grants;
-    changed.sort_unstable();
-    changed.dedup();
-    let mut new_grants = Vec::new();
-    for index in changed {
-        let grant = &ledger.account.grants[index];
-        let Some(id) = grant.id else {
-            new_grants.push(grant);
-            continue;
-        };
-        let mut update = Query::update();
-        update
-            .table(grants::Entity)
-            .values([
-                (grants::Column::Amount, Expr::val(grant.amount)),
-                (grants::Column::Remaining, Expr::val(grant.remaining)),
-                (grants::Column::Expired, Expr::val(grant.expired)),
-                (grants::Column::TakenBack, Expr::val(grant.taken_back)),
-                (grants::Column::Credited, Expr::val(grant.credited)),
-            ])
-            .and_where(grants::Column::Id.eq(id));
-        if ledger
-            .grant_organizations
-            .get(index)
-            .is_some_and(Option::is_none)
-        {
-            update.value(grants::Column::OrganizationId, organization);
+    let mut changed = Vec::new();
+    let mut made = Vec::new();
+    for (organization, decisions) in &decided {
+        let ledger = &ledgers[organization];
+        let mut indices = decisions.changed_grants.clone();
+        indices.sort_unstable();
+        indices.dedup();
+        for index in indices {
+            let grant = &ledger.grants[index];
+            match grant.id {
+                Some(id) => changed.push((*organization, id, grant)),
+                None => made.push((*organization, grant)),
+            }
         }
-        txn.execute_raw(backend.build(&update)).await?;
     }
-    if !new_grants.is_empty() {
-        let mut insert = Query::insert();
-        insert.into_table(grants::Entity).columns([
-            grants::Column::OrganizationId,
-            grants::Column::Source,
-            grants::Column::Amount,
-            grants::Column::Remaining,
-            grants::Column::Expired,
-            grants::Column::TakenBack,
-            grants::Column::ExpiresAt,
-            grants::Column::CreatedAt,
-            grants::Column::Credited,
-        ]);
-        for grant in new_grants {
-            insert.values_panic([
-                Expr::val(organization),
-                Expr::val(grant.source.as_str()),
-                Expr::val(grant.amount),
-                Expr::val(grant.remaining),
-                Expr::val(grant.expired),
-                Expr::val(grant.taken_back),
-                Expr::val(grant.expires_at),
-                Expr::val(grant.created_at),
-                Expr::val(grant.credited),
-            ]);
-        }
-        txn.execute_raw(backend.build(&insert)).await?;
-    }
-    // Ten values a row: 6,000 rows stay under PostgreSQL's 65,535 parameters.
-    for chunk in decisions.transactions.chunks(6_000) {
-        txn.execute_raw(backend.build(&transactions_insert(organization, chunk)))
+    if !changed.is_empty() {
+        txn.execute_raw(backend.build(&grants_update(&changed)))
             .await?;
     }
-    let account = &ledger.account;
-    let mut update = Query::update();
-    update
-        .table(accounts::Entity)
-        .values([
-            (accounts::Column::Balance, Expr::val(account.balance)),
-            (accounts::Column::Debt, Expr::val(account.debt)),
-            (
-                accounts::Column::LastSequence,
-                Expr::val(account.last_sequence),
-            ),
-            (accounts::Column::UpdatedAt, Expr::val(now)),
-        ])
-        .and_where(accounts::Column::OrganizationId.eq(organization));
-    txn.execute_raw(backend.build(&update)).await?;
+    if !made.is_empty() {
+        txn.execute_raw(backend.build(&grants_insert(&made)))
+            .await?;
+    }
+    let transactions: Vec<(&str, &Transaction)> = decided
+        .iter()
+        .flat_map(|(organization, decisions)| {
+            decisions
+                .transactions
+                .iter()
+                .map(move |t| (*organization, t))
+        })
+        .collect();
+    // Ten values a row: 6,000 rows stay under PostgreSQL's 65,535 parameters.
+    for chunk in transactions.chunks(6_000) {
+        txn.execute_raw(backend.build(&transactions_insert(chunk)))
+            .await?;
+    }
+    let accounts: Vec<(&str, &Account)> = decided
+        .keys()
+        .map(|organization| (*organization, &ledgers[organization]))
+        .collect();
+    txn.execute_raw(backend.build(&accounts_update(&accounts, now)))
+        .await?;
     Ok(())
 }
 
+/// The new state of grants already stored, as one upsert on their ids (every id exists, so
+/// each row takes the update path; the insert part only carries the columns that may not be
+/// null). A grant credited for an organization its row did not name yet gets it.
+fn grants_update(grants: &[(&str, i64, &Grant)]) -> sea_orm::sea_query::InsertStatement {
+    use grants::Column as C;
+    let mut upsert = Query::insert();
+    upsert.into_table(grants::Entity).columns([
+        C::Id,
+        C::OrganizationId,
+        C::Source,
+        C::Amount,
+        C::Remaining,
+        C::Expired,
+        C::TakenBack,
+        C::CreatedAt,
+        C::Credited,
+    ]);
+    for (organization, id, grant) in grants {
+        upsert.values_panic([
+            Expr::val(*id),
+            Expr::val(*organization),
+            Expr::val(grant.source.as_str()),
+            Expr::val(grant.amount),
+            Expr::val(grant.remaining),
+            Expr::val(grant.expired),
+            Expr::val(grant.taken_back),
+            Expr::val(grant.created_at),
+            Expr::val(grant.credited),
+        ]);
+    }
+    upsert.on_conflict(
+        OnConflict::column(C::Id)
+            .update_columns([
+                C::OrganizationId,
+                C::Amount,
+                C::Remaining,
+                C::Expired,
+                C::TakenBack,
+                C::Credited,
+            ])
+            .to_owned(),
+    );
+    upsert
+}
+
+/// The grants the decisions made (the API's).
+fn grants_insert(grants: &[(&str, &Grant)]) -> sea_orm::sea_query::InsertStatement {
+    use grants::Column as C;
+    let mut insert = Query::insert();
+    insert.into_table(grants::Entity).columns([
+        C::OrganizationId,
+        C::Source,
+        C::Amount,
+        C::Remaining,
+        C::Expired,
+        C::TakenBack,
+        C::ExpiresAt,
+        C::CreatedAt,
+        C::Credited,
+    ]);
+    for (organization, grant) in grants {
+        insert.values_panic([
+            Expr::val(*organization),
+            Expr::val(grant.source.as_str()),
+            Expr::val(grant.amount),
+            Expr::val(grant.remaining),
+            Expr::val(grant.expired),
+            Expr::val(grant.taken_back),
+            Expr::val(grant.expires_at),
+            Expr::val(grant.created_at),
+            Expr::val(grant.credited),
+        ]);
+    }
+    insert
+}
+
+/// The accounts' new balance, debt and last sequence, as one upsert on their ids (each row
+/// exists: the decision inserted it before locking it).
+fn accounts_update(
+    accounts: &[(&str, &Account)],
+    now: UnixSeconds,
+) -> sea_orm::sea_query::InsertStatement {
+    use accounts::Column as C;
+    let mut upsert = Query::insert();
+    upsert.into_table(accounts::Entity).columns([
+        C::OrganizationId,
+        C::Balance,
+        C::Debt,
+        C::LastSequence,
+        C::UpdatedAt,
+    ]);
+    for (organization, account) in accounts {
+        upsert.values_panic([
+            Expr::val(*organization),
+            Expr::val(account.balance),
+            Expr::val(account.debt),
+            Expr::val(account.last_sequence),
+            Expr::val(now),
+        ]);
+    }
+    upsert.on_conflict(
+        OnConflict::column(C::OrganizationId)
+            .update_columns([C::Balance, C::Debt, C::LastSequence, C::UpdatedAt])
+            .to_owned(),
+    );
+    upsert
+}
+
 fn transactions_insert(
-    organization: &str,
-    transactions: &[Transaction],
+    transactions: &[(&str, &Transaction)],
 ) -> sea_orm::sea_query::InsertStatement {
     use transactions::Column as C;
     let mut insert = Query::insert();
@@ -600,9 +660,9 @@ fn transactions_insert(
         C::Reason,
         C::CreatedAt,
     ]);
-    for t in transactions {
+    for (organization, t) in transactions {
         insert.values_panic([
-            Expr::val(organization),
+            Expr::val(*organization),
             Expr::val(t.sequence),
             Expr::val(t.kind.as_str()),
             Expr::val(t.amount),
