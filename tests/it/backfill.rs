@@ -6,7 +6,8 @@ use crate::support;
 
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
-    organization_memberships, organizations, stripe_customers, stripe_subscriptions, users,
+    credit_grants, organization_memberships, organizations, stripe_customers, stripe_subscriptions,
+    users,
 };
 use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::{TestDatabase, each_backend};
@@ -59,6 +60,32 @@ fn listed_customers() -> Vec<Value> {
 /// active entitlements.
 fn stripe_catalog(stripe: &StripeStandIn) {
     stripe.set_list("customers", listed_customers());
+    // A paid credits purchase, an open session, and a paid subscription invoice.
+    let session = |id: &str, status: &str| {
+        json!({"id": id, "object": "checkout.session", "mode": "payment", "status": status,
+               "payment_status": if status == "complete" { "paid" } else { "unpaid" },
+               "customer": "cus_bf1", "payment_intent": format!("pi_{id}"), "livemode": false,
+               "metadata": {"organization_id": "org_bf1", "billing_sync_credits": "250"}})
+    };
+    stripe.set_list(
+        "checkout/sessions",
+        vec![
+            session("cs_bf_paid", "complete"),
+            session("cs_bf_open", "open"),
+        ],
+    );
+    stripe.set_list(
+        "invoices",
+        vec![
+            json!({"id": "in_bf1", "object": "invoice", "status": "paid",
+            "customer": "cus_bf1", "livemode": false,
+            "parent": {"subscription_details": {"metadata": {"organization_id": "org_bf1"}}},
+            "lines": {"object": "list", "has_more": false, "data": [
+                {"id": "il_bf1", "quantity": 1, "period": {"start": 1, "end": 4_000_000_000_i64},
+                 "parent": {"subscription_item_details": {"proration": false}},
+                 "pricing": {"price_details": {"price": "price_pro"}}}]}}),
+        ],
+    );
     stripe.set_list(
         "products",
         vec![
@@ -171,6 +198,8 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
             ("stripe/subscriptions", [5, 5, 0, 0, 0]),
             ("stripe/products", [2, 2, 0, 0, 0]),
             ("stripe/prices", [3, 3, 0, 0, 0]),
+            ("stripe/checkout/sessions", [1, 1, 0, 0, 0]),
+            ("stripe/invoices", [1, 1, 0, 0, 0]),
             ("stripe/entitlements", [7, 7, 0, 0, 0]),
         ],
     );
@@ -217,6 +246,8 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
             cursor("prices", None),
             cursor("subscriptions", None),
             cursor("subscriptions", Some("sub_bf3")),
+            cursor("checkout/sessions", None),
+            cursor("invoices", None),
         ]
     );
     for request in &requests {
@@ -225,9 +256,13 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
             request.authorization.as_deref(),
             Some(format!("Bearer {STRIPE_KEY}").as_str())
         );
-        if request.resource == "subscriptions" {
-            assert_eq!(request.param("status"), Some("all"), "canceled ones too");
-        }
+        let status = match request.resource.as_str() {
+            "subscriptions" => Some("all"),
+            "checkout/sessions" => Some("complete"),
+            "invoices" => Some("paid"),
+            _ => None,
+        };
+        assert_eq!(request.param("status"), status, "{}", request.resource);
     }
 
     let store = Store::connect(&db.url).await.expect("connect");
@@ -266,8 +301,26 @@ async fn stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing(db
         &[
             ("stripe/customers", [7, 0, 0, 7, 0]),
             ("stripe/subscriptions", [5, 0, 0, 5, 0]),
+            ("stripe/checkout/sessions", [1, 0, 0, 1, 0]),
+            ("stripe/invoices", [1, 0, 0, 1, 0]),
             ("stripe/entitlements", [7, 0, 0, 7, 0]),
         ],
+    );
+    // The purchase and the allowance, recorded once under their webhooks' references (the
+    // plan's price carries no credits: its allowance grants nothing).
+    let references: Vec<Option<String>> = credit_grants::Entity::find()
+        .all(store.connection())
+        .await
+        .expect("grants")
+        .into_iter()
+        .map(|grant| grant.reference)
+        .collect();
+    assert_eq!(
+        references,
+        [
+            Some("checkout:cs_bf_paid".to_owned()),
+            Some("invoice:in_bf1:il_bf1".to_owned())
+        ]
     );
     // What the plans page reads from it: the catalog without what is archived, and the
     // entitlements of the customer's organization.

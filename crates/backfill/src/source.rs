@@ -12,8 +12,9 @@ use crate::clerk_api::ClerkClient;
 
 /// An API to list from.
 pub enum Source {
-    /// Stripe: customers, the catalog (products, prices), subscriptions (every status), then
-    /// each synced customer's active entitlements.
+    /// Stripe: customers, the catalog (products, prices), subscriptions (every status), the
+    /// credits bought (complete checkout sessions, paid invoices), then each synced customer's
+    /// active entitlements.
     Stripe {
         /// The API client.
         client: StripeClient,
@@ -40,7 +41,8 @@ impl Source {
     /// The resources listed, in order: customers before subscriptions (which inherit their
     /// customer's organization) and before entitlements (read per synced customer), the
     /// catalog before subscriptions (whose items name its prices), users before memberships
-    /// (which only fill gaps in users).
+    /// (which only fill gaps in users). Credits bought are recorded under the same references as
+    /// their webhooks' (`checkout:cs_…`, `invoice:in_…:il_…`), so nothing is granted twice.
     pub fn resources(&self) -> &'static [&'static str] {
         match self {
             Source::Stripe { .. } => &[
@@ -48,6 +50,8 @@ impl Source {
                 "products",
                 "prices",
                 "subscriptions",
+                CHECKOUT_SESSIONS,
+                INVOICES,
                 ENTITLEMENTS,
             ],
             Source::Clerk(_) => &["organizations", "users", "organization_memberships"],
@@ -92,9 +96,13 @@ impl Source {
             Source::Stripe { client, .. } => {
                 let limit = page_size.min(100).to_string();
                 let mut query = vec![("limit", limit.as_str())];
-                if resource == "subscriptions" {
+                match resource {
                     // Without it Stripe leaves canceled subscriptions out.
-                    query.push(("status", "all"));
+                    "subscriptions" => query.push(("status", "all")),
+                    // Only what was paid can have bought credits.
+                    CHECKOUT_SESSIONS => query.push(("status", "complete")),
+                    INVOICES => query.push(("status", "paid")),
+                    _ => {}
                 }
                 if let Some(cursor) = cursor {
                     query.push(("starting_after", cursor));
@@ -159,6 +167,18 @@ impl Source {
             (Source::Stripe { .. }, "products") => one(stripe::product(object.into(), at, seen)),
             (Source::Stripe { .. }, "prices") => one(stripe::price(object.into(), at, seen)),
             (Source::Stripe { .. }, ENTITLEMENTS) => one(stripe::entitlements(object.into(), at)),
+            (
+                Source::Stripe {
+                    org_metadata_key, ..
+                },
+                CHECKOUT_SESSIONS,
+            ) => stripe::checkout_purchase(object, org_metadata_key).map(Vec::from_iter),
+            (
+                Source::Stripe {
+                    org_metadata_key, ..
+                },
+                INVOICES,
+            ) => stripe::invoice_allowances(object, org_metadata_key),
             (Source::Clerk(_), "organizations") => one(clerk::organization(object, at, seen)),
             (Source::Clerk(_), "users") => one(clerk::user(object, at, seen)),
             (Source::Clerk(_), "organization_memberships") => clerk::membership(object, at, seen),
@@ -169,6 +189,10 @@ impl Source {
 
 /// The resource name of the per-customer entitlement lists.
 const ENTITLEMENTS: &str = "entitlements";
+/// Checkout sessions: a paid one-time session bought credits.
+const CHECKOUT_SESSIONS: &str = "checkout/sessions";
+/// Invoices: a paid subscription invoice's lines may grant allowances.
+const INVOICES: &str = "invoices";
 
 /// A customer's active entitlements read from `GET /v1/entitlements/active_entitlements`
 /// (every page), as the summary object Stripe's event carries.

@@ -4,14 +4,14 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait,
+    QueryFilter, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 
 use crate::Store;
 use crate::entities::{
-    backfill_checkpoints, organization_memberships, organizations, stripe_customers,
+    backfill_checkpoints, credit_grants, organization_memberships, organizations, stripe_customers,
     stripe_entitlement_summaries, stripe_prices, stripe_products, stripe_subscriptions, users,
 };
 use crate::error::StoreError;
@@ -247,8 +247,17 @@ async fn stored_raw(
         Change::Product(state) => raw!(stripe_products, &state.row.id),
         Change::Price(state) => raw!(stripe_prices, &state.row.id),
         Change::Entitlements(state) => raw!(stripe_entitlement_summaries, &state.row.id),
-        // Facts for the credit ledger: no synced row of their own.
-        Change::CreditPurchase(_) | Change::ChargeRefund(_) => Ok(None),
+        // A purchase's row is its grant: there when its reference is.
+        Change::CreditPurchase(purchase) => credit_grants::Entity::find()
+            .select_only()
+            .column(credit_grants::Column::Id)
+            .filter(credit_grants::Column::Reference.eq(purchase.reference.as_str()))
+            .into_tuple::<i64>()
+            .one(db)
+            .await
+            .map(|grant| grant.map(|_| None)),
+        // Refunds are not listed.
+        Change::ChargeRefund(_) => Ok(None),
     }
 }
 

@@ -305,6 +305,22 @@ fn list_stripe_objects(
     list_stripe_page(request, &resource, &resource, query, &state)
 }
 
+/// Stripe's `GET /v1/checkout/sessions`: listed like the rest (set with `set_list`).
+#[handler]
+fn list_checkout_sessions(
+    request: &poem::Request,
+    poem::web::Query(query): poem::web::Query<std::collections::HashMap<String, String>>,
+    state: Data<&Arc<StripeState>>,
+) -> Response {
+    list_stripe_page(
+        request,
+        "checkout/sessions",
+        "checkout/sessions",
+        query,
+        &state,
+    )
+}
+
 /// Stripe's `GET /v1/entitlements/active_entitlements?customer=…`: the customer's list, set
 /// with [`StripeStandIn::set_entitlements`]; an empty list for a customer without one.
 #[handler]
@@ -333,7 +349,14 @@ fn list_active_entitlements(
 const ACTIVE_ENTITLEMENTS: &str = "entitlements/active_entitlements";
 
 /// The list resources the stand-in knows, empty until set.
-const STRIPE_LISTS: [&str; 4] = ["customers", "subscriptions", "products", "prices"];
+const STRIPE_LISTS: [&str; 6] = [
+    "customers",
+    "subscriptions",
+    "products",
+    "prices",
+    "checkout/sessions",
+    "invoices",
+];
 
 /// One page of the list stored under `key`, as Stripe answers `GET /v1/{resource}`.
 fn list_stripe_page(
@@ -368,10 +391,13 @@ fn list_stripe_page(
     };
     let listed: Vec<&Value> = all
         .iter()
-        .filter(|object| {
-            resource != "subscriptions"
-                || query.get("status").map(String::as_str) == Some("all")
-                || object["status"] != "canceled"
+        .filter(|object| match (resource.as_str(), query.get("status")) {
+            // Canceled subscriptions only with `status=all`.
+            ("subscriptions", Some(status)) if status == "all" => true,
+            ("subscriptions", _) => object["status"] != "canceled",
+            // Sessions and invoices filtered by their status when asked.
+            ("checkout/sessions" | "invoices", Some(status)) => object["status"] == *status,
+            _ => true,
         })
         .collect();
     let never_advance = state.lists.never_advance.load(Ordering::SeqCst)
@@ -595,7 +621,10 @@ impl StripeStandIn {
         let base_url = serve(
             Route::new()
                 .at("/v1/billing_portal/sessions", post(portal_sessions))
-                .at("/v1/checkout/sessions", post(checkout_sessions))
+                .at(
+                    "/v1/checkout/sessions",
+                    post(checkout_sessions).get(list_checkout_sessions),
+                )
                 .at(
                     "/v1/entitlements/active_entitlements",
                     get(list_active_entitlements),
