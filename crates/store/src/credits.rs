@@ -541,29 +541,12 @@ async fn write(
 fn grants_update(grants: &[(&str, i64, &Grant)]) -> sea_orm::sea_query::InsertStatement {
     use grants::Column as C;
     let mut upsert = Query::insert();
-    upsert.into_table(grants::Entity).columns([
-        C::Id,
-        C::OrganizationId,
-        C::Source,
-        C::Amount,
-        C::Remaining,
-        C::Expired,
-        C::TakenBack,
-        C::CreatedAt,
-        C::Credited,
-    ]);
+    upsert
+        .into_table(grants::Entity)
+        .columns(std::iter::once(C::Id).chain(GRANT_COLUMNS));
     for (organization, id, grant) in grants {
-        upsert.values_panic([
-            Expr::val(*id),
-            Expr::val(*organization),
-            Expr::val(grant.source.as_str()),
-            Expr::val(grant.amount),
-            Expr::val(grant.remaining),
-            Expr::val(grant.expired),
-            Expr::val(grant.taken_back),
-            Expr::val(grant.created_at),
-            Expr::val(grant.credited),
-        ]);
+        upsert
+            .values_panic(std::iter::once(Expr::val(*id)).chain(grant_values(organization, grant)));
     }
     upsert.on_conflict(
         OnConflict::column(C::Id)
@@ -582,33 +565,40 @@ fn grants_update(grants: &[(&str, i64, &Grant)]) -> sea_orm::sea_query::InsertSt
 
 /// The grants the decisions made (the API's).
 fn grants_insert(grants: &[(&str, &Grant)]) -> sea_orm::sea_query::InsertStatement {
-    use grants::Column as C;
     let mut insert = Query::insert();
-    insert.into_table(grants::Entity).columns([
-        C::OrganizationId,
-        C::Source,
-        C::Amount,
-        C::Remaining,
-        C::Expired,
-        C::TakenBack,
-        C::ExpiresAt,
-        C::CreatedAt,
-        C::Credited,
-    ]);
+    insert.into_table(grants::Entity).columns(GRANT_COLUMNS);
     for (organization, grant) in grants {
-        insert.values_panic([
-            Expr::val(*organization),
-            Expr::val(grant.source.as_str()),
-            Expr::val(grant.amount),
-            Expr::val(grant.remaining),
-            Expr::val(grant.expired),
-            Expr::val(grant.taken_back),
-            Expr::val(grant.expires_at),
-            Expr::val(grant.created_at),
-            Expr::val(grant.credited),
-        ]);
+        insert.values_panic(grant_values(organization, grant));
     }
     insert
+}
+
+/// The columns a decision writes of a grant, in [`grant_values`]' order.
+const GRANT_COLUMNS: [grants::Column; 9] = [
+    grants::Column::OrganizationId,
+    grants::Column::Source,
+    grants::Column::Amount,
+    grants::Column::Remaining,
+    grants::Column::Expired,
+    grants::Column::TakenBack,
+    grants::Column::ExpiresAt,
+    grants::Column::CreatedAt,
+    grants::Column::Credited,
+];
+
+/// A grant's values for [`GRANT_COLUMNS`].
+fn grant_values(organization: &str, grant: &Grant) -> [Expr; 9] {
+    [
+        Expr::val(organization),
+        Expr::val(grant.source.as_str()),
+        Expr::val(grant.amount),
+        Expr::val(grant.remaining),
+        Expr::val(grant.expired),
+        Expr::val(grant.taken_back),
+        Expr::val(grant.expires_at),
+        Expr::val(grant.created_at),
+        Expr::val(grant.credited),
+    ]
 }
 
 /// The accounts' new balance, debt and last sequence, as one upsert on their ids (each row

@@ -5,6 +5,29 @@ use std::time::Duration;
 
 use crate::StoreError;
 
+/// Why a writer (webhook group commit, the credit ledger's) did not write a request, as its
+/// caller must act on it, shareable between the requests of one batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The database is unavailable, or kept refusing the batch for reasons of the moment
+    /// (deadlocks, serialization failures, busy): nothing was written; the sender should retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(err: StoreError) -> Self {
+        if err.retryable() {
+            WriteError::Unavailable(err.to_string())
+        } else {
+            WriteError::Failed(err.to_string())
+        }
+    }
+}
+
 /// How many times a write refused for a reason of the moment is tried before the caller is
 /// told to retry (503): a deadlock or serialization failure clears at once, a restarting
 /// database within the backoff, and a longer outage is the sender's to wait out.

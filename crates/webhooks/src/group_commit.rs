@@ -4,6 +4,7 @@
 
 use billing_sync_projection::{NewEvent, Plan};
 use billing_sync_store::ledger::Recorded;
+use billing_sync_store::retry::WriteError;
 use billing_sync_store::{Store, StoreError};
 use std::sync::Arc;
 
@@ -13,32 +14,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 /// Most events in one transaction.
 const MAX_BATCH: usize = 64;
 
-/// Why an event could not be recorded.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum RecordError {
-    /// The database is unavailable, or kept refusing the batch for reasons of the moment
-    /// (deadlocks, serialization failures, busy): the sender should retry.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl From<StoreError> for RecordError {
-    fn from(err: StoreError) -> Self {
-        if err.retryable() {
-            RecordError::Unavailable(err.to_string())
-        } else {
-            RecordError::Failed(err.to_string())
-        }
-    }
-}
-
 struct Job {
     event: NewEvent,
     plan: Plan,
-    reply: oneshot::Sender<Result<Recorded, RecordError>>,
+    reply: oneshot::Sender<Result<Recorded, WriteError>>,
 }
 
 /// The handle requests use; the writer tasks end when the last handle is dropped.
@@ -63,19 +42,15 @@ impl GroupCommit {
     }
 
     /// Records and applies `event`; returns once the transaction holding it has committed.
-    pub(crate) async fn record(
-        &self,
-        event: NewEvent,
-        plan: Plan,
-    ) -> Result<Recorded, RecordError> {
+    pub(crate) async fn record(&self, event: NewEvent, plan: Plan) -> Result<Recorded, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { event, plan, reply })
             .await
-            .map_err(|_| RecordError::Failed("the writer has stopped".into()))?;
+            .map_err(|_| WriteError::Failed("the writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| RecordError::Failed("the writer dropped the event".into()))?
+            .map_err(|_| WriteError::Failed("the writer dropped the event".into()))?
     }
 }
 
@@ -131,12 +106,12 @@ async fn write_batch(store: &Store, jobs: Vec<Job>) {
             for ((event, plan), reply) in batch.into_iter().zip(replies) {
                 let result = with_retries(|| store.record_and_apply(&event, &plan))
                     .await
-                    .map_err(RecordError::from);
+                    .map_err(WriteError::from);
                 let _ = reply.send(result);
             }
         }
         Err(err) => {
-            let err = RecordError::from(err);
+            let err = WriteError::from(err);
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }

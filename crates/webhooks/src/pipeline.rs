@@ -19,7 +19,8 @@ use billing_sync_stripe_api::{StripeClient, StripeError};
 use crate::Rejection;
 use crate::body_budget::{BodyBudget, Charge};
 use crate::clerk::ClerkVerifier;
-use crate::group_commit::{GroupCommit, RecordError};
+use crate::group_commit::GroupCommit;
+use billing_sync_store::retry::WriteError;
 
 /// What happened to an accepted delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,7 +185,7 @@ impl Ingestor {
                         recorded,
                     })
                 }
-                Err(err @ RecordError::Unavailable(_)) => {
+                Err(err @ WriteError::Unavailable(_)) => {
                     tracing::warn!(error = %err, "database unavailable; asking the sender to retry");
                     Err(Rejection::Unavailable)
                 }

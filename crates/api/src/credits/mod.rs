@@ -14,8 +14,9 @@ use billing_sync_store::credits::CreditStatement;
 use billing_sync_store::{Store, StoreError};
 
 use crate::access::{Access, AccessError, Caller, Gate};
+use billing_sync_store::retry::WriteError;
 use keys::ApiKeys;
-use writer::{LedgerWriter, WriteError};
+use writer::LedgerWriter;
 
 /// The longest organization id, idempotency key and reason accepted (characters).
 pub const MAX_ID_LENGTH: usize = 255;

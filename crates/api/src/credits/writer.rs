@@ -7,33 +7,12 @@ use std::collections::HashMap;
 
 use billing_sync_credits::{Answer, Request, UnixSeconds};
 use billing_sync_store::credits::OrganizationRequests;
+use billing_sync_store::retry::WriteError;
 use billing_sync_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests decided in one transaction.
 const MAX_BATCH: usize = 512;
-
-/// Why a request was not decided.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The database is unavailable, or kept refusing for reasons of the moment: nothing was
-    /// written; the caller may retry with the same idempotency key.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database refused the request's batch for a reason of its own.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl From<StoreError> for WriteError {
-    fn from(err: StoreError) -> Self {
-        if err.retryable() {
-            WriteError::Unavailable(err.to_string())
-        } else {
-            WriteError::Failed(err.to_string())
-        }
-    }
-}
 
 struct Job {
     organization_id: String,
