@@ -67,6 +67,36 @@ impl Store {
         result.map_err(|err| self.classify(err))
     }
 
+    /// The organization's balance when nothing is due — no pending grant to credit, no expiry
+    /// or refund to write — read with no lock and no write, as a decision would leave it;
+    /// `None` when something is due, which a decision (`Request::Settle`) must write first.
+    /// Reads are the common case (every billing state), and need not queue behind the ledger's
+    /// writer when there is nothing to write.
+    pub async fn balance_if_nothing_due(
+        &self,
+        organization_id: &str,
+        credits_metadata_key: &str,
+        now: UnixSeconds,
+    ) -> Result<Option<Credits>, StoreError> {
+        let organizations = [organization_id];
+        let mut ledgers = load(
+            self.connection(),
+            &organizations,
+            &[],
+            credits_metadata_key,
+            now,
+            Reading::Unlocked,
+        )
+        .await
+        .map_err(|err| self.classify(err))?;
+        let mut account = ledgers.remove(organization_id).unwrap_or_default();
+        let due = decide(&mut account, now, &[]);
+        Ok(
+            (due.transactions.is_empty() && due.changed_grants.is_empty())
+                .then_some(account.balance),
+        )
+    }
+
     /// The organization's balance, its grants with credits left, and up to `limit` of its
     /// transactions, newest first, older than sequence `before` when given. Reads what is
     /// written: settle first (`Request::Settle`) for a ledger that includes what is due.
@@ -165,7 +195,15 @@ async fn decide_in(
     let mut organizations: Vec<&str> = batch.iter().map(|o| o.organization_id.as_str()).collect();
     organizations.sort_unstable();
     organizations.dedup();
-    let mut ledgers = load(txn, &organizations, batch, credits_metadata_key, now).await?;
+    let mut ledgers = load(
+        txn,
+        &organizations,
+        batch,
+        credits_metadata_key,
+        now,
+        Reading::Locked,
+    )
+    .await?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut decided: BTreeMap<&str, Decisions> = BTreeMap::new();
     for organization in batch {
@@ -189,43 +227,31 @@ async fn decide_in(
     Ok(answers)
 }
 
+/// How [`load`] reads the accounts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// For a decision: each account row made if missing, and locked, in sorted order.
+    Locked,
+    /// To see whether anything is due: no write, no lock.
+    Unlocked,
+}
+
 async fn load<'b>(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     organizations: &[&'b str],
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
+    reading: Reading,
 ) -> Result<HashMap<&'b str, Account>, DbErr> {
-    // Lock the accounts first, in sorted order: the rows that exist (another replica waits on
-    // them), and the gap where a new one goes (its insert waits on ours).
-    let insert = Query::insert()
-        .into_table(accounts::Entity)
-        .columns([
-            accounts::Column::OrganizationId,
-            accounts::Column::UpdatedAt,
-        ])
-        .values_from_panic(
-            organizations
-                .iter()
-                .map(|organization| [Expr::val(*organization), Expr::val(now)]),
-        )
-        .on_conflict(
-            OnConflict::column(accounts::Column::OrganizationId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .to_owned();
-    let backend = txn.get_database_backend();
-    match txn.execute_raw(backend.build(&insert)).await {
-        Ok(_) | Err(DbErr::RecordNotInserted) => {}
-        Err(err) => return Err(err),
-    }
-    let stored = accounts::Entity::find()
+    let mut stored = accounts::Entity::find()
         .filter(accounts::Column::OrganizationId.is_in(organizations.iter().copied()))
-        .order_by_asc(accounts::Column::OrganizationId)
-        .lock_exclusive()
-        .all(txn)
-        .await?;
+        .order_by_asc(accounts::Column::OrganizationId);
+    if reading == Reading::Locked {
+        make_accounts(db, organizations, now).await?;
+        stored = stored.lock_exclusive();
+    }
+    let stored = stored.all(db).await?;
     let mut ledgers: HashMap<&str, Account> = organizations
         .iter()
         .map(|organization| {
@@ -271,16 +297,16 @@ async fn load<'b>(
                     .and(grants::Column::CustomerId.in_subquery(customers_of))),
         )
         .order_by_asc(grants::Column::Id)
-        .all(txn)
+        .all(db)
         .await?;
-    let customer_organizations = customer_organizations(txn, &rows).await?;
+    let customer_organizations = customer_organizations(db, &rows).await?;
     let unknown_amounts = rows
         .iter()
         .filter(|row| row.amount.is_none() && !row.credited)
         .filter_map(|row| row.price_id.as_deref())
         .collect();
-    let credits_per_unit = credits_per_unit(txn, unknown_amounts, credits_metadata_key).await?;
-    let payments = payments_of(txn, &rows).await?;
+    let credits_per_unit = credits_per_unit(db, unknown_amounts, credits_metadata_key).await?;
+    let payments = payments_of(db, &rows).await?;
     for row in rows {
         let organization = row.organization_id.clone().or_else(|| {
             row.customer_id
@@ -336,7 +362,7 @@ async fn load<'b>(
         let answered = transactions::Entity::find()
             .filter(transactions::Column::OrganizationId.is_in(organizations.iter().copied()))
             .filter(transactions::Column::IdempotencyKey.is_in(keys))
-            .all(txn)
+            .all(db)
             .await?;
         for row in answered {
             let (Some(key), Some(ledger)) = (
@@ -358,9 +384,41 @@ async fn load<'b>(
     Ok(ledgers)
 }
 
+/// Makes each of `organizations`' account rows if missing, in sorted order, so that the
+/// select that follows locks every one: the rows that exist (another replica waits on them),
+/// and the gap where a new one goes (its insert waits on ours).
+async fn make_accounts(
+    db: &impl ConnectionTrait,
+    organizations: &[&str],
+    now: UnixSeconds,
+) -> Result<(), DbErr> {
+    let insert = Query::insert()
+        .into_table(accounts::Entity)
+        .columns([
+            accounts::Column::OrganizationId,
+            accounts::Column::UpdatedAt,
+        ])
+        .values_from_panic(
+            organizations
+                .iter()
+                .map(|organization| [Expr::val(*organization), Expr::val(now)]),
+        )
+        .on_conflict(
+            OnConflict::column(accounts::Column::OrganizationId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    let backend = db.get_database_backend();
+    match db.execute_raw(backend.build(&insert)).await {
+        Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// The organization of each customer that loaded grants name without one of their own.
 async fn customer_organizations(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     rows: &[grants::Model],
 ) -> Result<HashMap<String, String>, DbErr> {
     let unknown: HashSet<&str> = rows
@@ -453,7 +511,7 @@ pub fn credits_in_metadata(raw: &str, key: &str) -> Option<Credits> {
 
 /// What the refunded charges of the loaded grants' payments amount to, per payment.
 async fn payments_of(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     rows: &[grants::Model],
 ) -> Result<HashMap<String, Payment>, DbErr> {
     let wanted: HashSet<&str> = rows

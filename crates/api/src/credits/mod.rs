@@ -86,6 +86,7 @@ pub struct Credits {
     access: Arc<Access>,
     writer: LedgerWriter,
     keys: Option<Arc<ApiKeys>>,
+    credits_metadata_key: String,
 }
 
 impl Credits {
@@ -98,11 +99,12 @@ impl Credits {
         keys: Option<Arc<ApiKeys>>,
         credits_metadata_key: String,
     ) -> Self {
-        let writer = LedgerWriter::start(access.store().clone(), credits_metadata_key);
+        let writer = LedgerWriter::start(access.store().clone(), credits_metadata_key.clone());
         Credits {
             access,
             writer,
             keys,
+            credits_metadata_key,
         }
     }
 
@@ -160,6 +162,14 @@ impl Credits {
     /// credited, refunds, expiries).
     pub async fn balance(&self, organization_id: &str) -> Result<Amount, CreditsError> {
         check_text("organization_id", organization_id, 1, MAX_ID_LENGTH)?;
+        let now = chrono::Utc::now().timestamp();
+        if let Some(balance) = self
+            .store()
+            .balance_if_nothing_due(organization_id, &self.credits_metadata_key, now)
+            .await?
+        {
+            return Ok(balance);
+        }
         match self.writer.submit(organization_id, Request::Settle).await? {
             Answer::Settled { balance } => Ok(balance),
             other => Err(CreditsError::Failed(format!("unexpected answer {other:?}"))),
