@@ -69,7 +69,8 @@ async fn main() {
     );
     let checkout = serde_json::to_vec(&json!({"id": "evt_bench", "object": "event", "created": now(),
         "type": "checkout.session.completed",
-        "data": {"object": {"id": "cs_bench", "customer": "cus_bench", "client_reference_id": "org_bench"}}}))
+        "data": {"object": {"id": "cs_bench", "customer": "cus_bench", "client_reference_id": "org_bench",
+            "metadata": {"organization_id": "org_bench"}}}}))
     .expect("JSON");
     let signature = stripe_signature("whsec_bench", now(), &checkout);
     assert_eq!(

@@ -8,10 +8,13 @@ use billing_sync_credits::{
     Account, Answer, Answered, Credits, Decisions, Grant, GrantSource, Payment, Request,
     Transaction, UnixSeconds, decide,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, OnConflict, PostgresQueryBuilder, Query, QueryStatementBuilder,
+    SelectStatement,
+};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -78,6 +81,25 @@ impl Store {
         credits_metadata_key: &str,
         now: UnixSeconds,
     ) -> Result<Option<Credits>, StoreError> {
+        // First one statement: the stored balance, and whether anything may be due at all.
+        let row = self
+            .connection()
+            .query_one(&balance_and_anything_due(organization_id, now))
+            .await
+            .map_err(|err| self.classify(err))?;
+        let read = row
+            .map(|row| {
+                Ok::<_, DbErr>((
+                    row.try_get::<Option<i64>>("", "balance")?,
+                    row.try_get::<bool>("", "due")?,
+                ))
+            })
+            .transpose()
+            .map_err(|err| self.classify(err))?;
+        if let Some((balance, false)) = read {
+            return Ok(Some(balance.unwrap_or(0)));
+        }
+        // Something may be due: the rules say whether it is.
         let organizations = [organization_id];
         let mut ledgers = load(
             self.connection(),
@@ -384,6 +406,53 @@ async fn load<'b>(
     Ok(ledgers)
 }
 
+/// `SELECT` the organization's stored balance (`NULL` without an account) and whether anything
+/// may be due (`due`): a pending grant of its own or of its customers, an expired grant with
+/// credits left, or a grant whose payment was refunded (then the rules decide whether the
+/// refund was taken back already).
+fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectStatement {
+    use grants::Column as G;
+    let refunded_payments = Query::select()
+        .column(payments::Column::PaymentId)
+        .from(payments::Entity)
+        .to_owned();
+    let customers_of = Query::select()
+        .column(customers::Column::Id)
+        .from(customers::Entity)
+        .and_where(customers::Column::OrganizationId.eq(organization_id))
+        .to_owned();
+    let own_due = Query::select()
+        .expr(Expr::val(1))
+        .from(grants::Entity)
+        .and_where(G::OrganizationId.eq(organization_id))
+        .and_where(
+            G::Credited
+                .eq(false)
+                .or(G::Remaining.gt(0).and(G::ExpiresAt.lte(now)))
+                .or(G::PaymentId.in_subquery(refunded_payments)),
+        )
+        .to_owned();
+    let customers_due = Query::select()
+        .expr(Expr::val(1))
+        .from(grants::Entity)
+        .and_where(G::OrganizationId.is_null())
+        .and_where(G::Credited.eq(false))
+        .and_where(G::CustomerId.in_subquery(customers_of))
+        .to_owned();
+    let balance = Query::select()
+        .column(accounts::Column::Balance)
+        .from(accounts::Entity)
+        .and_where(accounts::Column::OrganizationId.eq(organization_id))
+        .to_owned();
+    Query::select()
+        .expr_as(
+            Expr::SubQuery(None, Box::new(balance.into_sub_query_statement())),
+            "balance",
+        )
+        .expr_as(Expr::exists(own_due).or(Expr::exists(customers_due)), "due")
+        .to_owned()
+}
+
 /// Makes each of `organizations`' account rows if missing, in sorted order, so that the
 /// select that follows locks every one: the rows that exist (another replica waits on them),
 /// and the gap where a new one goes (its insert waits on ours).
@@ -562,13 +631,12 @@ async fn write(
             }
         }
     }
+    let mut statements = Vec::new();
     if !changed.is_empty() {
-        txn.execute_raw(backend.build(&grants_update(&changed)))
-            .await?;
+        statements.push(grants_update(&changed));
     }
     if !made.is_empty() {
-        txn.execute_raw(backend.build(&grants_insert(&made)))
-            .await?;
+        statements.push(grants_insert(&made));
     }
     let transactions: Vec<(&str, &Transaction)> = decided
         .iter()
@@ -581,15 +649,29 @@ async fn write(
         .collect();
     // Ten values a row: 6,000 rows stay under PostgreSQL's 65,535 parameters.
     for chunk in transactions.chunks(6_000) {
-        txn.execute_raw(backend.build(&transactions_insert(chunk)))
-            .await?;
+        statements.push(transactions_insert(chunk));
     }
     let accounts: Vec<(&str, &Account)> = decided
         .keys()
         .map(|organization| (*organization, &ledgers[organization]))
         .collect();
-    txn.execute_raw(backend.build(&accounts_update(&accounts, now)))
-        .await?;
+    statements.push(accounts_update(&accounts, now));
+    if backend == DbBackend::Postgres {
+        // One round trip for the whole write (the simple query protocol, values written in as
+        // literals, as the webhook ledger's batches are): the writer holds the accounts' locks
+        // until it commits, so every round trip saved is time no other batch can use them.
+        let mut message = String::new();
+        for statement in &statements {
+            let (sql, values) = statement.build(PostgresQueryBuilder);
+            crate::literal::write_statement(&mut message, &sql, &values);
+            message.push_str(";\n");
+        }
+        txn.execute_unprepared(&message).await?;
+    } else {
+        for statement in &statements {
+            txn.execute_raw(backend.build(statement)).await?;
+        }
+    }
     Ok(())
 }
 
