@@ -29,6 +29,7 @@ const STATE: &str = "/api/v1/operations/payment/subscription";
 each_backend!(
     credits_bought_granted_refunded_and_spent_end_to_end,
     a_key_spends_once_and_bad_requests_change_nothing,
+    a_payment_link_purchase_is_read_from_its_line_items_or_failed_until_it_can_be,
 );
 
 fn token(user: &str, org: &str) -> String {
@@ -579,4 +580,98 @@ async fn two_replicas_spend_exactly_the_balance_under_retries_and_a_kill() {
         "two replicas, one killed: {statuses:?} over {} answers",
         answered.len()
     );
+}
+
+/// A paid session billing-sync's checkout did not create (a Payment Link's): with
+/// `STRIPE_SECRET_KEY`, its line items say what it bought and the catalog how many credits;
+/// without, it is recorded `failed` naming the setting, and `events replay` with the key grants.
+async fn a_payment_link_purchase_is_read_from_its_line_items_or_failed_until_it_can_be(
+    db: TestDatabase,
+) {
+    let s = setup(&db, &[], &[("BILLING_API_KEYS", API_KEYS)]).await;
+    let server = &s.server;
+    stripe_event(
+        server,
+        "evt_pl_product",
+        "product.created",
+        product("prod_pack", None),
+    )
+    .await;
+    stripe_event(
+        server,
+        "evt_pl_price",
+        "price.created",
+        price("price_pack", "prod_pack", 1_000, false, Some("100")),
+    )
+    .await;
+    let session = |id: &str| {
+        json!({"id": id, "object": "checkout.session", "mode": "payment",
+               "payment_status": "paid", "customer": "cus_pl", "payment_intent": "pi_pl",
+               "livemode": false, "metadata": {"organization_id": "org_pl"}})
+    };
+    let item = json!({"id": "li_1", "object": "item", "quantity": 2,
+                      "price": {"id": "price_pack", "object": "price"}});
+    s.stripe
+        .set_list("checkout/sessions/cs_pl/line_items", vec![item.clone()]);
+    let answer = stripe_event(
+        server,
+        "evt_pl",
+        "checkout.session.completed",
+        session("cs_pl"),
+    )
+    .await;
+    assert_eq!(answer["status"], "processed", "{answer}");
+    stripe_event(
+        server,
+        "evt_pl_again",
+        "checkout.session.completed",
+        session("cs_pl"),
+    )
+    .await;
+    assert_ledger_explains(server, "org_pl", 200).await;
+
+    // Without a key: failed, naming it; replayed with one: granted.
+    let plain = Server::start(&db.url, &[("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET)]).await;
+    s.stripe
+        .set_list("checkout/sessions/cs_pl2/line_items", vec![item]);
+    let answer = stripe_event(
+        &plain,
+        "evt_pl2",
+        "checkout.session.completed",
+        session("cs_pl2"),
+    )
+    .await;
+    assert_eq!(answer["status"], "failed", "{answer}");
+    let store = billing_sync_store::Store::connect(&db.url)
+        .await
+        .expect("store");
+    let row = store
+        .find_events_by_id("evt_pl2")
+        .await
+        .expect("ledger")
+        .remove(0);
+    assert!(
+        row.error
+            .as_deref()
+            .is_some_and(|e| e.contains("STRIPE_SECRET_KEY")),
+        "{:?}",
+        row.error
+    );
+    plain.terminate().await;
+    let replayed = support::run(
+        &["events", "replay", "evt_pl2"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("STRIPE_SECRET_KEY", support::operations::STRIPE_KEY),
+            ("STRIPE_API_BASE", s.stripe.base_url.as_str()),
+        ],
+    )
+    .await;
+    assert!(
+        replayed.status.success(),
+        "{}\n{}",
+        replayed.stdout,
+        replayed.stderr
+    );
+    assert_ledger_explains(server, "org_pl", 400).await;
 }

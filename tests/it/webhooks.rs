@@ -500,8 +500,16 @@ async fn the_shared_stripe_fixtures_tell_their_story_in_any_order(db: TestDataba
         .await;
         let (status, json) = status_and_json(response).await;
         assert_eq!(status, 200, "{name}: {json}");
-        // Every fixture's type is projected (an invoice records the allowance it may grant).
-        assert_eq!(json["status"], "processed", "{name}: {json}");
+        // Every fixture's type is projected (an invoice records the allowance it may grant), but
+        // the paid one-time session was not created by billing-sync: what it bought is in its
+        // line items, which this server (no STRIPE_SECRET_KEY) cannot read; it waits, failed,
+        // for a replay.
+        let expected = if name.starts_with("checkout.session.completed.payment") {
+            "failed"
+        } else {
+            "processed"
+        };
+        assert_eq!(json["status"], expected, "{name}: {json}");
     }
     let store = Store::connect(&db.url).await.expect("connect");
     let db_conn = store.connection();

@@ -153,6 +153,10 @@ pub enum EventsAction {
         /// Replay every event whose status is `failed`, oldest first.
         #[arg(long)]
         failed: bool,
+        /// How to call the Stripe API: with a key, a paid checkout session billing-sync did not
+        /// create is read from its line items (see README "Credits").
+        #[command(flatten)]
+        api: StripeApiArgs,
     },
 }
 

@@ -60,7 +60,17 @@ pub(crate) async fn run(
             );
             Ok(())
         }
-        EventsAction::Replay { event_id, failed } => {
+        EventsAction::Replay {
+            event_id,
+            failed,
+            api,
+        } => {
+            // With a key, a checkout whose purchase is only in its line items can be read.
+            let line_items = api
+                .stripe_secret_key
+                .get()
+                .map(|key| crate::startup::stripe_client(&api, key))
+                .transpose()?;
             let rows = if failed {
                 store
                     .list_events(&EventFilter {
@@ -82,7 +92,7 @@ pub(crate) async fn run(
             };
             let mut still_failed = 0;
             for row in &rows {
-                let status = pipeline::replay(store, projectors, row)
+                let status = pipeline::replay(store, projectors, line_items.as_ref(), row)
                     .await
                     .with_context(|| format!("replaying {}", row.event_id))?;
                 if status == EventStatus::Failed {

@@ -351,8 +351,11 @@ pub(crate) fn build_ingestor(
     .with_body_timeout(args.request_timeout_secs)
     .with_body_bytes_in_flight(args.webhook_body_bytes_in_flight);
     match stripe_api {
-        Some(client) if args.stripe_refetch_objects => ingestor.with_stripe_refetch(client),
-        _ => ingestor,
+        Some(client) if args.stripe_refetch_objects => ingestor
+            .with_stripe_line_items(client.clone())
+            .with_stripe_refetch(client),
+        Some(client) => ingestor.with_stripe_line_items(client),
+        None => ingestor,
     }
 }
 

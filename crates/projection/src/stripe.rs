@@ -422,28 +422,50 @@ pub const CHECKOUT_QUANTITY_METADATA: &str = "billing_sync_quantity";
 /// See [`CHECKOUT_PRICE_METADATA`].
 pub const CHECKOUT_CREDITS_METADATA: &str = "billing_sync_credits";
 
+/// Whether a checkout session is a paid one-time purchase (`mode` `payment`, `payment_status`
+/// `paid`). A session still awaiting an asynchronous payment (`unpaid`) has bought nothing yet:
+/// its `checkout.session.async_payment_succeeded` says when it has.
+fn is_paid_purchase(object: &Value) -> bool {
+    text(object, "mode").as_deref() == Some("payment")
+        && text(object, "payment_status").as_deref() == Some("paid")
+}
+
+/// Whether what a paid one-time session bought is only in its line items: billing-sync's
+/// checkout did not create it (no [`CHECKOUT_CREDITS_METADATA`]; a Payment Link's, say), so only
+/// the Stripe API can say ([`project_with_line_items`]).
+pub fn needs_line_items(object: &Value) -> bool {
+    is_paid_purchase(object) && metadata(object, CHECKOUT_CREDITS_METADATA).is_none()
+}
+
 /// The credits a paid one-time checkout session bought, when billing-sync's checkout created it
-/// (its metadata says how many: [`CHECKOUT_CREDITS_METADATA`]). A session still awaiting an
-/// asynchronous payment (`payment_status` `unpaid`) grants nothing yet: its
-/// `checkout.session.async_payment_succeeded` does. A session with other metadata (a Payment
-/// Link) grants nothing: see README "Credits".
+/// (its metadata says how many, 0 for a price without credits: [`CHECKOUT_CREDITS_METADATA`]).
+/// A paid session it did not create is refused (recorded `failed`, for a replay): what it bought
+/// is in its line items, read from the Stripe API when `STRIPE_SECRET_KEY` is set
+/// ([`project_with_line_items`]).
 pub fn checkout_purchase(object: &Value, org_key: &str) -> Result<Option<Change>, String> {
-    let paid = text(object, "mode").as_deref() == Some("payment")
-        && text(object, "payment_status").as_deref() == Some("paid");
-    let Some(credits) = metadata(object, CHECKOUT_CREDITS_METADATA).filter(|_| paid) else {
+    if !is_paid_purchase(object) {
         return Ok(None);
-    };
+    }
     let id = required_text(object, "id", "checkout session")?;
+    let Some(credits) = metadata(object, CHECKOUT_CREDITS_METADATA) else {
+        return Err(format!(
+            "checkout session {id} was not created by billing-sync: what it bought is in its \
+             line items, which only the Stripe API gives; set STRIPE_SECRET_KEY, then replay it"
+        ));
+    };
     let credits = credits
         .parse::<i64>()
         .ok()
-        .filter(|credits| (1..=MAX_PURCHASED_CREDITS).contains(credits))
+        .filter(|credits| (0..=MAX_PURCHASED_CREDITS).contains(credits))
         .ok_or_else(|| {
             format!(
                 "checkout session {id}: metadata `{CHECKOUT_CREDITS_METADATA}` is not a whole \
-                 number of credits between 1 and {MAX_PURCHASED_CREDITS}"
+                 number of credits between 0 and {MAX_PURCHASED_CREDITS}"
             )
         })?;
+    if credits == 0 {
+        return Ok(None);
+    }
     Ok(Some(Change::CreditPurchase(CreditPurchase {
         reference: format!("checkout:{id}"),
         source: PurchaseSource::Checkout,
@@ -455,6 +477,40 @@ pub fn checkout_purchase(object: &Value, org_key: &str) -> Result<Option<Change>
         expires_at: None,
         payment_id: id_or_object(object, "payment_intent"),
     })))
+}
+
+/// What a checkout session's event changes once its `line_items` (read from the Stripe API)
+/// say what it bought: its link, and one pending grant per item (reference
+/// `checkout:cs_…:li_…`) whose credits the catalog gives when the ledger credits it (none for a
+/// price without credits).
+pub fn project_with_line_items(
+    event: &NewEvent,
+    projectors: &crate::Projectors,
+    line_items: &[Value],
+) -> Plan {
+    let result = fields(event).and_then(|session| {
+        let link = checkout_link(session, projectors)?;
+        let id = required_text(session, "id", "checkout session")?;
+        let org_key = &projectors.stripe_org_metadata_key;
+        let purchases = line_items.iter().map(|item| {
+            Ok(Change::CreditPurchase(CreditPurchase {
+                reference: format!("checkout:{id}:{}", required_text(item, "id", "line item")?),
+                source: PurchaseSource::Checkout,
+                customer_id: id_or_object(session, "customer"),
+                organization_id: metadata(session, org_key),
+                price_id: id_or_object(item, "price"),
+                quantity: integer(item, "quantity"),
+                credits: None,
+                expires_at: None,
+                payment_id: id_or_object(session, "payment_intent"),
+            }))
+        });
+        link.map(Ok).into_iter().chain(purchases).collect()
+    });
+    match result {
+        Ok(changes) => Plan::Apply(changes),
+        Err(reason) => Plan::Fail(reason),
+    }
 }
 
 /// The most credits one purchase may grant: what one request may grant
@@ -759,7 +815,21 @@ mod tests {
                 payment_id: Some("pi_1".into()),
             }]
         );
-        for bad in ["0", "-5", "1.5", "lots"] {
+        assert!(
+            purchases(session("paid", "0")).is_empty(),
+            "billing-sync's own purchase of a price without credits"
+        );
+        let mut elsewhere = session("paid", "1");
+        elsewhere["metadata"] = json!({"organization_id": "org_1"});
+        assert!(needs_line_items(&elsewhere));
+        assert!(
+            matches!(
+                project(&event("checkout.session.completed", 10, elsewhere), &linking(false)),
+                Plan::Fail(reason) if reason.contains("STRIPE_SECRET_KEY")
+            ),
+            "a session billing-sync did not create waits for its line items"
+        );
+        for bad in ["-5", "1.5", "lots"] {
             assert!(
                 matches!(
                     project(

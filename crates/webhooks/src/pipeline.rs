@@ -41,6 +41,7 @@ pub struct Ingestor {
     body_limit: usize,
     body_timeout: Duration,
     refetch: Option<StripeClient>,
+    line_items: Option<StripeClient>,
     writer: GroupCommit,
     body_budget: BodyBudget,
 }
@@ -69,6 +70,7 @@ impl Ingestor {
             body_limit,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             refetch: None,
+            line_items: None,
             body_budget: BodyBudget::new(DEFAULT_BODY_BYTES_IN_FLIGHT),
         }
     }
@@ -124,6 +126,14 @@ impl Ingestor {
         self
     }
 
+    /// Reads what a paid checkout session not created by billing-sync (a Payment Link's) bought
+    /// from its line items with `client` (`STRIPE_SECRET_KEY` set); without it such a session is
+    /// recorded `failed`, for a replay once configured.
+    pub fn with_stripe_line_items(mut self, client: StripeClient) -> Self {
+        self.line_items = Some(client);
+        self
+    }
+
     /// The largest body accepted, in bytes.
     pub fn body_limit(&self) -> usize {
         self.body_limit
@@ -138,11 +148,19 @@ impl Ingestor {
         let verifier = self.stripe.as_ref().ok_or(Rejection::NotConfigured)?;
         verifier.verify(stripe_signature(headers)?, body, unix_now())?;
         let event = stripe_event(body)?;
-        let refetched = match &self.refetch {
+        let mut plan = match &self.refetch {
             Some(client) => refetched(client, &event, &self.projectors).await?,
             None => None,
         };
-        self.record(event, refetched).await
+        if let (None, Some(client)) = (&plan, &self.line_items) {
+            plan = line_items_plan(client, &event, &self.projectors)
+                .await
+                .map_err(|err| {
+                    tracing::warn!(error = %err, "reading a session's line items from Stripe failed; asking Stripe to retry");
+                    Rejection::UpstreamUnavailable
+                })?;
+        }
+        self.record(event, plan).await
     }
 
     /// Verifies a Clerk (Svix) delivery on its raw bytes, then records and applies it.
@@ -212,6 +230,9 @@ pub enum ReplayError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading a session's line items from Stripe failed.
+    #[error("reading line items from Stripe: {0}")]
+    Stripe(#[from] StripeError),
 }
 
 /// Applies a recorded event again through the same projection and ordering rules as live
@@ -219,6 +240,7 @@ pub enum ReplayError {
 pub async fn replay(
     store: &Store,
     projectors: &Projectors,
+    line_items: Option<&StripeClient>,
     row: &webhook_events::Model,
 ) -> Result<EventStatus, ReplayError> {
     let provider =
@@ -234,7 +256,11 @@ pub async fn replay(
         ),
     }
     .map_err(|err| ReplayError::NotAnEvent(row.id, err))?;
-    let plan = projectors.plan(&event);
+    let fetched = match line_items {
+        Some(client) => line_items_plan(client, &event, projectors).await?,
+        None => None,
+    };
+    let plan = fetched.unwrap_or_else(|| projectors.plan(&event));
     Ok(store.replay(row, &plan).await?)
 }
 
@@ -293,6 +319,55 @@ async fn refetched(
         Ok(change) => Plan::Apply(vec![change]),
         Err(reason) => Plan::Fail(reason),
     }))
+}
+
+/// The plan of a checkout event whose purchase is only in the session's line items (see
+/// `stripe::needs_line_items`), read from Stripe with `client`; `None` for any other event.
+async fn line_items_plan(
+    client: &StripeClient,
+    event: &NewEvent,
+    projectors: &Projectors,
+) -> Result<Option<Plan>, StripeError> {
+    if !matches!(
+        event.event_type.as_str(),
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded"
+    ) {
+        return Ok(None);
+    }
+    let Some(session) = event
+        .payload
+        .get("data")
+        .and_then(|data| data.get("object"))
+        .filter(|session| billing_sync_projection::stripe::needs_line_items(session))
+    else {
+        return Ok(None);
+    };
+    let Some(id) = session.get("id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let page = match client
+        .list_page(
+            &format!("checkout/sessions/{id}/line_items"),
+            &[("limit", "100")],
+        )
+        .await
+    {
+        Ok(page) => page,
+        Err(StripeError::Api { status: 404, .. }) => {
+            return Ok(Some(Plan::Fail(format!(
+                "Stripe has no checkout session {id} to read its line items from"
+            ))));
+        }
+        Err(err) => return Err(err),
+    };
+    if page.has_more {
+        return Ok(Some(Plan::Fail(format!(
+            "checkout session {id} has more than 100 line items"
+        ))));
+    }
+    Ok(Some(
+        billing_sync_projection::stripe::project_with_line_items(event, projectors, &page.data),
+    ))
 }
 
 fn stripe_signature(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {

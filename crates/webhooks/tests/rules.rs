@@ -101,7 +101,7 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
     let row = ledger_row(&store, Provider::Stripe, &event.event_id)
         .await
         .expect("row");
-    let status = pipeline::replay(&store, &projectors(), &row)
+    let status = pipeline::replay(&store, &projectors(), None, &row)
         .await
         .expect("replay");
     assert_eq!(status, EventStatus::Processed);
@@ -128,7 +128,7 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
     let row = ledger_row(&store, Provider::Stripe, &old.event_id)
         .await
         .expect("row");
-    pipeline::replay(&store, &projectors(), &row)
+    pipeline::replay(&store, &projectors(), None, &row)
         .await
         .expect("replay");
     assert_eq!(

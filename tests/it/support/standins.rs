@@ -321,6 +321,26 @@ fn list_checkout_sessions(
     )
 }
 
+/// Stripe's `GET /v1/checkout/sessions/{id}/line_items`: the list set with
+/// `set_list("checkout/sessions/{id}/line_items", …)`, else none.
+#[handler]
+fn list_session_line_items(
+    request: &poem::Request,
+    poem::web::Path(id): poem::web::Path<String>,
+    poem::web::Query(query): poem::web::Query<std::collections::HashMap<String, String>>,
+    state: Data<&Arc<StripeState>>,
+) -> Response {
+    let key = format!("checkout/sessions/{id}/line_items");
+    state
+        .lists
+        .lists
+        .lock()
+        .expect("lock")
+        .entry(key.clone())
+        .or_default();
+    list_stripe_page(request, "line_items", &key, query, &state)
+}
+
 /// Stripe's `GET /v1/entitlements/active_entitlements?customer=…`: the customer's list, set
 /// with [`StripeStandIn::set_entitlements`]; an empty list for a customer without one.
 #[handler]
@@ -624,6 +644,10 @@ impl StripeStandIn {
                 .at(
                     "/v1/checkout/sessions",
                     post(checkout_sessions).get(list_checkout_sessions),
+                )
+                .at(
+                    "/v1/checkout/sessions/:id/line_items",
+                    get(list_session_line_items),
                 )
                 .at(
                     "/v1/entitlements/active_entitlements",

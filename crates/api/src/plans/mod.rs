@@ -238,12 +238,14 @@ impl Plans {
             None => self.store().primary_email(&caller.user_id).await?,
         };
         let mut form = checkout_form(&caller, &price.id, quantity, recurring, email, settings);
-        if !recurring
-            && let Some(per_unit) = self
+        if !recurring {
+            // Written for every one-time purchase, 0 for a price without credits: the webhook
+            // then knows billing-sync made the session, and needs no line items to tell.
+            let per_unit = self
                 .store()
                 .price_credits_per_unit(&price.id, &settings.credits_metadata_key)
                 .await?
-        {
+                .unwrap_or(0);
             form.extend(credits_metadata(&price.id, quantity, per_unit));
         }
         let base_key = idempotency_key(&caller.user_id, &form, unix_now());
