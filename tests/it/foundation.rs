@@ -436,3 +436,26 @@ print("OK")
         Err(err) => eprintln!("SKIPPED systemd-analyze: not installed: {err}"),
     }
 }
+
+/// `billing-sync openapi | head`: the reader has gone before the command writes (a pipe whose
+/// read end is closed, so every write fails with EPIPE, whatever the timing). The command ends
+/// quietly with status 0, as a Unix tool does, where `println!` panicked ("failed printing to
+/// stdout: Broken pipe") and exited 101.
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    // Spawned, not `output()`: that would replace the closed pipe with one of its own.
+    let output = support::command(&[])
+        .arg("openapi")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn billing-sync openapi")
+        .wait_with_output()
+        .await
+        .expect("wait for billing-sync openapi");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -67,7 +67,8 @@ pub(crate) async fn run(
     let summaries = billing_sync_backfill::run(store, source, options)
         .await
         .context("backfill stopped; run it again to resume after the last committed page")?;
-    print!("{}", billing_sync_backfill::summary_table(&summaries));
+    let table = billing_sync_backfill::summary_table(&summaries);
+    crate::output::out!("{}", table.trim_end_matches('\n'));
     let failed: u64 = summaries.iter().map(|s| s.tally.failed).sum();
     if failed > 0 {
         return Err(anyhow::anyhow!(

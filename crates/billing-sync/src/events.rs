@@ -28,12 +28,17 @@ pub(crate) async fn run(
                 })
                 .await
                 .context("listing the ledger")?;
-            println!(
+            crate::output::out!(
                 "{:<8} {:<8} {:<34} {:<40} {:<10} {:<26} error",
-                "id", "provider", "event_id", "type", "status", "received_at"
+                "id",
+                "provider",
+                "event_id",
+                "type",
+                "status",
+                "received_at"
             );
             for row in rows {
-                println!(
+                crate::output::out!(
                     "{:<8} {:<8} {:<34} {:<40} {:<10} {:<26} {}",
                     row.id,
                     row.provider,
@@ -54,7 +59,7 @@ pub(crate) async fn run(
                 .prune_events(before, batch)
                 .await
                 .context("pruning the ledger")?;
-            println!(
+            crate::output::out!(
                 "pruned {deleted} processed or ignored ledger row(s) received before {}",
                 before.to_rfc3339()
             );
@@ -98,9 +103,9 @@ pub(crate) async fn run(
                 if status == EventStatus::Failed {
                     still_failed += 1;
                 }
-                println!("{} {} -> {}", row.event_id, row.event_type, status.as_str());
+                crate::output::out!("{} {} -> {}", row.event_id, row.event_type, status.as_str());
             }
-            println!(
+            crate::output::out!(
                 "replayed {} event(s), {still_failed} still failed",
                 rows.len()
             );

@@ -9,6 +9,7 @@ use connection_guard::ConnectionLimits;
 pub mod config;
 mod events;
 mod observability;
+mod output;
 mod startup;
 mod telemetry;
 
@@ -40,7 +41,7 @@ pub enum RunError {
 pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
     match command {
         Command::Openapi => {
-            println!("{}", openapi_json().await?);
+            output::out!("{}", openapi_json().await?);
             Ok(())
         }
         Command::Serve(args) => {
@@ -85,7 +86,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
             match action {
                 MigrateAction::Up => {
                     store.migrate_up().await.context("applying migrations")?;
-                    println!("database at {} is up to date", store.target());
+                    output::out!("database at {} is up to date", store.target());
                 }
                 MigrateAction::Status => {
                     for migration in store
@@ -98,7 +99,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                         } else {
                             "pending"
                         };
-                        println!("{state:8} {}", migration.name);
+                        output::out!("{state:8} {}", migration.name);
                     }
                 }
             }
