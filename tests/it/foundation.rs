@@ -36,8 +36,17 @@ async fn sigterm_stops_the_server_with_status_zero(db: TestDatabase) {
 async fn migrate_status_and_up_report_each_migration(db: TestDatabase) {
     let env = [("DATABASE_URL", db.url.as_str())];
     let before = run(&["migrate", "status"], &env).await;
-    assert!(before.status.success(), "{}", before.stderr);
-    assert!(before.stdout.starts_with("pending"), "{}", before.stdout);
+    if db.url.starts_with("sqlite:") {
+        // No file yet: status creates none, and says what to do.
+        assert!(
+            before.stderr.contains("no database at") && !before.status.success(),
+            "{}",
+            before.stderr
+        );
+    } else {
+        assert!(before.status.success(), "{}", before.stderr);
+        assert!(before.stdout.starts_with("pending"), "{}", before.stdout);
+    }
     let up = run(&["migrate", "up"], &env).await;
     assert!(up.status.success(), "{}", up.stderr);
     let after = run(&["migrate", "status"], &env).await;
@@ -458,4 +467,40 @@ async fn a_reader_that_goes_away_ends_the_output_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A command that only uses a database, pointed at an SQLite file that does not exist (run from
+/// another directory, say), says so in one line and creates nothing: it created an empty file
+/// and then failed with "no such table".
+#[tokio::test]
+async fn a_read_only_command_never_creates_a_missing_database() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("missing.db");
+    let url = format!("sqlite://{}", path.display());
+    for args in [
+        &["events", "list"][..],
+        &["migrate", "status"],
+        &["events", "replay", "--failed"],
+    ] {
+        let finished = run(args, &[("DATABASE_URL", url.as_str())]).await;
+        assert_eq!(
+            finished.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            finished.stderr
+        );
+        assert!(
+            finished.stderr.contains(&format!(
+                "no database at {}; run `billing-sync migrate up` or set DATABASE_URL",
+                path.display()
+            )),
+            "{args:?}: {}",
+            finished.stderr
+        );
+        assert!(!path.exists(), "{args:?} created {}", path.display());
+    }
+    let created = run(&["migrate", "up"], &[("DATABASE_URL", url.as_str())]).await;
+    assert!(created.status.success(), "{}", created.stderr);
+    let listed = run(&["events", "list"], &[("DATABASE_URL", url.as_str())]).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
 }

@@ -82,7 +82,10 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
         }
         Command::Migrate { action } => {
             telemetry::init(&common);
-            let store = open_store(&common).await?;
+            let store = match action {
+                MigrateAction::Up => open_store(&common).await?,
+                MigrateAction::Status => open_existing_store(&common).await?,
+            };
             match action {
                 MigrateAction::Up => {
                     store.migrate_up().await.context("applying migrations")?;
@@ -109,14 +112,19 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
         Command::Backfill { source } => {
             let (source, run) = backfill::source(source, &common)?;
             telemetry::init(&common);
-            let store = open_store(&common).await?;
+            // A backfill migrates first (unless told not to), so it may create the database.
+            let store = if run.no_migrate {
+                open_existing_store(&common).await?
+            } else {
+                open_store(&common).await?
+            };
             let result = backfill::run(&store, &source, &run).await;
             store.close().await.context("closing the database")?;
             result
         }
         Command::Events { action } => {
             telemetry::init(&common);
-            let store = open_store(&common).await?;
+            let store = open_existing_store(&common).await?;
             let result = events::run(&store, &startup::projectors(&common), action).await;
             store.close().await.context("closing the database")?;
             result
@@ -140,6 +148,13 @@ pub async fn openapi_json() -> anyhow::Result<String> {
     ))
 }
 
+/// The database, created when it is an SQLite file that does not exist yet (`serve`, `migrate
+/// up`).
 async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
     Ok(Store::connect(common.database_url.expose_secret()).await?)
+}
+
+/// The database, which must exist: the commands that only use one never create it.
+async fn open_existing_store(common: &CommonArgs) -> anyhow::Result<Store> {
+    Ok(Store::open_existing(common.database_url.expose_secret()).await?)
 }

@@ -75,6 +75,18 @@ impl Store {
         Ok(Store { db, target })
     }
 
+    /// Connects to `url` as [`Store::connect`] does, but never creates a database: an SQLite
+    /// file that does not exist is [`StoreError::NoDatabase`] (a command that reads or adds to
+    /// a database must not leave an empty one behind, in whatever directory it ran).
+    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = sqlite_file(url)
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(StoreError::NoDatabase(path.to_owned()));
+        }
+        Store::connect(url).await
+    }
+
     /// Checks that `url` is one billing-sync can use, without connecting, and returns where it
     /// points without credentials.
     pub fn validate_url(url: &str) -> Result<String, StoreError> {
@@ -202,6 +214,16 @@ fn url_is_sqlite_memory(target: &str) -> bool {
     target.contains(":memory:")
 }
 
+/// The file an SQLite URL names (`sqlite://path?…` or `sqlite:path`); `None` for another
+/// database or an in-memory one.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then_some(path)
+}
+
 /// sqlx refuses to open a missing SQLite file unless asked to create it (`mode=rwc`).
 fn sqlite_url_creating_file(url: &str) -> String {
     if url.contains(":memory:") || url.contains("mode=") {
@@ -216,6 +238,21 @@ fn sqlite_url_creating_file(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_an_sqlite_url_names() {
+        assert_eq!(
+            sqlite_file("sqlite://billing-sync.db"),
+            Some("billing-sync.db")
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/b.db?mode=rw"),
+            Some("/var/lib/b.db")
+        );
+        assert_eq!(sqlite_file("sqlite:b.db"), Some("b.db"));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
 
     #[test]
     fn describing_a_postgres_url_drops_the_password() {

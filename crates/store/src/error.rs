@@ -6,6 +6,10 @@ pub enum StoreError {
     /// The database URL could not be used; the message never contains the password.
     #[error("DATABASE_URL is invalid: {0}")]
     InvalidUrl(String),
+    /// An SQLite URL names a file that does not exist, for a command that only uses a database
+    /// (`serve` and `migrate up` create it).
+    #[error("no database at {0}; run `billing-sync migrate up` or set DATABASE_URL")]
+    NoDatabase(String),
     /// The database did not answer (down, unreachable, refused): worth retrying later.
     #[error("database at {target} is unavailable")]
     Unavailable {
@@ -38,7 +42,7 @@ impl StoreError {
     pub fn retryable(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } => true,
-            StoreError::InvalidUrl(_) => false,
+            StoreError::InvalidUrl(_) | StoreError::NoDatabase(_) => false,
             StoreError::Database(err) => is_retryable(err),
         }
     }
