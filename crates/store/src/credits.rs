@@ -294,15 +294,6 @@ async fn load<'b>(
 
     // The grants a decision may touch: pending, with credits left, or paid by a refunded
     // payment; and pending grants of the organizations' customers that name no organization.
-    let refunded_payments = Query::select()
-        .column(payments::Column::PaymentId)
-        .from(payments::Entity)
-        .to_owned();
-    let customers_of = Query::select()
-        .column(customers::Column::Id)
-        .from(customers::Entity)
-        .and_where(customers::Column::OrganizationId.is_in(organizations.iter().copied()))
-        .to_owned();
     let rows = grants::Entity::find()
         .filter(
             grants::Column::OrganizationId
@@ -311,12 +302,12 @@ async fn load<'b>(
                     grants::Column::Credited
                         .eq(false)
                         .or(grants::Column::Remaining.gt(0))
-                        .or(grants::Column::PaymentId.in_subquery(refunded_payments)),
+                        .or(grants::Column::PaymentId.in_subquery(refunded_payments())),
                 )
                 .or(grants::Column::OrganizationId
                     .is_null()
                     .and(grants::Column::Credited.eq(false))
-                    .and(grants::Column::CustomerId.in_subquery(customers_of))),
+                    .and(grants::Column::CustomerId.in_subquery(customers_of(organizations)))),
         )
         .order_by_asc(grants::Column::Id)
         .all(db)
@@ -406,21 +397,30 @@ async fn load<'b>(
     Ok(ledgers)
 }
 
+/// `SELECT` the payments a refunded charge names: a grant they paid for may owe a take-back.
+fn refunded_payments() -> SelectStatement {
+    Query::select()
+        .column(payments::Column::PaymentId)
+        .from(payments::Entity)
+        .to_owned()
+}
+
+/// `SELECT` the customers of `organizations`: their pending grants that name no organization
+/// are the organizations' own.
+fn customers_of(organizations: &[&str]) -> SelectStatement {
+    Query::select()
+        .column(customers::Column::Id)
+        .from(customers::Entity)
+        .and_where(customers::Column::OrganizationId.is_in(organizations.iter().copied()))
+        .to_owned()
+}
+
 /// `SELECT` the organization's stored balance (`NULL` without an account) and whether anything
 /// may be due (`due`): a pending grant of its own or of its customers, an expired grant with
 /// credits left, or a grant whose payment was refunded (then the rules decide whether the
 /// refund was taken back already).
 fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectStatement {
     use grants::Column as G;
-    let refunded_payments = Query::select()
-        .column(payments::Column::PaymentId)
-        .from(payments::Entity)
-        .to_owned();
-    let customers_of = Query::select()
-        .column(customers::Column::Id)
-        .from(customers::Entity)
-        .and_where(customers::Column::OrganizationId.eq(organization_id))
-        .to_owned();
     let own_due = Query::select()
         .expr(Expr::val(1))
         .from(grants::Entity)
@@ -429,7 +429,7 @@ fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectSt
             G::Credited
                 .eq(false)
                 .or(G::Remaining.gt(0).and(G::ExpiresAt.lte(now)))
-                .or(G::PaymentId.in_subquery(refunded_payments)),
+                .or(G::PaymentId.in_subquery(refunded_payments())),
         )
         .to_owned();
     let customers_due = Query::select()
@@ -437,7 +437,7 @@ fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectSt
         .from(grants::Entity)
         .and_where(G::OrganizationId.is_null())
         .and_where(G::Credited.eq(false))
-        .and_where(G::CustomerId.in_subquery(customers_of))
+        .and_where(G::CustomerId.in_subquery(customers_of(&[organization_id])))
         .to_owned();
     let balance = Query::select()
         .column(accounts::Column::Balance)

@@ -162,7 +162,7 @@ impl Credits {
     /// credited, refunds, expiries).
     pub async fn balance(&self, organization_id: &str) -> Result<Amount, CreditsError> {
         check_text("organization_id", organization_id, 1, MAX_ID_LENGTH)?;
-        let now = chrono::Utc::now().timestamp();
+        let now = unix_now();
         if let Some(balance) = self
             .store()
             .balance_if_nothing_due(organization_id, &self.credits_metadata_key, now)
@@ -204,6 +204,11 @@ impl Credits {
             .await?;
         Ok((caller, statement))
     }
+}
+
+/// Now, as the ledger's decisions and reads take it.
+fn unix_now() -> UnixSeconds {
+    chrono::Utc::now().timestamp()
 }
 
 fn recorded(answer: Answer) -> Result<Recorded, CreditsError> {

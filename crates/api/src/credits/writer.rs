@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use billing_sync_credits::{Answer, Request, UnixSeconds};
+use billing_sync_credits::{Answer, Request};
 use billing_sync_store::credits::OrganizationRequests;
 use billing_sync_store::retry::WriteError;
 use billing_sync_store::{Store, StoreError};
@@ -110,7 +110,7 @@ async fn decide(
     batch: &[OrganizationRequests],
 ) -> Result<Vec<Vec<Answer>>, StoreError> {
     billing_sync_store::retry::with_retries("billing_sync_credits_write_retries_total", || {
-        store.decide_credits(batch, key, unix_now())
+        store.decide_credits(batch, key, super::unix_now())
     })
     .await
 }
@@ -134,8 +134,4 @@ fn answer(
             }
         }
     }
-}
-
-fn unix_now() -> UnixSeconds {
-    chrono::Utc::now().timestamp()
 }
