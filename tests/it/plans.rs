@@ -260,6 +260,76 @@ async fn only_the_apps_own_pages_may_post_a_checkout_with_the_session_cookie(db:
     }
 }
 
+/// With `CORS_ALLOWED_ORIGINS` set, the CORS policy never stands between the web app and its
+/// own API: a form posted from `APP_BASE_URL`'s origin, or from the server's own origin (Swagger
+/// UI on `/docs`, an app behind the same host), reaches checkout as it does without CORS; only
+/// other origins not in the list get the documented 403.
+#[tokio::test]
+async fn with_cors_on_the_apps_own_origin_and_the_servers_own_still_start_a_checkout() {
+    let db = TestDatabase::create(billing_sync_testkit::Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    let partner = "https://partner.example.com";
+    let s = setup(&db, &[], &[("CORS_ALLOWED_ORIGINS", partner)]).await;
+    sync_catalog(&s.server, now() - 3_600).await;
+    member(&s.server, "org_x", "user_x", "org:admin").await;
+    let admin = token("user_x", Some(("org_x", "admin")));
+    let own = s.server.base_url.trim_end_matches('/').to_owned();
+    let post = |origin: String, fetch_site: &'static str| {
+        support::http()
+            .post(s.server.url(CHECKOUT))
+            .form(&[("price_id", "price_credits")])
+            .header("cookie", format!("__session={admin}"))
+            .header("origin", origin)
+            .header("sec-fetch-site", fetch_site)
+            .send()
+    };
+    for (origin, fetch_site, why) in [
+        (APP.to_owned(), "same-site", "APP_BASE_URL's origin"),
+        (own.clone(), "same-origin", "the server's own origin"),
+        (
+            own.clone(),
+            "none",
+            "the server's own origin, by its Host (a browser without Sec-Fetch-Site)",
+        ),
+        (
+            "https://billing.example.com".to_owned(),
+            "same-origin",
+            "a page of the origin a proxy serves the API on",
+        ),
+        (partner.to_owned(), "cross-site", "an origin in the list"),
+    ] {
+        let response = post(origin, fetch_site).await.expect("POST");
+        assert_eq!(response.status(), 303, "{why}");
+        let vary = response
+            .headers()
+            .get("vary")
+            .map(|v| v.to_str().expect("text").to_owned());
+        assert!(
+            vary.is_some_and(|vary| vary.to_ascii_lowercase().contains("origin")),
+            "{why}: Vary: Origin"
+        );
+    }
+    let sessions = s.stripe.received().len();
+    for (origin, fetch_site) in [
+        ("https://evil.example", "cross-site"),
+        ("https://other.app.example.com", "same-site"),
+    ] {
+        let refused = post(origin.to_owned(), fetch_site).await.expect("POST");
+        let (status, body) = status_and_json(refused).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "{origin}: {body}"
+        );
+    }
+    assert_eq!(
+        s.stripe.received().len(),
+        sessions,
+        "no session for a refused origin"
+    );
+}
+
 async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: TestDatabase) {
     // A 400 from Stripe is not retried: one answer decides.
     let s = setup(&db, &[StripeAnswer::Error(400)], &[]).await;

@@ -201,6 +201,25 @@ pub fn prefers_json(accept: Option<&str>) -> bool {
     }
 }
 
+/// The `Origin` of a request sent by a page of another origin than this server's own, `None`
+/// for a request that names no origin or comes from a page of this very origin (Swagger UI on
+/// `/docs`, an app served behind the same host). Both signs of "same origin" are set by the
+/// browser and cannot be set by a page: `Sec-Fetch-Site: same-origin`, or an `Origin` whose host
+/// (and port) is the request's `Host` — the scheme is left out, because a proxy terminating TLS
+/// forwards the `Host` of an `https` origin over plain HTTP.
+pub fn foreign_origin(request: &poem::Request) -> Option<&str> {
+    let origin = request.header(poem::http::header::ORIGIN)?;
+    if request.header("sec-fetch-site") == Some("same-origin") {
+        return None;
+    }
+    let authority = origin.split_once("://").map(|(_, authority)| authority);
+    let host = request.header(poem::http::header::HOST);
+    match (authority, host) {
+        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => None,
+        _ => Some(origin),
+    }
+}
+
 /// Marks the answer to a request that carried no session token at all, which no handler saw:
 /// the server's middleware counts it for the operation its path names.
 #[derive(Clone, Copy, Debug)]

@@ -4,6 +4,7 @@
 
 mod backfill;
 mod connection_guard;
+mod cors;
 
 use connection_guard::ConnectionLimits;
 pub mod config;
@@ -74,7 +75,10 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                     max_head_bytes: args.max_request_header_bytes,
                     max_connections: args.max_connections,
                 })
-                .cors_allowed_origins(args.cors_allowed_origins.clone())
+                .cors_allowed_origins(cors::allowed_origins(
+                    args.app_base_url.get().map(String::as_str),
+                    &args.cors_allowed_origins,
+                ))
                 .serve(listener, shutdown)
                 .await
                 .context("serving HTTP")?;

@@ -26,6 +26,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, Server};
 use secrecy::SecretString;
 
 use crate::config::{CommonArgs, ServeArgs, StripeApiArgs};
+use crate::cors;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -73,8 +74,9 @@ impl App {
     }
 
     /// Lets web apps on these exact origins call the API from the browser (CORS, with
-    /// credentials so that the `__session` cookie is sent); none, the default, means no CORS
-    /// headers at all, so only same-origin pages can read the answers.
+    /// credentials so that the `__session` cookie is sent; see [`cors::allowed_origins`]);
+    /// none, the default, means no CORS headers at all, so only same-origin pages can read the
+    /// answers.
     pub fn cors_allowed_origins(mut self, origins: Vec<String>) -> App {
         self.cors_allowed_origins = origins;
         self
@@ -116,7 +118,10 @@ impl App {
             .nest(
                 "/",
                 http::with_documented_errors(api.into_endpoint())
-                    .with_if(!self.cors_allowed_origins.is_empty(), self.cors())
+                    .with_if(
+                        !self.cors_allowed_origins.is_empty(),
+                        cors::Policy::new(&self.cors_allowed_origins),
+                    )
                     .catch_error(http::cors_refused),
             )
             .around(move |endpoint, request| async move {
@@ -154,18 +159,6 @@ impl App {
             })
             .with(crate::observability::RequestIds)
             .into_endpoint()
-    }
-
-    /// The CORS policy for the API: the configured origins only (poem allows every origin when
-    /// given none, so this is only used with some), the methods and headers the operations use.
-    fn cors(&self) -> poem::middleware::Cors {
-        poem::middleware::Cors::new()
-            .allow_origins(self.cors_allowed_origins.iter().map(String::as_str))
-            .allow_credentials(true)
-            .allow_methods([poem::http::Method::GET, poem::http::Method::POST])
-            .allow_headers(["authorization", "content-type", "if-none-match"])
-            .expose_headers(["retry-after", "x-request-id", "etag"])
-            .max_age(600)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
@@ -430,7 +423,7 @@ pub(crate) fn build_operations(
                     base,
                     &common.stripe_org_metadata_key,
                     &common.stripe_credits_metadata_key,
-                    page_origins(base, &args.cors_allowed_origins),
+                    cors::page_origins(Some(base), &args.cors_allowed_origins),
                 ),
             )),
         ),
@@ -457,13 +450,4 @@ pub(crate) fn build_operations(
         Arc::new(Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute)),
         Arc::new(credits),
     ))
-}
-
-/// The origins of the web app's pages: `APP_BASE_URL`'s and the CORS ones.
-fn page_origins(app_base_url: &str, cors_allowed_origins: &[String]) -> Vec<String> {
-    url::Url::parse(app_base_url)
-        .map(|url| url.origin().ascii_serialization())
-        .into_iter()
-        .chain(cors_allowed_origins.iter().cloned())
-        .collect()
 }

@@ -537,7 +537,7 @@ impl PlansApi {
         let (CheckoutBody::Json(Json(order)) | CheckoutBody::Form(Form(order))) = body;
         let sent_by = if session.is_cookie() {
             Sender::Cookie {
-                origin: request.header("origin"),
+                origin: crate::http::foreign_origin(request),
             }
         } else {
             Sender::Bearer

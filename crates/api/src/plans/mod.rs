@@ -115,7 +115,8 @@ pub enum Sender<'a> {
     Bearer,
     /// The `__session` cookie, from a page of this `Origin` (when the request names one).
     Cookie {
-        /// The request's `Origin` header.
+        /// The request's `Origin` header, when it names another origin than this server's own
+        /// ([`crate::http::foreign_origin`]).
         origin: Option<&'a str>,
     },
 }
