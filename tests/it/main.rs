@@ -5,6 +5,7 @@
 mod support;
 
 mod backfill;
+mod browser;
 mod credits;
 mod foundation;
 mod hostile;

@@ -17,7 +17,7 @@ const STATE: &str = "/api/v1/operations/payment/subscription";
 const CHECKOUT: &str = "/api/v1/operations/payment/checkout";
 const PORTAL: &str = "/api/v1/operations/payment/customer-portal";
 /// A session token v2 of `user`, naming `org` with `role` (as Clerk writes it: `admin`).
-fn token(user: &str, org: Option<(&str, &str)>) -> String {
+pub(crate) fn token(user: &str, org: Option<(&str, &str)>) -> String {
     let t = now();
     let mut claims = json!({"sub": user, "iat": t - 10, "nbf": t - 10, "exp": t + 120,
         "iss": ISSUER, "azp": APP, "sid": "sess_1", "v": 2});
@@ -51,7 +51,7 @@ async fn stripe_event(server: &Server, id: &str, event_type: &str, created: i64,
 }
 
 /// `user` joins `org` with `role`, and the user is synced with a primary email.
-async fn member(server: &Server, org: &str, user: &str, role: &str) {
+pub(crate) async fn member(server: &Server, org: &str, user: &str, role: &str) {
     let updated = now() * 1000 - 60_000;
     clerk_event(
         server,
@@ -96,7 +96,7 @@ fn price(id: &str, product: &str, amount: i64, interval: Option<&str>) -> Value 
 
 /// The catalog: Team (monthly 29 €, yearly 290 €), Business (monthly 99 €), credits (one-time
 /// 10 €), an archived product with a price, and an archived price of Team.
-async fn sync_catalog(server: &Server, t: i64) {
+pub(crate) async fn sync_catalog(server: &Server, t: i64) {
     let events = [
         (
             "product.created",
