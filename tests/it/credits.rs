@@ -176,9 +176,8 @@ async fn credits_bought_granted_refunded_and_spent_end_to_end(db: TestDatabase) 
 
     // Checkout of 3 packs writes what the purchase grants into the session.
     let response = support::http()
-        .post(server.url("/api/v1/operations/payment/checkout"))
+        .post(server.url("/api/v1/operations/payment/checkout-session"))
         .bearer_auth(token("user_c", "org_c"))
-        .header("accept", "application/json")
         .json(&json!({"price_id": "price_pack", "quantity": 3}))
         .send()
         .await

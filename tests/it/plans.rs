@@ -15,6 +15,7 @@ use support::{Server, now, post_stripe, status_and_json, stripe_signature};
 const PLANS: &str = "/api/v1/operations/payment/plans";
 const STATE: &str = "/api/v1/operations/payment/subscription";
 const CHECKOUT: &str = "/api/v1/operations/payment/checkout";
+const CHECKOUT_SESSION: &str = "/api/v1/operations/payment/checkout-session";
 const PORTAL: &str = "/api/v1/operations/payment/customer-portal";
 /// A session token v2 of `user`, naming `org` with `role` (as Clerk writes it: `admin`).
 pub(crate) fn token(user: &str, org: Option<(&str, &str)>) -> String {
@@ -191,9 +192,8 @@ async fn state(server: &Server, token: &str) -> Value {
 /// `POST …/checkout` with a JSON body, asking for JSON back.
 async fn checkout_json(server: &Server, token: &str, body: Value) -> (u16, Value) {
     let response = support::http()
-        .post(server.url(CHECKOUT))
+        .post(server.url(CHECKOUT_SESSION))
         .bearer_auth(token)
-        .header("accept", "application/json")
         .json(&body)
         .send()
         .await
@@ -338,7 +338,7 @@ async fn a_stripe_failure_is_a_500_and_the_log_names_stripes_request_id(db: Test
     let admin = token("user_f", Some(("org_f", "admin")));
 
     let typed = client(&s.server, &admin)
-        .checkout(&billing_sync_client::types::CheckoutRequest {
+        .create_checkout_session(&billing_sync_client::types::CheckoutRequest {
             price_id: "price_credits".into(),
             quantity: None,
         })
@@ -759,8 +759,36 @@ async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: Tes
         "{answer}"
     );
 
-    let unauthenticated = support::http()
+    // Each operation takes its one media type: JSON at the form's path, or a form at the JSON
+    // path, is refused in the documented format and creates nothing.
+    let json_to_form = support::http()
         .post(s.server.url(CHECKOUT))
+        .bearer_auth(&admin)
+        .json(&json!({"price_id": "price_credits"}))
+        .send()
+        .await
+        .expect("POST");
+    let form_to_json = support::http()
+        .post(s.server.url(CHECKOUT_SESSION))
+        .bearer_auth(&admin)
+        .form(&[("price_id", "price_credits")])
+        .send()
+        .await
+        .expect("POST");
+    for (response, why) in [
+        (json_to_form, "JSON to the form"),
+        (form_to_json, "a form to JSON"),
+    ] {
+        let (status, answer) = status_and_json(response).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some("VALIDATION_ERROR")),
+            "{why}: {answer}"
+        );
+    }
+
+    let unauthenticated = support::http()
+        .post(s.server.url(CHECKOUT_SESSION))
         .json(&json!({"price_id": "price_credits"}))
         .send()
         .await

@@ -233,11 +233,11 @@ fn vary_on(response: &mut poem::Response, field: &'static str) {
     }
 }
 
-/// The methods a path of ours answers: the webhooks and checkout take POST, everything else is
+/// The methods a path of ours answers: the webhooks, checkout and the ledger's writes take POST, everything else is
 /// read-only.
 fn allowed_methods(path: &str) -> &'static str {
     if path.starts_with("/api/v1/webhooks/")
-        || path == CHECKOUT_PATH
+        || billing_sync_api::plans::api::CHECKOUT_PATHS.contains(&path)
         || billing_sync_api::credits::api::WRITE_PATHS.contains(&path)
     {
         "POST"
@@ -247,7 +247,6 @@ fn allowed_methods(path: &str) -> &'static str {
 }
 
 const PORTAL_PATH: &str = "/api/v1/operations/payment/customer-portal";
-const CHECKOUT_PATH: &str = "/api/v1/operations/payment/checkout";
 
 /// `GET /metrics`: Prometheus text format.
 struct MetricsEndpoint {

@@ -9,7 +9,7 @@ use poem::Request;
 use poem_openapi::param::Header;
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::types::ToJSON;
-use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -143,14 +143,12 @@ pub struct CheckoutRequest {
     pub quantity: Option<i64>,
 }
 
-/// A checkout request: JSON from a script, or an HTML form post.
-#[derive(ApiRequest)]
-pub enum CheckoutBody {
-    /// `application/json`.
-    Json(Json<CheckoutRequest>),
-    /// `application/x-www-form-urlencoded`: a plain HTML form.
-    Form(Form<CheckoutRequest>),
-}
+/// The paths of the checkout operations, which take POST only (the operations below name them
+/// again: poem-openapi's attributes take literals).
+pub const CHECKOUT_PATHS: [&str; 2] = [
+    "/api/v1/operations/payment/checkout",
+    "/api/v1/operations/payment/checkout-session",
+];
 
 /// `Cache-Control` of the catalog: the same for everyone, fresh for a minute.
 const CATALOG_CACHE_CONTROL: &str = "public, max-age=60";
@@ -268,6 +266,77 @@ pub enum CheckoutResponse {
     /// `INTERNAL_ERROR`: the checkout session could not be created.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+}
+
+/// The answers of `create_checkout_session`: those of `checkout`, but never a redirect (a
+/// script navigates by itself).
+#[derive(ApiResponse)]
+pub enum CheckoutSessionResponse {
+    /// The Checkout session URL.
+    #[oai(status = 200)]
+    Url(
+        Json<CheckoutUrl>,
+        /// Always `no-store`.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// `VALIDATION_ERROR`: as for `checkout`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `UNAUTHORIZED`: no valid Clerk session token.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `FORBIDDEN`: as for `checkout`.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// `CONFLICT`: as for `checkout`.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `TOO_MANY_REQUESTS`: as for `checkout`.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until the user may create a session again.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
+    /// `INTERNAL_ERROR`: the checkout session could not be created.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl From<CheckoutResponse> for CheckoutSessionResponse {
+    fn from(response: CheckoutResponse) -> Self {
+        match response {
+            // Asked for with `Answer::Json`, which never redirects.
+            CheckoutResponse::SeeOther(url, cache)
+            | CheckoutResponse::Url(Json(CheckoutUrl { url }), cache) => {
+                CheckoutSessionResponse::Url(Json(CheckoutUrl { url }), cache)
+            }
+            CheckoutResponse::BadRequest(body) => CheckoutSessionResponse::BadRequest(body),
+            CheckoutResponse::Unauthorized(body, challenge) => {
+                CheckoutSessionResponse::Unauthorized(body, challenge)
+            }
+            CheckoutResponse::Forbidden(body) => CheckoutSessionResponse::Forbidden(body),
+            CheckoutResponse::Conflict(body) => CheckoutSessionResponse::Conflict(body),
+            CheckoutResponse::TooManyRequests(body, wait) => {
+                CheckoutSessionResponse::TooManyRequests(body, wait)
+            }
+            CheckoutResponse::Internal(body) => CheckoutSessionResponse::Internal(body),
+        }
+    }
+}
+
+/// How a created session is answered: a redirect for a page's form post, the URL for a script.
+#[derive(Clone, Copy)]
+enum Answer {
+    Redirect,
+    Json,
 }
 
 impl From<Refusal> for StateResponse {
@@ -515,13 +584,14 @@ impl PlansApi {
         }
     }
 
-    /// Start a checkout
+    /// Start a checkout (HTML form)
     ///
     /// Creates a Stripe Checkout session for the caller's organization to buy a price: a
     /// subscription for a recurring price, a one-time payment (e.g. credits) otherwise. The
-    /// organization's Stripe customer is reused, or created by Checkout. Answers 303 to the
-    /// session (an HTML form post), or `200 {"url": …}` when the caller prefers
-    /// `application/json`. The same request again within 10 minutes gets the same session.
+    /// organization's Stripe customer is reused, or created by Checkout. The body is a plain
+    /// HTML form post; answers 303 to the session, or `200 {"url": …}` when the caller prefers
+    /// `application/json`. A script sending JSON calls `create_checkout_session`. The same
+    /// request again within 10 minutes gets the same session.
     #[oai(
         path = "/api/v1/operations/payment/checkout",
         method = "post",
@@ -531,10 +601,47 @@ impl PlansApi {
         &self,
         session: ClerkSession,
         request: &Request,
-        body: CheckoutBody,
+        body: Form<CheckoutRequest>,
     ) -> CheckoutResponse {
-        let wants_json = prefers_json(request.header("accept"));
-        let (CheckoutBody::Json(Json(order)) | CheckoutBody::Form(Form(order))) = body;
+        let answer = if prefers_json(request.header("accept")) {
+            Answer::Json
+        } else {
+            Answer::Redirect
+        };
+        self.start_checkout(session, request, body.0, answer).await
+    }
+
+    /// Create a checkout session (JSON)
+    ///
+    /// `checkout` for a script or a generated client: the same order as JSON, answered with
+    /// the session's URL (`200 {"url": …}`), never a redirect.
+    #[oai(
+        path = "/api/v1/operations/payment/checkout-session",
+        method = "post",
+        operation_id = "create_checkout_session"
+    )]
+    async fn create_checkout_session(
+        &self,
+        session: ClerkSession,
+        request: &Request,
+        body: Json<CheckoutRequest>,
+    ) -> CheckoutSessionResponse {
+        self.start_checkout(session, request, body.0, Answer::Json)
+            .await
+            .into()
+    }
+}
+
+impl PlansApi {
+    /// Both checkout operations: the order checked and the session created for the caller's
+    /// organization, answered as `answer` says, the outcome counted.
+    async fn start_checkout(
+        &self,
+        session: ClerkSession,
+        request: &Request,
+        order: CheckoutRequest,
+        answer: Answer,
+    ) -> CheckoutResponse {
         let sent_by = if session.is_cookie() {
             Sender::Cookie {
                 origin: crate::http::foreign_origin(request),
@@ -547,10 +654,10 @@ impl PlansApi {
             .checkout(session.token(), sent_by, &order.price_id, order.quantity)
             .await
         {
-            Ok(url) if wants_json => {
-                CheckoutResponse::Url(Json(CheckoutUrl { url }), NO_STORE.into())
-            }
-            Ok(url) => CheckoutResponse::SeeOther(url, NO_STORE.into()),
+            Ok(url) => match answer {
+                Answer::Json => CheckoutResponse::Url(Json(CheckoutUrl { url }), NO_STORE.into()),
+                Answer::Redirect => CheckoutResponse::SeeOther(url, NO_STORE.into()),
+            },
             Err(err) => err.into(),
         };
         let outcome = match &response {
