@@ -8,7 +8,7 @@
 //! `./scripts/test` installs Debian's chromium and sets `BILLING_SYNC_TEST_REQUIRE_CHROMIUM=1`;
 //! without it, and without `chromium` on the PATH, this test says SKIPPED and passes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -26,7 +26,9 @@ const README_BILLING_ORIGIN: &str = r#"const billing = "https://billing.example.
 
 #[tokio::test]
 async fn the_readme_page_works_from_the_apps_origin_an_allowed_one_and_the_apis_own() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = support::tool("chromium", "BILLING_SYNC_TEST_REQUIRE_CHROMIUM") else {
+        return;
+    };
     let example = readme_example();
     let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
 
@@ -112,24 +114,6 @@ async fn the_readme_page_works_from_the_apps_origin_an_allowed_one_and_the_apis_
         sessions,
         "no session for a refused origin"
     );
-}
-
-/// Chromium, from the PATH; `None` (said plainly) when missing, unless the test script made it
-/// required.
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("chromium"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("BILLING_SYNC_TEST_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-            "chromium is required (apt-get install chromium) but not on the PATH"
-        );
-        eprintln!("SKIPPED: chromium is not installed; ./scripts/test installs it");
-    }
-    found
 }
 
 /// Headless, and quiet: without the background-networking flags Chromium keeps trying to reach

@@ -11,6 +11,7 @@ mod foundation;
 mod hostile;
 mod plans;
 mod portal;
+mod python_client;
 mod resilience;
 mod schemathesis;
 mod security;

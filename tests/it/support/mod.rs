@@ -276,6 +276,25 @@ fn listening_addr(line: &str) -> Option<String> {
 }
 
 /// An HTTP client that does not follow redirects, with a timeout.
+/// The program `name` from the PATH. Missing, the test passes saying SKIPPED (the test script
+/// names it at the end), unless `require` is set to 1 in the environment: `./scripts/test`
+/// installs every such tool and sets it, so that there a missing tool is a failure.
+pub fn tool(name: &str, require: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var(require).as_deref() != Ok("1"),
+            "{name} is required ({require}=1) but not on the PATH"
+        );
+        eprintln!("SKIPPED: {name} is not installed; ./scripts/test installs it");
+    }
+    found
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
