@@ -504,3 +504,20 @@ async fn a_read_only_command_never_creates_a_missing_database() {
     let listed = run(&["events", "list"], &[("DATABASE_URL", url.as_str())]).await;
     assert!(listed.status.success(), "{}", listed.stderr);
 }
+
+/// The README's `stripe listen --events` line forwards exactly the event types the projections
+/// read (the plans page stayed empty when it named customers, subscriptions and checkout only).
+#[test]
+fn the_readmes_stripe_listen_line_names_every_projected_event_type() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let listed: Vec<&str> = readme
+        .lines()
+        .find_map(|line| line.strip_prefix("stripe listen --events "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a `stripe listen --events …` line in the README")
+        .split(',')
+        .collect();
+    let projected: Vec<&str> = billing_sync_projection::stripe::projected_event_types().collect();
+    assert_eq!(listed, projected);
+}

@@ -17,17 +17,6 @@ use crate::state::{
     PriceState, ProductState, PurchaseSource, Rank, SubscriptionState, SyncedRow, Version,
 };
 
-const SUBSCRIPTION_EVENTS: [&str; 8] = [
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "customer.subscription.pending_update_applied",
-    "customer.subscription.pending_update_expired",
-    "customer.subscription.trial_will_end",
-];
-
 /// The kinds of object the projections read, each carried by its own event types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Carried {
@@ -41,23 +30,62 @@ enum Carried {
     Charge,
 }
 
+/// Every Stripe event type a projection reads, with the kind of object it carries: the one
+/// place they are listed. Any other type is recorded `ignored`. The README's
+/// `stripe listen --events` line names exactly these (a test checks it).
+const PROJECTED: [(&str, Carried); 22] = [
+    ("customer.created", Carried::Customer),
+    ("customer.updated", Carried::Customer),
+    ("customer.deleted", Carried::Customer),
+    ("customer.subscription.created", Carried::Subscription),
+    ("customer.subscription.updated", Carried::Subscription),
+    ("customer.subscription.deleted", Carried::Subscription),
+    ("customer.subscription.paused", Carried::Subscription),
+    ("customer.subscription.resumed", Carried::Subscription),
+    (
+        "customer.subscription.pending_update_applied",
+        Carried::Subscription,
+    ),
+    (
+        "customer.subscription.pending_update_expired",
+        Carried::Subscription,
+    ),
+    (
+        "customer.subscription.trial_will_end",
+        Carried::Subscription,
+    ),
+    ("checkout.session.completed", Carried::CheckoutSession),
+    (
+        "checkout.session.async_payment_succeeded",
+        Carried::CheckoutSession,
+    ),
+    ("invoice.paid", Carried::Invoice),
+    ("charge.refunded", Carried::Charge),
+    ("product.created", Carried::Product),
+    ("product.updated", Carried::Product),
+    ("product.deleted", Carried::Product),
+    ("price.created", Carried::Price),
+    ("price.updated", Carried::Price),
+    ("price.deleted", Carried::Price),
+    (
+        "entitlements.active_entitlement_summary.updated",
+        Carried::EntitlementSummary,
+    ),
+];
+
+/// The Stripe event types billing-sync projects, in the order above: what to forward with
+/// `stripe listen --events` or select on a dashboard endpoint.
+pub fn projected_event_types() -> impl Iterator<Item = &'static str> {
+    PROJECTED.iter().map(|(event_type, _)| *event_type)
+}
+
 impl Carried {
-    /// The kind of object an event of `event_type` carries, if a projection reads it: the one
-    /// place the projected event types are listed.
+    /// The kind of object an event of `event_type` carries, if a projection reads it.
     fn by(event_type: &str) -> Option<Carried> {
-        Some(match event_type {
-            "customer.created" | "customer.updated" | "customer.deleted" => Carried::Customer,
-            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-                Carried::CheckoutSession
-            }
-            "invoice.paid" => Carried::Invoice,
-            "charge.refunded" => Carried::Charge,
-            other if SUBSCRIPTION_EVENTS.contains(&other) => Carried::Subscription,
-            "product.created" | "product.updated" | "product.deleted" => Carried::Product,
-            "price.created" | "price.updated" | "price.deleted" => Carried::Price,
-            "entitlements.active_entitlement_summary.updated" => Carried::EntitlementSummary,
-            _ => return None,
-        })
+        PROJECTED
+            .iter()
+            .find(|(projected, _)| *projected == event_type)
+            .map(|(_, carried)| *carried)
     }
 }
 
