@@ -135,28 +135,54 @@ async fn an_unreachable_database_fails_startup_naming_the_host_not_the_password(
 }
 
 /// The README's "try it without accounts" path: `scripts/send-test-event` signs a customer event
-/// with a local secret, and the server records it as processed.
+/// with a local secret, and the server records it as processed; the same body again is a
+/// duplicate, a byte changed after signing is refused, and a refusal is the script's failure.
 #[tokio::test]
 async fn the_readme_test_event_script_gets_a_first_processed_event() {
     let dir = tempfile::tempdir().expect("a directory");
     let url = format!("sqlite://{}", dir.path().join("try.db").display());
     let server = Server::start(&url, &[("STRIPE_WEBHOOK_SECRET", "whsec_local_try")]).await;
-    let output = tokio::process::Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/send-test-event"
-    ))
-    .arg(&server.base_url)
-    .env("STRIPE_WEBHOOK_SECRET", "whsec_local_try")
-    .output()
-    .await
-    .expect("run scripts/send-test-event");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let send = |args: &'static [&'static str], secret: &'static str| {
+        tokio::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/send-test-event"
+        ))
+        .args(args)
+        .arg(&server.base_url)
+        .env("STRIPE_WEBHOOK_SECRET", secret)
+        .output()
+    };
+
+    let twice = send(&["--repeat", "2"], "whsec_local_try")
+        .await
+        .expect("run scripts/send-test-event");
+    let stdout = String::from_utf8_lossy(&twice.stdout);
     assert!(
-        output.status.success(),
+        twice.status.success(),
         "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&twice.stderr)
     );
-    assert!(stdout.contains(r#""status":"processed""#), "{stdout}");
+    let answers: Vec<&str> = stdout.lines().collect();
+    assert_eq!(answers.len(), 2, "{stdout}");
+    assert!(answers[0].contains(r#""status":"processed""#), "{stdout}");
+    assert!(answers[1].contains(r#""status":"duplicate""#), "{stdout}");
+
+    for (args, secret, code) in [
+        (&["--tamper"][..], "whsec_local_try", "SIGNATURE_INVALID"),
+        (&[][..], "whsec_not_the_servers", "SIGNATURE_INVALID"),
+    ] {
+        let refused = send(args, secret)
+            .await
+            .expect("run scripts/send-test-event");
+        let stdout = String::from_utf8_lossy(&refused.stdout);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains(code), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains("the server answered 400"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]
