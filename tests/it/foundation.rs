@@ -547,3 +547,22 @@ fn the_readmes_stripe_listen_line_names_every_projected_event_type() {
     let projected: Vec<&str> = billing_sync_projection::stripe::projected_event_types().collect();
     assert_eq!(listed, projected);
 }
+
+/// A command that fails says each cause once: sea-orm's connection error repeats its source in
+/// its own message, and the whole chain printed "pool timed out …: pool timed out …".
+#[tokio::test]
+async fn a_failing_command_says_each_cause_once() {
+    let finished = run(
+        &["events", "list"],
+        &[("DATABASE_URL", "postgres://billing@127.0.0.1:1/billing")],
+    )
+    .await;
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    let line = finished
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("billing-sync: "))
+        .expect("the error line");
+    assert!(line.contains("is unavailable"), "{line}");
+    assert_eq!(line.matches("pool timed out").count(), 1, "{line}");
+}

@@ -11,6 +11,7 @@ pub mod config;
 mod events;
 mod observability;
 mod output;
+pub use output::error_line;
 mod startup;
 mod telemetry;
 

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(billing_sync::RunError::Config(err)) => config_failure(&err),
         Err(billing_sync::RunError::Failed(err)) => {
-            eprintln!("billing-sync: {err:#}");
+            eprintln!("billing-sync: {}", billing_sync::error_line(err.as_ref()));
             ExitCode::FAILURE
         }
     }
