@@ -7,8 +7,10 @@
 //!   senders: what a service that commits each event alone could reach at best;
 //! - batched: ten events per transaction, the same statements: what grouping commits buys.
 //!
-//! Next to each run: the service's CPU time per event (from `/proc/PID/stat`) and how busy the
-//! machine's cores were (from `/proc/stat`), so a figure limited by waiting shows as idle cores.
+//! Next to each run: the service's CPU time per event (from `/proc/PID/stat`), the whole
+//! PostgreSQL cluster's (its postmaster and every process it started, from `/proc`; for the
+//! server and for the batched ceiling), and how busy the machine's cores were (from
+//! `/proc/stat`), so a figure limited by waiting shows as idle cores.
 //!
 //! Run with `./scripts/bench --bench ingest` (it starts a throwaway PostgreSQL with default,
 //! durable settings), or with `BILLING_SYNC_TEST_POSTGRES_URL` pointing at an admin URL of your
@@ -245,28 +247,91 @@ async fn transactions(server: &Server) -> (f64, f64) {
 
 /// CPU time (user + system) a process has used.
 fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("a stat line")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks(stat_fields(pid).expect("read /proc/PID/stat"), false)
+}
+
+/// CPU time the whole PostgreSQL cluster has used: the postmaster, every process it started
+/// (backends, WAL writer, checkpointer, …), and those that have ended and been reaped, which
+/// the kernel adds to the postmaster's children's time.
+fn cluster_cpu(postmaster: u32) -> Duration {
+    let mut total = ticks(
+        stat_fields(postmaster).expect("the postmaster's /proc/PID/stat"),
+        true,
+    );
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between listing and reading: it is then counted in the parent's.
+        if let Some(fields) = stat_fields(pid)
+            && fields[1] == postmaster.to_string()
+        {
+            total += ticks(fields, true);
+        }
+    }
+    total
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may
+/// hold spaces): `[0]` state, `[1]` parent, `[11]`/`[12]` user/system ticks, `[13]`/`[14]`
+/// those of reaped children.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// User + system time of `fields`, with that of reaped children when asked.
+fn ticks(fields: Vec<String>, with_children: bool) -> Duration {
+    let columns: &[usize] = if with_children {
+        &[11, 12, 13, 14]
+    } else {
+        &[11, 12]
+    };
+    let ticks: u64 = columns
+        .iter()
+        .map(|&column| fields[column].parse::<u64>().expect("a tick count"))
+        .sum();
     Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
 }
 
-/// `sysconf(_SC_CLK_TCK)`, read through `getconf` (100 on every Linux this runs on).
+/// The PID of the postmaster of the cluster `db` is on: the parent of this connection's backend.
+async fn postmaster_pid(db: &DatabaseConnection) -> u32 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_backend_pid() AS pid",
+        ))
+        .await
+        .expect("ask for the backend's pid")
+        .expect("a row");
+    let backend: i32 = row.try_get("", "pid").expect("pid");
+    stat_fields(backend as u32).expect("the backend runs on this machine")[1]
+        .parse()
+        .expect("a parent pid")
+}
+
+/// `sysconf(_SC_CLK_TCK)`, read through `getconf` once (100 on every Linux this runs on).
 fn clock_ticks_per_second() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// The machine's cumulative (busy, total) CPU time, in ticks, from `/proc/stat`.
@@ -327,22 +392,26 @@ async fn main() {
         sizes.iter().max().unwrap_or(&0),
     );
     println!(
-        "{:<7} {:>6} | {:>10} {:>7} {:>7} {:>10} {:>6} {:>6} | {:>10} {:>10} | {:>9} {:>10}",
+        "{:<7} {:>6} | {:>10} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} | {:>10} {:>10} {:>8} | {:>9} {:>10}",
         "senders",
         "events",
         "server ev/s",
         "p50 ms",
         "p99 ms",
-        "CPU µs/ev",
+        "svc µs",
+        "PG µs",
         "busy",
         "ev/txn",
         "per-event",
         "batched×10",
+        "PG µs",
         "×per-ev",
         "of batched",
     );
+    let postmaster = postmaster_pid(raw_store.connection()).await;
     for senders in SENDERS {
         let level_count = if senders == 1 { count / 10 } else { count };
+        let micros_per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / level_count as f64;
         let per_event = raw_postgres(
             raw_store.connection(),
             &format!("pe{senders}x"),
@@ -351,6 +420,7 @@ async fn main() {
             1,
         )
         .await;
+        let cluster_before = cluster_cpu(postmaster);
         let batched = raw_postgres(
             raw_store.connection(),
             &format!("bt{senders}x"),
@@ -359,12 +429,15 @@ async fn main() {
             CEILING_BATCH,
         )
         .await;
+        let batched_cluster = cluster_cpu(postmaster) - cluster_before;
         let transactions_before = transactions(&server).await;
         let cpu_before = process_cpu(server.pid());
+        let cluster_before = cluster_cpu(postmaster);
         let machine_before = machine_cpu();
         let served =
             through_the_server(&server, &format!("srv{senders}x"), senders, level_count).await;
         let cpu = process_cpu(server.pid()) - cpu_before;
+        let cluster = cluster_cpu(postmaster) - cluster_before;
         let machine_after = machine_cpu();
         let transactions_after = transactions(&server).await;
         let events_per_transaction = (transactions_after.1 - transactions_before.1)
@@ -372,17 +445,19 @@ async fn main() {
         let busy = (machine_after.0 - machine_before.0) as f64
             / (machine_after.1 - machine_before.1).max(1) as f64;
         println!(
-            "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>10.0} {:>5.0}% {:>6.1} | {:>10.0} {:>10.0} | {:>8.2}× {:>9.0}%",
+            "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>5.0}% {:>6.1} | {:>10.0} {:>10.0} {:>8.0} | {:>8.2}× {:>9.0}%",
             senders,
             level_count,
             served.rate(),
             served.percentile(0.50).as_secs_f64() * 1e3,
             served.percentile(0.99).as_secs_f64() * 1e3,
-            cpu.as_secs_f64() * 1e6 / level_count as f64,
+            micros_per_event(cpu),
+            micros_per_event(cluster),
             busy * 100.0,
             events_per_transaction,
             per_event.rate(),
             batched.rate(),
+            micros_per_event(batched_cluster),
             served.rate() / per_event.rate(),
             100.0 * served.rate() / batched.rate(),
         );
