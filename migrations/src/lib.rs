@@ -10,6 +10,7 @@ mod m20261123_000002_backfill_checkpoints;
 mod m20261124_000003_catalog_and_entitlements;
 mod m20261202_000004_payloads_as_text;
 mod m20261203_000005_credits;
+mod m20261204_000006_lighter_ledger;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_catalog_and_entitlements::Migration),
             Box::new(m20261202_000004_payloads_as_text::Migration),
             Box::new(m20261203_000005_credits::Migration),
+            Box::new(m20261204_000006_lighter_ledger::Migration),
         ]
     }
 }

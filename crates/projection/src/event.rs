@@ -20,6 +20,9 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider.
+    pub const ALL: [Provider; 2] = [Provider::Stripe, Provider::Clerk];
+
     /// The ledger's `provider` column value: the one place the names are written.
     pub fn as_str(self) -> &'static str {
         match self {

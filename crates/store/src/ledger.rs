@@ -306,7 +306,15 @@ impl Store {
         &self,
         event_id: &str,
     ) -> Result<Vec<webhook_events::Model>, StoreError> {
+        // Every provider named, so that the lookup is one probe per provider into the
+        // idempotency key (provider, event_id) rather than a scan of the whole ledger.
         webhook_events::Entity::find()
+            .filter(
+                webhook_events::Column::Provider.is_in(
+                    billing_sync_projection::Provider::ALL
+                        .map(billing_sync_projection::Provider::as_str),
+                ),
+            )
             .filter(webhook_events::Column::EventId.eq(event_id))
             .all(self.connection())
             .await

@@ -9,7 +9,68 @@ each_backend!(
     every_contract_table_exists_with_its_unique_keys,
     migration_status_tells_pending_from_applied,
     every_migration_goes_down_and_up_again_to_the_same_schema,
+    the_ledger_keeps_only_the_indexes_its_queries_use,
 );
+
+/// The strings of the first column of `sql`'s rows.
+async fn strings(store: &Store, sql: &str) -> Vec<String> {
+    let rows = store
+        .connection()
+        .query_all_raw(Statement::from_string(store.backend(), sql))
+        .await
+        .expect("query");
+    let mut values: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("a string"))
+        .collect();
+    values.sort();
+    values
+}
+
+/// Every event updates every index of the ledger: only those a documented query uses are kept
+/// (issue 22), and on PostgreSQL its JSON text is compressed with lz4.
+async fn the_ledger_keeps_only_the_indexes_its_queries_use(db: TestDatabase) {
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate_up().await.expect("migrate");
+    let indexes = match store.backend() {
+        DbBackend::Postgres => {
+            strings(
+                &store,
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'webhook_events' \
+                 AND indexname <> 'webhook_events_pkey'",
+            )
+            .await
+        }
+        _ => {
+            strings(
+                &store,
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name = 'webhook_events' AND sql IS NOT NULL",
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        indexes,
+        [
+            "webhook_events_failed_idx",
+            "webhook_events_provider_event_id_key",
+            "webhook_events_received_at_idx",
+        ]
+    );
+    if store.backend() == DbBackend::Postgres {
+        let compressions = strings(
+            &store,
+            "SELECT DISTINCT attcompression::text FROM pg_attribute \
+             WHERE attname IN ('payload', 'raw') AND attrelid IN \
+             (SELECT oid FROM pg_class WHERE relname IN ('webhook_events', 'stripe_subscriptions', \
+              'stripe_customers', 'organizations', 'users', 'organization_memberships', \
+              'stripe_products', 'stripe_prices', 'stripe_entitlement_summaries'))",
+        )
+        .await;
+        assert_eq!(compressions, ["l"], "lz4 for every JSON text column");
+    }
+}
 
 async fn every_migration_goes_down_and_up_again_to_the_same_schema(db: TestDatabase) {
     use billing_sync_migration::{Migrator, MigratorTrait};
