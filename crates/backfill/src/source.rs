@@ -107,7 +107,7 @@ impl Source {
                 if let Some(cursor) = cursor {
                     query.push(("starting_after", cursor));
                 }
-                let page = client.list_page(resource, &query).await?;
+                let page = client.list_page(&[resource], &query).await?;
                 Ok(Page {
                     next: page.next_cursor(),
                     objects: page.data,
@@ -209,7 +209,7 @@ async fn entitlement_summary(
             query.push(("starting_after", after.as_str()));
         }
         let page = client
-            .list_page("entitlements/active_entitlements", &query)
+            .list_page(&["entitlements", "active_entitlements"], &query)
             .await?;
         let has_more = page.has_more;
         let next = page.next_cursor();

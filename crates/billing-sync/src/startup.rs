@@ -357,7 +357,7 @@ pub(crate) fn stripe_client(
     key: &SecretString,
 ) -> anyhow::Result<StripeClient> {
     StripeClient::new(
-        &api.stripe_api_base,
+        reqwest::Url::parse(&api.stripe_api_base).context("STRIPE_API_BASE")?,
         key.clone(),
         Duration::from_secs(3).min(api.stripe_timeout_ms),
         api.stripe_timeout_ms,

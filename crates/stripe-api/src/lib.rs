@@ -41,11 +41,19 @@ pub enum StripeError {
     },
 }
 
+/// Whether `id` is written in the alphabet of Stripe's object ids (`cus_…`, `sub_…`, `cs_…`:
+/// ASCII letters, digits and `_`), and so can name an object in a request's path. An id in a
+/// delivered event that is not cannot be looked up: `.` or `..` would move up the path even
+/// percent-encoded.
+pub fn is_object_id(id: &str) -> bool {
+    (1..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Where and how to call Stripe. A clone shares the connection pool.
 #[derive(Clone)]
 pub struct StripeClient {
     http: reqwest::Client,
-    api_base: String,
+    api_base: reqwest::Url,
     secret_key: SecretString,
 }
 
@@ -91,9 +99,10 @@ struct ErrorDetail {
 }
 
 impl StripeClient {
-    /// A client for `api_base` (e.g. `https://api.stripe.com`) with these timeouts.
+    /// A client for `api_base` (e.g. `https://api.stripe.com`; an http(s) URL, as the
+    /// settings check) with these timeouts.
     pub fn new(
-        api_base: &str,
+        api_base: reqwest::Url,
         secret_key: SecretString,
         connect_timeout: Duration,
         total_timeout: Duration,
@@ -105,7 +114,7 @@ impl StripeClient {
             .build()?;
         Ok(StripeClient {
             http,
-            api_base: api_base.trim_end_matches('/').to_owned(),
+            api_base,
             secret_key,
         })
     }
@@ -123,10 +132,10 @@ impl StripeClient {
         }
         // One key for every attempt: a retry after a lost answer cannot create a second session.
         let idempotency_key = uuid::Uuid::new_v4().to_string();
-        let url = format!("{}/v1/billing_portal/sessions", self.api_base);
+        let url = self.endpoint(&["billing_portal", "sessions"]);
         let result = self
             .send(RetryPolicy::INTERACTIVE, "create_portal_session", || {
-                self.authorized(self.http.post(&url))
+                self.authorized(self.http.post(url.clone()))
                     .header("Idempotency-Key", &idempotency_key)
                     .form(&form)
             })
@@ -142,10 +151,10 @@ impl StripeClient {
         form: &[(String, String)],
         idempotency_key: &str,
     ) -> Result<String, StripeError> {
-        let url = format!("{}/v1/checkout/sessions", self.api_base);
+        let url = self.endpoint(&["checkout", "sessions"]);
         let result = self
             .send(RetryPolicy::INTERACTIVE, "create_checkout_session", || {
-                self.authorized(self.http.post(&url))
+                self.authorized(self.http.post(url.clone()))
                     .header("Idempotency-Key", idempotency_key)
                     .form(form)
             })
@@ -153,13 +162,17 @@ impl StripeClient {
         session_url(parse(result).await?)
     }
 
-    /// The current state of an object, e.g. `customers/cus_…` or `subscriptions/sub_…`, as
+    /// The current state of the object `id` of `resource` (`customers`, `subscriptions`), as
     /// Stripe's JSON. A deleted customer comes back as `{id, object, deleted: true}`.
-    pub async fn retrieve(&self, path: &str) -> Result<serde_json::Value, StripeError> {
-        let url = format!("{}/v1/{path}", self.api_base);
+    pub async fn retrieve(
+        &self,
+        resource: &str,
+        id: &str,
+    ) -> Result<serde_json::Value, StripeError> {
+        let url = self.endpoint(&[resource, id]);
         let result = self
             .send(RetryPolicy::INTERACTIVE, "retrieve", || {
-                self.authorized(self.http.get(&url))
+                self.authorized(self.http.get(url.clone()))
             })
             .await;
         let (request_id, body) = parse(result).await?;
@@ -167,6 +180,18 @@ impl StripeClient {
             Ok(object) if object.is_object() => Ok(object),
             _ => Err(StripeError::BadObject { request_id }),
         }
+    }
+
+    /// `{api_base}/v1/` and `segments`, each percent-encoded as one path segment: an object id
+    /// taken from a delivered event cannot reach another path (`../`, `?`, `#`, `/`).
+    fn endpoint(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.api_base.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .push("v1")
+            .extend(segments);
+        url
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -186,17 +211,18 @@ impl StripeClient {
             .await
     }
 
-    /// One page of a list endpoint (`customers`, `subscriptions`) with `query` (e.g.
-    /// `limit`, `starting_after`, `status`), retried patiently through rate limiting.
+    /// One page of the list endpoint at `path` (`["customers"]`, `["checkout", "sessions",
+    /// id, "line_items"]`; each segment percent-encoded) with `query` (e.g. `limit`,
+    /// `starting_after`, `status`), retried patiently through rate limiting.
     pub async fn list_page(
         &self,
-        resource: &str,
+        path: &[&str],
         query: &[(&str, &str)],
     ) -> Result<ListPage, StripeError> {
-        let url = format!("{}/v1/{resource}", self.api_base);
+        let url = self.endpoint(path);
         let result = self
             .send(RetryPolicy::PATIENT, "list", || {
-                self.authorized(self.http.get(&url)).query(query)
+                self.authorized(self.http.get(url.clone())).query(query)
             })
             .await;
         let (request_id, body) = parse(result).await?;
@@ -271,6 +297,49 @@ mod tests {
             "",
         ] {
             assert!(!is_absolute_https(url), "{url}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::StripeClient;
+    use secrecy::SecretString;
+    use std::time::Duration;
+
+    /// An id from a delivered event is one path segment, whatever it holds.
+    #[test]
+    fn an_object_id_stays_one_path_segment() {
+        let client = StripeClient::new(
+            "https://api.stripe.com".parse().expect("URL"),
+            SecretString::from("sk_test_x".to_owned()),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .expect("client");
+        for (id, path) in [
+            ("cus_123", "/v1/customers/cus_123"),
+            (
+                "cus_1/../../v1/charges",
+                "/v1/customers/cus_1%2F..%2F..%2Fv1%2Fcharges",
+            ),
+            ("cus_1?expand[]=x#y", "/v1/customers/cus_1%3Fexpand[]=x%23y"),
+        ] {
+            let url = client.endpoint(&["customers", id]);
+            assert_eq!(url.path(), path, "{id}");
+            assert_eq!(url.query(), None, "{id}");
+            assert_eq!(url.host_str(), Some("api.stripe.com"));
+        }
+    }
+
+    #[test]
+    fn only_stripes_id_alphabet_is_an_object_id() {
+        for id in ["cus_123", "sub_1MowQVLkdIwHu7ixeRlqHVzs", "cs_test_a1B2"] {
+            assert!(super::is_object_id(id), "{id}");
+        }
+        // A dot segment would move up the path even when percent-encoded.
+        for id in ["", ".", "..", "cus_1/x", "cus 1", "cus_1?x", "cüs_1"] {
+            assert!(!super::is_object_id(id), "{id}");
         }
     }
 }

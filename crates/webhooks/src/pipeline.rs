@@ -283,18 +283,21 @@ async fn refetched(
         .get("data")
         .and_then(|data| data.get("object"))
         .and_then(|object| object.get("id"))
-        .and_then(Value::as_str);
-    let path = match (is_customer, is_subscription, id) {
-        (true, _, Some(id)) => format!("customers/{id}"),
-        (_, true, Some(id)) => format!("subscriptions/{id}"),
+        .and_then(Value::as_str)
+        // An id Stripe could not have written is projected from the payload, as delivered.
+        .filter(|id| billing_sync_stripe_api::is_object_id(id));
+    let (resource, id) = match (is_customer, is_subscription, id) {
+        (true, _, Some(id)) => ("customers", id),
+        (_, true, Some(id)) => ("subscriptions", id),
         _ => return Ok(None),
     };
     let fetched_at = unix_now();
-    let object = match client.retrieve(&path).await {
+    let object = match client.retrieve(resource, id).await {
         Ok(object) => object,
         Err(StripeError::Api { status: 404, .. }) => {
             tracing::warn!(
-                path,
+                resource,
+                id,
                 "Stripe no longer has the object; projecting the payload"
             );
             return Ok(None);
@@ -345,9 +348,14 @@ async fn line_items_plan(
     let Some(id) = session.get("id").and_then(Value::as_str) else {
         return Ok(None);
     };
+    if !billing_sync_stripe_api::is_object_id(id) {
+        return Ok(Some(Plan::Fail(format!(
+            "the checkout session id {id:?} is not a Stripe object id: its line items cannot be read"
+        ))));
+    }
     let page = match client
         .list_page(
-            &format!("checkout/sessions/{id}/line_items"),
+            &["checkout", "sessions", id, "line_items"],
             &[("limit", "100")],
         )
         .await
