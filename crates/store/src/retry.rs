@@ -50,7 +50,7 @@ where
         match write().await {
             Err(err) if err.retryable() && attempt < ATTEMPTS => {
                 let ceiling = Duration::from_millis(10 << attempt);
-                let pause = ceiling.mul_f64(jitter());
+                let pause = ceiling.mul_f64(rand::random::<f64>());
                 tracing::warn!(error = %err, attempt, ?pause, "write refused for the moment; retrying");
                 metrics::counter!(retries_metric).increment(1);
                 tokio::time::sleep(pause).await;
@@ -59,17 +59,4 @@ where
             result => return result,
         }
     }
-}
-
-/// A number in [0, 1) that differs between calls and processes (no RNG dependency needed).
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
