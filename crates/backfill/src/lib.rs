@@ -19,7 +19,7 @@ use billing_sync_store::backfill::{Checkpoint, Tally};
 
 pub use crate::clerk_api::{ClerkClient, ClerkError};
 use crate::progress::Progress;
-pub use crate::source::Source;
+pub use crate::source::{ClerkResource, Resource, Source, StripeResource};
 
 /// Why a backfill stopped.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,9 @@ pub enum BackfillError {
     /// A stored checkpoint does not fit the source.
     #[error("the stored checkpoint `{0}` is not a cursor of this source; run with --restart")]
     BadCheckpoint(String),
+    /// A resource asked of the other provider's source: a mistake of the caller's.
+    #[error("{0} is not listed from this source")]
+    NotListedHere(&'static str),
 }
 
 /// How to run a pass.
@@ -78,8 +81,8 @@ pub async fn run(
     options: Options,
 ) -> Result<Vec<ResourceSummary>, BackfillError> {
     let mut summaries = Vec::new();
-    for resource in source.resources() {
-        let name = format!("{}/{resource}", source.provider());
+    for &resource in source.resources() {
+        let name = format!("{}/{}", source.provider(), resource.name());
         summaries.push(run_resource(store, source, resource, &name, options).await?);
     }
     Ok(summaries)
@@ -88,7 +91,7 @@ pub async fn run(
 async fn run_resource(
     store: &Store,
     source: &Source,
-    resource: &str,
+    resource: Resource,
     name: &str,
     options: Options,
 ) -> Result<ResourceSummary, BackfillError> {

@@ -43,18 +43,22 @@ impl Source {
     /// catalog before subscriptions (whose items name its prices), users before memberships
     /// (which only fill gaps in users). Credits bought are recorded under the same references as
     /// their webhooks' (`checkout:cs_…`, `invoice:in_…:il_…`), so nothing is granted twice.
-    pub fn resources(&self) -> &'static [&'static str] {
+    pub fn resources(&self) -> &'static [Resource] {
         match self {
             Source::Stripe { .. } => &[
-                "customers",
-                "products",
-                "prices",
-                "subscriptions",
-                CHECKOUT_SESSIONS,
-                INVOICES,
-                ENTITLEMENTS,
+                Resource::Stripe(StripeResource::Customers),
+                Resource::Stripe(StripeResource::Products),
+                Resource::Stripe(StripeResource::Prices),
+                Resource::Stripe(StripeResource::Subscriptions),
+                Resource::Stripe(StripeResource::CheckoutSessions),
+                Resource::Stripe(StripeResource::Invoices),
+                Resource::Stripe(StripeResource::Entitlements),
             ],
-            Source::Clerk(_) => &["organizations", "users", "organization_memberships"],
+            Source::Clerk(_) => &[
+                Resource::Clerk(ClerkResource::Organizations),
+                Resource::Clerk(ClerkResource::Users),
+                Resource::Clerk(ClerkResource::Memberships),
+            ],
         }
     }
 
@@ -71,13 +75,13 @@ impl Source {
     pub async fn page(
         &self,
         store: &Store,
-        resource: &str,
+        resource: Resource,
         cursor: Option<&str>,
         page_size: u64,
     ) -> Result<Page, BackfillError> {
         let fetched_at = chrono::Utc::now().timestamp();
-        match self {
-            Source::Stripe { client, .. } if resource == ENTITLEMENTS => {
+        match (self, resource) {
+            (Source::Stripe { client, .. }, Resource::Stripe(StripeResource::Entitlements)) => {
                 // A page is a page of synced customers, each with its whole entitlement list;
                 // the cursor is the last customer's id.
                 let customers = store.customer_ids_after(cursor, page_size).await?;
@@ -93,21 +97,16 @@ impl Source {
                     fetched_at,
                 })
             }
-            Source::Stripe { client, .. } => {
+            (Source::Stripe { client, .. }, Resource::Stripe(listed)) => {
                 let limit = page_size.min(100).to_string();
                 let mut query = vec![("limit", limit.as_str())];
-                match resource {
-                    // Without it Stripe leaves canceled subscriptions out.
-                    "subscriptions" => query.push(("status", "all")),
-                    // Only what was paid can have bought credits.
-                    CHECKOUT_SESSIONS => query.push(("status", "complete")),
-                    INVOICES => query.push(("status", "paid")),
-                    _ => {}
+                if let Some(status) = listed.status() {
+                    query.push(("status", status));
                 }
                 if let Some(cursor) = cursor {
                     query.push(("starting_after", cursor));
                 }
-                let page = client.list_page(&[resource], &query).await?;
+                let page = client.list_page(listed.path(), &query).await?;
                 Ok(Page {
                     next: page.next_cursor(),
                     objects: page.data,
@@ -115,7 +114,7 @@ impl Source {
                     fetched_at,
                 })
             }
-            Source::Clerk(client) => {
+            (Source::Clerk(client), Resource::Clerk(listed)) => {
                 let offset = match cursor {
                     None => 0,
                     Some(cursor) => cursor
@@ -123,7 +122,7 @@ impl Source {
                         .map_err(|_| BackfillError::BadCheckpoint(cursor.to_owned()))?,
                 };
                 let limit = page_size.min(500);
-                let page = client.list_page(resource, limit, offset).await?;
+                let page = client.list_page(listed.name(), limit, offset).await?;
                 let reached = offset + page.data.len() as u64;
                 let more = match page.total_count {
                     Some(total) => reached < total && !page.data.is_empty(),
@@ -136,6 +135,10 @@ impl Source {
                     fetched_at,
                 })
             }
+            (Source::Stripe { .. }, Resource::Clerk(_))
+            | (Source::Clerk(_), Resource::Stripe(_)) => {
+                Err(BackfillError::NotListedHere(resource.name()))
+            }
         }
     }
 
@@ -143,56 +146,147 @@ impl Source {
     /// orders by event `created`, so a state listed now is at least as new as any event created
     /// before the page was asked for (a deleted customer's stub is a tombstone all the same);
     /// Clerk orders by the object's own `updated_at`, which a listed object carries.
-    pub fn project(&self, resource: &str, object: Value, fetched_at: i64) -> ListedObject {
+    pub fn project(&self, resource: Resource, object: Value, fetched_at: i64) -> ListedObject {
         let (object, at, seen) = (&object, fetched_at, Seen::Updated);
         let one = |change: Result<_, String>| change.map(|change| vec![change]);
-        match (self, resource) {
-            (
-                Source::Stripe {
+        match resource {
+            Resource::Stripe(listed) => {
+                let Source::Stripe {
                     org_metadata_key, ..
-                },
-                "customers",
-            ) => one(stripe::customer(object.into(), at, seen, org_metadata_key)),
-            (
-                Source::Stripe {
-                    org_metadata_key, ..
-                },
-                "subscriptions",
-            ) => one(stripe::subscription(
-                object.into(),
-                at,
-                seen,
-                org_metadata_key,
-            )),
-            (Source::Stripe { .. }, "products") => one(stripe::product(object.into(), at, seen)),
-            (Source::Stripe { .. }, "prices") => one(stripe::price(object.into(), at, seen)),
-            (Source::Stripe { .. }, ENTITLEMENTS) => one(stripe::entitlements(object.into(), at)),
-            (
-                Source::Stripe {
-                    org_metadata_key, ..
-                },
-                CHECKOUT_SESSIONS,
-            ) => stripe::checkout_purchase(object, org_metadata_key).map(Vec::from_iter),
-            (
-                Source::Stripe {
-                    org_metadata_key, ..
-                },
-                INVOICES,
-            ) => stripe::invoice_allowances(object, org_metadata_key),
-            (Source::Clerk(_), "organizations") => one(clerk::organization(object, at, seen)),
-            (Source::Clerk(_), "users") => one(clerk::user(object, at, seen)),
-            (Source::Clerk(_), "organization_memberships") => clerk::membership(object, at, seen),
-            (_, other) => Err(format!("unknown resource {other}")),
+                } = self
+                else {
+                    return Err(format!("{} is not listed from Clerk", resource.name()));
+                };
+                match listed {
+                    StripeResource::Customers => {
+                        one(stripe::customer(object.into(), at, seen, org_metadata_key))
+                    }
+                    StripeResource::Products => one(stripe::product(object.into(), at, seen)),
+                    StripeResource::Prices => one(stripe::price(object.into(), at, seen)),
+                    StripeResource::Subscriptions => one(stripe::subscription(
+                        object.into(),
+                        at,
+                        seen,
+                        org_metadata_key,
+                    )),
+                    StripeResource::CheckoutSessions => {
+                        stripe::checkout_purchase(object, org_metadata_key).map(Vec::from_iter)
+                    }
+                    StripeResource::Invoices => {
+                        stripe::invoice_allowances(object, org_metadata_key)
+                    }
+                    StripeResource::Entitlements => one(stripe::entitlements(object.into(), at)),
+                }
+            }
+            Resource::Clerk(listed) => match listed {
+                ClerkResource::Organizations => one(clerk::organization(object, at, seen)),
+                ClerkResource::Users => one(clerk::user(object, at, seen)),
+                ClerkResource::Memberships => clerk::membership(object, at, seen),
+            },
         }
     }
 }
 
-/// The resource name of the per-customer entitlement lists.
-const ENTITLEMENTS: &str = "entitlements";
-/// Checkout sessions: a paid one-time session bought credits.
-const CHECKOUT_SESSIONS: &str = "checkout/sessions";
-/// Invoices: a paid subscription invoice's lines may grant allowances.
-const INVOICES: &str = "invoices";
+/// What a backfill lists, by provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// From Stripe's API.
+    Stripe(StripeResource),
+    /// From Clerk's Backend API.
+    Clerk(ClerkResource),
+}
+
+impl Resource {
+    /// Its name in checkpoints, logs and the summary (after the provider: `stripe/customers`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Stripe(listed) => listed.name(),
+            Resource::Clerk(listed) => listed.name(),
+        }
+    }
+}
+
+/// What a backfill lists from Stripe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StripeResource {
+    /// Customers.
+    Customers,
+    /// Products (the catalog).
+    Products,
+    /// Prices (the catalog).
+    Prices,
+    /// Subscriptions of every status (Stripe leaves canceled ones out unless asked).
+    Subscriptions,
+    /// Complete checkout sessions: a paid one-time session bought credits.
+    CheckoutSessions,
+    /// Paid invoices: a subscription invoice's lines may grant allowances.
+    Invoices,
+    /// Each synced customer's active entitlements, read per customer.
+    Entitlements,
+}
+
+impl StripeResource {
+    fn name(self) -> &'static str {
+        match self {
+            StripeResource::Customers => "customers",
+            StripeResource::Products => "products",
+            StripeResource::Prices => "prices",
+            StripeResource::Subscriptions => "subscriptions",
+            StripeResource::CheckoutSessions => "checkout/sessions",
+            StripeResource::Invoices => "invoices",
+            StripeResource::Entitlements => "entitlements",
+        }
+    }
+
+    /// The list endpoint's path under `/v1/`.
+    fn path(self) -> &'static [&'static str] {
+        match self {
+            StripeResource::Customers => &["customers"],
+            StripeResource::Products => &["products"],
+            StripeResource::Prices => &["prices"],
+            StripeResource::Subscriptions => &["subscriptions"],
+            StripeResource::CheckoutSessions => &["checkout", "sessions"],
+            StripeResource::Invoices => &["invoices"],
+            StripeResource::Entitlements => &["entitlements", "active_entitlements"],
+        }
+    }
+
+    /// The `status` the list is asked for: every subscription, and only what was paid, which
+    /// alone can have bought credits.
+    fn status(self) -> Option<&'static str> {
+        match self {
+            StripeResource::Subscriptions => Some("all"),
+            StripeResource::CheckoutSessions => Some("complete"),
+            StripeResource::Invoices => Some("paid"),
+            StripeResource::Customers
+            | StripeResource::Products
+            | StripeResource::Prices
+            | StripeResource::Entitlements => None,
+        }
+    }
+}
+
+/// What a backfill lists from Clerk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClerkResource {
+    /// Organizations.
+    Organizations,
+    /// Users.
+    Users,
+    /// Organization memberships.
+    Memberships,
+}
+
+impl ClerkResource {
+    /// Its name, which is also its Backend API path under `/v1/`.
+    fn name(self) -> &'static str {
+        match self {
+            ClerkResource::Organizations => "organizations",
+            ClerkResource::Users => "users",
+            ClerkResource::Memberships => "organization_memberships",
+        }
+    }
+}
 
 /// A customer's active entitlements read from `GET /v1/entitlements/active_entitlements`
 /// (every page), as the summary object Stripe's event carries.
@@ -209,7 +303,7 @@ async fn entitlement_summary(
             query.push(("starting_after", after.as_str()));
         }
         let page = client
-            .list_page(&["entitlements", "active_entitlements"], &query)
+            .list_page(StripeResource::Entitlements.path(), &query)
             .await?;
         let has_more = page.has_more;
         let next = page.next_cursor();
