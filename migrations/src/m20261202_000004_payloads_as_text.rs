@@ -16,7 +16,7 @@ use sea_orm_migration::sea_orm::DbBackend;
 pub struct Migration;
 
 /// Each table and its JSON text column.
-const COLUMNS: [(&str, &str); 9] = [
+pub(crate) const COLUMNS: [(&str, &str); 9] = [
     ("webhook_events", "payload"),
     ("organizations", "raw"),
     ("users", "raw"),

@@ -18,18 +18,8 @@ use sea_orm_migration::sea_orm::DbBackend;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// The JSON text columns compressed with lz4 on PostgreSQL.
-const JSON_TEXT_COLUMNS: [(&str, &str); 9] = [
-    ("webhook_events", "payload"),
-    ("organizations", "raw"),
-    ("users", "raw"),
-    ("organization_memberships", "raw"),
-    ("stripe_customers", "raw"),
-    ("stripe_subscriptions", "raw"),
-    ("stripe_products", "raw"),
-    ("stripe_prices", "raw"),
-    ("stripe_entitlement_summaries", "raw"),
-];
+/// The JSON text columns compressed with lz4 on PostgreSQL: those made text by migration 4.
+const JSON_TEXT_COLUMNS: [(&str, &str); 9] = crate::m20261202_000004_payloads_as_text::COLUMNS;
 
 /// The failed rows' index: the same statement on both backends (both have partial indexes).
 const FAILED_INDEX: &str = "CREATE INDEX IF NOT EXISTS webhook_events_failed_idx ON webhook_events (id) WHERE status = 'failed'";
