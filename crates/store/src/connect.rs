@@ -87,6 +87,16 @@ impl Store {
         Store::connect(url).await
     }
 
+    /// A store with no database behind it: every query fails as a connection error. For what
+    /// needs a `Store` to be built but never queries it, such as the service whose OpenAPI
+    /// document is printed.
+    pub fn disconnected() -> Self {
+        Store {
+            db: DatabaseConnection::default(),
+            target: "no database".to_owned(),
+        }
+    }
+
     /// Checks that `url` is one billing-sync can use, without connecting, and returns where it
     /// points without credentials.
     pub fn validate_url(url: &str) -> Result<String, StoreError> {
