@@ -4,7 +4,7 @@
 #![no_main]
 
 use billing_sync_projection::stripe::project;
-use billing_sync_projection::{Plan, Projectors, stripe_event, stripe_event_from_tree};
+use billing_sync_projection::{Plan, Projection, stripe_event, stripe_event_from_tree};
 use libfuzzer_sys::fuzz_target;
 
 const TYPES: [&str; 8] = [
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         let bytes = serde_json::to_vec(&envelope).expect("serializable");
         same_reading(&bytes);
         let event = stripe_event(&bytes).expect("a well-formed envelope");
-        if let Plan::Apply(changes) = project(&event, &projectors()) {
+        if let Plan::Apply(changes) = project(&event, &projection()) {
             assert!(
                 changes.len() <= 1,
                 "a Stripe event changes at most one object"
@@ -41,8 +41,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// The projections' settings, with every way of linking a checkout's customer on.
-fn projectors() -> Projectors {
-    Projectors {
+fn projection() -> Projection {
+    Projection {
         stripe_org_metadata_key: "organization_id".into(),
         trust_client_reference_id: true,
     }
@@ -61,7 +61,7 @@ fn same_reading(body: &[u8]) {
                 (&sparse.api_version, sparse.livemode),
                 (&whole.api_version, whole.livemode)
             );
-            assert_eq!(project(&sparse, &projectors()), project(&whole, &projectors()));
+            assert_eq!(project(&sparse, &projection()), project(&whole, &projection()));
             // Both keep the body as received, and the object's text alike.
             assert_eq!(sparse.payload_text, whole.payload_text);
         }

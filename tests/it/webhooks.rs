@@ -557,7 +557,7 @@ async fn the_shared_stripe_fixtures_tell_their_story_in_any_order(db: TestDataba
 /// object of Stripe's OpenAPI fixtures inside an event of every type that carries it.
 #[test]
 fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
-    use billing_sync_projection::{Projectors, stripe_event, stripe_event_from_tree};
+    use billing_sync_projection::{Projection, stripe_event, stripe_event_from_tree};
     let Some(events) = shared_fixtures("stripe") else {
         return;
     };
@@ -595,7 +595,7 @@ fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
             ));
         }
     }
-    let projectors = Projectors {
+    let projection = Projection {
         stripe_org_metadata_key: "organization_id".into(),
         trust_client_reference_id: false,
     };
@@ -617,8 +617,8 @@ fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
             "{name}"
         );
         assert_eq!(
-            projectors.plan(&sparse),
-            projectors.plan(&whole),
+            projection.plan(&sparse),
+            projection.plan(&whole),
             "{name}: the sparse reading projects otherwise"
         );
     }

@@ -1,7 +1,7 @@
 //! `billing-sync events`: list the ledger, replay events after a fix.
 
 use anyhow::Context;
-use billing_sync_projection::Projectors;
+use billing_sync_projection::Projection;
 use billing_sync_store::Store;
 use billing_sync_store::ledger::{EventFilter, EventStatus};
 use billing_sync_webhooks::pipeline;
@@ -11,7 +11,7 @@ use crate::config::{ConfigError, EventsAction};
 
 pub(crate) async fn run(
     store: &Store,
-    projectors: &Projectors,
+    projection: &Projection,
     action: EventsAction,
 ) -> Result<(), RunError> {
     match action {
@@ -97,7 +97,7 @@ pub(crate) async fn run(
             };
             let mut still_failed = 0;
             for row in &rows {
-                let status = pipeline::replay(store, projectors, line_items.as_ref(), row)
+                let status = pipeline::replay(store, projection, line_items.as_ref(), row)
                     .await
                     .with_context(|| format!("replaying {}", row.event_id))?;
                 if status == EventStatus::Failed {

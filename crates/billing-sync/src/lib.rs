@@ -130,7 +130,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
         Command::Events { action } => {
             telemetry::init(&common);
             let store = open_existing_store(&common).await?;
-            let result = events::run(&store, &startup::projectors(&common), action).await;
+            let result = events::run(&store, &startup::projection(&common), action).await;
             store.close().await.context("closing the database")?;
             result
         }

@@ -18,7 +18,7 @@ use billing_sync_api::credits::Credits;
 use billing_sync_api::http;
 use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
 use billing_sync_api::portal::{Portal, PortalSettings};
-use billing_sync_projection::Projectors;
+use billing_sync_projection::Projection;
 use billing_sync_projection::stripe_signature::StripeVerifier;
 use billing_sync_stripe_api::StripeClient;
 use billing_sync_webhooks::Ingestor;
@@ -295,8 +295,8 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
 const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The projections' settings, for live delivery and replay alike.
-pub(crate) fn projectors(common: &CommonArgs) -> Projectors {
-    Projectors {
+pub(crate) fn projection(common: &CommonArgs) -> Projection {
+    Projection {
         stripe_org_metadata_key: common.stripe_org_metadata_key.clone(),
         trust_client_reference_id: common.stripe_trust_client_reference_id,
     }
@@ -335,7 +335,7 @@ pub(crate) fn build_ingestor(
     }
     let ingestor = Ingestor::new(
         store,
-        projectors(common),
+        projection(common),
         stripe,
         clerk,
         args.webhook_body_limit_bytes,

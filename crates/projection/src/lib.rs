@@ -34,7 +34,7 @@ pub use state::{
 /// Turns events into changes by their provider's projection; needs no secret, so replay can
 /// use it alone.
 #[derive(Clone, Debug)]
-pub struct Projectors {
+pub struct Projection {
     /// The metadata key naming a Stripe object's organization (`STRIPE_ORG_METADATA_KEY`).
     pub stripe_org_metadata_key: String,
     /// Whether a checkout's `client_reference_id` may name its customer's organization when
@@ -43,7 +43,7 @@ pub struct Projectors {
     pub trust_client_reference_id: bool,
 }
 
-impl Projectors {
+impl Projection {
     /// What `event` changes, by its provider's projection.
     pub fn plan(&self, event: &NewEvent) -> Plan {
         match event.provider {

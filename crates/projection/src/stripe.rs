@@ -90,10 +90,10 @@ impl Carried {
 }
 
 /// What `event` changes, reading the organization from `metadata[STRIPE_ORG_METADATA_KEY]`
-/// (see [`crate::Projectors`]): the event's `data.object`, seen at the event's `created` as its
+/// (see [`crate::Projection`]): the event's `data.object`, seen at the event's `created` as its
 /// type says ([`Seen`]).
-pub fn project(event: &NewEvent, projectors: &crate::Projectors) -> Plan {
-    let org_metadata_key = projectors.stripe_org_metadata_key.as_str();
+pub fn project(event: &NewEvent, projection: &crate::Projection) -> Plan {
+    let org_metadata_key = projection.stripe_org_metadata_key.as_str();
     let Some(carried) = Carried::by(&event.event_type) else {
         return Plan::Ignore;
     };
@@ -103,12 +103,12 @@ pub fn project(event: &NewEvent, projectors: &crate::Projectors) -> Plan {
         Carried::Customer => object_and_time(event)
             .and_then(|(object, at)| one(customer(object, at, seen, org_metadata_key))),
         Carried::CheckoutSession => fields(event).and_then(|object| {
-            let link = checkout_link(object, projectors)?;
-            let purchase = checkout_purchase(object, &projectors.stripe_org_metadata_key)?;
+            let link = checkout_link(object, projection)?;
+            let purchase = checkout_purchase(object, &projection.stripe_org_metadata_key)?;
             Ok(link.into_iter().chain(purchase).collect())
         }),
         Carried::Invoice => fields(event)
-            .and_then(|object| invoice_allowances(object, &projectors.stripe_org_metadata_key)),
+            .and_then(|object| invoice_allowances(object, &projection.stripe_org_metadata_key)),
         Carried::Charge => fields(event).map(|object| charge_refund(object).into_iter().collect()),
         Carried::Subscription => object_and_time(event)
             .and_then(|(object, at)| one(subscription(object, at, seen, org_metadata_key))),
@@ -416,13 +416,13 @@ fn items(subscription: &Value) -> Value {
 /// so, and then can only link an organization that has no customer yet ([`LinkedBy`]).
 pub fn checkout_link(
     object: &Value,
-    projectors: &crate::Projectors,
+    projection: &crate::Projection,
 ) -> Result<Option<Change>, String> {
-    let by_metadata = metadata(object, &projectors.stripe_org_metadata_key)
+    let by_metadata = metadata(object, &projection.stripe_org_metadata_key)
         .map(|organization| (organization, LinkedBy::Metadata));
     let by_reference = || {
         text(object, "client_reference_id")
-            .filter(|id| !id.is_empty() && projectors.trust_client_reference_id)
+            .filter(|id| !id.is_empty() && projection.trust_client_reference_id)
             .map(|organization| (organization, LinkedBy::ClientReference))
     };
     // A guest checkout has no customer, and a checkout for no organization links nothing:
@@ -513,13 +513,13 @@ pub fn checkout_purchase(object: &Value, org_key: &str) -> Result<Option<Change>
 /// price without credits).
 pub fn project_with_line_items(
     event: &NewEvent,
-    projectors: &crate::Projectors,
+    projection: &crate::Projection,
     line_items: &[Value],
 ) -> Plan {
     let result = fields(event).and_then(|session| {
-        let link = checkout_link(session, projectors)?;
+        let link = checkout_link(session, projection)?;
         let id = required_text(session, "id", "checkout session")?;
-        let org_key = &projectors.stripe_org_metadata_key;
+        let org_key = &projection.stripe_org_metadata_key;
         let purchases = line_items.iter().map(|item| {
             Ok(Change::CreditPurchase(CreditPurchase {
                 reference: format!("checkout:{id}:{}", required_text(item, "id", "line item")?),
@@ -644,8 +644,8 @@ mod tests {
 
     /// The projections' settings with the default metadata key; `trusted`: whether a
     /// checkout's `client_reference_id` may link.
-    fn linking(trusted: bool) -> crate::Projectors {
-        crate::Projectors {
+    fn linking(trusted: bool) -> crate::Projection {
+        crate::Projection {
             stripe_org_metadata_key: "organization_id".into(),
             trust_client_reference_id: trusted,
         }

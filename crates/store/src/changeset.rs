@@ -333,7 +333,7 @@ fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
     if backend == DbBackend::Postgres && !customer_ids.is_empty() {
         steps.push(Step::LockCustomers(customer_ids));
     }
-    let writing = Writing {
+    let writing = WriteContext {
         backend,
         now: Utc::now(),
     };
@@ -500,12 +500,12 @@ impl SyncedColumn {
 
 /// What every row written by one `apply_set` shares.
 #[derive(Clone, Copy)]
-struct Writing {
+struct WriteContext {
     backend: DbBackend,
     now: chrono::DateTime<Utc>,
 }
 
-impl Writing {
+impl WriteContext {
     /// The synced columns' values of one row, in [`SyncedColumn::ALL`] order.
     fn synced_values(self, row: &SyncedRow) -> Vec<SimpleExpr> {
         self.placeholder_values(&row.id, Some(&row.raw), row.version, row.deleted_at)
@@ -596,7 +596,7 @@ fn guarded<C: IntoIden + Copy>(table: impl EntityName, tie: Tie, columns: &[C]) 
 
 fn organizations_upsert<'a>(
     states: impl Iterator<Item = &'a OrganizationState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use organizations::Column as C;
     let columns = [C::Name, C::Slug];
@@ -615,7 +615,7 @@ fn organizations_upsert<'a>(
 /// we know from the user's own events.
 fn users_upsert<'a>(
     states: impl Iterator<Item = &'a UserState>,
-    writing: Writing,
+    writing: WriteContext,
     snapshots: bool,
 ) -> InsertStatement {
     use users::Column as C;
@@ -640,7 +640,7 @@ fn users_upsert<'a>(
 
 fn memberships_upsert<'a>(
     states: impl Iterator<Item = &'a MembershipState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use memberships::Column as C;
     let columns = [C::OrganizationId, C::UserId, C::Role];
@@ -660,7 +660,7 @@ fn memberships_upsert<'a>(
 
 fn customers_upsert<'a>(
     states: impl Iterator<Item = &'a CustomerState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
@@ -693,7 +693,7 @@ fn customers_upsert<'a>(
 /// A completed checkout links its customer to an organization: a placeholder row at key 0
 /// when the customer is not stored yet (its own events, whenever they arrive, replace
 /// everything but the link), else the organization when the row has none.
-fn links_upsert(set: &ChangeSet<'_>, writing: Writing) -> InsertStatement {
+fn links_upsert(set: &ChangeSet<'_>, writing: WriteContext) -> InsertStatement {
     use customers::Column as C;
     let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
     let placeholder = Version {
@@ -769,7 +769,7 @@ fn customer_organization(customer: impl Into<SimpleExpr>) -> SimpleExpr {
 
 fn subscriptions_upsert<'a>(
     states: impl Iterator<Item = &'a SubscriptionState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use subscriptions::Column as C;
     let columns = [
@@ -823,7 +823,7 @@ fn subscriptions_upsert<'a>(
 
 fn products_upsert<'a>(
     states: impl Iterator<Item = &'a ProductState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use products::Column as C;
     let columns = [
@@ -853,7 +853,7 @@ fn products_upsert<'a>(
 
 fn prices_upsert<'a>(
     states: impl Iterator<Item = &'a PriceState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use prices::Column as C;
     let columns = [
@@ -889,7 +889,7 @@ fn prices_upsert<'a>(
 
 fn entitlements_upsert<'a>(
     states: impl Iterator<Item = &'a EntitlementsState>,
-    writing: Writing,
+    writing: WriteContext,
 ) -> InsertStatement {
     use entitlements::Column as C;
     let columns = [C::Livemode, C::LookupKeys];

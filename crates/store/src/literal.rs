@@ -1,4 +1,4 @@
-//! Writing a built statement's values into its text as PostgreSQL literals, for the messages
+//! WriteContext a built statement's values into its text as PostgreSQL literals, for the messages
 //! that send several statements at once (the simple query protocol takes no parameters).
 //!
 //! sea-query can render a statement with its values itself, but escapes character by character

@@ -2,7 +2,7 @@
 //! a namespace ended in.
 
 use crate::scenarios::ScenarioEvent;
-use billing_sync_projection::{NewEvent, Projectors, Provider};
+use billing_sync_projection::{NewEvent, Projection, Provider};
 use billing_sync_store::Store;
 use billing_sync_store::entities::{
     organization_memberships, organizations, stripe_customers, stripe_entitlement_summaries,
@@ -12,8 +12,8 @@ use billing_sync_store::ledger::Recorded;
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 /// The projections with the default metadata key.
-pub fn projectors() -> Projectors {
-    Projectors {
+pub fn projection() -> Projection {
+    Projection {
         stripe_org_metadata_key: "organization_id".into(),
         trust_client_reference_id: false,
     }
@@ -37,7 +37,7 @@ pub fn new_event(event: &ScenarioEvent) -> NewEvent {
 /// Records and applies `event` as the live pipeline does after verification.
 pub async fn deliver(store: &Store, event: &ScenarioEvent) -> Recorded {
     let event = new_event(event);
-    let plan = projectors().plan(&event);
+    let plan = projection().plan(&event);
     store
         .record_and_apply(&event, &plan)
         .await

@@ -131,7 +131,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use billing_sync_projection::{Projectors, Provider};
+    use billing_sync_projection::{Projection, Provider};
     use billing_sync_store::ledger::EventStatus;
     use billing_sync_store::sea_orm::{ConnectionTrait, EntityTrait};
     use billing_sync_testkit::scenarios::ScenarioEvent;
@@ -169,12 +169,12 @@ mod tests {
     /// duplicate that changes nothing.
     async fn a_batch_holding_an_event_already_recorded_records_the_others(db: TestDatabase) {
         let store = migrated_store(&db.url).await;
-        let projectors = Projectors {
+        let projection = Projection {
             stripe_org_metadata_key: "organization_id".into(),
             trust_client_reference_id: false,
         };
         let planned = |event: NewEvent| {
-            let plan = projectors.plan(&event);
+            let plan = projection.plan(&event);
             (event, plan)
         };
         let earlier = planned(clerk_user_event("msg_earlier", "user_e", "Ada"));
@@ -253,7 +253,7 @@ mod tests {
             json!({"id": "evt_sub_g", "type": "customer.subscription.updated", "created": 10,
                 "data": {"object": {"id": "sub_g", "customer": "cus_g", "status": "active"}}}),
         );
-        let projectors = Projectors {
+        let projection = Projection {
             stripe_org_metadata_key: "organization_id".into(),
             trust_client_reference_id: false,
         };
@@ -261,7 +261,7 @@ mod tests {
             .into_iter()
             .map(|event| {
                 let (reply, answer) = oneshot::channel();
-                let plan = projectors.plan(&event);
+                let plan = projection.plan(&event);
                 (Job { event, plan, reply }, answer)
             })
             .unzip();

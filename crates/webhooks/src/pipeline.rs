@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use billing_sync_projection::stripe_signature::StripeVerifier;
 use billing_sync_projection::{
-    NewEvent, Plan, Projectors, Provider, Seen, clerk_event, stripe_event,
+    NewEvent, Plan, Projection, Provider, Seen, clerk_event, stripe_event,
 };
 use billing_sync_store::entities::webhook_events;
 use billing_sync_store::ledger::{EventStatus, Recorded};
@@ -35,7 +35,7 @@ pub struct Accepted {
 
 /// Accepts verified deliveries into the store.
 pub struct Ingestor {
-    projectors: Projectors,
+    projection: Projection,
     stripe: Option<StripeVerifier>,
     clerk: Option<ClerkVerifier>,
     body_limit: usize,
@@ -57,14 +57,14 @@ impl Ingestor {
     /// tokio runtime. A provider whose verifier is `None` is not configured and accepts nothing.
     pub fn new(
         store: Store,
-        projectors: Projectors,
+        projection: Projection,
         stripe: Option<StripeVerifier>,
         clerk: Option<ClerkVerifier>,
         body_limit: usize,
     ) -> Self {
         Ingestor {
             writer: GroupCommit::start(store),
-            projectors,
+            projection,
             stripe,
             clerk,
             body_limit,
@@ -149,11 +149,11 @@ impl Ingestor {
         verifier.verify(stripe_signature(headers)?, body, unix_now())?;
         let event = stripe_event(body)?;
         let mut plan = match &self.refetch {
-            Some(client) => refetched(client, &event, &self.projectors).await?,
+            Some(client) => refetched(client, &event, &self.projection).await?,
             None => None,
         };
         if let (None, Some(client)) = (&plan, &self.line_items) {
-            plan = line_items_plan(client, &event, &self.projectors)
+            plan = line_items_plan(client, &event, &self.projection)
                 .await
                 .map_err(|err| {
                     tracing::warn!(error = %err, "reading a session's line items from Stripe failed; asking Stripe to retry");
@@ -185,7 +185,7 @@ impl Ingestor {
             event_type = %event.event_type,
         );
         async {
-            let plan = plan.unwrap_or_else(|| self.projectors.plan(&event));
+            let plan = plan.unwrap_or_else(|| self.projection.plan(&event));
             if let Plan::Fail(reason) = &plan {
                 tracing::warn!(reason = %reason, "event cannot be projected; recording it as failed");
             }
@@ -239,7 +239,7 @@ pub enum ReplayError {
 /// delivery, and updates its ledger status.
 pub async fn replay(
     store: &Store,
-    projectors: &Projectors,
+    projection: &Projection,
     line_items: Option<&StripeClient>,
     row: &webhook_events::Model,
 ) -> Result<EventStatus, ReplayError> {
@@ -257,10 +257,10 @@ pub async fn replay(
     }
     .map_err(|err| ReplayError::NotAnEvent(row.id, err))?;
     let fetched = match line_items {
-        Some(client) => line_items_plan(client, &event, projectors).await?,
+        Some(client) => line_items_plan(client, &event, projection).await?,
         None => None,
     };
-    let plan = fetched.unwrap_or_else(|| projectors.plan(&event));
+    let plan = fetched.unwrap_or_else(|| projection.plan(&event));
     Ok(store.replay(row, &plan).await?)
 }
 
@@ -271,7 +271,7 @@ pub async fn replay(
 async fn refetched(
     client: &StripeClient,
     event: &NewEvent,
-    projectors: &Projectors,
+    projection: &Projection,
 ) -> Result<Option<Plan>, Rejection> {
     let is_customer = matches!(
         event.event_type.as_str(),
@@ -307,7 +307,7 @@ async fn refetched(
             return Err(Rejection::UpstreamUnavailable);
         }
     };
-    let key = &projectors.stripe_org_metadata_key;
+    let key = &projection.stripe_org_metadata_key;
     let change = if is_customer {
         billing_sync_projection::stripe::customer((&object).into(), fetched_at, Seen::Updated, key)
     } else {
@@ -329,7 +329,7 @@ async fn refetched(
 async fn line_items_plan(
     client: &StripeClient,
     event: &NewEvent,
-    projectors: &Projectors,
+    projection: &Projection,
 ) -> Result<Option<Plan>, StripeError> {
     if !matches!(
         event.event_type.as_str(),
@@ -374,7 +374,7 @@ async fn line_items_plan(
         ))));
     }
     Ok(Some(
-        billing_sync_projection::stripe::project_with_line_items(event, projectors, &page.data),
+        billing_sync_projection::stripe::project_with_line_items(event, projection, &page.data),
     ))
 }
 

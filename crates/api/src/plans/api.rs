@@ -13,7 +13,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{CheckoutError, MAX_QUANTITY, Plans, Sender};
+use super::{CheckoutError, Credential, MAX_QUANTITY, Plans};
 use crate::access::Caller;
 use crate::credits::Credits;
 use crate::http::{
@@ -642,16 +642,16 @@ impl PlansApi {
         order: CheckoutRequest,
         answer: Answer,
     ) -> CheckoutResponse {
-        let sent_by = if session.is_cookie() {
-            Sender::Cookie {
+        let credential = if session.is_cookie() {
+            Credential::Cookie {
                 origin: crate::http::foreign_origin(request),
             }
         } else {
-            Sender::Bearer
+            Credential::Bearer
         };
         let response = match self
             .plans
-            .checkout(session.token(), sent_by, &order.price_id, order.quantity)
+            .checkout(session.token(), credential, &order.price_id, order.quantity)
             .await
         {
             Ok(url) => match answer {

@@ -110,7 +110,7 @@ pub enum CheckoutError {
 
 /// How a checkout request was authenticated.
 #[derive(Clone, Copy, Debug)]
-pub enum Sender<'a> {
+pub enum Credential<'a> {
     /// `Authorization: Bearer`.
     Bearer,
     /// The `__session` cookie, from a page of this `Origin` (when the request names one).
@@ -187,12 +187,12 @@ impl Plans {
     }
 
     /// The URL of a Checkout Session for `quantity` (default 1) of `price_id`, for the
-    /// caller's organization. `sent_by` is how the request was authenticated and, for the
+    /// caller's organization. `credential` is how the request was authenticated and, for the
     /// cookie, the `Origin` of the page that posted it.
     pub async fn checkout(
         &self,
         token: &str,
-        sent_by: Sender<'_>,
+        credential: Credential<'_>,
         price_id: &str,
         quantity: Option<i64>,
     ) -> Result<String, CheckoutError> {
@@ -201,9 +201,9 @@ impl Plans {
         // `SameSite=Lax` stops other sites); only the app's own pages may start a checkout
         // with it. A bearer token cannot be sent by another page, and a request without
         // `Origin` is not a browser's cross-origin post.
-        if let Sender::Cookie {
+        if let Credential::Cookie {
             origin: Some(origin),
-        } = sent_by
+        } = credential
             && !settings
                 .page_origins
                 .iter()

@@ -6,7 +6,7 @@ use billing_sync_store::entities::{stripe_customers, webhook_events};
 use billing_sync_store::ledger::{EventStatus, Recorded};
 use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
-use billing_sync_testkit::state::{deliver, ledger_row, migrated_store, new_event, projectors};
+use billing_sync_testkit::state::{deliver, ledger_row, migrated_store, new_event, projection};
 use billing_sync_testkit::{TestDatabase, each_backend};
 use billing_sync_webhooks::pipeline;
 use serde_json::json;
@@ -101,7 +101,7 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
     let row = ledger_row(&store, Provider::Stripe, &event.event_id)
         .await
         .expect("row");
-    let status = pipeline::replay(&store, &projectors(), None, &row)
+    let status = pipeline::replay(&store, &projection(), None, &row)
         .await
         .expect("replay");
     assert_eq!(status, EventStatus::Processed);
@@ -128,7 +128,7 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
     let row = ledger_row(&store, Provider::Stripe, &old.event_id)
         .await
         .expect("row");
-    pipeline::replay(&store, &projectors(), None, &row)
+    pipeline::replay(&store, &projection(), None, &row)
         .await
         .expect("replay");
     assert_eq!(
