@@ -4,7 +4,7 @@
 use crate::support;
 
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
-use support::{Server, http, run};
+use support::{Server, http, run, status_and_json};
 
 each_backend!(
     serve_migrates_and_answers_both_probes,
@@ -565,4 +565,44 @@ async fn a_failing_command_says_each_cause_once() {
         .expect("the error line");
     assert!(line.contains("is unavailable"), "{line}");
     assert_eq!(line.matches("pool timed out").count(), 1, "{line}");
+}
+
+/// Every error body carries the request's id, as the `X-Request-Id` header does: the API's
+/// (a 401 here), the webhooks' (a 400), and the caller's own id when it sent a sane one.
+#[tokio::test]
+async fn every_error_body_carries_the_request_id() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let url = format!("sqlite://{}", dir.path().join("ids.db").display());
+    let server = Server::start(&url, &[("STRIPE_WEBHOOK_SECRET", "whsec_ids")]).await;
+    let portal = http()
+        .get(server.url("/api/v1/operations/payment/customer-portal"))
+        .send()
+        .await
+        .expect("GET");
+    let unsigned = http()
+        .post(server.url("/api/v1/webhooks/stripe"))
+        .header("x-request-id", "req-from-the-caller")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    for (response, status) in [(portal, 401), (unsigned, 400)] {
+        let header = response.headers()["x-request-id"]
+            .to_str()
+            .expect("text")
+            .to_owned();
+        let (got, body) = status_and_json(response).await;
+        assert_eq!(got, status, "{body}");
+        assert!(body["code"].is_string(), "{body}");
+        assert_eq!(body["request_id"], header.as_str(), "{body}");
+    }
+    let echoed = http()
+        .post(server.url("/api/v1/webhooks/stripe"))
+        .header("x-request-id", "req-from-the-caller")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    let (_, body) = status_and_json(echoed).await;
+    assert_eq!(body["request_id"], "req-from-the-caller");
 }

@@ -57,12 +57,16 @@ pub(crate) const UNAUTHORIZED_MESSAGE: &str = "Authentication required: send a v
 
 /// An error answer.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ErrorBody {
     /// `UNAUTHORIZED`, `FORBIDDEN`, `VALIDATION_ERROR`, `NOT_FOUND`, `CONFLICT`,
     /// `TOO_MANY_REQUESTS` or `INTERNAL_ERROR`.
     pub code: String,
     /// What went wrong and what to do, for the caller.
     pub message: String,
+    /// The request's id, as in the `X-Request-Id` header (the caller's own when it sent one):
+    /// quote it when asking for support; the server's log lines about the request carry it.
+    pub request_id: Option<String>,
 }
 
 /// The portal URL, for callers that asked for JSON.
@@ -83,9 +87,11 @@ pub struct CheckoutUrl {
 pub(crate) const NO_STORE: &str = "no-store";
 
 pub(crate) fn body(code: &str, message: &str) -> Json<ErrorBody> {
+    // The id is added by the server's request-id middleware, which assigns it.
     Json(ErrorBody {
         code: code.into(),
         message: message.into(),
+        request_id: None,
     })
 }
 

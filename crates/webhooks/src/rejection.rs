@@ -49,7 +49,8 @@ pub enum Rejection {
     Internal,
 }
 
-/// The JSON body of every refusal.
+/// The JSON body of every refusal; the server's request-id middleware adds `request_id`, as
+/// to every error body of the API.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
     /// A stable, machine-readable code.

@@ -108,6 +108,8 @@ pub struct CreditsErrorBody {
     pub message: String,
     /// The balance, with `INSUFFICIENT_CREDITS`.
     pub balance: Option<i64>,
+    /// The request's id, as in the `X-Request-Id` header: quote it when asking for support.
+    pub request_id: Option<String>,
 }
 
 /// The documented error body as the write operations' own.
@@ -116,6 +118,7 @@ fn without_balance(Json(error): Json<ErrorBody>) -> Json<CreditsErrorBody> {
         code: error.code,
         message: error.message,
         balance: None,
+        request_id: error.request_id,
     })
 }
 
@@ -315,6 +318,7 @@ fn answer(err: &CreditsError, operation: &'static str) -> Answer {
                 "The organization has {balance} credits, fewer than asked for; nothing was spent."
             ),
             balance: Some(*balance),
+            request_id: None,
         })),
         CreditsError::KeyReused => Answer::Conflict(Json(CreditsErrorBody {
             code: "IDEMPOTENCY_KEY_REUSED".into(),
@@ -322,6 +326,7 @@ fn answer(err: &CreditsError, operation: &'static str) -> Answer {
                       a new request."
                 .into(),
             balance: None,
+            request_id: None,
         })),
         CreditsError::Unavailable(cause) => {
             tracing::warn!(operation, cause = %cause, "credits: database unavailable");
