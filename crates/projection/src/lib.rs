@@ -19,17 +19,16 @@ mod json;
 mod sparse;
 pub mod state;
 pub mod stripe;
+mod stripe_body;
 pub mod stripe_signature;
 
-pub use event::{
-    NUL_REPLACEMENT, NewEvent, NotAnEvent, Plan, Provider, clerk_event, stripe_event,
-    stripe_event_from_tree,
-};
+pub use event::{NUL_REPLACEMENT, NewEvent, NotAnEvent, Plan, Provider, clerk_event};
 pub use state::{
     Change, ChargeRefund, CreditPurchase, CustomerLink, CustomerState, EntitlementsState, LinkedBy,
     MembershipState, OrganizationState, PriceState, ProductState, PurchaseSource, Rank, RawJson,
     SubscriptionState, SyncedRow, Tie, UserState, Version, supersedes,
 };
+pub use stripe_body::{stripe_event, stripe_event_from_tree};
 
 /// Turns events into changes by their provider's projection; needs no secret, so replay can
 /// use it alone.
