@@ -73,9 +73,9 @@ impl<E: Endpoint> Endpoint for OwnOriginOrCors<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> Result<Response> {
-        if request.header(poem::http::header::ORIGIN).is_some()
-            && foreign_origin(&request).is_none()
-        {
+        // No `Origin`, or the server's own: no CORS to apply (poem's `Cors` would pass a
+        // request without `Origin` through unchanged too).
+        if foreign_origin(&request).is_none() {
             return self
                 .own
                 .call(request)

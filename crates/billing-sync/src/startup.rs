@@ -233,8 +233,8 @@ fn vary_on(response: &mut poem::Response, field: &'static str) {
     }
 }
 
-/// The methods a path of ours answers: the webhooks, checkout and the ledger's writes take POST, everything else is
-/// read-only.
+/// The methods a path of ours answers: the webhooks, checkout and the ledger's writes take
+/// POST, everything else is read-only.
 fn allowed_methods(path: &str) -> &'static str {
     if path.starts_with("/api/v1/webhooks/")
         || billing_sync_api::plans::api::CHECKOUT_PATHS.contains(&path)

@@ -182,8 +182,9 @@ impl StripeClient {
         }
     }
 
-    /// `{api_base}/v1/` and `segments`, each percent-encoded as one path segment: an object id
-    /// taken from a delivered event cannot reach another path (`../`, `?`, `#`, `/`).
+    /// `{api_base}/v1/` and `segments`, each percent-encoded as one path segment (`/`, `?`,
+    /// `#`). A segment that is all dots would still move up the path: an id from a delivered
+    /// event must pass [`is_object_id`] first.
     fn endpoint(&self, segments: &[&str]) -> reqwest::Url {
         let mut url = self.api_base.clone();
         url.path_segments_mut()
