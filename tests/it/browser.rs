@@ -84,10 +84,10 @@ async fn the_readme_page_works_from_the_apps_origin_an_allowed_one_and_the_apis_
         );
 
         // The click posts the form; the browser follows the 303 to Checkout's page.
-        let sessions = checkout_sessions(&s.stripe);
+        let sessions = s.stripe.checkout_sessions();
         let profile = profiles.path().join("buy");
         click_through(&chromium, &profile, &format!("{origin}/?buy={price}")).await;
-        let created = checkout_sessions(&s.stripe);
+        let created = s.stripe.checkout_sessions();
         assert_eq!(created.len(), sessions.len() + 1, "{why}: one session");
         let session = created.last().expect("a session");
         assert_eq!(session.field("line_items[0][price]"), Some(price));
@@ -103,14 +103,14 @@ async fn the_readme_page_works_from_the_apps_origin_an_allowed_one_and_the_apis_
         "the refusal is shown:\n{refused}"
     );
     assert!(!refused.contains("<h3>Team</h3>"), "{refused}");
-    let sessions = checkout_sessions(&s.stripe).len();
+    let sessions = s.stripe.checkout_sessions().len();
     let forged = view("forged", format!("{stranger}/?forge=price_credits")).await;
     assert!(
         forged.contains(r#"<p id="forged">posted</p>"#),
         "the forged post was sent:\n{forged}"
     );
     assert_eq!(
-        checkout_sessions(&s.stripe).len(),
+        s.stripe.checkout_sessions().len(),
         sessions,
         "no session for a refused origin"
     );
@@ -131,9 +131,7 @@ const CHROMIUM_FLAGS: [&str; 8] = [
 
 /// The README's browser example: the one `html` block that names billing-sync's origin.
 fn readme_example() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
-    readme
+    support::readme()
         .split("```html\n")
         .skip(1)
         .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
@@ -245,17 +243,6 @@ impl CheckoutStandIn {
 
 /// The host of the session URLs the Stripe stand-in answers with, as Stripe's own.
 const CHECKOUT_HOST: &str = "checkout.stripe.com";
-
-/// The checkout sessions the Stripe stand-in was asked for.
-fn checkout_sessions(
-    stripe: &support::standins::StripeStandIn,
-) -> Vec<support::standins::ReceivedRequest> {
-    stripe
-        .received()
-        .into_iter()
-        .filter(|request| request.path == "/v1/checkout/sessions")
-        .collect()
-}
 
 /// What the page servers serve, known once billing-sync has started.
 #[derive(Clone)]

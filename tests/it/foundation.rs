@@ -535,8 +535,7 @@ async fn a_read_only_command_never_creates_a_missing_database() {
 /// read (the plans page stayed empty when it named customers, subscriptions and checkout only).
 #[test]
 fn the_readmes_stripe_listen_line_names_every_projected_event_type() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
+    let readme = support::readme();
     let listed: Vec<&str> = readme
         .lines()
         .find_map(|line| line.strip_prefix("stripe listen --events "))
@@ -595,14 +594,11 @@ async fn every_error_body_carries_the_request_id() {
         assert_eq!(got, status, "{body}");
         assert!(body["code"].is_string(), "{body}");
         assert_eq!(body["request_id"], header.as_str(), "{body}");
+        if status == 400 {
+            assert_eq!(
+                body["request_id"], "req-from-the-caller",
+                "the caller's own id"
+            );
+        }
     }
-    let echoed = http()
-        .post(server.url("/api/v1/webhooks/stripe"))
-        .header("x-request-id", "req-from-the-caller")
-        .body("{}")
-        .send()
-        .await
-        .expect("POST");
-    let (_, body) = status_and_json(echoed).await;
-    assert_eq!(body["request_id"], "req-from-the-caller");
 }

@@ -130,12 +130,7 @@ async fn the_generated_python_client_imports_and_calls_every_kind_of_operation()
     assert_eq!(answers["refused"], "VALIDATION_ERROR", "{answers}");
 
     // What the client sent: JSON for the call, a form for the form's post.
-    let sent: Vec<_> = s
-        .stripe
-        .received()
-        .into_iter()
-        .filter(|request| request.path == "/v1/checkout/sessions")
-        .collect();
+    let sent = s.stripe.checkout_sessions();
     assert_eq!(sent.len(), 2, "two sessions: {sent:?}");
     assert_eq!(
         sent[0].field("line_items[0][price]"),

@@ -276,6 +276,12 @@ fn listening_addr(line: &str) -> Option<String> {
 }
 
 /// An HTTP client that does not follow redirects, with a timeout.
+/// The repository's README, which some tests hold to the code.
+pub fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md")
+}
+
 /// The program `name` from the PATH. Missing, the test passes saying SKIPPED (the test script
 /// names it at the end), unless `require` is set to 1 in the environment: `./scripts/test`
 /// installs every such tool and sets it, so that there a missing tool is a failure.

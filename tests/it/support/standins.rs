@@ -727,6 +727,14 @@ impl StripeStandIn {
     pub fn received(&self) -> Vec<ReceivedRequest> {
         self.state.received.lock().expect("lock").clone()
     }
+
+    /// The checkout sessions it was asked to create, in order.
+    pub fn checkout_sessions(&self) -> Vec<ReceivedRequest> {
+        self.received()
+            .into_iter()
+            .filter(|request| request.path == "/v1/checkout/sessions")
+            .collect()
+    }
 }
 
 #[derive(Default)]
