@@ -44,6 +44,9 @@ pub struct ChangeSet<'a> {
 
 /// A synced state as the reduction sees it.
 trait Synced: Clone {
+    /// How its table breaks a tie between two updates at one key ([`Tie`] says why), read by
+    /// the reduction and by the upsert alike.
+    const TIE: Tie;
     fn row(&self) -> &SyncedRow;
     fn version(&self) -> Version {
         self.row().version
@@ -58,8 +61,9 @@ trait Synced: Clone {
 }
 
 macro_rules! synced {
-    ($($state:ty),*) => {$(
+    ($($state:ty => $tie:expr),*) => {$(
         impl Synced for $state {
+            const TIE: Tie = $tie;
             fn row(&self) -> &SyncedRow {
                 &self.row
             }
@@ -67,19 +71,20 @@ macro_rules! synced {
     )*};
 }
 synced!(
-    OrganizationState,
-    UserState,
-    MembershipState,
-    ProductState,
-    PriceState,
-    EntitlementsState
+    OrganizationState => Tie::StoredWins,
+    UserState => Tie::StoredWins,
+    MembershipState => Tie::StoredWins,
+    ProductState => Tie::LaterArrivalWins,
+    PriceState => Tie::LaterArrivalWins,
+    EntitlementsState => Tie::LaterArrivalWins
 );
 
 /// States that may name an organization or leave it unknown: a later state that leaves it
 /// unknown keeps the known one (the upsert's `COALESCE`).
 macro_rules! synced_with_organization {
-    ($($state:ty),*) => {$(
+    ($($state:ty => $tie:expr),*) => {$(
         impl Synced for $state {
+            const TIE: Tie = $tie;
             fn row(&self) -> &SyncedRow {
                 &self.row
             }
@@ -94,35 +99,23 @@ macro_rules! synced_with_organization {
         }
     )*};
 }
-synced_with_organization!(CustomerState, SubscriptionState);
-
-/// How each table breaks a tie between two updates at one key ([`Tie`] says why), read by the
-/// reduction and by the upserts alike.
-const ORGANIZATIONS_TIE: Tie = Tie::StoredWins;
-const USERS_TIE: Tie = Tie::StoredWins;
-const MEMBERSHIPS_TIE: Tie = Tie::StoredWins;
-const CUSTOMERS_TIE: Tie = Tie::LaterArrivalWins;
-const SUBSCRIPTIONS_TIE: Tie = Tie::LaterArrivalWins;
-const PRODUCTS_TIE: Tie = Tie::LaterArrivalWins;
-const PRICES_TIE: Tie = Tie::LaterArrivalWins;
-const ENTITLEMENTS_TIE: Tie = Tie::LaterArrivalWins;
+synced_with_organization!(
+    CustomerState => Tie::LaterArrivalWins,
+    SubscriptionState => Tie::LaterArrivalWins
+);
 
 /// Adds `state` to the states of its object, `rounds`: the shortest sequence of states that,
 /// applied one round after another through the guarded upsert, leaves what applying every
 /// state one by one leaves, whatever is stored. Usually one state, the newest. A second round
 /// is needed only where the guard is not transitive: a terminal state that would block a
 /// later update, yet itself lose to what is stored (see [`subsumes`]).
-fn keep_newer<'a, S: Synced>(
-    rounds: &mut BTreeMap<&'a str, Vec<Cow<'a, S>>>,
-    state: &'a S,
-    tie: Tie,
-) {
+fn keep_newer<'a, S: Synced>(rounds: &mut BTreeMap<&'a str, Vec<Cow<'a, S>>>, state: &'a S) {
     let chain = rounds.entry(&state.row().id).or_default();
     let Some(last) = chain.last_mut() else {
         chain.push(Cow::Borrowed(state));
         return;
     };
-    if supersedes(state.version(), last.version(), tie) {
+    if supersedes(state.version(), last.version(), S::TIE) {
         // Whatever `last` would replace, `state` replaces too: `last` can go.
         let mut state = Cow::Borrowed(state);
         fill_gaps(&mut state, last);
@@ -173,16 +166,16 @@ impl<'a> ChangeSet<'a> {
     /// Adds a change that arrived after every change already in the set.
     pub fn add(&mut self, change: &'a Change) {
         match change {
-            Change::Organization(s) => keep_newer(&mut self.organizations, s, ORGANIZATIONS_TIE),
-            Change::User(s) => keep_newer(&mut self.users, s, USERS_TIE),
+            Change::Organization(s) => keep_newer(&mut self.organizations, s),
+            Change::User(s) => keep_newer(&mut self.users, s),
             Change::UserSnapshot(s) => keep_first(&mut self.user_snapshots, &s.row.id, s),
-            Change::Membership(s) => keep_newer(&mut self.memberships, s, MEMBERSHIPS_TIE),
-            Change::Customer(s) => keep_newer(&mut self.customers, s, CUSTOMERS_TIE),
+            Change::Membership(s) => keep_newer(&mut self.memberships, s),
+            Change::Customer(s) => keep_newer(&mut self.customers, s),
             Change::CustomerLink(link) => keep_first(&mut self.links, &link.customer_id, link),
-            Change::Subscription(s) => keep_newer(&mut self.subscriptions, s, SUBSCRIPTIONS_TIE),
-            Change::Product(s) => keep_newer(&mut self.products, s, PRODUCTS_TIE),
-            Change::Price(s) => keep_newer(&mut self.prices, s, PRICES_TIE),
-            Change::Entitlements(s) => keep_newer(&mut self.entitlements, s, ENTITLEMENTS_TIE),
+            Change::Subscription(s) => keep_newer(&mut self.subscriptions, s),
+            Change::Product(s) => keep_newer(&mut self.products, s),
+            Change::Price(s) => keep_newer(&mut self.prices, s),
+            Change::Entitlements(s) => keep_newer(&mut self.entitlements, s),
             Change::CreditPurchase(p) => keep_first(&mut self.purchases, &p.reference, p),
             Change::ChargeRefund(r) => {
                 let kept = self.refunds.entry(&r.charge_id).or_insert(r);

@@ -7,7 +7,7 @@ use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, InsertStatement, IntoIden, OnConflict, PostgresQueryBuilder,
     Query, SimpleExpr, SubQueryStatement, UpdateStatement, Values,
 };
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, DeriveIden, EntityName, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, DeriveIden, EntityName, IdenStatic, Statement};
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -17,10 +17,7 @@ use billing_sync_projection::{
     PriceState, ProductState, Rank, RawJson, SubscriptionState, SyncedRow, Tie, UserState, Version,
 };
 
-use super::{
-    CUSTOMERS_TIE, ChangeSet, ENTITLEMENTS_TIE, MEMBERSHIPS_TIE, ORGANIZATIONS_TIE, PRICES_TIE,
-    PRODUCTS_TIE, SUBSCRIPTIONS_TIE, USERS_TIE,
-};
+use super::{ChangeSet, Synced};
 use crate::entities::{
     organization_memberships as memberships, organizations, stripe_customers as customers,
     stripe_entitlement_summaries as entitlements, stripe_prices as prices,
@@ -128,38 +125,16 @@ fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
         backend,
         now: Utc::now(),
     };
-    for n in 0..round_count(&set.organizations) {
-        steps.push(Step::Upsert(organizations_upsert(
-            round(&set.organizations, n),
-            writing,
-        )));
-    }
-    for n in 0..round_count(&set.users) {
-        steps.push(Step::Upsert(users_upsert(
-            round(&set.users, n),
-            writing,
-            false,
-        )));
-    }
+    push_rounds(&mut steps, &set.organizations, writing);
+    push_rounds(&mut steps, &set.users, writing);
     if !set.user_snapshots.is_empty() {
-        steps.push(Step::Upsert(users_upsert(
+        steps.push(Step::Upsert(insert_if_absent(
             set.user_snapshots.values().copied(),
             writing,
-            true,
         )));
     }
-    for n in 0..round_count(&set.memberships) {
-        steps.push(Step::Upsert(memberships_upsert(
-            round(&set.memberships, n),
-            writing,
-        )));
-    }
-    for n in 0..round_count(&set.customers) {
-        steps.push(Step::Upsert(customers_upsert(
-            round(&set.customers, n),
-            writing,
-        )));
-    }
+    push_rounds(&mut steps, &set.memberships, writing);
+    push_rounds(&mut steps, &set.customers, writing);
     if !set.links.is_empty() {
         steps.push(Step::Upsert(links_upsert(set, writing)));
     }
@@ -173,27 +148,10 @@ fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
     if !adopting.is_empty() {
         steps.push(Step::Adopt(adopt_customer_organizations(&adopting)));
     }
-    for n in 0..round_count(&set.subscriptions) {
-        steps.push(Step::Upsert(subscriptions_upsert(
-            round(&set.subscriptions, n),
-            writing,
-        )));
-    }
-    for n in 0..round_count(&set.products) {
-        steps.push(Step::Upsert(products_upsert(
-            round(&set.products, n),
-            writing,
-        )));
-    }
-    for n in 0..round_count(&set.prices) {
-        steps.push(Step::Upsert(prices_upsert(round(&set.prices, n), writing)));
-    }
-    for n in 0..round_count(&set.entitlements) {
-        steps.push(Step::Upsert(entitlements_upsert(
-            round(&set.entitlements, n),
-            writing,
-        )));
-    }
+    push_rounds(&mut steps, &set.subscriptions, writing);
+    push_rounds(&mut steps, &set.products, writing);
+    push_rounds(&mut steps, &set.prices, writing);
+    push_rounds(&mut steps, &set.entitlements, writing);
     if !set.purchases.is_empty() {
         steps.push(Step::Upsert(crate::credit_facts::purchases_insert(
             set.purchases.values().copied(),
@@ -205,6 +163,17 @@ fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
         )));
     }
     steps
+}
+
+/// One guarded upsert per round of the objects of one table.
+fn push_rounds<S: Upserted>(
+    steps: &mut Vec<Step<'_>>,
+    rounds: &BTreeMap<&str, Vec<Cow<'_, S>>>,
+    writing: WriteContext,
+) {
+    for n in 0..round_count(rounds) {
+        steps.push(Step::Upsert(upsert(round(rounds, n), writing)));
+    }
 }
 
 async fn run(
@@ -239,9 +208,9 @@ fn lock_customers(backend: DbBackend, ids: &[&str]) -> Statement {
 /// The `WHERE` of a guarded upsert on `table`: the incoming state (`excluded`) replaces the
 /// stored one only when it is newer by `(ordering_key, ordering_rank)`, and a terminal state
 /// is only ever replaced by a newer terminal state. [`supersedes`] is the same rule in Rust.
-fn newer_than_stored(table: impl EntityName, tie: Tie) -> Expr {
+fn newer_than_stored(table: &str, tie: Tie) -> Expr {
     use SyncedColumn::{OrderingKey, OrderingRank};
-    let table = Alias::new(table.table_name());
+    let table = Alias::new(table);
     let stored = |column: SyncedColumn| Expr::col((table.clone(), column));
     let incoming = |column: SyncedColumn| Expr::col((Excluded, column));
     let (terminal, update) = (Rank::Terminal as i16, Rank::Update as i16);
@@ -363,124 +332,6 @@ fn insert_rows<C: IntoIden + Copy>(
     statement
 }
 
-/// The incoming organization, else the stored one: a state that names none keeps the known one.
-fn keep_known_organization<C: IntoIden + Copy>(table: impl EntityName, organization: C) -> Expr {
-    Func::coalesce([
-        Expr::col((Excluded, organization)),
-        Expr::col((Alias::new(table.table_name()), organization)),
-    ])
-    .into()
-}
-
-/// `ON CONFLICT (id) DO UPDATE SET <synced columns and columns> WHERE <newer than stored>`.
-fn guarded<C: IntoIden + Copy>(table: impl EntityName, tie: Tie, columns: &[C]) -> OnConflict {
-    OnConflict::column(SyncedColumn::Id)
-        .update_columns(
-            SyncedColumn::ALL[1..]
-                .iter()
-                .map(|c| c.into_iden())
-                .chain(columns.iter().map(|c| c.into_iden())),
-        )
-        .action_and_where(newer_than_stored(table, tie))
-        .to_owned()
-}
-
-fn organizations_upsert<'a>(
-    states: impl Iterator<Item = &'a OrganizationState>,
-    writing: WriteContext,
-) -> InsertStatement {
-    use organizations::Column as C;
-    let columns = [C::Name, C::Slug];
-    let rows = states.map(|org| {
-        let mut row = writing.synced_values(&org.row);
-        row.extend([Expr::val(org.name.clone()), Expr::val(org.slug.clone())]);
-        row
-    });
-    let mut statement = insert_rows(organizations::Entity, &columns, rows);
-    statement.on_conflict(guarded(organizations::Entity, ORGANIZATIONS_TIE, &columns));
-    statement
-}
-
-/// Users from their own events (guarded), or `snapshots` known only from a membership's
-/// `public_user_data`, which has no `updated_at`: those only fill a gap, never replace a user
-/// we know from the user's own events.
-fn users_upsert<'a>(
-    states: impl Iterator<Item = &'a UserState>,
-    writing: WriteContext,
-    snapshots: bool,
-) -> InsertStatement {
-    use users::Column as C;
-    let columns = [C::PrimaryEmail, C::FirstName, C::LastName];
-    let rows = states.map(|user| {
-        let mut row = writing.synced_values(&user.row);
-        row.extend([
-            Expr::val(user.primary_email.clone()),
-            Expr::val(user.first_name.clone()),
-            Expr::val(user.last_name.clone()),
-        ]);
-        row
-    });
-    let mut statement = insert_rows(users::Entity, &columns, rows);
-    if snapshots {
-        statement.on_conflict(OnConflict::column(C::Id).do_nothing().to_owned());
-    } else {
-        statement.on_conflict(guarded(users::Entity, USERS_TIE, &columns));
-    }
-    statement
-}
-
-fn memberships_upsert<'a>(
-    states: impl Iterator<Item = &'a MembershipState>,
-    writing: WriteContext,
-) -> InsertStatement {
-    use memberships::Column as C;
-    let columns = [C::OrganizationId, C::UserId, C::Role];
-    let rows = states.map(|m| {
-        let mut row = writing.synced_values(&m.row);
-        row.extend([
-            Expr::val(m.organization_id.clone()),
-            Expr::val(m.user_id.clone()),
-            Expr::val(m.role.clone()),
-        ]);
-        row
-    });
-    let mut statement = insert_rows(memberships::Entity, &columns, rows);
-    statement.on_conflict(guarded(memberships::Entity, MEMBERSHIPS_TIE, &columns));
-    statement
-}
-
-fn customers_upsert<'a>(
-    states: impl Iterator<Item = &'a CustomerState>,
-    writing: WriteContext,
-) -> InsertStatement {
-    use customers::Column as C;
-    let columns = [C::Livemode, C::OrganizationId, C::Email, C::Name];
-    let rows = states.map(|c| {
-        let mut row = writing.synced_values(&c.row);
-        row.extend([
-            Expr::val(c.livemode),
-            Expr::val(c.organization_id.clone()),
-            Expr::val(c.email.clone()),
-            Expr::val(c.name.clone()),
-        ]);
-        row
-    });
-    let mut statement = insert_rows(customers::Entity, &columns, rows);
-    let mut on_conflict = guarded(
-        customers::Entity,
-        CUSTOMERS_TIE,
-        &[C::Livemode, C::Email, C::Name],
-    );
-    // A link made by a checkout stays when the customer's metadata names no organization,
-    // whichever arrived first.
-    on_conflict.value(
-        C::OrganizationId,
-        keep_known_organization(customers::Entity, C::OrganizationId),
-    );
-    statement.on_conflict(on_conflict);
-    statement
-}
-
 /// A completed checkout links its customer to an organization: a placeholder row at key 0
 /// when the customer is not stored yet (its own events, whenever they arrive, replace
 /// everything but the link), else the organization when the row has none.
@@ -558,138 +409,246 @@ fn customer_organization(customer: impl Into<SimpleExpr>) -> SimpleExpr {
     SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(select)))
 }
 
-fn subscriptions_upsert<'a>(
-    states: impl Iterator<Item = &'a SubscriptionState>,
+/// One synced table's upsert as data: its table, its own columns and one state's values for
+/// them; its tie rule is [`Synced::TIE`]. [`upsert`] is the one statement built from it.
+trait Upserted: Synced {
+    type Table: EntityName + Default;
+    type Column: IdenStatic + 'static;
+    /// The table's own columns, written after the synced ones, in the order of `values`.
+    const COLUMNS: &'static [Self::Column];
+    /// A column that a state leaving it unknown (`NULL`) does not overwrite: the organization
+    /// of a customer or subscription, once known, stays known.
+    const KEPT_WHEN_UNKNOWN: Option<Self::Column> = None;
+    /// This state's values of [`Upserted::COLUMNS`].
+    fn values(&self, writing: WriteContext) -> Vec<SimpleExpr>;
+}
+
+/// `INSERT INTO table (synced columns, columns) VALUES rows… ON CONFLICT (id) DO UPDATE SET
+/// <synced columns and columns> WHERE <newer than stored>`: each row replaces the stored one
+/// only when newer by its table's tie rule.
+fn upsert<'a, S: Upserted + 'a>(
+    states: impl Iterator<Item = &'a S>,
     writing: WriteContext,
 ) -> InsertStatement {
-    use subscriptions::Column as C;
-    let columns = [
-        C::Livemode,
-        C::CustomerId,
-        C::Status,
-        C::CancelAtPeriodEnd,
-        C::CancelAt,
-        C::CanceledAt,
-        C::EndedAt,
-        C::TrialEnd,
-        C::CurrentPeriodStart,
-        C::CurrentPeriodEnd,
-        C::Items,
-    ];
-    let rows = states.map(|s| {
-        let mut row = writing.synced_values(&s.row);
-        row.extend([
-            Expr::val(s.livemode),
-            Expr::val(s.customer_id.clone()),
-            Expr::val(s.status.clone()),
-            Expr::val(s.cancel_at_period_end),
-            Expr::val(s.cancel_at),
-            Expr::val(s.canceled_at),
-            Expr::val(s.ended_at),
-            Expr::val(s.trial_end),
-            Expr::val(s.current_period_start),
-            Expr::val(s.current_period_end),
-            writing.json(Some(&s.items)),
-            // The subscription's own organization, else its customer's, read in this very
-            // statement (no read-then-write).
-            Func::coalesce([
-                Expr::val(s.organization_id.clone()),
-                customer_organization(Expr::val(s.customer_id.clone())),
-            ])
-            .into(),
+    let table = S::Table::default().table_name();
+    let mut statement = insert_states(states, writing);
+    let replaced = S::COLUMNS
+        .iter()
+        .filter(|c| S::KEPT_WHEN_UNKNOWN.is_none_or(|kept| kept.as_str() != c.as_str()))
+        .map(|c| c.into_iden());
+    let mut on_conflict = OnConflict::column(SyncedColumn::Id)
+        .update_columns(
+            SyncedColumn::ALL[1..]
+                .iter()
+                .map(|c| c.into_iden())
+                .chain(replaced),
+        )
+        .action_and_where(newer_than_stored(table, S::TIE))
+        .to_owned();
+    if let Some(column) = S::KEPT_WHEN_UNKNOWN {
+        // The incoming value, else the stored one.
+        let kept = Func::coalesce([
+            Expr::col((Excluded, column)),
+            Expr::col((Alias::new(table), column)),
         ]);
-        row
-    });
-    let mut all_columns: Vec<C> = columns.to_vec();
-    all_columns.push(C::OrganizationId);
-    let mut statement = insert_rows(subscriptions::Entity, &all_columns, rows);
-    let mut on_conflict = guarded(subscriptions::Entity, SUBSCRIPTIONS_TIE, &columns);
-    on_conflict.value(
-        C::OrganizationId,
-        keep_known_organization(subscriptions::Entity, C::OrganizationId),
-    );
+        on_conflict.value(column, kept);
+    }
     statement.on_conflict(on_conflict);
     statement
 }
 
-fn products_upsert<'a>(
-    states: impl Iterator<Item = &'a ProductState>,
+/// The same rows as [`upsert`], each written only where no row of its id is stored: users known
+/// only from a membership's `public_user_data`, which has no `updated_at`, fill a gap and never
+/// replace a user we know from the user's own events.
+fn insert_if_absent<'a, S: Upserted + 'a>(
+    states: impl Iterator<Item = &'a S>,
     writing: WriteContext,
 ) -> InsertStatement {
-    use products::Column as C;
-    let columns = [
-        C::Livemode,
-        C::Name,
-        C::Description,
-        C::Active,
-        C::MarketingFeatures,
-        C::DefaultPriceId,
-    ];
-    let rows = states.map(|p| {
-        let mut row = writing.synced_values(&p.row);
-        row.extend([
-            Expr::val(p.livemode),
-            Expr::val(p.name.clone()),
-            Expr::val(p.description.clone()),
-            Expr::val(p.active),
-            writing.json(Some(&p.marketing_features)),
-            Expr::val(p.default_price_id.clone()),
-        ]);
-        row
-    });
-    let mut statement = insert_rows(products::Entity, &columns, rows);
-    statement.on_conflict(guarded(products::Entity, PRODUCTS_TIE, &columns));
+    let mut statement = insert_states(states, writing);
+    statement.on_conflict(OnConflict::column(SyncedColumn::Id).do_nothing().to_owned());
     statement
 }
 
-fn prices_upsert<'a>(
-    states: impl Iterator<Item = &'a PriceState>,
+/// `INSERT INTO table (synced columns, columns) VALUES <states>…` with no conflict clause yet.
+fn insert_states<'a, S: Upserted + 'a>(
+    states: impl Iterator<Item = &'a S>,
     writing: WriteContext,
 ) -> InsertStatement {
-    use prices::Column as C;
-    let columns = [
-        C::Livemode,
-        C::ProductId,
-        C::Active,
-        C::Currency,
-        C::UnitAmount,
-        C::LookupKey,
-        C::Nickname,
-        C::RecurringInterval,
-        C::RecurringIntervalCount,
-    ];
-    let rows = states.map(|p| {
-        let mut row = writing.synced_values(&p.row);
-        row.extend([
-            Expr::val(p.livemode),
-            Expr::val(p.product_id.clone()),
-            Expr::val(p.active),
-            Expr::val(p.currency.clone()),
-            Expr::val(p.unit_amount),
-            Expr::val(p.lookup_key.clone()),
-            Expr::val(p.nickname.clone()),
-            Expr::val(p.recurring_interval.clone()),
-            Expr::val(p.recurring_interval_count),
-        ]);
+    let rows = states.map(|state| {
+        let mut row = writing.synced_values(state.row());
+        row.extend(state.values(writing));
         row
     });
-    let mut statement = insert_rows(prices::Entity, &columns, rows);
-    statement.on_conflict(guarded(prices::Entity, PRICES_TIE, &columns));
-    statement
+    insert_rows(S::Table::default(), S::COLUMNS, rows)
 }
 
-fn entitlements_upsert<'a>(
-    states: impl Iterator<Item = &'a EntitlementsState>,
-    writing: WriteContext,
-) -> InsertStatement {
-    use entitlements::Column as C;
-    let columns = [C::Livemode, C::LookupKeys];
-    let rows = states.map(|e| {
-        let mut row = writing.synced_values(&e.row);
-        row.extend([Expr::val(e.livemode), writing.json(Some(&e.lookup_keys))]);
-        row
-    });
-    let mut statement = insert_rows(entitlements::Entity, &columns, rows);
-    statement.on_conflict(guarded(entitlements::Entity, ENTITLEMENTS_TIE, &columns));
-    statement
+impl Upserted for OrganizationState {
+    type Table = organizations::Entity;
+    type Column = organizations::Column;
+    const COLUMNS: &'static [Self::Column] = &[Self::Column::Name, Self::Column::Slug];
+    fn values(&self, _: WriteContext) -> Vec<SimpleExpr> {
+        vec![Expr::val(self.name.clone()), Expr::val(self.slug.clone())]
+    }
+}
+
+impl Upserted for UserState {
+    type Table = users::Entity;
+    type Column = users::Column;
+    const COLUMNS: &'static [Self::Column] = &[
+        Self::Column::PrimaryEmail,
+        Self::Column::FirstName,
+        Self::Column::LastName,
+    ];
+    fn values(&self, _: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.primary_email.clone()),
+            Expr::val(self.first_name.clone()),
+            Expr::val(self.last_name.clone()),
+        ]
+    }
+}
+
+impl Upserted for MembershipState {
+    type Table = memberships::Entity;
+    type Column = memberships::Column;
+    const COLUMNS: &'static [Self::Column] = &[
+        Self::Column::OrganizationId,
+        Self::Column::UserId,
+        Self::Column::Role,
+    ];
+    fn values(&self, _: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.organization_id.clone()),
+            Expr::val(self.user_id.clone()),
+            Expr::val(self.role.clone()),
+        ]
+    }
+}
+
+impl Upserted for CustomerState {
+    type Table = customers::Entity;
+    type Column = customers::Column;
+    const COLUMNS: &'static [Self::Column] = &[
+        Self::Column::Livemode,
+        Self::Column::OrganizationId,
+        Self::Column::Email,
+        Self::Column::Name,
+    ];
+    // A link made by a checkout stays when the customer's metadata names no organization,
+    // whichever arrived first.
+    const KEPT_WHEN_UNKNOWN: Option<Self::Column> = Some(Self::Column::OrganizationId);
+    fn values(&self, _: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.livemode),
+            Expr::val(self.organization_id.clone()),
+            Expr::val(self.email.clone()),
+            Expr::val(self.name.clone()),
+        ]
+    }
+}
+
+impl Upserted for SubscriptionState {
+    type Table = subscriptions::Entity;
+    type Column = subscriptions::Column;
+    const COLUMNS: &'static [Self::Column] = &[
+        Self::Column::Livemode,
+        Self::Column::CustomerId,
+        Self::Column::Status,
+        Self::Column::CancelAtPeriodEnd,
+        Self::Column::CancelAt,
+        Self::Column::CanceledAt,
+        Self::Column::EndedAt,
+        Self::Column::TrialEnd,
+        Self::Column::CurrentPeriodStart,
+        Self::Column::CurrentPeriodEnd,
+        Self::Column::Items,
+        Self::Column::OrganizationId,
+    ];
+    const KEPT_WHEN_UNKNOWN: Option<Self::Column> = Some(Self::Column::OrganizationId);
+    fn values(&self, writing: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.livemode),
+            Expr::val(self.customer_id.clone()),
+            Expr::val(self.status.clone()),
+            Expr::val(self.cancel_at_period_end),
+            Expr::val(self.cancel_at),
+            Expr::val(self.canceled_at),
+            Expr::val(self.ended_at),
+            Expr::val(self.trial_end),
+            Expr::val(self.current_period_start),
+            Expr::val(self.current_period_end),
+            writing.json(Some(&self.items)),
+            // The subscription's own organization, else its customer's, read in this very
+            // statement (no read-then-write).
+            Func::coalesce([
+                Expr::val(self.organization_id.clone()),
+                customer_organization(Expr::val(self.customer_id.clone())),
+            ])
+            .into(),
+        ]
+    }
+}
+
+impl Upserted for ProductState {
+    type Table = products::Entity;
+    type Column = products::Column;
+    const COLUMNS: &'static [Self::Column] = &[
+        Self::Column::Livemode,
+        Self::Column::Name,
+        Self::Column::Description,
+        Self::Column::Active,
+        Self::Column::MarketingFeatures,
+        Self::Column::DefaultPriceId,
+    ];
+    fn values(&self, writing: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.livemode),
+            Expr::val(self.name.clone()),
+            Expr::val(self.description.clone()),
+            Expr::val(self.active),
+            writing.json(Some(&self.marketing_features)),
+            Expr::val(self.default_price_id.clone()),
+        ]
+    }
+}
+
+impl Upserted for PriceState {
+    type Table = prices::Entity;
+    type Column = prices::Column;
+    const COLUMNS: &'static [Self::Column] = &[
+        Self::Column::Livemode,
+        Self::Column::ProductId,
+        Self::Column::Active,
+        Self::Column::Currency,
+        Self::Column::UnitAmount,
+        Self::Column::LookupKey,
+        Self::Column::Nickname,
+        Self::Column::RecurringInterval,
+        Self::Column::RecurringIntervalCount,
+    ];
+    fn values(&self, _: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.livemode),
+            Expr::val(self.product_id.clone()),
+            Expr::val(self.active),
+            Expr::val(self.currency.clone()),
+            Expr::val(self.unit_amount),
+            Expr::val(self.lookup_key.clone()),
+            Expr::val(self.nickname.clone()),
+            Expr::val(self.recurring_interval.clone()),
+            Expr::val(self.recurring_interval_count),
+        ]
+    }
+}
+
+impl Upserted for EntitlementsState {
+    type Table = entitlements::Entity;
+    type Column = entitlements::Column;
+    const COLUMNS: &'static [Self::Column] = &[Self::Column::Livemode, Self::Column::LookupKeys];
+    fn values(&self, writing: WriteContext) -> Vec<SimpleExpr> {
+        vec![
+            Expr::val(self.livemode),
+            writing.json(Some(&self.lookup_keys)),
+        ]
+    }
 }
