@@ -1,6 +1,7 @@
 //! What the operations share on the wire: the Clerk session security scheme, the error body,
 //! how a refused caller is answered, and content negotiation.
 
+pub use billing_sync_error_body::ErrorBody;
 use billing_sync_store::billing::Revocation;
 use poem_openapi::auth::{ApiKey, Bearer};
 use poem_openapi::payload::Json;
@@ -55,20 +56,6 @@ impl ClerkSession {
 pub(crate) const UNAUTHORIZED_MESSAGE: &str = "Authentication required: send a valid Clerk \
      session token as `Authorization: Bearer <token>` or in the `__session` cookie.";
 
-/// An error answer.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct ErrorBody {
-    /// `UNAUTHORIZED`, `FORBIDDEN`, `VALIDATION_ERROR`, `NOT_FOUND`, `CONFLICT`,
-    /// `TOO_MANY_REQUESTS` or `INTERNAL_ERROR`.
-    pub code: String,
-    /// What went wrong and what to do, for the caller.
-    pub message: String,
-    /// The request's id, as in the `X-Request-Id` header (the caller's own when it sent one):
-    /// quote it when asking for support; the server's log lines about the request carry it.
-    pub request_id: Option<String>,
-}
-
 /// The portal URL, for callers that asked for JSON.
 #[derive(Debug, Object)]
 pub struct PortalUrl {
@@ -87,12 +74,7 @@ pub struct CheckoutUrl {
 pub(crate) const NO_STORE: &str = "no-store";
 
 pub(crate) fn body(code: &str, message: &str) -> Json<ErrorBody> {
-    // The id is added by the server's request-id middleware, which assigns it.
-    Json(ErrorBody {
-        code: code.into(),
-        message: message.into(),
-        request_id: None,
-    })
+    Json(ErrorBody::new(code, message))
 }
 
 /// How a refused caller is answered, whatever the operation.

@@ -1,9 +1,9 @@
 //! Why a delivery was not accepted, and the one place that maps it to an HTTP answer.
 
+use billing_sync_error_body::ErrorBody;
 use billing_sync_projection::NotAnEvent;
 use billing_sync_projection::stripe_signature::SignatureError;
 use poem::http::StatusCode;
-use serde::Serialize;
 
 /// A delivery refused before anything was stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,16 +49,6 @@ pub enum Rejection {
     Internal,
 }
 
-/// The JSON body of every refusal; the server's request-id middleware adds `request_id`, as
-/// to every error body of the API.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code.
-    pub code: &'static str,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
 impl Rejection {
     /// The HTTP status and stable code of this refusal.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -97,7 +87,7 @@ impl Rejection {
             Rejection::Internal => "internal error; nothing was stored, retry later".to_owned(),
             other => other.to_string(),
         };
-        let body = serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default();
+        let body = ErrorBody::new(code, message).to_json_bytes();
         let response = poem::Response::builder()
             .status(status)
             .content_type("application/json");

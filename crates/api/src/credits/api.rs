@@ -95,30 +95,25 @@ pub struct LedgerEntry {
     pub transaction_id: i64,
 }
 
-/// An error answer of `consume` and `grant`: the documented error body, with the balance when
-/// the refusal is `INSUFFICIENT_CREDITS` (one body for every refusal of an operation, as
-/// generated clients expect).
+/// An error answer of `consume` and `grant`: the error body every operation answers with, and
+/// the balance when the refusal is `INSUFFICIENT_CREDITS` (one body for every refusal of an
+/// operation, as generated clients expect). Codes: `VALIDATION_ERROR`, `UNAUTHORIZED`,
+/// `INSUFFICIENT_CREDITS`, `IDEMPOTENCY_KEY_REUSED`, `INTERNAL_ERROR` or `UNAVAILABLE`.
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct CreditsErrorBody {
-    /// `VALIDATION_ERROR`, `UNAUTHORIZED`, `INSUFFICIENT_CREDITS`, `IDEMPOTENCY_KEY_REUSED`,
-    /// `INTERNAL_ERROR` or `UNAVAILABLE`.
-    pub code: String,
-    /// What went wrong and what to do.
-    pub message: String,
+    /// The error body's fields, written inline.
+    #[oai(flatten)]
+    pub error: ErrorBody,
     /// The balance, with `INSUFFICIENT_CREDITS`.
     pub balance: Option<i64>,
-    /// The request's id, as in the `X-Request-Id` header: quote it when asking for support.
-    pub request_id: Option<String>,
 }
 
-/// The documented error body as the write operations' own.
+/// The error body as the write operations' own.
 fn without_balance(Json(error): Json<ErrorBody>) -> Json<CreditsErrorBody> {
     Json(CreditsErrorBody {
-        code: error.code,
-        message: error.message,
+        error,
         balance: None,
-        request_id: error.request_id,
     })
 }
 
@@ -313,21 +308,20 @@ fn answer(err: &CreditsError, operation: &'static str) -> Answer {
         }
         CreditsError::Invalid(message) => Answer::BadRequest(body("VALIDATION_ERROR", message)),
         CreditsError::Insufficient { balance } => Answer::Conflict(Json(CreditsErrorBody {
-            code: "INSUFFICIENT_CREDITS".into(),
-            message: format!(
-                "The organization has {balance} credits, fewer than asked for; nothing was spent."
+            error: ErrorBody::new(
+                "INSUFFICIENT_CREDITS",
+                format!(
+                    "The organization has {balance} credits, fewer than asked for; nothing was \
+                     spent."
+                ),
             ),
             balance: Some(*balance),
-            request_id: None,
         })),
-        CreditsError::KeyReused => Answer::Conflict(Json(CreditsErrorBody {
-            code: "IDEMPOTENCY_KEY_REUSED".into(),
-            message: "This idempotency key was used with another request; use a new key for \
-                      a new request."
-                .into(),
-            balance: None,
-            request_id: None,
-        })),
+        CreditsError::KeyReused => Answer::Conflict(without_balance(body(
+            "IDEMPOTENCY_KEY_REUSED",
+            "This idempotency key was used with another request; use a new key for a new \
+             request.",
+        ))),
         CreditsError::Unavailable(cause) => {
             tracing::warn!(operation, cause = %cause, "credits: database unavailable");
             Answer::Unavailable(body(
@@ -372,7 +366,9 @@ impl From<Answer> for StatementResponse {
         match answer {
             Answer::BadRequest(body) => Self::BadRequest(body),
             Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
-            Answer::Conflict(conflict) => Self::Internal(body("INTERNAL_ERROR", &conflict.message)),
+            Answer::Conflict(conflict) => {
+                Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
+            }
             Answer::Internal(body) => Self::Internal(body),
             Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
         }
@@ -384,7 +380,9 @@ impl From<Answer> for OrganizationBillingResponse {
         match answer {
             Answer::BadRequest(body) => Self::BadRequest(body),
             Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
-            Answer::Conflict(conflict) => Self::Internal(body("INTERNAL_ERROR", &conflict.message)),
+            Answer::Conflict(conflict) => {
+                Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
+            }
             Answer::Internal(body) => Self::Internal(body),
             Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
         }
