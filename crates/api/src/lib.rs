@@ -13,7 +13,11 @@ mod probes;
 use std::sync::Arc;
 
 use billing_sync_store::Store;
-use poem_openapi::OpenApiService;
+use poem::endpoint::BoxEndpoint;
+use poem::http::Method;
+use poem_openapi::registry::{MetaApi, Registry};
+use poem_openapi::{OpenApi, OpenApiService};
+use std::collections::HashMap;
 
 pub use probes::ProbesApi;
 
@@ -27,20 +31,23 @@ use crate::portal::api::PaymentApi;
 /// Where the generated OpenAPI document is served.
 pub const OPENAPI_JSON_PATH: &str = "/api/v1/openapi.json";
 
+/// Every documented operation of billing-sync.
+pub type Operations = CanonicalHeaderNames<(ProbesApi, PaymentApi, PlansApi, CreditsApi)>;
+
 /// The OpenAPI service of billing-sync, with every documented operation.
 pub fn service(
     store: Store,
     portal: Arc<Portal>,
     plans: Arc<Plans>,
     credits: Arc<Credits>,
-) -> OpenApiService<(ProbesApi, PaymentApi, PlansApi, CreditsApi), ()> {
+) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
-        (
+        CanonicalHeaderNames((
             ProbesApi::new(store),
             PaymentApi::new(portal),
             PlansApi::new(plans.clone(), credits.clone()),
             CreditsApi::new(credits, plans),
-        ),
+        )),
         "billing-sync",
         env!("CARGO_PKG_VERSION"),
     )
@@ -50,38 +57,45 @@ pub fn service(
     )
 }
 
-/// The OpenAPI document of `service`, as served and committed. poem-openapi writes response
-/// header names in upper case (`LOCATION`); HTTP names are case-insensitive, but generated
-/// clients use them as written (a TypeScript `LOCATION` key), so they are given their canonical
-/// case here.
-pub fn openapi_document<T: poem_openapi::OpenApi, W: poem_openapi::Webhook>(
+/// The OpenAPI document of `service`, as served and committed: poem-openapi's, with its keys
+/// in one stable order.
+pub fn openapi_document<T: OpenApi, W: poem_openapi::Webhook>(
     service: &OpenApiService<T, W>,
 ) -> String {
-    let mut document: serde_json::Value =
+    let document: serde_json::Value =
         serde_json::from_str(&service.spec()).expect("poem-openapi writes valid JSON");
-    if let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) {
-        for operation in paths
-            .values_mut()
-            .filter_map(|p| p.as_object_mut())
-            .flat_map(|p| p.values_mut())
-        {
-            let Some(responses) = operation
-                .get_mut("responses")
-                .and_then(|r| r.as_object_mut())
-            else {
-                continue;
-            };
-            for response in responses.values_mut() {
-                if let Some(headers) = response.get_mut("headers").and_then(|h| h.as_object_mut()) {
-                    *headers = std::mem::take(headers)
-                        .into_iter()
-                        .map(|(name, header)| (canonical_header_name(&name), header))
-                        .collect();
-                }
-            }
-        }
-    }
     serde_json::to_string_pretty(&document).expect("a JSON value serialises")
+}
+
+/// Operations whose response headers are documented under their canonical names.
+/// poem-openapi's derive writes response header names in upper case (`LOCATION`); HTTP names
+/// are case-insensitive, but generated clients use them as written (a TypeScript `LOCATION`
+/// key). The names are set in the metadata the document is generated from, so the document
+/// is the service's own spec, served and printed alike.
+pub struct CanonicalHeaderNames<T>(pub T);
+
+impl<T: OpenApi> OpenApi for CanonicalHeaderNames<T> {
+    fn meta() -> Vec<MetaApi> {
+        let mut apis = T::meta();
+        let headers = apis
+            .iter_mut()
+            .flat_map(|api| api.paths.iter_mut())
+            .flat_map(|path| path.operations.iter_mut())
+            .flat_map(|operation| operation.responses.responses.iter_mut())
+            .flat_map(|response| response.headers.iter_mut());
+        for header in headers {
+            header.name = canonical_header_name(&header.name);
+        }
+        apis
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn add_routes(self, route_table: &mut HashMap<String, HashMap<Method, BoxEndpoint<'static>>>) {
+        self.0.add_routes(route_table);
+    }
 }
 
 /// `WWW-AUTHENTICATE` → `WWW-Authenticate`, `CACHE-CONTROL` → `Cache-Control`.
