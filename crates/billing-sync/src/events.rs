@@ -4,7 +4,6 @@ use anyhow::Context;
 use billing_sync_projection::Projection;
 use billing_sync_store::Store;
 use billing_sync_store::ledger::{EventFilter, EventStatus};
-use billing_sync_webhooks::pipeline;
 
 use crate::RunError;
 use crate::config::{ConfigError, EventsAction};
@@ -97,9 +96,10 @@ pub(crate) async fn run(
             };
             let mut still_failed = 0;
             for row in &rows {
-                let status = pipeline::replay(store, projection, line_items.as_ref(), row)
-                    .await
-                    .with_context(|| format!("replaying {}", row.event_id))?;
+                let status =
+                    billing_sync_webhooks::replay(store, projection, line_items.as_ref(), row)
+                        .await
+                        .with_context(|| format!("replaying {}", row.event_id))?;
                 if status == EventStatus::Failed {
                     still_failed += 1;
                 }

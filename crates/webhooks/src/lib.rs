@@ -12,8 +12,11 @@ pub mod clerk;
 mod group_commit;
 pub mod pipeline;
 mod rejection;
+pub mod replay;
 mod routes;
+mod stripe_reads;
 
-pub use pipeline::{DEFAULT_BODY_BYTES_IN_FLIGHT, Ingestor, ReplayError};
+pub use pipeline::{DEFAULT_BODY_BYTES_IN_FLIGHT, Ingestor};
 pub use rejection::Rejection;
+pub use replay::{ReplayError, replay};
 pub use routes::routes;

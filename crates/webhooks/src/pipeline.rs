@@ -1,25 +1,22 @@
 //! The one pipeline both providers go through: verify → record in the ledger and apply, in one
-//! transaction → acknowledge. Replay re-applies a recorded event through the same projections.
+//! transaction → acknowledge.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use billing_sync_projection::stripe_signature::StripeVerifier;
-use billing_sync_projection::{
-    NewEvent, Plan, Projection, Provider, Seen, clerk_event, stripe_event,
-};
-use billing_sync_store::entities::webhook_events;
-use billing_sync_store::ledger::{EventStatus, Recorded};
-use billing_sync_store::{Store, StoreError};
+use billing_sync_projection::{NewEvent, Plan, Projection, clerk_event, stripe_event};
+use billing_sync_store::Store;
+use billing_sync_store::ledger::Recorded;
 use poem::http::HeaderMap;
-use serde_json::Value;
 use tracing::Instrument;
 
-use billing_sync_stripe_api::{StripeClient, StripeError};
+use billing_sync_stripe_api::StripeClient;
 
 use crate::Rejection;
 use crate::body_budget::{BodyBudget, Charge};
 use crate::clerk::ClerkVerifier;
 use crate::group_commit::GroupCommit;
+use crate::stripe_reads::{line_items_plan, refetched};
 use billing_sync_store::retry::WriteError;
 
 /// What happened to an accepted delivery.
@@ -149,7 +146,12 @@ impl Ingestor {
         verifier.verify(stripe_signature(headers)?, body, unix_now())?;
         let event = stripe_event(body)?;
         let mut plan = match &self.refetch {
-            Some(client) => refetched(client, &event, &self.projection).await?,
+            Some(client) => refetched(client, &event, &self.projection, unix_now())
+                .await
+                .map_err(|err| {
+                    tracing::warn!(error = %err, "refetching from Stripe failed; asking Stripe to retry");
+                    Rejection::UpstreamUnavailable
+                })?,
             None => None,
         };
         if let (None, Some(client)) = (&plan, &self.line_items) {
@@ -216,166 +218,6 @@ impl Ingestor {
         .instrument(span)
         .await
     }
-}
-
-/// Why a replay did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    /// The ledger row names a provider this build does not know.
-    #[error("ledger row {0} has an unknown provider")]
-    UnknownProvider(i64),
-    /// The ledger row's payload is not an event this build can read.
-    #[error("ledger row {0} does not hold an event: {1}")]
-    NotAnEvent(i64, billing_sync_projection::NotAnEvent),
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Reading a session's line items from Stripe failed.
-    #[error("reading line items from Stripe: {0}")]
-    Stripe(#[from] StripeError),
-}
-
-/// Applies a recorded event again through the same projection and ordering rules as live
-/// delivery, and updates its ledger status.
-pub async fn replay(
-    store: &Store,
-    projection: &Projection,
-    line_items: Option<&StripeClient>,
-    row: &webhook_events::Model,
-) -> Result<EventStatus, ReplayError> {
-    let provider =
-        Provider::from_column(&row.provider).ok_or(ReplayError::UnknownProvider(row.id))?;
-    // The stored body, read exactly as its delivery was.
-    let body = row.payload.as_bytes();
-    let event = match provider {
-        Provider::Stripe => stripe_event(body),
-        Provider::Clerk => clerk_event(
-            body,
-            row.event_id.clone(),
-            row.event_created.unwrap_or_default(),
-        ),
-    }
-    .map_err(|err| ReplayError::NotAnEvent(row.id, err))?;
-    let fetched = match line_items {
-        Some(client) => line_items_plan(client, &event, projection).await?,
-        None => None,
-    };
-    let plan = fetched.unwrap_or_else(|| projection.plan(&event));
-    Ok(store.replay(row, &plan).await?)
-}
-
-/// What the event's customer or subscription changes as Stripe has it now: its current state,
-/// fetched now and seen as an update (a deleted customer as a deletion) at the fetch time, so
-/// the newest fetch wins whatever the delivery order. `None` for events that are not about a
-/// customer or subscription, or whose object Stripe no longer has (then the payload is used).
-async fn refetched(
-    client: &StripeClient,
-    event: &NewEvent,
-    projection: &Projection,
-) -> Result<Option<Plan>, Rejection> {
-    let is_customer = matches!(
-        event.event_type.as_str(),
-        "customer.created" | "customer.updated" | "customer.deleted"
-    );
-    let is_subscription = event.event_type.starts_with("customer.subscription.");
-    let id = event
-        .payload
-        .get("data")
-        .and_then(|data| data.get("object"))
-        .and_then(|object| object.get("id"))
-        .and_then(Value::as_str)
-        // An id Stripe could not have written is projected from the payload, as delivered.
-        .filter(|id| billing_sync_stripe_api::is_object_id(id));
-    let (resource, id) = match (is_customer, is_subscription, id) {
-        (true, _, Some(id)) => ("customers", id),
-        (_, true, Some(id)) => ("subscriptions", id),
-        _ => return Ok(None),
-    };
-    let fetched_at = unix_now();
-    let object = match client.retrieve(resource, id).await {
-        Ok(object) => object,
-        Err(StripeError::Api { status: 404, .. }) => {
-            tracing::warn!(
-                resource,
-                id,
-                "Stripe no longer has the object; projecting the payload"
-            );
-            return Ok(None);
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "refetching from Stripe failed; asking Stripe to retry");
-            return Err(Rejection::UpstreamUnavailable);
-        }
-    };
-    let key = &projection.stripe_org_metadata_key;
-    let change = if is_customer {
-        billing_sync_projection::stripe::customer((&object).into(), fetched_at, Seen::Updated, key)
-    } else {
-        billing_sync_projection::stripe::subscription(
-            (&object).into(),
-            fetched_at,
-            Seen::Updated,
-            key,
-        )
-    };
-    Ok(Some(match change {
-        Ok(change) => Plan::Apply(vec![change]),
-        Err(reason) => Plan::Fail(reason),
-    }))
-}
-
-/// The plan of a checkout event whose purchase is only in the session's line items (see
-/// `stripe::needs_line_items`), read from Stripe with `client`; `None` for any other event.
-async fn line_items_plan(
-    client: &StripeClient,
-    event: &NewEvent,
-    projection: &Projection,
-) -> Result<Option<Plan>, StripeError> {
-    if !matches!(
-        event.event_type.as_str(),
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded"
-    ) {
-        return Ok(None);
-    }
-    let Some(session) = event
-        .payload
-        .get("data")
-        .and_then(|data| data.get("object"))
-        .filter(|session| billing_sync_projection::stripe::needs_line_items(session))
-    else {
-        return Ok(None);
-    };
-    let Some(id) = session.get("id").and_then(Value::as_str) else {
-        return Ok(None);
-    };
-    if !billing_sync_stripe_api::is_object_id(id) {
-        return Ok(Some(Plan::Fail(format!(
-            "the checkout session id {id:?} is not a Stripe object id: its line items cannot be read"
-        ))));
-    }
-    let page = match client
-        .list_page(
-            &["checkout", "sessions", id, "line_items"],
-            &[("limit", "100")],
-        )
-        .await
-    {
-        Ok(page) => page,
-        Err(StripeError::Api { status: 404, .. }) => {
-            return Ok(Some(Plan::Fail(format!(
-                "Stripe has no checkout session {id} to read its line items from"
-            ))));
-        }
-        Err(err) => return Err(err),
-    };
-    if page.has_more {
-        return Ok(Some(Plan::Fail(format!(
-            "checkout session {id} has more than 100 line items"
-        ))));
-    }
-    Ok(Some(
-        billing_sync_projection::stripe::project_with_line_items(event, projection, &page.data),
-    ))
 }
 
 fn stripe_signature(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {

@@ -8,7 +8,6 @@ use billing_sync_store::sea_orm::EntityTrait;
 use billing_sync_testkit::scenarios::{ClerkIds, ScenarioEvent, clerk_lifecycle};
 use billing_sync_testkit::state::{deliver, ledger_row, migrated_store, new_event, projection};
 use billing_sync_testkit::{TestDatabase, each_backend};
-use billing_sync_webhooks::pipeline;
 use serde_json::json;
 
 each_backend!(
@@ -101,7 +100,7 @@ async fn replaying_a_failed_event_applies_it_and_counts_the_attempt(db: TestData
     let row = ledger_row(&store, Provider::Stripe, &event.event_id)
         .await
         .expect("row");
-    let status = pipeline::replay(&store, &projection(), None, &row)
+    let status = billing_sync_webhooks::replay(&store, &projection(), None, &row)
         .await
         .expect("replay");
     assert_eq!(status, EventStatus::Processed);
@@ -128,7 +127,7 @@ async fn replay_obeys_the_ordering_of_live_delivery(db: TestDatabase) {
     let row = ledger_row(&store, Provider::Stripe, &old.event_id)
         .await
         .expect("row");
-    pipeline::replay(&store, &projection(), None, &row)
+    billing_sync_webhooks::replay(&store, &projection(), None, &row)
         .await
         .expect("replay");
     assert_eq!(
