@@ -213,13 +213,14 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
 
 #[tokio::test]
 async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
-    let cases: [(&str, &str, &[&str]); 11] = [
+    let cases: [(&str, &str, &[&str]); 12] = [
         (
             "CORS_ALLOWED_ORIGINS",
             "https://app.example.com/",
             &["serve"],
         ),
         ("WEBHOOK_BODY_BYTES_IN_FLIGHT", "1000", &["serve"]),
+        ("STRIPE_SESSIONS_PER_MINUTE", "0", &["serve"]),
         ("PORTAL_SESSIONS_PER_MINUTE", "0", &["serve"]),
         ("STRIPE_REFETCH_OBJECTS", "true", &["serve"]),
         ("STRIPE_WEBHOOK_SECRET", "not-a-whsec-s3cret", &["serve"]),

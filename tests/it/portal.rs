@@ -728,7 +728,7 @@ async fn the_jwks_url_implies_the_issuer_when_none_is_set() {
 #[tokio::test]
 async fn head_creates_no_session_and_a_user_is_limited_per_minute() {
     let db = sqlite().await;
-    let s = setup(&db, &[], &[("PORTAL_SESSIONS_PER_MINUTE", "3")]).await;
+    let s = setup(&db, &[], &[("STRIPE_SESSIONS_PER_MINUTE", "3")]).await;
     add_member(&s.server, "org_h", "user_h").await;
     checkout(&s.server, "cus_h", "org_h").await;
     let token = key().sign(&claims("user_h", Some("org_h")));

@@ -48,7 +48,7 @@ async fn main() {
             ("STRIPE_API_BASE", stripe.base_url.as_str()),
             ("APP_BASE_URL", "https://app.example.com"),
             // One user makes every request: the per-user session limit would refuse them.
-            ("PORTAL_SESSIONS_PER_MINUTE", "1000000"),
+            ("STRIPE_SESSIONS_PER_MINUTE", "1000000"),
         ],
     )
     .await;

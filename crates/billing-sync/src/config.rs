@@ -266,10 +266,15 @@ pub struct ServeArgs {
           value_parser = list)]
     pub billing_roles: List,
 
-    /// Portal sessions one user may create per minute, and as many checkout sessions; more get
-    /// 429 `TOO_MANY_REQUESTS`.
-    #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", default_value = "10", value_parser = positive::<u32>)]
-    pub portal_sessions_per_minute: u32,
+    /// Stripe sessions one user may create per minute: as many portal sessions, and as many
+    /// checkout sessions (counted apart); more get 429 `TOO_MANY_REQUESTS` [default: 10].
+    #[arg(long, env = "STRIPE_SESSIONS_PER_MINUTE", value_parser = positive::<u32>)]
+    stripe_sessions_per_minute: Option<u32>,
+
+    /// The former name of STRIPE_SESSIONS_PER_MINUTE, still read so that deployments that set
+    /// it keep their limit.
+    #[arg(long, env = "PORTAL_SESSIONS_PER_MINUTE", value_parser = positive::<u32>, hide = true)]
+    portal_sessions_per_minute: Option<u32>,
 
     /// API keys (comma-separated, several while rotating; each at least 32 characters) that
     /// the app's backend sends as `Authorization: Bearer <key>` to spend and grant credits and
@@ -298,6 +303,7 @@ impl ServeArgs {
             ));
         }
         self.clerk_issuer()?;
+        self.stripe_sessions_per_minute()?;
         if self.stripe_refetch_objects && self.stripe_api.stripe_secret_key.get().is_none() {
             return Err(ConfigError::new(
                 "STRIPE_REFETCH_OBJECTS",
@@ -309,6 +315,27 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// Stripe sessions of each kind one user may create per minute: `STRIPE_SESSIONS_PER_MINUTE`,
+    /// else its former name `PORTAL_SESSIONS_PER_MINUTE`, else the default. Both set to different
+    /// values is refused: which one the operator meant cannot be known.
+    pub fn stripe_sessions_per_minute(&self) -> Result<u32, ConfigError> {
+        match (
+            self.stripe_sessions_per_minute,
+            self.portal_sessions_per_minute,
+        ) {
+            (Some(current), Some(former)) if current != former => Err(ConfigError::new(
+                "STRIPE_SESSIONS_PER_MINUTE",
+                format!(
+                    "{current} differs from PORTAL_SESSIONS_PER_MINUTE ({former}), its former \
+                     name: set only STRIPE_SESSIONS_PER_MINUTE"
+                ),
+            )),
+            (current, former) => Ok(current
+                .or(former)
+                .unwrap_or(billing_sync_api::portal::DEFAULT_SESSIONS_PER_MINUTE)),
+        }
+    }
+
     /// The `iss` session tokens must carry: `CLERK_ISSUER`, else, with `CLERK_JWKS_URL` (and no
     /// `CLERK_JWT_KEY`), the origin of that URL, which is Clerk's Frontend API and the issuer of
     /// its tokens. A JWKS URL that is not a Frontend API's `/.well-known/jwks.json` (Clerk's
@@ -738,6 +765,33 @@ mod tests {
         assert!(args.app_base_url.get().is_none());
         assert!(args.stripe_webhook_secret.get().is_none());
         assert!(args.billing_roles.is_empty());
+    }
+
+    #[test]
+    fn the_sessions_limit_is_read_under_its_name_or_its_former_one() {
+        let limit = |flags: &[&str]| {
+            let cli = Cli::try_parse_from(["billing-sync", "serve"].iter().chain(flags))
+                .expect("the flags parse");
+            let Command::Serve(args) = cli.command else {
+                panic!("serve expected")
+            };
+            args.stripe_sessions_per_minute()
+        };
+        assert_eq!(limit(&[]), Ok(10));
+        assert_eq!(limit(&["--stripe-sessions-per-minute", "3"]), Ok(3));
+        assert_eq!(limit(&["--portal-sessions-per-minute", "4"]), Ok(4));
+        let both = |current, former| {
+            limit(&[
+                "--stripe-sessions-per-minute",
+                current,
+                "--portal-sessions-per-minute",
+                former,
+            ])
+        };
+        assert_eq!(both("5", "5"), Ok(5));
+        let err = both("3", "4").expect_err("two different limits");
+        assert_eq!(err.variable, "STRIPE_SESSIONS_PER_MINUTE");
+        assert!(err.problem.contains("PORTAL_SESSIONS_PER_MINUTE"), "{err}");
     }
 
     #[test]

@@ -433,7 +433,7 @@ pub(crate) fn build_operations(
             (None, None)
         }
     };
-    let per_minute = args.portal_sessions_per_minute;
+    let per_minute = args.stripe_sessions_per_minute()?;
     if args.billing_api_keys.get().is_none() {
         tracing::warn!(
             "BILLING_API_KEYS is not set: the credits API and organization billing answer 500 (not configured)"

@@ -254,7 +254,7 @@ pub enum CheckoutResponse {
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// `TOO_MANY_REQUESTS`: the user created as many checkout sessions as allowed this minute
-    /// (`PORTAL_SESSIONS_PER_MINUTE`, counted apart from portal sessions); retry after the
+    /// (`STRIPE_SESSIONS_PER_MINUTE`, counted apart from portal sessions); retry after the
     /// seconds given.
     #[oai(status = 429)]
     TooManyRequests(

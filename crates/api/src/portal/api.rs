@@ -56,7 +56,7 @@ pub enum PortalResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// `TOO_MANY_REQUESTS`: the user created as many portal sessions as allowed this minute
-    /// (`PORTAL_SESSIONS_PER_MINUTE`, 10 by default); retry after the seconds given.
+    /// (`STRIPE_SESSIONS_PER_MINUTE`, 10 by default); retry after the seconds given.
     #[oai(status = 429)]
     TooManyRequests(
         Json<ErrorBody>,

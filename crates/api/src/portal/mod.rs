@@ -26,7 +26,7 @@ pub struct Portal {
     limit: SessionLimit,
 }
 
-/// Sessions one user may create per minute unless told otherwise (`PORTAL_SESSIONS_PER_MINUTE`).
+/// Sessions one user may create per minute unless told otherwise (`STRIPE_SESSIONS_PER_MINUTE`).
 pub const DEFAULT_SESSIONS_PER_MINUTE: u32 = 10;
 
 /// Why no portal URL was produced.
