@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support;
 use support::operations::{APP, ISSUER, STRIPE_WEBHOOK_SECRET, clerk_event, key, setup};
-use support::{Server, now, post_stripe, status_and_json, stripe_signature};
+use support::{Server, now, status_and_json};
 
 /// The app backend's key, and one it rotates to.
 const API_KEY: &str = "bsk_test_0123456789abcdef0123456789abcdef";
@@ -42,16 +42,7 @@ fn token(user: &str, org: &str) -> String {
 }
 
 async fn stripe_event(server: &Server, id: &str, event_type: &str, object: Value) -> Value {
-    let body = serde_json::to_vec(&json!({
-        "id": id, "object": "event", "api_version": "2026-07-29.dahlia", "created": now(),
-        "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null}, "type": event_type,
-    }))
-    .expect("JSON");
-    let signature = stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body);
-    let (status, answer) = status_and_json(post_stripe(server, &body, Some(signature)).await).await;
-    assert_eq!(status, 200, "{event_type}: {answer}");
-    answer
+    support::operations::stripe_event(server, id, event_type, now(), object).await
 }
 
 async fn post(server: &Server, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {

@@ -10,7 +10,7 @@ use support::operations::{
     APP, ISSUER, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, clerk_event, client, key, setup,
 };
 use support::standins::StripeAnswer;
-use support::{Server, now, post_stripe, status_and_json, stripe_signature};
+use support::{Server, now, status_and_json};
 
 const PLANS: &str = "/api/v1/operations/payment/plans";
 const STATE: &str = "/api/v1/operations/payment/subscription";
@@ -39,15 +39,7 @@ fn token_v1(user: &str, org: &str, role: &str) -> String {
 
 /// Delivers a signed Stripe event about `object`, created at `created`.
 async fn stripe_event(server: &Server, id: &str, event_type: &str, created: i64, object: Value) {
-    let body = serde_json::to_vec(&json!({
-        "id": id, "object": "event", "api_version": "2026-07-29.dahlia", "created": created,
-        "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null}, "type": event_type,
-    }))
-    .expect("JSON");
-    let signature = stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body);
-    let (status, answer) = status_and_json(post_stripe(server, &body, Some(signature)).await).await;
-    assert_eq!(status, 200, "{event_type}: {answer}");
+    let answer = support::operations::stripe_event(server, id, event_type, created, object).await;
     assert_eq!(answer["status"], "processed", "{event_type}: {answer}");
 }
 

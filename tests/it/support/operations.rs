@@ -26,6 +26,28 @@ pub async fn clerk_event(server: &Server, id: &str, event_type: &str, data: serd
     assert_eq!(response.status(), 200, "{event_type}");
 }
 
+/// Delivers a signed Stripe event of `event_type` about `object`, created at `created`, to the
+/// operations server, which must accept it (200); its answer.
+pub async fn stripe_event(
+    server: &Server,
+    id: &str,
+    event_type: &str,
+    created: i64,
+    object: serde_json::Value,
+) -> serde_json::Value {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": id, "object": "event", "api_version": "2026-07-29.dahlia", "created": created,
+        "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null}, "type": event_type,
+    }))
+    .expect("JSON");
+    let signature = super::stripe_signature(STRIPE_WEBHOOK_SECRET, super::now(), &body);
+    let response = super::post_stripe(server, &body, Some(signature)).await;
+    let (status, answer) = super::status_and_json(response).await;
+    assert_eq!(status, 200, "{event_type}: {answer}");
+    answer
+}
+
 /// The key the JWKS stand-in publishes, generated once per test binary.
 pub fn key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
