@@ -17,6 +17,13 @@
 //! own. `BENCH_INGEST_EVENTS` sets the events per level (default 8,000: 1,000 customers);
 //! `BENCH_SERVER_WORKER_THREADS` starts the server with that many runtime threads
 //! (`TOKIO_WORKER_THREADS`; default: one per core).
+//!
+//! `BENCH_PEER_COMMAND` names another webhook receiver to run the same driver against, on the
+//! same cluster, after billing-sync at each level: a shell command started once with
+//! `DATABASE_URL` (a fresh database of its own), `STRIPE_WEBHOOK_SECRET` and `PORT=0` in its
+//! environment, which prints `listening on HOST:PORT` on its first line of output and answers
+//! 2xx to each event it stored. Its line gives its figures (its own CPU from `/proc`: run the
+//! receiver itself with `exec`) and billing-sync's events per second as a multiple of its.
 
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
@@ -201,8 +208,7 @@ async fn raw_postgres(
     .await
 }
 
-async fn through_the_server(server: &Server, tag: &str, senders: usize, count: usize) -> Figures {
-    let url = server.url("/api/v1/webhooks/stripe");
+async fn through_the_server(url: String, tag: &str, senders: usize, count: usize) -> Figures {
     let client = http();
     // Bodies are serialised before the clock starts: the sender's work is not the server's.
     let bodies: Vec<ScenarioEvent> = events(tag, count);
@@ -223,10 +229,64 @@ async fn through_the_server(server: &Server, tag: &str, senders: usize, count: u
                 .send()
                 .await
                 .expect("POST");
-            assert_eq!(response.status(), 200, "every event is acknowledged");
+            assert!(
+                response.status().is_success(),
+                "every event is acknowledged: {}",
+                response.status()
+            );
         }
     })
     .await
+}
+
+/// Another webhook receiver, started by `BENCH_PEER_COMMAND`, measured with the same driver.
+struct Peer {
+    child: tokio::process::Child,
+    url: String,
+    /// Kept: the peer's database lives as long as the peer.
+    _database: TestDatabase,
+}
+
+impl Peer {
+    async fn start(command: &str) -> Peer {
+        use tokio::io::AsyncBufReadExt;
+        let database = TestDatabase::create(Backend::Postgres)
+            .await
+            .expect("a database for the peer");
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .env("DATABASE_URL", &database.url)
+            .env("STRIPE_WEBHOOK_SECRET", SECRET)
+            .env("PORT", "0")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start BENCH_PEER_COMMAND");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .expect("the peer says where it listens within 2 minutes")
+            .expect("read the peer's output")
+            .expect("a line from the peer");
+        let address = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the peer's first line: {first:?}"))
+            .trim()
+            .to_owned();
+        // Its later output is drained, so a chatty peer never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Peer {
+            child,
+            url: format!("http://{address}/"),
+            _database: database,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("the peer runs")
+    }
 }
 
 /// The server's group-commit transactions so far and the events they held, from its metrics.
@@ -378,6 +438,10 @@ async fn main() {
         server_env.push(("TOKIO_WORKER_THREADS", threads.as_str()));
     }
     let server = Server::start(&server_db.url, &server_env).await;
+    let peer = match std::env::var("BENCH_PEER_COMMAND") {
+        Ok(command) => Some(Peer::start(&command).await),
+        Err(_) => None,
+    };
 
     let sizes: Vec<usize> = events("size", 8)
         .iter()
@@ -434,8 +498,13 @@ async fn main() {
         let cpu_before = process_cpu(server.pid());
         let cluster_before = cluster_cpu(postmaster);
         let machine_before = machine_cpu();
-        let served =
-            through_the_server(&server, &format!("srv{senders}x"), senders, level_count).await;
+        let served = through_the_server(
+            server.url("/api/v1/webhooks/stripe"),
+            &format!("srv{senders}x"),
+            senders,
+            level_count,
+        )
+        .await;
         let cpu = process_cpu(server.pid()) - cpu_before;
         let cluster = cluster_cpu(postmaster) - cluster_before;
         let machine_after = machine_cpu();
@@ -461,5 +530,35 @@ async fn main() {
             served.rate() / per_event.rate(),
             100.0 * served.rate() / batched.rate(),
         );
+        if let Some(peer) = &peer {
+            let cpu_before = process_cpu(peer.pid());
+            let cluster_before = cluster_cpu(postmaster);
+            let machine_before = machine_cpu();
+            let peer_served = through_the_server(
+                peer.url.clone(),
+                &format!("peer{senders}x"),
+                senders,
+                level_count,
+            )
+            .await;
+            let cpu = process_cpu(peer.pid()) - cpu_before;
+            let cluster = cluster_cpu(postmaster) - cluster_before;
+            let machine_after = machine_cpu();
+            let busy = (machine_after.0 - machine_before.0) as f64
+                / (machine_after.1 - machine_before.1).max(1) as f64;
+            println!(
+                "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>5.0}% {:>6} | billing-sync {:.2}× the peer's events/s",
+                "  peer",
+                level_count,
+                peer_served.rate(),
+                peer_served.percentile(0.50).as_secs_f64() * 1e3,
+                peer_served.percentile(0.99).as_secs_f64() * 1e3,
+                micros_per_event(cpu),
+                micros_per_event(cluster),
+                busy * 100.0,
+                "",
+                served.rate() / peer_served.rate(),
+            );
+        }
     }
 }
