@@ -10,6 +10,7 @@ pub mod plans;
 pub mod portal;
 mod probes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use billing_sync_store::Store;
@@ -17,7 +18,6 @@ use poem::endpoint::BoxEndpoint;
 use poem::http::Method;
 use poem_openapi::registry::{MetaApi, Registry};
 use poem_openapi::{OpenApi, OpenApiService};
-use std::collections::HashMap;
 
 pub use probes::ProbesApi;
 
