@@ -412,7 +412,9 @@ fn customer_organization(customer: impl Into<SimpleExpr>) -> SimpleExpr {
 /// One synced table's upsert as data: its table, its own columns and one state's values for
 /// them; its tie rule is [`Synced::TIE`]. [`upsert`] is the one statement built from it.
 trait Upserted: Synced {
+    /// The entity whose table the rows go to.
     type Table: EntityName + Default;
+    /// That entity's columns.
     type Column: IdenStatic + 'static;
     /// The table's own columns, written after the synced ones, in the order of `values`.
     const COLUMNS: &'static [Self::Column];
