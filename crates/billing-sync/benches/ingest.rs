@@ -239,6 +239,41 @@ async fn through_the_server(url: String, tag: &str, senders: usize, count: usize
     .await
 }
 
+/// One receiver's run of the driver: its figures, the CPU time its process and the PostgreSQL
+/// cluster spent meanwhile, and how busy the machine's cores were.
+struct Received {
+    figures: Figures,
+    cpu: Duration,
+    cluster: Duration,
+    busy: f64,
+}
+
+/// Sends `count` events from `senders` tasks to the receiver at `url` (process `pid`, writing to
+/// the cluster of `postmaster`) and measures the run.
+async fn received(
+    url: String,
+    pid: u32,
+    postmaster: u32,
+    tag: &str,
+    senders: usize,
+    count: usize,
+) -> Received {
+    let cpu_before = process_cpu(pid);
+    let cluster_before = cluster_cpu(postmaster);
+    let machine_before = machine_cpu();
+    let figures = through_the_server(url, tag, senders, count).await;
+    let cpu = process_cpu(pid) - cpu_before;
+    let cluster = cluster_cpu(postmaster) - cluster_before;
+    let machine_after = machine_cpu();
+    Received {
+        figures,
+        cpu,
+        cluster,
+        busy: (machine_after.0 - machine_before.0) as f64
+            / (machine_after.1 - machine_before.1).max(1) as f64,
+    }
+}
+
 /// Another webhook receiver, started by `BENCH_PEER_COMMAND`, measured with the same driver.
 struct Peer {
     child: tokio::process::Child,
@@ -495,24 +530,23 @@ async fn main() {
         .await;
         let batched_cluster = cluster_cpu(postmaster) - cluster_before;
         let transactions_before = transactions(&server).await;
-        let cpu_before = process_cpu(server.pid());
-        let cluster_before = cluster_cpu(postmaster);
-        let machine_before = machine_cpu();
-        let served = through_the_server(
+        let Received {
+            figures: served,
+            cpu,
+            cluster,
+            busy,
+        } = received(
             server.url("/api/v1/webhooks/stripe"),
+            server.pid(),
+            postmaster,
             &format!("srv{senders}x"),
             senders,
             level_count,
         )
         .await;
-        let cpu = process_cpu(server.pid()) - cpu_before;
-        let cluster = cluster_cpu(postmaster) - cluster_before;
-        let machine_after = machine_cpu();
         let transactions_after = transactions(&server).await;
         let events_per_transaction = (transactions_after.1 - transactions_before.1)
             / (transactions_after.0 - transactions_before.0).max(1.0);
-        let busy = (machine_after.0 - machine_before.0) as f64
-            / (machine_after.1 - machine_before.1).max(1) as f64;
         println!(
             "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>5.0}% {:>6.1} | {:>10.0} {:>10.0} {:>8.0} | {:>8.2}× {:>9.0}%",
             senders,
@@ -531,21 +565,20 @@ async fn main() {
             100.0 * served.rate() / batched.rate(),
         );
         if let Some(peer) = &peer {
-            let cpu_before = process_cpu(peer.pid());
-            let cluster_before = cluster_cpu(postmaster);
-            let machine_before = machine_cpu();
-            let peer_served = through_the_server(
+            let Received {
+                figures: peer_served,
+                cpu,
+                cluster,
+                busy,
+            } = received(
                 peer.url.clone(),
+                peer.pid(),
+                postmaster,
                 &format!("peer{senders}x"),
                 senders,
                 level_count,
             )
             .await;
-            let cpu = process_cpu(peer.pid()) - cpu_before;
-            let cluster = cluster_cpu(postmaster) - cluster_before;
-            let machine_after = machine_cpu();
-            let busy = (machine_after.0 - machine_before.0) as f64
-                / (machine_after.1 - machine_before.1).max(1) as f64;
             println!(
                 "{:<7} {:>6} | {:>10.0} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>5.0}% {:>6} | billing-sync {:.2}× the peer's events/s",
                 "  peer",
