@@ -65,7 +65,7 @@ pub(crate) async fn refetched(
 
 /// The plan of a checkout event whose purchase is only in the session's line items (see
 /// `stripe::needs_line_items`), read from Stripe with `client`; `None` for any other event.
-pub async fn line_items_plan(
+pub(crate) async fn line_items_plan(
     client: &StripeClient,
     event: &NewEvent,
     projection: &Projection,
