@@ -6,6 +6,7 @@
 //! clap's own message repeats the value, which may be a secret (a password in
 //! `DATABASE_URL`), and no parser here puts the value of a secret in its reason.
 
+use crate::trusted_proxies::TrustedProxies;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -211,10 +212,29 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_REQUEST_HEADER_BYTES", default_value = "16384", value_parser = positive::<usize>)]
     pub max_request_header_bytes: usize,
 
-    /// Connections open at once; past it, new connections wait in the kernel's backlog. Keep it
-    /// below the process's open-files limit.
+    /// Connections open at once; near it, the connections idle the longest between requests
+    /// are closed to make room, and past it new connections wait in the kernel's backlog. At
+    /// start the open-files limit is raised to its hard limit; when that is still too low for
+    /// this many connections, they are lowered to fit, with a warning.
     #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000", value_parser = positive::<usize>)]
     pub max_connections: usize,
+
+    /// Connections one client address may hold at once (a trusted proxy is not held to it);
+    /// its next connection is closed at once. Default: a quarter of `MAX_CONNECTIONS`.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", value_parser = positive::<usize>)]
+    pub max_connections_per_address: Option<usize>,
+
+    /// The proxies or load balancers in front of billing-sync whose `X-Forwarded-For` names the
+    /// client (comma-separated addresses or CIDR blocks, e.g. `10.0.0.0/8,fd00::/8`): the
+    /// per-address shares of body bytes are then the client's, and the proxies are not held to
+    /// `MAX_CONNECTIONS_PER_ADDRESS`. Empty (the default): the header is ignored.
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: TrustedProxies,
 
     /// Clerk's JWKS URL (e.g. `https://<your-app>.clerk.accounts.dev/.well-known/jwks.json`),
     /// for verifying session tokens. Fetched on first use and cached.
@@ -290,6 +310,13 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Connections one address may hold: its setting, else a quarter of all (at least one).
+    pub fn max_connections_per_address(&self, max_connections: usize) -> usize {
+        self.max_connections_per_address
+            .unwrap_or(max_connections / 4)
+            .clamp(1, max_connections)
+    }
+
     /// The rules between settings, each checked here and nowhere else.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.webhook_body_bytes_in_flight < self.webhook_body_limit_bytes {

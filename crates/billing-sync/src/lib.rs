@@ -2,6 +2,7 @@
 //! serve. The end-to-end tests do not build an [`App`] themselves: they start the real binary
 //! (`billing-sync serve` on `LISTEN_ADDR=127.0.0.1:0`) and read the bound address from its log.
 
+mod api_bodies;
 mod backfill;
 mod connection_guard;
 mod cors;
@@ -10,7 +11,9 @@ use connection_guard::ConnectionLimits;
 pub mod config;
 mod events;
 mod observability;
+mod open_files;
 mod output;
+mod trusted_proxies;
 pub use output::error_line;
 mod startup;
 mod telemetry;
@@ -37,6 +40,42 @@ pub enum RunError {
     /// Anything else (exit status 1).
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
+}
+
+/// `MAX_CONNECTIONS`, within the open-files limit (raised to its hard limit first): lowered
+/// with a warning when the limit is below what it needs, refused when no connection would fit.
+fn connections_within_open_files(wanted: usize) -> Result<usize, RunError> {
+    let limit = match open_files::raise_to_hard_limit() {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the open-files limit; MAX_CONNECTIONS kept");
+            return Ok(wanted);
+        }
+    };
+    match open_files::connections_within(wanted, limit) {
+        Some(fits) if fits < wanted => {
+            tracing::warn!(
+                max_connections = wanted,
+                lowered_to = fits,
+                open_files_limit = limit,
+                "MAX_CONNECTIONS is above what the open-files limit allows beside the {} \
+                 descriptors kept for the database and the rest: lowered (raise LimitNOFILE, \
+                 or `ulimit -n`, to keep it)",
+                open_files::RESERVED
+            );
+            Ok(fits)
+        }
+        Some(fits) => Ok(fits),
+        None => Err(ConfigError::new(
+            "MAX_CONNECTIONS",
+            format!(
+                "the open-files limit ({limit}) leaves no descriptor for connections beside the \
+                 {} kept for the database and the rest: raise it (LimitNOFILE, `ulimit -n`)",
+                open_files::RESERVED
+            ),
+        )
+        .into()),
+    }
 }
 
 /// Runs one subcommand to completion.
@@ -66,15 +105,19 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
             ));
             let operations = startup::build_operations(&args, &common, store.clone(), stripe)?;
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
+            let max_connections = connections_within_open_files(args.max_connections)?;
             let listener = tokio::net::TcpListener::bind(args.listen_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
             App::build(store, ingestor, operations)
                 .connection_limits(ConnectionLimits {
                     idle: args.request_timeout_secs * 2,
+                    write_timeout: args.request_timeout_secs,
                     head_timeout: args.request_header_timeout_secs,
                     max_head_bytes: args.max_request_header_bytes,
-                    max_connections: args.max_connections,
+                    max_connections,
+                    max_per_address: args.max_connections_per_address(max_connections),
+                    trusted_proxies: args.trusted_proxies.clone(),
                 })
                 .cors_allowed_origins(cors::allowed_origins(
                     args.app_base_url.get().map(String::as_str),

@@ -65,9 +65,12 @@ impl App {
             credits,
             connection_limits: ConnectionLimits {
                 idle: DEFAULT_IDLE_TIMEOUT * 2,
+                write_timeout: DEFAULT_IDLE_TIMEOUT,
                 head_timeout: DEFAULT_HEAD_TIMEOUT,
                 max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_per_address: DEFAULT_MAX_CONNECTIONS / 4,
+                trusted_proxies: Default::default(),
             },
             cors_allowed_origins: Vec::new(),
         }
@@ -97,13 +100,26 @@ impl App {
             self.plans.clone(),
             self.credits.clone(),
         );
-        let document = billing_sync_api::openapi_document(&api);
+        // The document and the docs page are served from one shared copy each: an answer
+        // a client does not read costs a reference, not a megabyte and a half.
+        let document = bytes::Bytes::from(billing_sync_api::openapi_document(&api));
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
                 .content_type("application/json; charset=utf-8")
                 .body(document.clone())
         });
-        let docs = api.swagger_ui();
+        let docs_page = bytes::Bytes::from(api.swagger_ui_html());
+        let docs = api.swagger_ui().around(move |endpoint, request| {
+            let page = docs_page.clone();
+            async move {
+                Ok(match request.uri().path() {
+                    "" | "/" => poem::Response::builder()
+                        .content_type("text/html; charset=utf-8")
+                        .body(page),
+                    _ => endpoint.get_response(request).await,
+                })
+            }
+        });
         let metrics = MetricsEndpoint {
             handle: crate::observability::prometheus(),
             store: self.store.clone(),
@@ -111,6 +127,8 @@ impl App {
         // With CORS on, the CORS headers of every answer depend on the request's `Origin`: a
         // shared cache must not give one origin's answer to another.
         let vary_on_origin = !self.cors_allowed_origins.is_empty();
+        let bodies = Arc::new(crate::api_bodies::BoundedBodies::new());
+        let trusted_proxies = self.connection_limits.trusted_proxies.clone();
         billing_sync_webhooks::routes(self.ingestor.clone())
             .at("/metrics", poem::get(metrics))
             .at(billing_sync_api::OPENAPI_JSON_PATH, spec)
@@ -122,7 +140,11 @@ impl App {
                         !self.cors_allowed_origins.is_empty(),
                         cors::Policy::new(&self.cors_allowed_origins),
                     )
-                    .catch_error(http::cors_refused),
+                    .catch_error(http::cors_refused)
+                    .around(move |endpoint, request| {
+                        let bodies = bodies.clone();
+                        async move { Ok(bodies.call(&endpoint, request).await) }
+                    }),
             )
             .around(move |endpoint, request| async move {
                 let path = request.uri().path().to_owned();
@@ -157,6 +179,11 @@ impl App {
                 }
                 Ok(response)
             })
+            // The client's address, where a trusted proxy names it, for the body budgets.
+            .around(move |endpoint, mut request| {
+                trusted_proxies.mark(&mut request);
+                async move { Ok(endpoint.get_response(request).await) }
+            })
             .with(crate::observability::RequestIds)
             .into_endpoint()
     }
@@ -170,8 +197,10 @@ impl App {
     ) -> std::io::Result<()> {
         // Logged as a plain host:port so that scripts and tests can read the bound port.
         let addr = listener.local_addr()?;
-        let acceptor =
-            GuardedAcceptor::new(TcpAcceptor::from_tokio(listener)?, self.connection_limits);
+        let acceptor = GuardedAcceptor::new(
+            TcpAcceptor::from_tokio(listener)?,
+            self.connection_limits.clone(),
+        );
         tracing::info!(addr = %addr, "listening");
         let routes = self.routes();
         let result = Server::new_with_acceptor(acceptor)

@@ -7,12 +7,18 @@
 //! and a part of the budget is kept for small bodies (real deliveries are a few KB), so that
 //! bodies held by large deliveries do not shut small ones out. Everything is released when the
 //! delivery is answered.
+//!
+//! [`read_body`] reads a body under these rules (a size limit, a minimum arrival rate, a
+//! deadline); the webhook routes and the API's operations both read their bodies with it, each
+//! from a budget of its own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// The semaphores count KiB, so that any byte count that fits in memory fits their permits.
 const UNIT: usize = 1024;
@@ -29,7 +35,7 @@ const ADDRESS_SHARE: usize = 4;
 
 /// Body bytes that may be in flight at once, shared by every webhook route.
 #[derive(Clone, Debug)]
-pub(crate) struct BodyBudget {
+pub struct BodyBudget {
     /// Units any body may take.
     shared: Arc<Semaphore>,
     /// Units only small bodies may take, once `shared` is spent.
@@ -42,7 +48,7 @@ pub(crate) struct BodyBudget {
 
 /// Why a body could not be charged for more bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// The budget is spent.
     Spent,
     /// The client's address holds its whole share.
@@ -51,7 +57,7 @@ pub(crate) enum Refused {
 
 /// What one body holds of the budget, released when dropped.
 #[derive(Debug)]
-pub(crate) struct Charge {
+pub struct Charge {
     budget: BodyBudget,
     address: Option<IpAddr>,
     small: bool,
@@ -62,7 +68,7 @@ pub(crate) struct Charge {
 
 impl BodyBudget {
     /// A budget of `bytes` (rounded up to whole KiB).
-    pub(crate) fn new(bytes: usize) -> Self {
+    pub fn new(bytes: usize) -> Self {
         let units = bytes.div_ceil(UNIT).clamp(2, Semaphore::MAX_PERMITS);
         let small = (units / SMALL_SHARE).max(1);
         BodyBudget {
@@ -75,7 +81,7 @@ impl BodyBudget {
 
     /// A charge of nothing yet for a body from `address` whose `Content-Length` says `declared`
     /// (`None`: chunked, of any size up to the limit).
-    pub(crate) fn open(&self, address: Option<IpAddr>, declared: Option<usize>) -> Charge {
+    pub fn open(&self, address: Option<IpAddr>, declared: Option<usize>) -> Charge {
         Charge {
             budget: self.clone(),
             address,
@@ -90,7 +96,7 @@ impl Charge {
     /// Whether the budget and the address's share have any room left: when not, the body is
     /// refused before a byte of it is read, so that the connection's buffers never fill with
     /// a body that would be refused anyway.
-    pub(crate) fn has_room(&self) -> bool {
+    pub fn has_room(&self) -> bool {
         let address_full = self.address.is_some_and(|address| {
             let held = self.budget.by_address.lock().expect("address shares");
             held.get(&address)
@@ -103,7 +109,7 @@ impl Charge {
 
     /// Charges the body for having received `bytes` in all; refused (nothing more charged)
     /// when the budget or the address's share has not that much left.
-    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), Refused> {
+    pub fn grow_to(&mut self, bytes: usize) -> Result<(), Refused> {
         let needed = bytes.div_ceil(UNIT).saturating_sub(self.units);
         if needed == 0 {
             return Ok(());
@@ -158,6 +164,95 @@ impl Drop for Charge {
     fn drop(&mut self) {
         self.release_address(self.units);
     }
+}
+
+/// A sender gets this long before its body must keep up [`MIN_BODY_RATE`].
+const BODY_GRACE: Duration = Duration::from_secs(5);
+
+/// The slowest a body may arrive after [`BODY_GRACE`], in bytes per second on average since
+/// its head: real deliveries and API calls (a few KB) arrive in milliseconds, a trickling
+/// client holding a connection is cut off.
+pub const MIN_BODY_RATE: usize = 1024;
+
+/// Why a body was not read whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// It passed the size limit (its declared or its received length).
+    TooLarge,
+    /// After [`BODY_GRACE`], it arrived slower than [`MIN_BODY_RATE`].
+    TooSlow,
+    /// It did not arrive whole within the deadline.
+    Timeout,
+    /// The budget, or the client address's share of it, is spent.
+    Overloaded,
+    /// The connection failed while it arrived.
+    Unreadable,
+}
+
+/// Reads `body` whole: at most `limit` bytes, within `timeout`, at [`MIN_BODY_RATE`] after
+/// [`BODY_GRACE`], each chunk charged to `charge` as it arrives. The caller holds the returned
+/// charge for as long as it holds the bytes.
+pub async fn read_body(
+    body: poem::Body,
+    limit: usize,
+    timeout: Duration,
+    mut charge: Charge,
+) -> Result<(Vec<u8>, Charge), BodyError> {
+    use futures::StreamExt;
+    if !charge.has_room() {
+        return Err(BodyError::Overloaded);
+    }
+    let started = Instant::now();
+    let mut stream = std::pin::pin!(body.into_bytes_stream());
+    let mut bytes = Vec::new();
+    loop {
+        // The next byte is due when the average rate since the head would drop under the
+        // minimum, and never after the timeout.
+        let rate_due =
+            BODY_GRACE + Duration::from_secs_f64((bytes.len() + 1) as f64 / MIN_BODY_RATE as f64);
+        let slow = rate_due < timeout;
+        let due = started + if slow { rate_due } else { timeout };
+        let chunk = match tokio::time::timeout_at(due, stream.next()).await {
+            Err(_) if slow => return Err(BodyError::TooSlow),
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => return Ok((bytes, charge)),
+            Ok(Some(Err(_))) => return Err(BodyError::Unreadable),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let received = bytes.len() + chunk.len();
+        if received > limit {
+            return Err(BodyError::TooLarge);
+        }
+        charge
+            .grow_to(received)
+            .map_err(|_| BodyError::Overloaded)?;
+        bytes.extend_from_slice(&chunk);
+    }
+}
+
+/// The client's address, when the server knows it better than the connection's peer (a
+/// trusted proxy named it): set as a request extension by the server's outer layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+/// The address a request's body is charged to: the one a trusted proxy named, else the
+/// connection's peer.
+pub fn client_address(request: &poem::Request) -> Option<IpAddr> {
+    if let Some(ClientAddress(address)) = request.extensions().get::<ClientAddress>() {
+        return Some(*address);
+    }
+    match request.remote_addr().0 {
+        poem::Addr::SocketAddr(address) => Some(address.ip()),
+        _ => None,
+    }
+}
+
+/// The body's length as its `Content-Length` declares it, if it does.
+pub fn declared_length(headers: &poem::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! [`clerk::ClerkVerifier`]) and how an event becomes changes to the synced state (the
 //! projections of `billing_sync_projection`).
 
-mod body_budget;
+pub mod body_budget;
 pub mod clerk;
 mod group_commit;
 pub mod pipeline;

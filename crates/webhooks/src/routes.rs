@@ -8,11 +8,7 @@ use poem::web::Data;
 use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, post};
 use serde::Serialize;
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
-use crate::body_budget::Charge;
+use crate::body_budget::{BodyError, MIN_BODY_RATE, client_address, declared_length, read_body};
 use crate::pipeline::Accepted;
 use crate::{Ingestor, Rejection};
 
@@ -87,78 +83,25 @@ async fn read_and_ingest(
         Provider::Clerk => ingestor.check_clerk_headers(request.headers())?,
     }
     let limit = ingestor.body_limit();
-    let declared = request
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let declared = declared_length(request.headers());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Rejection::PayloadTooLarge(limit));
     }
     let declared = declared.map(|length| length as usize);
-    let address = match request.remote_addr().0 {
-        poem::Addr::SocketAddr(address) => Some(address.ip()),
-        _ => None,
-    };
-    let charge = ingestor.open_body(address, declared);
-    if !charge.has_room() {
-        return Err(Rejection::Overloaded);
-    }
+    let charge = ingestor.open_body(client_address(request), declared);
     // The charge is held until the delivery is answered: its bytes are in memory until then.
-    let (bytes, _charge) = read_body(body, limit, ingestor.body_timeout(), charge).await?;
+    let (bytes, _charge) = read_body(body, limit, ingestor.body_timeout(), charge)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => Rejection::PayloadTooLarge(limit),
+            BodyError::TooSlow => Rejection::BodyTooSlow(MIN_BODY_RATE),
+            BodyError::Timeout => Rejection::BodyTimeout(ingestor.body_timeout().as_secs()),
+            BodyError::Overloaded => Rejection::Overloaded,
+            BodyError::Unreadable => Rejection::InvalidPayload("the body could not be read".into()),
+        })?;
     match provider {
         Provider::Stripe => ingestor.ingest_stripe(request.headers(), &bytes).await,
         Provider::Clerk => ingestor.ingest_clerk(request.headers(), &bytes).await,
-    }
-}
-
-/// A sender gets this long before its body must keep up [`MIN_BODY_RATE`].
-const BODY_GRACE: Duration = Duration::from_secs(5);
-
-/// The slowest a body may arrive after [`BODY_GRACE`], in bytes per second on average since
-/// its head: real deliveries (a few KB) arrive in milliseconds, a trickling client holding a
-/// connection is cut off.
-pub const MIN_BODY_RATE: usize = 1024;
-
-/// Reads `body` whole: at most `limit` bytes, within `timeout`, at [`MIN_BODY_RATE`] after
-/// [`BODY_GRACE`], each chunk charged to the budget as it arrives; the charge is held until
-/// the delivery is answered.
-async fn read_body(
-    body: Body,
-    limit: usize,
-    timeout: Duration,
-    mut charge: Charge,
-) -> Result<(Vec<u8>, Charge), Rejection> {
-    use futures::StreamExt;
-    let started = Instant::now();
-    let mut stream = std::pin::pin!(body.into_bytes_stream());
-    let mut bytes = Vec::new();
-    loop {
-        // The next byte is due when the average rate since the head would drop under the
-        // minimum, and never after the timeout.
-        let rate_due =
-            BODY_GRACE + Duration::from_secs_f64((bytes.len() + 1) as f64 / MIN_BODY_RATE as f64);
-        let slow = rate_due < timeout;
-        let due = started + if slow { rate_due } else { timeout };
-        let chunk = match tokio::time::timeout_at(due, stream.next()).await {
-            Err(_) if slow => return Err(Rejection::BodyTooSlow(MIN_BODY_RATE)),
-            Err(_) => return Err(Rejection::BodyTimeout(timeout.as_secs())),
-            Ok(None) => return Ok((bytes, charge)),
-            Ok(Some(Err(_))) => {
-                return Err(Rejection::InvalidPayload(
-                    "the body could not be read".into(),
-                ));
-            }
-            Ok(Some(Ok(chunk))) => chunk,
-        };
-        let received = bytes.len() + chunk.len();
-        if received > limit {
-            return Err(Rejection::PayloadTooLarge(limit));
-        }
-        charge
-            .grow_to(received)
-            .map_err(|_| Rejection::Overloaded)?;
-        bytes.extend_from_slice(&chunk);
     }
 }
 
