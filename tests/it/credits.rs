@@ -30,6 +30,7 @@ each_backend!(
     credits_bought_granted_refunded_and_spent_end_to_end,
     a_key_spends_once_and_bad_requests_change_nothing,
     a_payment_link_purchase_is_read_from_its_line_items_or_failed_until_it_can_be,
+    a_live_delivery_waits_on_stripe_only_for_its_budget_then_is_refused_and_applied_on_redelivery,
 );
 
 fn token(user: &str, org: &str) -> String {
@@ -670,4 +671,82 @@ async fn a_payment_link_purchase_is_read_from_its_line_items_or_failed_until_it_
         replayed.stderr
     );
     assert_ledger_explains(server, "org_pl", 400).await;
+}
+
+/// While Stripe's API answers 503, a Payment Link checkout (whose purchase is only in its line
+/// items) gets 503 `UPSTREAM_UNAVAILABLE` within seconds, not the backfill's two patient
+/// minutes, and nothing is recorded; Stripe's redelivery is then applied once.
+async fn a_live_delivery_waits_on_stripe_only_for_its_budget_then_is_refused_and_applied_on_redelivery(
+    db: TestDatabase,
+) {
+    let s = setup(&db, &[], &[("BILLING_API_KEYS", API_KEYS)]).await;
+    let server = &s.server;
+    stripe_event(
+        server,
+        "evt_lb_product",
+        "product.created",
+        product("prod_lb", None),
+    )
+    .await;
+    stripe_event(
+        server,
+        "evt_lb_price",
+        "price.created",
+        price("price_lb", "prod_lb", 1_000, false, Some("100")),
+    )
+    .await;
+    s.stripe.set_list(
+        "checkout/sessions/cs_lb/line_items",
+        vec![json!({"id": "li_lb", "object": "item", "quantity": 1,
+                    "price": {"id": "price_lb", "object": "price"}})],
+    );
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_lb", "object": "event", "api_version": "2026-07-29.dahlia", "created": now(),
+        "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
+        "data": {"object": {"id": "cs_lb", "object": "checkout.session", "mode": "payment",
+            "payment_status": "paid", "customer": "cus_lb", "payment_intent": "pi_lb",
+            "livemode": false, "metadata": {"organization_id": "org_lb"}}},
+    }))
+    .expect("JSON");
+    let deliver = || async {
+        let signature = support::stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body);
+        let started = std::time::Instant::now();
+        let response = support::post_stripe(server, &body, Some(signature)).await;
+        let (status, answer) = status_and_json(response).await;
+        (status, answer, started.elapsed())
+    };
+    // Stripe answers 503 to every try a live delivery makes (three), and would answer the
+    // fourth, which only a patient policy reaches.
+    s.stripe.fail_next_lists(&[503, 503, 503]);
+    let (status, answer, took) = deliver().await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (503, Some("UPSTREAM_UNAVAILABLE")),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(6), "answered after {took:?}");
+    let store = billing_sync_store::Store::connect(&db.url)
+        .await
+        .expect("store");
+    assert!(
+        store
+            .find_events_by_id("evt_lb")
+            .await
+            .expect("ledger")
+            .is_empty(),
+        "nothing recorded"
+    );
+    let (status, answer, _) = deliver().await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("processed")),
+        "{answer}"
+    );
+    let (status, answer, _) = deliver().await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate")),
+        "{answer}"
+    );
+    assert_ledger_explains(server, "org_lb", 100).await;
 }

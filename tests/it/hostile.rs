@@ -25,8 +25,8 @@ use support::{Server, now, post_clerk, post_stripe, stripe_signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const STRIPE_SECRET: &str = "whsec_hostile_stripe_5kq";
-const CLERK_SECRET: &str = "whsec_aG9zdGlsZS1jbGVyay1zZWNyZXQtYnl0ZXM=";
+pub(crate) const STRIPE_SECRET: &str = "whsec_hostile_stripe_5kq";
+pub(crate) const CLERK_SECRET: &str = "whsec_aG9zdGlsZS1jbGVyay1zZWNyZXQtYnl0ZXM=";
 
 /// How long the attack and the real deliveries run together.
 const ATTACK: Duration = Duration::from_secs(20);
@@ -34,7 +34,7 @@ const ATTACK: Duration = Duration::from_secs(20);
 const SENDERS: usize = 16;
 
 /// The server's address.
-fn address(server: &Server) -> SocketAddr {
+pub(crate) fn address(server: &Server) -> SocketAddr {
     server
         .base_url
         .trim_start_matches("http://")
@@ -43,14 +43,14 @@ fn address(server: &Server) -> SocketAddr {
 }
 
 /// A connection to the server from `source` (a loopback address of its own).
-async fn connect_from(server: SocketAddr, source: Ipv4Addr) -> Option<TcpStream> {
+pub(crate) async fn connect_from(server: SocketAddr, source: Ipv4Addr) -> Option<TcpStream> {
     let socket = TcpSocket::new_v4().ok()?;
     socket.bind(SocketAddr::new(source.into(), 0)).ok()?;
     socket.connect(server).await.ok()
 }
 
 /// The hostile clients' addresses: 127.0.0.2 to 127.0.0.9.
-fn hostile_source(n: usize) -> Ipv4Addr {
+pub(crate) fn hostile_source(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 2 + (n % 8) as u8)
 }
 
@@ -213,11 +213,11 @@ fn clerk_body(n: usize) -> Vec<u8> {
 
 /// What the real senders saw.
 #[derive(Default)]
-struct Deliveries {
+pub(crate) struct Deliveries {
     /// (provider, event id) of each acknowledged delivery.
-    acknowledged: Vec<(Provider, String)>,
+    pub(crate) acknowledged: Vec<(Provider, String)>,
     /// Every delivery's latency, and whether it was acknowledged (2xx).
-    answers: Vec<(Duration, bool)>,
+    pub(crate) answers: Vec<(Duration, bool)>,
 }
 
 /// How often each sender delivers: 16 senders make 32 events a second, far more than a
@@ -227,7 +227,7 @@ const SENDER_PACE: Duration = Duration::from_millis(500);
 
 /// One sender: delivers an event every [`SENDER_PACE`] until `stop`, alternating Stripe and
 /// Clerk.
-fn sender(
+pub(crate) fn sender(
     server: Arc<Server>,
     n: usize,
     stop: Arc<AtomicBool>,

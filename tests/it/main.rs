@@ -7,6 +7,7 @@ mod support;
 mod backfill;
 mod browser;
 mod credits;
+mod exhaustion;
 mod foundation;
 mod hostile;
 mod plans;

@@ -591,6 +591,39 @@ impl<T: AsyncWrite + Unpin> GuardedConnection<T> {
             Poll::Pending => Poll::Pending,
         }
     }
+
+    /// Follows a write of `buf` (its first bytes, for a vectored write) that `result` says
+    /// happened or waits.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Pending => return self.write_waits(cx).map(Err),
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.write_pending = false;
+                let now = Instant::now();
+                let idle = self.limits.idle;
+                self.idle.as_mut().reset(now + idle);
+                // A response (not an interim `100 Continue`, after which the body follows)
+                // answers the oldest unanswered request; the next head's time counts from it.
+                if buf.starts_with(b"HTTP/1.1 ") && !buf.starts_with(b"HTTP/1.1 1") {
+                    self.unanswered = self.unanswered.saturating_sub(1);
+                    if self.head == Head::Unframed {
+                        self.head = Head::START;
+                    }
+                    let head_timeout = self.limits.head_timeout;
+                    self.head_deadline.as_mut().reset(now + head_timeout);
+                    let idle = self.is_idle();
+                    self.entry.set_idle(idle);
+                }
+            }
+            _ => {}
+        }
+        result
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedConnection<T> {
@@ -666,29 +699,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedConnection<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match result {
-            Poll::Pending => return self.write_waits(cx).map(Err),
-            Poll::Ready(Ok(n)) if n > 0 => {
-                self.write_pending = false;
-                let now = Instant::now();
-                let idle = self.limits.idle;
-                self.idle.as_mut().reset(now + idle);
-                // A response (not an interim `100 Continue`, after which the body follows)
-                // answers the oldest unanswered request; the next head's time counts from it.
-                if buf.starts_with(b"HTTP/1.1 ") && !buf.starts_with(b"HTTP/1.1 1") {
-                    self.unanswered = self.unanswered.saturating_sub(1);
-                    if self.head == Head::Unframed {
-                        self.head = Head::START;
-                    }
-                    let head_timeout = self.limits.head_timeout;
-                    self.head_deadline.as_mut().reset(now + head_timeout);
-                    let idle = self.is_idle();
-                    self.entry.set_idle(idle);
-                }
-            }
-            _ => {}
-        }
-        result
+        self.wrote(cx, buf, result)
+    }
+
+    /// Vectored like the socket: hyper then queues an answer's body as the shared buffer it
+    /// is, where without it hyper copies every body into its own write buffer (a megabyte and
+    /// a half per `/docs` answer waiting for a client that does not read).
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let first = bufs
+            .iter()
+            .find(|buf| !buf.is_empty())
+            .map_or(&[][..], |buf| &buf[..]);
+        self.wrote(cx, first, result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -106,7 +106,8 @@ impl App {
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
                 .content_type("application/json; charset=utf-8")
-                .body(document.clone())
+                .header(poem::http::header::CONTENT_LENGTH, document.len())
+                .body(in_slices(&document))
         });
         let docs_page = bytes::Bytes::from(api.swagger_ui_html());
         let docs = api.swagger_ui().around(move |endpoint, request| {
@@ -115,7 +116,8 @@ impl App {
                 Ok(match request.uri().path() {
                     "" | "/" => poem::Response::builder()
                         .content_type("text/html; charset=utf-8")
-                        .body(page),
+                        .header(poem::http::header::CONTENT_LENGTH, page.len())
+                        .body(in_slices(&page)),
                     _ => endpoint.get_response(request).await,
                 })
             }
@@ -212,6 +214,18 @@ impl App {
         }
         result
     }
+}
+
+/// A large shared answer as a body of slices of it: hyper asks for the next slice only when
+/// its write buffer has room, so an answer waiting for a client that does not read holds a few
+/// slices, not a copy of the whole.
+fn in_slices(shared: &bytes::Bytes) -> poem::Body {
+    const SLICE: usize = 16 * 1024;
+    let shared = shared.clone();
+    let slices = (0..shared.len()).step_by(SLICE).map(move |start| {
+        Ok::<_, std::io::Error>(shared.slice(start..(start + SLICE).min(shared.len())))
+    });
+    poem::Body::from_bytes_stream(futures::stream::iter(slices))
 }
 
 /// 405 in the documented error format (the `Allow` header is added with every 405).

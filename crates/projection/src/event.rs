@@ -117,8 +117,45 @@ pub fn clerk_event(
     })
 }
 
+/// The deepest nesting of arrays and objects a body may have: the depth serde_json parses a
+/// tree to, and far beyond any provider's events (Stripe's nest about 8 levels).
+pub const MAX_NESTING: usize = 128;
+
+/// Refuses a body whose arrays and objects nest deeper than [`MAX_NESTING`], counted on its
+/// bytes (outside strings), so that no reading of it — whole, sparse or skipped as raw text —
+/// takes one that the whole tree could not be.
+pub(crate) fn within_nesting(body: &[u8]) -> Result<(), NotAnEvent> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(NotAnEvent(format!(
+                        "nests deeper than {MAX_NESTING} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The body as a JSON object (U+0000 replaced), and its text as received.
 pub(crate) fn parse_json(body: &[u8]) -> Result<(Value, Arc<str>), NotAnEvent> {
+    within_nesting(body)?;
     let text = std::str::from_utf8(body).map_err(|err| NotAnEvent(format!("not UTF-8: {err}")))?;
     let mut value: Value =
         serde_json::from_str(text).map_err(|err| NotAnEvent(format!("not JSON: {err}")))?;

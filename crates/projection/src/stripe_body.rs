@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::event::{NewEvent, NotAnEvent, Provider, has_nul, parse_json};
+use crate::event::{NewEvent, NotAnEvent, Provider, has_nul, parse_json, within_nesting};
 use crate::json::{integer, text};
 use crate::state::RawJson;
 
@@ -24,6 +24,7 @@ use crate::state::RawJson;
 /// whole tree instead ([`stripe_event_from_tree`]), which also words every refusal; both
 /// project the same.
 pub fn stripe_event(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
+    within_nesting(body)?;
     match stripe_event_from_envelope(body) {
         Some(event) => Ok(event),
         None => stripe_event_from_tree(body),
@@ -89,6 +90,13 @@ fn stripe_event_from_envelope(body: &[u8]) -> Option<NewEvent> {
 /// [`stripe_event`]'s one pass cannot take the body as it is.
 pub fn stripe_event_from_tree(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
     let (payload, payload_text) = parse_json(body)?;
+    // An id is compared as sent: one holding U+0000 would become another id once the tree's
+    // U+0000 is replaced (U+FFFD), so it is refused. Stripe's ids never hold it.
+    if serde_json::from_str::<StripeId>(&payload_text)
+        .is_ok_and(|envelope| envelope.id.is_some_and(|id| id.contains('\0')))
+    {
+        return Err(NotAnEvent("the event `id` holds U+0000".into()));
+    }
     // The object's text as delivered, for `raw`: the tree would round integers beyond 64 bits
     // and drop what it replaced.
     let object_text = serde_json::from_str::<StripeObjectText<'_>>(&payload_text)
@@ -114,9 +122,71 @@ pub fn stripe_event_from_tree(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
     })
 }
 
+/// Only a Stripe event's `id`, unescaped as sent.
+#[derive(serde::Deserialize)]
+struct StripeId {
+    #[serde(default)]
+    id: Option<String>,
+}
+
 /// Only the text of a Stripe event's `data.object`.
 #[derive(serde::Deserialize)]
 struct StripeObjectText<'a> {
     #[serde(borrow, default)]
     data: Option<StripeEnvelopeData<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_with_object(object: &str) -> Vec<u8> {
+        format!(
+            r#"{{"id":"evt_1","object":"event","type":"customer.updated","created":1,"data":{{"object":{object}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_body_nesting_deeper_than_the_limit_is_refused_whichever_reading_takes_it() {
+        let deep = |levels: usize| {
+            format!(
+                r#"{{"id":"cus_1","object":"customer","deep":{}{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // The sparse reading skips the unread field as raw text, the tree would refuse it:
+        // both refuse it, on its bytes.
+        let refused = stripe_event(&event_with_object(&deep(200_000))).unwrap_err();
+        assert!(refused.0.contains("deeper than 128"), "{refused}");
+        assert!(stripe_event_from_tree(&event_with_object(&deep(200))).is_err());
+        // Within the limit (the envelope and object take 3 levels), and brackets inside a
+        // string count for nothing.
+        assert!(stripe_event(&event_with_object(&deep(100))).is_ok());
+        let bracketed = r#"{"id":"cus_1","object":"customer","name":"[[[[{{{{\"]]"}"#;
+        assert!(
+            stripe_event(&event_with_object(
+                &bracketed.replace("[[[[", &"[".repeat(300))
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_event_id_is_compared_as_sent_so_one_holding_nul_is_refused() {
+        let body = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","object":"event","type":"customer.updated","created":1,"data":{{"object":{{"id":"cus_1","object":"customer"}}}}}}"#
+            )
+            .into_bytes()
+        };
+        let refused = stripe_event(&body(r"evt_a\u0000b")).unwrap_err();
+        assert!(refused.0.contains("U+0000"), "{refused}");
+        // U+FFFD itself is an id like any other.
+        assert_eq!(
+            stripe_event(&body("evt_a\u{FFFD}b")).unwrap().event_id,
+            "evt_a\u{FFFD}b"
+        );
+    }
 }

@@ -220,9 +220,21 @@ impl StripeClient {
         path: &[&str],
         query: &[(&str, &str)],
     ) -> Result<ListPage, StripeError> {
+        self.list_page_under(RetryPolicy::PATIENT, path, query)
+            .await
+    }
+
+    /// [`Self::list_page`] retried under `policy`: [`RetryPolicy::INTERACTIVE`] where a
+    /// caller is waiting (a live webhook delivery).
+    pub async fn list_page_under(
+        &self,
+        policy: RetryPolicy,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<ListPage, StripeError> {
         let url = self.endpoint(path);
         let result = self
-            .send(RetryPolicy::PATIENT, "list", || {
+            .send(policy, "list", || {
                 self.authorized(self.http.get(url.clone())).query(query)
             })
             .await;

@@ -11,6 +11,7 @@ use poem::http::HeaderMap;
 use tracing::Instrument;
 
 use billing_sync_stripe_api::StripeClient;
+use billing_sync_upstream::RetryPolicy;
 
 use crate::Rejection;
 use crate::body_budget::{BodyBudget, Charge};
@@ -41,6 +42,33 @@ pub struct Ingestor {
     line_items: Option<StripeClient>,
     writer: GroupCommit,
     body_budget: BodyBudget,
+}
+
+/// The longest a live delivery waits on Stripe's API, retries included: Stripe and Svix give up
+/// on an answer after some seconds, and redeliver a refusal, so past it the delivery is refused
+/// (503 `UPSTREAM_UNAVAILABLE`) with nothing recorded, rather than left without an answer.
+pub const LIVE_UPSTREAM_BUDGET: Duration = Duration::from_secs(5);
+
+/// What `read` gets from Stripe within [`LIVE_UPSTREAM_BUDGET`]; a failure or the budget spent
+/// is [`Rejection::UpstreamUnavailable`], logged as `what` failing.
+async fn within_live_budget<T>(
+    what: &'static str,
+    read: impl Future<Output = Result<T, billing_sync_stripe_api::StripeError>>,
+) -> Result<T, Rejection> {
+    match tokio::time::timeout(LIVE_UPSTREAM_BUDGET, read).await {
+        Ok(Ok(read)) => Ok(read),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "{what} failed; asking the sender to retry");
+            Err(Rejection::UpstreamUnavailable)
+        }
+        Err(_) => {
+            tracing::warn!(
+                budget_secs = LIVE_UPSTREAM_BUDGET.as_secs(),
+                "{what} took longer than a live delivery may wait; asking the sender to retry"
+            );
+            Err(Rejection::UpstreamUnavailable)
+        }
+    }
 }
 
 /// How long a sender gets to deliver a whole body unless told otherwise.
@@ -146,21 +174,21 @@ impl Ingestor {
         verifier.verify(stripe_signature(headers)?, body, unix_now())?;
         let event = stripe_event(body)?;
         let mut plan = match &self.refetch {
-            Some(client) => refetched(client, &event, &self.projection, unix_now())
-                .await
-                .map_err(|err| {
-                    tracing::warn!(error = %err, "refetching from Stripe failed; asking Stripe to retry");
-                    Rejection::UpstreamUnavailable
-                })?,
+            Some(client) => {
+                within_live_budget(
+                    "refetching from Stripe",
+                    refetched(client, &event, &self.projection, unix_now()),
+                )
+                .await?
+            }
             None => None,
         };
         if let (None, Some(client)) = (&plan, &self.line_items) {
-            plan = line_items_plan(client, &event, &self.projection)
-                .await
-                .map_err(|err| {
-                    tracing::warn!(error = %err, "reading a session's line items from Stripe failed; asking Stripe to retry");
-                    Rejection::UpstreamUnavailable
-                })?;
+            plan = within_live_budget(
+                "reading a session's line items from Stripe",
+                line_items_plan(client, RetryPolicy::INTERACTIVE, &event, &self.projection),
+            )
+            .await?;
         }
         self.record(event, plan).await
     }

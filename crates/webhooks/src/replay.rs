@@ -8,6 +8,7 @@ use billing_sync_store::{Store, StoreError};
 use billing_sync_stripe_api::{StripeClient, StripeError};
 
 use crate::stripe_reads::line_items_plan;
+use billing_sync_upstream::RetryPolicy;
 
 /// Why a replay did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ pub async fn replay(
     }
     .map_err(|err| ReplayError::NotAnEvent(row.id, err))?;
     let fetched = match line_items {
-        Some(client) => line_items_plan(client, &event, projection).await?,
+        Some(client) => line_items_plan(client, RetryPolicy::PATIENT, &event, projection).await?,
         None => None,
     };
     let plan = fetched.unwrap_or_else(|| projection.plan(&event));

@@ -4,6 +4,7 @@
 
 use billing_sync_projection::{NewEvent, Plan, Projection, Seen};
 use billing_sync_stripe_api::{StripeClient, StripeError};
+use billing_sync_upstream::RetryPolicy;
 use serde_json::Value;
 
 /// What the event's customer or subscription changes as Stripe has it now: its current state,
@@ -64,9 +65,11 @@ pub(crate) async fn refetched(
 }
 
 /// The plan of a checkout event whose purchase is only in the session's line items (see
-/// `stripe::needs_line_items`), read from Stripe with `client`; `None` for any other event.
+/// `stripe::needs_line_items`), read from Stripe with `client` under `policy` (interactive on a
+/// live delivery, whose sender is waiting; patient on a replay); `None` for any other event.
 pub(crate) async fn line_items_plan(
     client: &StripeClient,
+    policy: RetryPolicy,
     event: &NewEvent,
     projection: &Projection,
 ) -> Result<Option<Plan>, StripeError> {
@@ -93,7 +96,8 @@ pub(crate) async fn line_items_plan(
         ))));
     }
     let page = match client
-        .list_page(
+        .list_page_under(
+            policy,
             &["checkout", "sessions", id, "line_items"],
             &[("limit", "100")],
         )

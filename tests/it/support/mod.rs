@@ -123,6 +123,25 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Server::spawn(database_url, args, env, None).await
+    }
+
+    /// [`Server::start`] under an open-files limit of `limit` (soft and hard: the server cannot
+    /// raise it), set by the shell that execs it.
+    pub async fn start_with_open_files_limit(
+        database_url: &str,
+        env: &[(&str, &str)],
+        limit: u32,
+    ) -> Server {
+        Server::spawn(database_url, &[], env, Some(limit)).await
+    }
+
+    async fn spawn(
+        database_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        open_files_limit: Option<u32>,
+    ) -> Server {
         let mut full_env: HashMap<&str, &str> = HashMap::from([
             ("DATABASE_URL", database_url),
             ("LISTEN_ADDR", "127.0.0.1:0"),
@@ -131,7 +150,25 @@ impl Server {
         ]);
         full_env.extend(env.iter().copied());
         let env: Vec<(&str, &str)> = full_env.into_iter().collect();
-        let mut child = command(&env)
+        let mut command = command(&env);
+        if let Some(limit) = open_files_limit {
+            let program = command.as_std().get_program().to_owned();
+            let mut shell = Command::new("sh");
+            shell
+                .env_clear()
+                .envs(
+                    command
+                        .as_std()
+                        .get_envs()
+                        .filter_map(|(k, v)| Some((k, v?))),
+                )
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(program)
+                .kill_on_drop(true);
+            command = shell;
+        }
+        let mut child = command
             .arg("serve")
             .args(args)
             .stdin(Stdio::null())
