@@ -220,6 +220,22 @@ pub(crate) struct Deliveries {
     pub(crate) answers: Vec<(Duration, bool)>,
 }
 
+impl Deliveries {
+    /// (acknowledged, total, p99 latency) of what the senders saw.
+    pub(crate) fn summary(&self) -> (usize, usize, Duration) {
+        let total = self.answers.len();
+        let acknowledged = self.answers.iter().filter(|(_, ok)| *ok).count();
+        let mut latencies: Vec<Duration> =
+            self.answers.iter().map(|(latency, _)| *latency).collect();
+        latencies.sort();
+        let p99 = latencies
+            .get((total * 99).div_ceil(100).saturating_sub(1))
+            .copied()
+            .unwrap_or_default();
+        (acknowledged, total, p99)
+    }
+}
+
 /// How often each sender delivers: 16 senders make 32 events a second, far more than a
 /// billing account's webhooks, and not so many that the senders alone saturate two cores (then
 /// latency would measure the senders' own queue, not the attack).
@@ -346,14 +362,7 @@ async fn real_deliveries_get_through_a_thousand_hostile_connections() {
         renewals += client.await.unwrap_or_default();
     }
 
-    let total = seen.answers.len();
-    let acknowledged = seen.answers.iter().filter(|(_, ok)| *ok).count();
-    let mut latencies: Vec<Duration> = seen.answers.iter().map(|(latency, _)| *latency).collect();
-    latencies.sort();
-    let p99 = latencies
-        .get((total * 99).div_ceil(100).saturating_sub(1))
-        .copied()
-        .unwrap_or_default();
+    let (acknowledged, total, p99) = seen.summary();
     eprintln!(
         "hostile: {total} real deliveries in {ATTACK:?}, {acknowledged} acknowledged ({:.2} %), \
          p99 {p99:?}; peak RSS {} MiB; hostile connections opened {renewals}",
