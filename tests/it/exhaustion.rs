@@ -165,8 +165,8 @@ async fn open_connections(server: &Server) -> Option<f64> {
 }
 
 /// 1,000 connections each sending two pipelined `GET /docs` (1.6 MB each) and never reading:
-/// the server's memory stays under 300 MB, and every one of them is closed once its answer has
-/// waited past the write deadline (`REQUEST_TIMEOUT_SECS`, 2 s here).
+/// the server's memory stays under [`UNREAD_ANSWERS_RSS_BOUND`], and every one of them is
+/// closed once its answer has waited past the write deadline (`REQUEST_TIMEOUT_SECS`, 2 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_nobody_reads_are_dropped_with_their_connections() {
     let _load = support::one_load_at_a_time().await;

@@ -91,9 +91,11 @@ fn stripe_event_from_envelope(body: &[u8]) -> Option<NewEvent> {
 pub fn stripe_event_from_tree(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
     let (payload, payload_text) = parse_json(body)?;
     // An id is compared as sent: one holding U+0000 would become another id once the tree's
-    // U+0000 is replaced (U+FFFD), so it is refused. Stripe's ids never hold it.
-    if serde_json::from_str::<StripeId>(&payload_text)
-        .is_ok_and(|envelope| envelope.id.is_some_and(|id| id.contains('\0')))
+    // U+0000 is replaced (U+FFFD), so it is refused. Stripe's ids never hold it; only a body
+    // that holds `\u0000` somewhere is read again for its id.
+    if has_nul(body)
+        && serde_json::from_str::<StripeId>(&payload_text)
+            .is_ok_and(|envelope| envelope.id.is_some_and(|id| id.contains('\0')))
     {
         return Err(NotAnEvent("the event `id` holds U+0000".into()));
     }
