@@ -423,6 +423,9 @@ async fn connect_from_checked(
         .ok_or_else(|| std::io::Error::other("not connected"))
 }
 
+/// Stalled bodies the attacker sends: 16 fill its share, the rest are refused.
+const ATTACKER_BODIES: usize = 20;
+
 /// Behind a trusted proxy (`TRUSTED_PROXIES`), every connection comes from the proxy's address:
 /// an attacker stalling webhook bodies and a real sender, both forwarded by it under their own
 /// `X-Forwarded-For`, each have their own share of the body budget, and every real delivery is
@@ -445,20 +448,23 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_share() {
     )
     .await;
     let target = address(&server);
-    // The attacker: stalled bodies of 60 KiB from behind the proxy until its share is full.
+    // The attacker: stalled bodies of 16 KiB (claiming 32) from behind the proxy, until its
+    // share (256 KiB) is full to the last KiB, so that a share it had to split with the real
+    // sender would leave no room for a delivery. Each is held for the 21 s the arrival rule
+    // allows 16 KiB, longer than the attack takes to fill the share.
     let mut stalled = Vec::new();
     let mut refused = 0;
-    for _ in 0..40 {
+    for _ in 0..ATTACKER_BODIES {
         let mut stream = connect_from(target, proxy).await.expect("connect");
         let head = format!(
             "POST /api/v1/webhooks/stripe HTTP/1.1\r\nhost: localhost\r\n\
              x-forwarded-for: 203.0.113.66\r\ncontent-type: application/json\r\n\
-             stripe-signature: t={},v1={}\r\ncontent-length: 65536\r\n\r\n",
+             stripe-signature: t={},v1={}\r\ncontent-length: 32768\r\n\r\n",
             now(),
             "ab".repeat(32)
         );
         stream.write_all(head.as_bytes()).await.expect("head");
-        let _ = stream.write_all(&[b' '; 60 * 1024]).await;
+        let _ = stream.write_all(&[b' '; 16 * 1024]).await;
         let mut probe = [0u8; 64];
         match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut probe)).await {
             Ok(Ok(n)) if n > 0 && probe.starts_with(b"HTTP/1.1 503") => refused += 1,
@@ -468,7 +474,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_share() {
     }
     assert!(
         refused > 0,
-        "the attacker's share filled: none of 40 refused"
+        "the attacker's share filled: none of {ATTACKER_BODIES} refused"
     );
     // The real sender, forwarded by the same proxy under its own address.
     let mut acknowledged = 0;
@@ -492,7 +498,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_share() {
         }
     }
     eprintln!(
-        "behind one trusted proxy: attacker refused {refused} of 40 stalled bodies; real sender \
+        "behind one trusted proxy: attacker refused {refused} of {ATTACKER_BODIES} stalled bodies; real sender \
          {acknowledged} of 20 acknowledged"
     );
     assert_eq!(
