@@ -375,19 +375,23 @@ impl Framing {
 
     /// The current line ended: note what it says of the body.
     fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        if let Some(value) = line.strip_prefix(b"content-length:") {
-            let value = String::from_utf8_lossy(value);
-            self.content_length = value.trim().parse().ok();
-        } else if line.starts_with(b"transfer-encoding:") {
+        if let Some(value) = self.line.strip_prefix(b"content-length:") {
+            self.content_length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|value| value.trim().parse().ok());
+        } else if self.line.starts_with(b"transfer-encoding:") {
             self.chunked = true;
         }
+        // Cleared, not replaced: the buffer is reused for every line of every request.
+        self.line.clear();
     }
 
-    /// What follows the head that just ended.
+    /// What follows the head that just ended; the framing is reset for the next head.
     fn body(&mut self) -> Head {
-        let framing = std::mem::take(self);
-        match (framing.chunked, framing.content_length) {
+        let (chunked, content_length) = (self.chunked, self.content_length.take());
+        self.chunked = false;
+        self.line.clear();
+        match (chunked, content_length) {
             (true, _) => Head::Unframed,
             (false, Some(length)) if length > 0 => Head::Body(length),
             _ => Head::START,
