@@ -95,6 +95,8 @@ pub fn client(server: &Server, token: &str) -> billing_sync_client::Client {
         format!("Bearer {token}").parse().expect("header"),
     );
     let http = reqwest::Client::builder()
+        // See `support::http`: no trust store to read for plain HTTP.
+        .tls_certs_only([])
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .build()
