@@ -797,13 +797,23 @@ async fn checkout_refuses_what_cannot_be_bought_in_the_documented_format(db: Tes
     );
 }
 
+/// The secret the plans tests sign pricing-table references with.
+const CLIENT_REFERENCE_SECRET: &str = "a-client-reference-secret-of-32-bytes-at-least";
+const CLIENT_REFERENCE: &str = "/api/v1/operations/payment/client-reference";
+
 /// With a Payment Link or a pricing table the browser chooses `client_reference_id`: an
 /// attacker's checkout naming the victim's organization, without metadata, must leave the
-/// victim's customer, entitlements and portal as they were, whether or not
-/// `STRIPE_TRUST_CLIENT_REFERENCE_ID` is on. Trusted, it still links an organization that no
-/// customer bills yet.
+/// victim's customer, entitlements and portal as they were, and one naming an organization
+/// that no customer bills yet must not link it either. Only a reference billing-sync signed
+/// for a member of the organization (`client-reference`), in a session created before it
+/// expired, links an organization that no customer bills yet.
 async fn a_payment_link_naming_another_organization_never_re_points_its_billing(db: TestDatabase) {
-    let s = setup(&db, &[], &[("STRIPE_TRUST_CLIENT_REFERENCE_ID", "true")]).await;
+    let s = setup(
+        &db,
+        &[],
+        &[("STRIPE_CLIENT_REFERENCE_SECRET", CLIENT_REFERENCE_SECRET)],
+    )
+    .await;
     let t = now() - 3_600;
     member(&s.server, "org_victim", "user_victim", "org:admin").await;
     member(&s.server, "org_new", "user_new", "org:admin").await;
@@ -846,7 +856,8 @@ async fn a_payment_link_naming_another_organization_never_re_points_its_billing(
             "checkout.session.completed",
             created,
             json!({"id": format!("cs_attack_{n}"), "object": "checkout.session",
-                   "mode": "payment", "customer": format!("cus_zz_attacker_{n}"),
+                   "created": created, "mode": "payment",
+                   "customer": format!("cus_zz_attacker_{n}"),
                    "client_reference_id": "org_victim", "metadata": {}, "livemode": false}),
         )
         .await;
@@ -879,17 +890,64 @@ async fn a_payment_link_naming_another_organization_never_re_points_its_billing(
     let session = s.stripe.received().pop().expect("a portal request");
     assert_eq!(session.field("customer"), Some("cus_victim"));
 
-    // An organization that no customer bills yet is linked by a trusted client_reference_id.
+    // An organization that no customer bills yet: the attacker names it, bare and in a
+    // reference of their own making; neither links it.
+    let new_member = token("user_new", Some(("org_new", "admin")));
+    let (status, reference) =
+        status_and_json(get(&s.server, CLIENT_REFERENCE, Some(&new_member)).await).await;
+    assert_eq!(status, 200, "{reference}");
+    let signed = reference["client_reference_id"]
+        .as_str()
+        .expect("a reference");
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(reference["expires_at"].as_str().expect("an expiry"))
+            .expect("RFC 3339")
+            .timestamp();
+    assert!(
+        signed.len() <= 200 && signed.ends_with("org_new"),
+        "{signed}"
+    );
+    // The same reference with a later expiry: its MAC no longer matches.
+    let extended = signed.replacen(
+        &format!("_{expires_at}_"),
+        &format!("_{}_", expires_at + 86_400),
+        1,
+    );
+    assert_ne!(extended, signed);
+    for (n, (reference, created)) in [
+        ("org_new".to_owned(), now()),
+        (extended, now()),
+        (signed.to_owned(), expires_at + 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stripe_event(
+            &s.server,
+            &format!("evt_new_attack_{n}"),
+            "checkout.session.completed",
+            t + 40,
+            json!({"id": format!("cs_new_attack_{n}"), "object": "checkout.session",
+                   "created": created, "mode": "payment",
+                   "customer": format!("cus_attacker_new_{n}"), "client_reference_id": reference,
+                   "metadata": {}, "livemode": false}),
+        )
+        .await;
+    }
+    let unlinked = state(&s.server, &new_member).await;
+    assert_eq!(unlinked["customer_id"], Value::Null, "{unlinked}");
+
+    // The member's own reference, in a session created before it expired, links it.
     stripe_event(
         &s.server,
         "evt_new_checkout",
         "checkout.session.completed",
-        t + 40,
-        json!({"id": "cs_new", "object": "checkout.session", "mode": "payment",
-               "customer": "cus_new_org", "client_reference_id": "org_new", "metadata": {},
-               "livemode": false}),
+        t + 50,
+        json!({"id": "cs_new", "object": "checkout.session", "created": now(),
+               "mode": "payment", "customer": "cus_new_org", "client_reference_id": signed,
+               "metadata": {}, "livemode": false}),
     )
     .await;
-    let new = state(&s.server, &token("user_new", Some(("org_new", "admin")))).await;
+    let new = state(&s.server, &new_member).await;
     assert_eq!(new["customer_id"], "cus_new_org", "{new}");
 }

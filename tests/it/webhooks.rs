@@ -597,7 +597,7 @@ fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
     }
     let projection = Projection {
         stripe_org_metadata_key: "organization_id".into(),
-        trust_client_reference_id: false,
+        client_reference_key: None,
     };
     for (name, body) in &bodies {
         let sparse = stripe_event(body).expect("an event");

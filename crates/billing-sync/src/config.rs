@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use billing_sync_api::credits::keys::{ApiKeys, MIN_KEY_LENGTH};
+use billing_sync_projection::ClientReferenceKey;
 use billing_sync_store::ledger::EventStatus;
 use billing_sync_webhooks::clerk::ClerkVerifier;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -71,17 +72,19 @@ pub struct CommonArgs {
     )]
     pub stripe_org_metadata_key: String,
 
-    /// `true` to let a checkout session's `client_reference_id` (which a Payment Link's or a
-    /// pricing table's URL carries, chosen by the browser) name its customer's organization
-    /// when the session's metadata names none; even then it only links an organization that
-    /// no customer bills yet.
-    #[arg(
-        long,
-        env = "STRIPE_TRUST_CLIENT_REFERENCE_ID",
-        default_value = "false",
-        global = true,
-        value_parser = boolean
-    )]
+    /// Secret (at least 32 bytes, e.g. `openssl rand -hex 32`) signing the references a
+    /// pricing table carries as `client-reference-id`: a completed checkout whose metadata
+    /// names no organization links its customer to the organization a reference signed with it
+    /// names (README "Linking a customer to its organization"). Unset: references link nothing.
+    #[arg(long, env = "STRIPE_CLIENT_REFERENCE_SECRET", hide_env_values = true, default_value = "",
+          hide_default_value = true, global = true, value_parser = optional(client_reference_key))]
+    pub stripe_client_reference_secret: Optional<ClientReferenceKey>,
+
+    /// Retired: `true` (or the flag alone) trusted whatever `client_reference_id` a browser
+    /// sent, and is refused with what replaces it; `false` is accepted so that old
+    /// configurations still start.
+    #[arg(long, env = "STRIPE_TRUST_CLIENT_REFERENCE_ID", default_value = "false", global = true,
+          hide = true, value_parser = retired_client_reference_trust)]
     pub stripe_trust_client_reference_id: bool,
 
     /// Metadata key, on a Stripe price (else its product), saying how many credits one unit
@@ -617,6 +620,18 @@ fn secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value))
 }
 
+fn client_reference_key(value: &str) -> Result<ClientReferenceKey, String> {
+    ClientReferenceKey::new(value.as_bytes()).map_err(|err| err.to_string())
+}
+
+fn retired_client_reference_trust(value: &str) -> Result<bool, String> {
+    match boolean(value)? {
+        false => Ok(false),
+        true => Err("this setting is retired: it linked customers to whatever organization a                      browser named. Set STRIPE_CLIENT_REFERENCE_SECRET instead and give the                      pricing table the reference GET /api/v1/operations/payment/client-reference                      answers (README \"Linking a customer to its organization\")"
+            .to_owned()),
+    }
+}
+
 /// A comma-separated list; blank entries are left out.
 fn list(value: &str) -> Result<List, String> {
     Ok(value
@@ -765,6 +780,22 @@ mod tests {
         assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
         assert!(err.problem.contains("entry 2"), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn trusting_any_client_reference_is_refused_with_what_replaces_it() {
+        // The flag alone means `true`, as the variable set to `true` does.
+        let err = refusal(&["serve", "--stripe-trust-client-reference-id"]);
+        assert_eq!(err.variable, "STRIPE_TRUST_CLIENT_REFERENCE_ID");
+        assert!(
+            err.problem.contains("STRIPE_CLIENT_REFERENCE_SECRET"),
+            "{err}"
+        );
+        let short = refusal(&["serve", "--stripe-client-reference-secret", "s3cret"]);
+        assert_eq!(short.variable, "STRIPE_CLIENT_REFERENCE_SECRET");
+        assert!(!short.to_string().contains("s3cret"), "{short}");
+        Cli::try_parse_from(["billing-sync", "serve"])
+            .expect("the retired setting's default (`false`) still parses");
     }
 
     #[test]

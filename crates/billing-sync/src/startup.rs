@@ -341,7 +341,7 @@ const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) fn projection(common: &CommonArgs) -> Projection {
     Projection {
         stripe_org_metadata_key: common.stripe_org_metadata_key.clone(),
-        trust_client_reference_id: common.stripe_trust_client_reference_id,
+        client_reference_key: common.stripe_client_reference_secret.get().cloned(),
     }
 }
 
@@ -489,7 +489,11 @@ pub(crate) fn build_operations(
     );
     Ok((
         Arc::new(Portal::new(access.clone(), portal_stripe).with_sessions_per_minute(per_minute)),
-        Arc::new(Plans::new(access, checkout_stripe).with_sessions_per_minute(per_minute)),
+        Arc::new(
+            Plans::new(access, checkout_stripe)
+                .with_sessions_per_minute(per_minute)
+                .with_client_reference_key(common.stripe_client_reference_secret.get().cloned()),
+        ),
         Arc::new(credits),
     ))
 }

@@ -14,6 +14,7 @@
 //! alone, with sanitizers.
 
 pub mod clerk;
+pub mod client_reference;
 pub mod event;
 mod json;
 mod sparse;
@@ -22,6 +23,7 @@ pub mod stripe;
 mod stripe_body;
 pub mod stripe_signature;
 
+pub use client_reference::ClientReferenceKey;
 pub use event::{NUL_REPLACEMENT, NewEvent, NotAnEvent, Plan, Provider, clerk_event};
 pub use state::{
     Change, ChargeRefund, CreditPurchase, CustomerLink, CustomerState, EntitlementsState, LinkedBy,
@@ -36,10 +38,10 @@ pub use stripe_body::{stripe_event, stripe_event_from_tree};
 pub struct Projection {
     /// The metadata key naming a Stripe object's organization (`STRIPE_ORG_METADATA_KEY`).
     pub stripe_org_metadata_key: String,
-    /// Whether a checkout's `client_reference_id` may name its customer's organization when
-    /// its metadata names none (`STRIPE_TRUST_CLIENT_REFERENCE_ID`; see
-    /// [`stripe::checkout_link`]).
-    pub trust_client_reference_id: bool,
+    /// The key verifying a checkout's `client_reference_id`, which then names its customer's
+    /// organization when its metadata names none (`STRIPE_CLIENT_REFERENCE_SECRET`; see
+    /// [`stripe::checkout_link`]). Without it, a `client_reference_id` links nothing.
+    pub client_reference_key: Option<ClientReferenceKey>,
 }
 
 impl Projection {

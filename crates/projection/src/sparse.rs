@@ -77,6 +77,8 @@ pub(crate) const CHECKOUT_SESSION: Shape = Shape::Fields(&[
     ("payment_intent", ID_OR_EXPANDED),
     ("customer", ID_OR_EXPANDED),
     ("client_reference_id", Shape::Whole),
+    // When the session was made: a client reference must be unexpired then.
+    ("created", Shape::Whole),
     ("livemode", Shape::Whole),
     ("metadata", Shape::Whole),
 ]);

@@ -164,8 +164,8 @@ pub enum LinkedBy {
     /// The session's metadata, set by the merchant's server or Payment Link: links a customer
     /// that has no organization yet.
     Metadata,
-    /// The session's `client_reference_id`, which the browser chose (trusted only by setting):
-    /// links a customer that has no organization yet to an organization that has no customer
+    /// The session's `client_reference_id`, which the browser chose, when it is a reference
+    /// billing-sync signed ([`crate::client_reference`]): links a customer that has no organization yet to an organization that has no customer
     /// yet, so that it can never re-point an organization's billing.
     ClientReference,
 }

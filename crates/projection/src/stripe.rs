@@ -412,8 +412,9 @@ fn items(subscription: &Value) -> Value {
 /// it names both. The organization is the one the session's metadata names: set by the server
 /// that created the session (billing-sync's checkout), or configured by the merchant on a
 /// Payment Link. A `client_reference_id` comes from the browser (a Payment Link's or a pricing
-/// table's URL): it names the organization only when `STRIPE_TRUST_CLIENT_REFERENCE_ID` says
-/// so, and then can only link an organization that has no customer yet ([`LinkedBy`]).
+/// table's URL): it names the organization only when it is a reference billing-sync signed
+/// ([`crate::client_reference`]) and the session was created before it expired, and then can
+/// only link an organization that has no customer yet ([`LinkedBy`]).
 pub fn checkout_link(
     object: &Value,
     projection: &crate::Projection,
@@ -421,8 +422,11 @@ pub fn checkout_link(
     let by_metadata = metadata(object, &projection.stripe_org_metadata_key)
         .map(|organization| (organization, LinkedBy::Metadata));
     let by_reference = || {
-        text(object, "client_reference_id")
-            .filter(|id| !id.is_empty() && projection.trust_client_reference_id)
+        let key = projection.client_reference_key.as_ref()?;
+        let reference = text(object, "client_reference_id")?;
+        // A session without `created` is not one Stripe sent: no time to check the expiry at.
+        let created = integer(object, "created")?;
+        key.verify(&reference, created)
             .map(|organization| (organization, LinkedBy::ClientReference))
     };
     // A guest checkout has no customer, and a checkout for no organization links nothing:
@@ -642,12 +646,17 @@ mod tests {
         }
     }
 
-    /// The projections' settings with the default metadata key; `trusted`: whether a
-    /// checkout's `client_reference_id` may link.
-    fn linking(trusted: bool) -> crate::Projection {
+    /// The key the tests sign client references with.
+    fn reference_key() -> crate::ClientReferenceKey {
+        crate::ClientReferenceKey::new(&[42; 32]).expect("a key")
+    }
+
+    /// The projections' settings with the default metadata key; `verified`: whether a
+    /// checkout's `client_reference_id` is verified (with [`reference_key`]) and may link.
+    fn linking(verified: bool) -> crate::Projection {
         crate::Projection {
             stripe_org_metadata_key: "organization_id".into(),
-            trust_client_reference_id: trusted,
+            client_reference_key: verified.then(reference_key),
         }
     }
 
@@ -726,11 +735,11 @@ mod tests {
     }
 
     /// The organization a completed checkout session links its customer to, and what named it,
-    /// when `client_reference_id` is trusted or not.
-    fn linked_organization(session: Value, trusted: bool) -> Option<(String, LinkedBy)> {
+    /// when `client_reference_id` is verified or not.
+    fn linked_organization(session: Value, verified: bool) -> Option<(String, LinkedBy)> {
         match project(
             &event("checkout.session.completed", 10, session),
-            &linking(trusted),
+            &linking(verified),
         ) {
             Plan::Apply(changes) if changes.is_empty() => None,
             plan => match only_change(plan) {
@@ -756,18 +765,37 @@ mod tests {
     }
 
     #[test]
-    fn a_client_reference_id_links_only_when_trusted_and_says_so() {
-        let session = json!({"id": "cs_2", "customer": "cus_2",
-            "client_reference_id": "org_2", "metadata": {}});
+    fn a_client_reference_id_links_only_when_signed_and_unexpired_at_the_sessions_creation() {
+        let signed = reference_key().sign("org_2", 1_000).expect("signed");
+        let session = |reference: &str, created: i64| {
+            json!({"id": "cs_2", "customer": "cus_2", "created": created,
+                   "client_reference_id": reference, "metadata": {}})
+        };
         assert_eq!(
-            linked_organization(session.clone(), false),
+            linked_organization(session(&signed, 1_000), false),
             None,
-            "the browser's word alone links nothing by default"
+            "without the key, nothing is verified and nothing links"
         );
         assert_eq!(
-            linked_organization(session, true),
+            linked_organization(session(&signed, 1_000), true),
             Some(("org_2".into(), LinkedBy::ClientReference))
         );
+        assert_eq!(
+            linked_organization(session(&signed, 1_001), true),
+            None,
+            "a session created after the reference expired"
+        );
+        assert_eq!(
+            linked_organization(session("org_2", 1_000), true),
+            None,
+            "the browser's word alone links nothing"
+        );
+        let mut without_created = session(&signed, 0);
+        without_created
+            .as_object_mut()
+            .expect("object")
+            .remove("created");
+        assert_eq!(linked_organization(without_created, true), None);
     }
 
     #[test]

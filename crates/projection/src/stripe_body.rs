@@ -191,4 +191,28 @@ mod tests {
             "evt_a\u{FFFD}b"
         );
     }
+
+    #[test]
+    fn a_signed_client_reference_links_whichever_reading_takes_the_body() {
+        let key = crate::ClientReferenceKey::new(&[9; 32]).expect("a key");
+        let reference = key.sign("org_1", 2_000).expect("signed");
+        let body = format!(
+            r#"{{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1,"data":{{"object":{{"id":"cs_1","object":"checkout.session","created":1000,"mode":"payment","customer":"cus_1","client_reference_id":"{reference}","metadata":{{}}}}}}}}"#
+        )
+        .into_bytes();
+        let projection = crate::Projection {
+            stripe_org_metadata_key: "organization_id".into(),
+            client_reference_key: Some(key),
+        };
+        let sparse = projection.plan(&stripe_event(&body).expect("an event"));
+        let tree = projection.plan(&stripe_event_from_tree(&body).expect("an event"));
+        assert_eq!(sparse, tree);
+        let crate::Plan::Apply(changes) = sparse else {
+            panic!("a plan to apply: {sparse:?}")
+        };
+        assert!(
+            matches!(&changes[..], [crate::Change::CustomerLink(link)] if link.organization_id == "org_1"),
+            "{changes:?}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOr
 pub fn projection() -> Projection {
     Projection {
         stripe_org_metadata_key: "organization_id".into(),
-        trust_client_reference_id: false,
+        client_reference_key: None,
     }
 }
 

@@ -171,7 +171,7 @@ mod tests {
         let store = migrated_store(&db.url).await;
         let projection = Projection {
             stripe_org_metadata_key: "organization_id".into(),
-            trust_client_reference_id: false,
+            client_reference_key: None,
         };
         let planned = |event: NewEvent| {
             let plan = projection.plan(&event);
@@ -255,7 +255,7 @@ mod tests {
         );
         let projection = Projection {
             stripe_org_metadata_key: "organization_id".into(),
-            trust_client_reference_id: false,
+            client_reference_key: None,
         };
         let (jobs, answers): (Vec<Job>, Vec<_>) = [user.clone(), subscription, user]
             .into_iter()

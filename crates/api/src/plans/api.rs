@@ -13,7 +13,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{CheckoutError, Credential, MAX_QUANTITY, Plans};
+use super::{CheckoutError, ClientReferenceError, Credential, MAX_QUANTITY, Plans};
 use crate::access::Caller;
 use crate::credits::Credits;
 use crate::http::{
@@ -332,6 +332,74 @@ impl From<CheckoutResponse> for CheckoutSessionResponse {
     }
 }
 
+/// A reference for a pricing table.
+#[derive(Debug, Object)]
+pub struct ClientReference {
+    /// What the pricing table takes as `client-reference-id`: it names the caller's
+    /// organization, signed by this server, so that the checkout links its customer there.
+    pub client_reference_id: String,
+    /// After this, a checkout started with it links nothing: fetch one when the page loads.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answers of `client_reference`.
+#[derive(ApiResponse)]
+pub enum ClientReferenceResponse {
+    /// The reference.
+    #[oai(status = 200)]
+    Reference(
+        Json<ClientReference>,
+        /// Always `no-store`.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// `VALIDATION_ERROR`: the user is not associated with an organization.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `UNAUTHORIZED`: no valid Clerk session token.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `FORBIDDEN`: `BILLING_ROLES` is set and the member has none of those roles.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// `INTERNAL_ERROR`: `STRIPE_CLIENT_REFERENCE_SECRET` is not set, or the organization's id
+    /// cannot be carried by a `client_reference_id`.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl From<ClientReferenceError> for ClientReferenceResponse {
+    fn from(err: ClientReferenceError) -> Self {
+        let refusal = match &err {
+            ClientReferenceError::Access(access) => refusal(access, "client reference"),
+            ClientReferenceError::NotConfigured => {
+                tracing::error!("client reference: STRIPE_CLIENT_REFERENCE_SECRET is not set");
+                not_configured()
+            }
+            ClientReferenceError::Unreferenceable(_) => {
+                tracing::error!(error = %err, "client reference: not given");
+                Refusal::Internal(body(
+                    "INTERNAL_ERROR",
+                    "This organization cannot be named by a pricing table: use checkout.",
+                ))
+            }
+        };
+        match refusal {
+            Refusal::BadRequest(body) => ClientReferenceResponse::BadRequest(body),
+            Refusal::Unauthorized(body) => {
+                ClientReferenceResponse::Unauthorized(body, "Bearer".into())
+            }
+            Refusal::Forbidden(body) => ClientReferenceResponse::Forbidden(body),
+            Refusal::Internal(body) => ClientReferenceResponse::Internal(body),
+        }
+    }
+}
+
 /// How a created session is answered: a redirect for a page's form post, the URL for a script.
 #[derive(Clone, Copy)]
 enum Answer {
@@ -609,6 +677,30 @@ impl PlansApi {
             Answer::Redirect
         };
         self.start_checkout(session, request, body.0, answer).await
+    }
+
+    /// Get a pricing-table reference
+    ///
+    /// A `client_reference_id` for a Stripe pricing table (or a Payment Link's URL) that names
+    /// the caller's organization, signed by this server and good for an hour: a checkout
+    /// completed with it links its new customer to the organization. Only members who may start
+    /// a checkout get one. Needs `STRIPE_CLIENT_REFERENCE_SECRET`.
+    #[oai(
+        path = "/api/v1/operations/payment/client-reference",
+        method = "get",
+        operation_id = "clientReference"
+    )]
+    async fn client_reference(&self, session: ClerkSession) -> ClientReferenceResponse {
+        match self.plans.client_reference(session.token()).await {
+            Ok((client_reference_id, expires_at)) => ClientReferenceResponse::Reference(
+                Json(ClientReference {
+                    client_reference_id,
+                    expires_at: DateTime::from_timestamp(expires_at, 0).unwrap_or_default(),
+                }),
+                NO_STORE.into(),
+            ),
+            Err(err) => err.into(),
+        }
     }
 
     /// Create a checkout session (JSON)

@@ -7,6 +7,8 @@ pub mod api;
 use std::sync::Arc;
 use std::time::Duration;
 
+use billing_sync_projection::ClientReferenceKey;
+use billing_sync_projection::client_reference::UnreferenceableOrganization;
 use billing_sync_store::plans::{CatalogProduct, OrganizationSubscription, on_paid_plan};
 use billing_sync_store::{Store, StoreError};
 use billing_sync_stripe_api::{StripeClient, StripeError};
@@ -108,6 +110,25 @@ pub enum CheckoutError {
     Store(#[from] StoreError),
 }
 
+/// How long a client reference names its organization: a pricing page asks for one when it
+/// loads, and the checkout started from it must be created within this. Short, because whoever
+/// holds it can link a new customer to the organization until then.
+pub const CLIENT_REFERENCE_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Why no client reference was given.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientReferenceError {
+    /// The caller was refused.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// `STRIPE_CLIENT_REFERENCE_SECRET` is not set.
+    #[error("STRIPE_CLIENT_REFERENCE_SECRET is not set")]
+    NotConfigured,
+    /// The organization's id is not one Stripe can carry.
+    #[error(transparent)]
+    Unreferenceable(#[from] UnreferenceableOrganization),
+}
+
 /// How a checkout request was authenticated.
 #[derive(Clone, Copy, Debug)]
 pub enum Credential<'a> {
@@ -127,6 +148,7 @@ pub struct Plans {
     checkout: Option<(StripeClient, CheckoutSettings)>,
     limit: SessionLimit,
     failed_keys: FailedKeys,
+    client_reference_key: Option<ClientReferenceKey>,
 }
 
 impl Plans {
@@ -138,7 +160,30 @@ impl Plans {
             checkout,
             limit: SessionLimit::per_minute(crate::portal::DEFAULT_SESSIONS_PER_MINUTE),
             failed_keys: FailedKeys::default(),
+            client_reference_key: None,
         }
+    }
+
+    /// Signs client references with `key` (`STRIPE_CLIENT_REFERENCE_SECRET`).
+    pub fn with_client_reference_key(mut self, key: Option<ClientReferenceKey>) -> Self {
+        self.client_reference_key = key;
+        self
+    }
+
+    /// A reference naming the caller's organization for [`CLIENT_REFERENCE_LIFETIME`], for a
+    /// pricing table's `client-reference-id`, and when it expires (Unix seconds). Only a member
+    /// who may start a checkout gets one.
+    pub async fn client_reference(
+        &self,
+        token: &str,
+    ) -> Result<(String, i64), ClientReferenceError> {
+        let key = self
+            .client_reference_key
+            .as_ref()
+            .ok_or(ClientReferenceError::NotConfigured)?;
+        let caller = self.access.caller(token, Gate::BillingManager).await?;
+        let expires_at = (unix_now() + CLIENT_REFERENCE_LIFETIME.as_secs()) as i64;
+        Ok((key.sign(&caller.organization_id, expires_at)?, expires_at))
     }
 
     /// Allows each user `per_minute` checkout sessions per minute.
