@@ -4,7 +4,9 @@
 #![no_main]
 
 use billing_sync_projection::stripe::project;
-use billing_sync_projection::{Plan, Projection, stripe_event, stripe_event_from_tree};
+use billing_sync_projection::{
+    ClientReferenceKey, Plan, Projection, stripe_event, stripe_event_from_tree,
+};
 use libfuzzer_sys::fuzz_target;
 
 const TYPES: [&str; 8] = [
@@ -40,11 +42,12 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The projections' settings, with every way of linking a checkout's customer on.
+/// The projections' settings, with every way of linking a checkout's customer on (client
+/// references verified with a fixed key).
 fn projection() -> Projection {
     Projection {
         stripe_org_metadata_key: "organization_id".into(),
-        trust_client_reference_id: true,
+        client_reference_key: Some(ClientReferenceKey::new(&[7; 32]).expect("a 32-byte key")),
     }
 }
 
