@@ -20,16 +20,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The API routes that read a body, each with the credential a junk caller would send.
-const BODY_ROUTES: [(&str, &str); 4] = [
-    ("/api/v1/credits/consume", "authorization: Bearer junk"),
-    ("/api/v1/credits/grant", "authorization: Bearer junk"),
+const BODY_ROUTES: [(&str, &str, &str); 4] = [
+    // The ledger's writes check their API key before the body.
+    (
+        "/api/v1/credits/consume",
+        "authorization: Bearer junk",
+        "401",
+    ),
+    ("/api/v1/credits/grant", "authorization: Bearer junk", "401"),
     (
         "/api/v1/operations/payment/checkout-session",
         "authorization: Bearer junk",
+        "413",
     ),
     (
         "/api/v1/operations/payment/checkout",
         "cookie: __session=junk",
+        "413",
     ),
 ];
 
@@ -46,8 +53,9 @@ async fn status_within(stream: &mut TcpStream, limit: Duration) -> String {
 }
 
 /// Every API route with a body, called with junk credentials: a body declared over 64 KiB is
-/// refused 413 before it is sent, and 8 bodies of 40 MB streamed chunked at once keep the
-/// server's memory under 150 MB (each is refused once it passes 64 KiB).
+/// refused before it is sent (401 where an API key is checked first, else 413), and 8 bodies
+/// of 40 MB streamed chunked at once keep the server's memory under 150 MB (each is refused
+/// once it passes 64 KiB, or before its first byte).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_bodies_are_bounded_before_anyone_is_authenticated() {
     let _load = support::one_load_at_a_time().await;
@@ -63,7 +71,7 @@ async fn api_bodies_are_bounded_before_anyone_is_authenticated() {
     )
     .await;
     let target = address(&server);
-    for (path, credential) in BODY_ROUTES {
+    for (path, credential, refusal) in BODY_ROUTES {
         let mut stream = TcpStream::connect(target).await.expect("connect");
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: localhost\r\n{credential}\r\n\
@@ -75,7 +83,7 @@ async fn api_bodies_are_bounded_before_anyone_is_authenticated() {
         let _ = stream.write_all(&vec![b' '; 1 << 20]).await;
         assert_eq!(
             status_within(&mut stream, Duration::from_secs(5)).await,
-            "413",
+            refusal,
             "{path}: a body declared over the limit"
         );
     }
@@ -84,7 +92,7 @@ async fn api_bodies_are_bounded_before_anyone_is_authenticated() {
     let streaming = Arc::new(AtomicBool::new(true));
     let clients: Vec<_> = (0..8)
         .map(|n| {
-            let (path, credential) = BODY_ROUTES[n % BODY_ROUTES.len()];
+            let (path, credential, _) = BODY_ROUTES[n % BODY_ROUTES.len()];
             let streaming = streaming.clone();
             tokio::spawn(async move {
                 let mut stream = TcpStream::connect(target).await.expect("connect");
@@ -136,7 +144,7 @@ async fn api_bodies_are_bounded_before_anyone_is_authenticated() {
         // Refused with 413, or the connection closed under the client before it read it:
         // either way, long before the 40 MB were taken.
         assert!(
-            answer == "413" || (answer == "closed" && *sent < 40 << 20),
+            answer == "413" || answer == "401" || (answer == "closed" && *sent < 40 << 20),
             "a 40 MB API body was taken: {outcomes:?}"
         );
     }
@@ -147,6 +155,48 @@ async fn api_bodies_are_bounded_before_anyone_is_authenticated() {
 /// 1.6 MB page, measured) until the write deadline drops it; before the deadline and the
 /// sliced answers, the same attack peaked at 1.6 GB and held it.
 const UNREAD_ANSWERS_RSS_BOUND: u64 = 800 * 1024 * 1024;
+
+/// A ledger write without an admitted API key is refused before its body is read: a client
+/// that declares a body and never sends it gets 401 at once, where reading first would hold the
+/// connection until the body timeout (408 after 10 s). With the key, the same request waits
+/// for its body and is then served.
+#[tokio::test]
+async fn a_ledger_write_without_its_api_key_is_refused_before_its_body() {
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always available");
+    let key = "bsk_test_0123456789abcdef0123456789abcdef";
+    let server = Server::start(&db.url, &[("BILLING_API_KEYS", key)]).await;
+    let target = address(&server);
+    for credential in ["authorization: Bearer junk\r\n", ""] {
+        let mut stream = TcpStream::connect(target).await.expect("connect");
+        let head = format!(
+            "POST /api/v1/credits/consume HTTP/1.1\r\nhost: localhost\r\n{credential}\
+             content-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let answer = support::read_until_closed(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("an answer within 5 s, the body unsent");
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(answer.contains("BILLING_API_KEYS"), "{answer}");
+    }
+    let body = r#"{"organization_id":"org_1","amount":1,"idempotency_key":"k1"}"#;
+    let mut stream = TcpStream::connect(target).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/credits/consume HTTP/1.1\r\nhost: localhost\r\n\
+         authorization: Bearer {key}\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(body.as_bytes()).await.expect("body");
+    let answer = support::read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    // The organization has no credits: the operation itself answered.
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+}
 
 /// The `billing_sync_open_connections` gauge of `/metrics`.
 async fn open_connections(server: &Server) -> Option<f64> {

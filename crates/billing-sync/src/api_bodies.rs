@@ -5,9 +5,18 @@
 //! read, or as soon as it passes the limit), arrives at the webhooks' minimum rate, and is
 //! charged as it arrives to a budget of its own with a share per client address (503
 //! `OVERLOADED` when spent), released when the operation has answered.
+//!
+//! The ledger's writes take only an API key, which needs no body to check: a request to one of
+//! them without a key of `BILLING_API_KEYS` is answered 401 before a byte of its body is read.
+//! The routes a Clerk session authenticates read their bounded body first (verifying a token
+//! may wait on the JWKS, and the body is at most 64 KiB).
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use billing_sync_api::credits::api::{API_KEY_REQUIRED, WRITE_PATHS};
+use billing_sync_api::credits::{Credits, CreditsError};
 use billing_sync_error_body::ErrorBody;
 use billing_sync_webhooks::body_budget::{
     BodyBudget, BodyError, MIN_BODY_RATE, client_address, declared_length, read_body,
@@ -27,19 +36,46 @@ const API_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads every API request body within the bounds above before the operation sees it.
 pub struct BoundedBodies {
     budget: BodyBudget,
+    /// Checks the API key of the ledger's writes.
+    credits: Arc<Credits>,
 }
 
 impl BoundedBodies {
-    pub fn new() -> Self {
+    pub fn new(credits: Arc<Credits>) -> Self {
         BoundedBodies {
             budget: BodyBudget::new(API_BODY_BYTES_IN_FLIGHT),
+            credits,
         }
+    }
+
+    /// Whether `request` is a ledger write without an admitted API key (with no keys
+    /// configured, the operation answers that).
+    fn lacks_api_key(&self, request: &Request) -> bool {
+        if !WRITE_PATHS.contains(&request.uri().path()) {
+            return false;
+        }
+        let key = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        matches!(
+            self.credits.authenticate(key),
+            Err(CreditsError::Unauthorized)
+        )
     }
 
     /// `request` answered by `endpoint` with its body read within the bounds, or refused.
     pub async fn call(&self, endpoint: &impl Endpoint, mut request: Request) -> Response {
         if !has_body(&request) {
             return endpoint.get_response(request).await;
+        }
+        if self.lacks_api_key(&request) {
+            tracing::info!(
+                path = request.uri().path(),
+                "refused before its body: missing or unknown API key"
+            );
+            return unauthorized();
         }
         let declared = declared_length(request.headers());
         if declared.is_some_and(|length| length > API_BODY_LIMIT as u64) {
@@ -70,6 +106,17 @@ fn has_body(request: &Request) -> bool {
             *request.method(),
             Method::POST | Method::PUT | Method::PATCH
         )
+}
+
+/// The ledger writes' 401, as the operations answer it; the connection is closed, its body
+/// unread.
+fn unauthorized() -> Response {
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .content_type("application/json")
+        .header(header::WWW_AUTHENTICATE, "Bearer")
+        .header(header::CONNECTION, "close")
+        .body(ErrorBody::new("UNAUTHORIZED", API_KEY_REQUIRED).to_json_bytes())
 }
 
 /// The documented answer to a body that was not read whole. The connection is closed after a

@@ -129,7 +129,7 @@ impl App {
         // With CORS on, the CORS headers of every answer depend on the request's `Origin`: a
         // shared cache must not give one origin's answer to another.
         let vary_on_origin = !self.cors_allowed_origins.is_empty();
-        let bodies = Arc::new(crate::api_bodies::BoundedBodies::new());
+        let bodies = Arc::new(crate::api_bodies::BoundedBodies::new(self.credits.clone()));
         let trusted_proxies = self.connection_limits.trusted_proxies.clone();
         billing_sync_webhooks::routes(self.ingestor.clone())
             .at("/metrics", poem::get(metrics))
