@@ -11,6 +11,7 @@ mod m20261124_000003_catalog_and_entitlements;
 mod m20261202_000004_payloads_as_text;
 mod m20261203_000005_credits;
 mod m20261204_000006_lighter_ledger;
+mod m20261205_000007_billing_outbox;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_payloads_as_text::Migration),
             Box::new(m20261203_000005_credits::Migration),
             Box::new(m20261204_000006_lighter_ledger::Migration),
+            Box::new(m20261205_000007_billing_outbox::Migration),
         ]
     }
 }

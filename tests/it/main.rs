@@ -10,6 +10,7 @@ mod credits;
 mod exhaustion;
 mod foundation;
 mod hostile;
+mod outbox;
 mod plans;
 mod portal;
 mod python_client;

@@ -147,7 +147,13 @@ pub(crate) async fn sync_catalog(server: &Server, t: i64) {
     stripe_event(server, "evt_catalog_legacy", "price.updated", t + 1, legacy).await;
 }
 
-fn subscription(id: &str, customer: &str, org: &str, status: &str, ended: Option<i64>) -> Value {
+pub(crate) fn subscription(
+    id: &str,
+    customer: &str,
+    org: &str,
+    status: &str,
+    ended: Option<i64>,
+) -> Value {
     json!({"id": id, "object": "subscription", "customer": customer, "status": status,
            "cancel_at_period_end": false, "cancel_at": null, "canceled_at": ended,
            "ended_at": ended, "trial_end": null, "livemode": false,
@@ -158,7 +164,7 @@ fn subscription(id: &str, customer: &str, org: &str, status: &str, ended: Option
                "price": price("price_team_monthly", "prod_team", 2_900, Some("month"))}]}})
 }
 
-fn entitlement_summary(customer: &str, keys: &[&str]) -> Value {
+pub(crate) fn entitlement_summary(customer: &str, keys: &[&str]) -> Value {
     json!({"object": "entitlements.active_entitlement_summary", "customer": customer,
            "livemode": false, "entitlements": {"object": "list", "has_more": false,
            "url": "/v1/customer/entitlements",

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod auth;
 pub mod credits;
+pub mod events;
 pub mod http;
 pub mod plans;
 pub mod portal;
@@ -23,6 +24,7 @@ pub use probes::ProbesApi;
 
 use crate::credits::Credits;
 use crate::credits::api::CreditsApi;
+use crate::events::EventsApi;
 use crate::plans::Plans;
 use crate::plans::api::PlansApi;
 use crate::portal::Portal;
@@ -32,7 +34,8 @@ use crate::portal::api::PaymentApi;
 pub const OPENAPI_JSON_PATH: &str = "/api/v1/openapi.json";
 
 /// Every documented operation of billing-sync.
-pub type Operations = CanonicalHeaderNames<(ProbesApi, PaymentApi, PlansApi, CreditsApi)>;
+pub type Operations =
+    CanonicalHeaderNames<(ProbesApi, PaymentApi, PlansApi, CreditsApi, EventsApi)>;
 
 /// The OpenAPI service of billing-sync, with every documented operation.
 pub fn service(
@@ -43,10 +46,11 @@ pub fn service(
 ) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
         CanonicalHeaderNames((
-            ProbesApi::new(store),
+            ProbesApi::new(store.clone()),
             PaymentApi::new(portal),
             PlansApi::new(plans.clone(), credits.clone()),
-            CreditsApi::new(credits, plans),
+            CreditsApi::new(credits.clone(), plans),
+            EventsApi::new(store, credits),
         )),
         "billing-sync",
         env!("CARGO_PKG_VERSION"),

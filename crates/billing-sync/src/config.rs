@@ -123,6 +123,21 @@ pub enum Command {
         #[command(subcommand)]
         action: EventsAction,
     },
+    /// What leaves the service: billing events and Clerk's organization metadata.
+    Outbox {
+        /// `republish`.
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+/// The `outbox` actions.
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Mark every organization's billing as changed, so that a running `serve` publishes it
+    /// again (a `billing.updated` where the state differs from the last published) and writes
+    /// every organization's Clerk metadata: first setup, or after restoring a database.
+    Republish,
 }
 
 /// The `events` actions.
@@ -306,6 +321,36 @@ pub struct ServeArgs {
           hide_default_value = true, value_parser = optional(api_keys))]
     pub billing_api_keys: Optional<Arc<ApiKeys>>,
 
+    /// The app's endpoint for billing events (`billing.updated`, `credits.balance_low`),
+    /// POSTed signed the Standard Webhooks way with `APP_WEBHOOK_SECRET` (README "Billing
+    /// flows out"). Unset: events are kept for `GET /api/v1/events` only.
+    #[arg(long, env = "APP_WEBHOOK_URL", default_value = "", hide_default_value = true,
+          value_parser = optional(absolute_url))]
+    pub app_webhook_url: Optional<String>,
+
+    /// The `whsec_…` secret the app's webhook verifies billing events with (needed with
+    /// `APP_WEBHOOK_URL`).
+    #[arg(long, env = "APP_WEBHOOK_SECRET", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(app_webhook_secret))]
+    pub app_webhook_secret: Optional<SecretString>,
+
+    /// Clerk secret key (`sk_…`): with it, `public_metadata.billing` of every organization is
+    /// kept equal to its billing state through Clerk's Backend API. Unset: Clerk is not written.
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(secret))]
+    pub clerk_secret_key: Optional<SecretString>,
+
+    /// Base URL of Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_BASE", default_value = "https://api.clerk.com",
+          value_parser = absolute_url)]
+    pub clerk_api_base: String,
+
+    /// A credit balance below this sends `credits.balance_low` (again only after it was back at
+    /// or above it). Unset: never.
+    #[arg(long, env = "CREDITS_LOW_BALANCE_THRESHOLD", default_value = "",
+          hide_default_value = true, value_parser = optional(integer))]
+    pub credits_low_balance_threshold: Optional<i64>,
+
     /// `true` to project Stripe customers and subscriptions from their current state fetched
     /// from the Stripe API (needs STRIPE_SECRET_KEY) instead of the event payload.
     #[arg(long, env = "STRIPE_REFETCH_OBJECTS", default_value = "false", value_parser = boolean)]
@@ -334,6 +379,12 @@ impl ServeArgs {
         }
         self.clerk_issuer()?;
         self.stripe_sessions_per_minute()?;
+        if self.app_webhook_url.get().is_some() != self.app_webhook_secret.get().is_some() {
+            return Err(ConfigError::new(
+                "APP_WEBHOOK_SECRET",
+                "APP_WEBHOOK_URL and APP_WEBHOOK_SECRET go together: set both, or neither",
+            ));
+        }
         if self.stripe_refetch_objects && self.stripe_api.stripe_secret_key.get().is_none() {
             return Err(ConfigError::new(
                 "STRIPE_REFETCH_OBJECTS",
@@ -618,6 +669,21 @@ fn text(value: &str) -> Result<String, String> {
 
 fn secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value))
+}
+
+fn integer(value: &str) -> Result<i64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a whole number"))
+}
+
+/// A `whsec_…` secret the svix crate can sign with; the reason never echoes it.
+fn app_webhook_secret(value: &str) -> Result<SecretString, String> {
+    match svix::webhooks::Webhook::new(value) {
+        Ok(_) => Ok(SecretString::from(value)),
+        Err(_) => Err("not a whsec_… secret (base64 after the prefix)".to_owned()),
+    }
 }
 
 fn client_reference_key(value: &str) -> Result<ClientReferenceKey, String> {

@@ -12,6 +12,7 @@ pub mod config;
 mod events;
 mod observability;
 mod open_files;
+mod outbox;
 mod output;
 mod trusted_proxies;
 pub use output::error_line;
@@ -28,7 +29,7 @@ use billing_sync_api::portal::Portal;
 use billing_sync_store::Store;
 use secrecy::ExposeSecret;
 
-use crate::config::{Command, CommonArgs, ConfigError, MigrateAction};
+use crate::config::{Command, CommonArgs, ConfigError, MigrateAction, OutboxAction};
 pub use crate::startup::App;
 
 /// Why a subcommand did not succeed.
@@ -88,7 +89,9 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
         Command::Serve(args) => {
             args.validate()?;
             telemetry::init(&common);
-            let store = open_store(&common).await?;
+            let store = open_store(&common)
+                .await?
+                .with_low_balance_threshold(args.credits_low_balance_threshold.get().copied());
             if !args.no_migrate {
                 store
                     .migrate_up()
@@ -104,6 +107,12 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                 stripe.clone(),
             ));
             let operations = startup::build_operations(&args, &common, store.clone(), stripe)?;
+            outbox::spawn(
+                store.clone(),
+                operations.1.clone(),
+                operations.2.clone(),
+                startup::outbox_destinations(&args)?,
+            );
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let max_connections = connections_within_open_files(args.max_connections)?;
             let listener = tokio::net::TcpListener::bind(args.listen_addr)
@@ -176,6 +185,22 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
             let result = events::run(&store, &startup::projection(&common), action).await;
             store.close().await.context("closing the database")?;
             result
+        }
+        Command::Outbox {
+            action: OutboxAction::Republish,
+        } => {
+            telemetry::init(&common);
+            let store = open_existing_store(&common).await?;
+            let marked = store
+                .republish_all()
+                .await
+                .context("marking the organizations")?;
+            output::out!(
+                "{marked} organizations marked: a running `billing-sync serve` publishes them and \
+                 writes their Clerk metadata"
+            );
+            store.close().await.context("closing the database")?;
+            Ok(())
         }
     }
 }

@@ -337,6 +337,30 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
 /// The longest a JWKS fetch may take: requests for a key not cached wait on it.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Where `serve` sends published billing, from its settings.
+pub(crate) fn outbox_destinations(args: &ServeArgs) -> anyhow::Result<crate::outbox::Destinations> {
+    use secrecy::ExposeSecret;
+    let app_webhook = match (args.app_webhook_url.get(), args.app_webhook_secret.get()) {
+        (Some(url), Some(secret)) => Some(crate::outbox::app_webhook::AppWebhook::new(
+            url,
+            secret.expose_secret(),
+        )?),
+        _ => None,
+    };
+    let clerk = args
+        .clerk_secret_key
+        .get()
+        .map(|key| {
+            crate::outbox::clerk_metadata::ClerkMetadata::new(&args.clerk_api_base, key.clone())
+        })
+        .transpose()?;
+    Ok(crate::outbox::Destinations {
+        app_webhook,
+        clerk,
+        low_balance_threshold: args.credits_low_balance_threshold.get().copied(),
+    })
+}
+
 /// The projections' settings, for live delivery and replay alike.
 pub(crate) fn projection(common: &CommonArgs) -> Projection {
     Projection {

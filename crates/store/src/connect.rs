@@ -13,6 +13,9 @@ use crate::error::{StoreError, is_connection_error};
 pub struct Store {
     db: DatabaseConnection,
     target: String,
+    /// A credit decision that takes an organization's balance across this (either way) tells
+    /// the outbox (`CREDITS_LOW_BALANCE_THRESHOLD`); none: balances tell it nothing.
+    low_balance_threshold: Option<i64>,
 }
 
 /// One migration and whether it has been applied.
@@ -72,7 +75,11 @@ impl Store {
                 target: target.clone(),
                 source,
             })?;
-        Ok(Store { db, target })
+        Ok(Store {
+            db,
+            target,
+            low_balance_threshold: None,
+        })
     }
 
     /// Connects to `url` as [`Store::connect`] does, but never creates a database: an SQLite
@@ -94,7 +101,19 @@ impl Store {
         Store {
             db: DatabaseConnection::default(),
             target: "no database".to_owned(),
+            low_balance_threshold: None,
         }
+    }
+
+    /// This store, with credit decisions telling the outbox when a balance crosses `threshold`.
+    pub fn with_low_balance_threshold(mut self, threshold: Option<i64>) -> Self {
+        self.low_balance_threshold = threshold;
+        self
+    }
+
+    /// See [`Store::with_low_balance_threshold`].
+    pub(crate) fn low_balance_threshold(&self) -> Option<i64> {
+        self.low_balance_threshold
     }
 
     /// Checks that `url` is one billing-sync can use, without connecting, and returns where it

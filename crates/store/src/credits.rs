@@ -62,7 +62,14 @@ impl Store {
     ) -> Result<Vec<Vec<Answer>>, StoreError> {
         let result: Result<_, DbErr> = async {
             let txn = self.connection().begin().await?;
-            let answers = decide_in(&txn, batch, credits_metadata_key, now).await?;
+            let answers = decide_in(
+                &txn,
+                batch,
+                credits_metadata_key,
+                now,
+                self.low_balance_threshold(),
+            )
+            .await?;
             txn.commit().await?;
             Ok(answers)
         }
@@ -210,6 +217,7 @@ async fn decide_in(
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
+    low_balance_threshold: Option<i64>,
 ) -> Result<Vec<Vec<Answer>>, DbErr> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -228,6 +236,10 @@ async fn decide_in(
     .await?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut decided: BTreeMap<&str, Decisions> = BTreeMap::new();
+    let balances_before: HashMap<&str, i64> = ledgers
+        .iter()
+        .map(|(organization, account)| (*organization, account.balance))
+        .collect();
     for organization in batch {
         let account = ledgers
             .get_mut(organization.organization_id.as_str())
@@ -245,7 +257,23 @@ async fn decide_in(
     decided.retain(|_, decisions| {
         !(decisions.transactions.is_empty() && decisions.changed_grants.is_empty())
     });
+    // The organizations whose balance crossed the threshold, either way: the outbox hears of
+    // them in this transaction (a balance that merely moved is not news).
+    let crossed: Vec<&str> = low_balance_threshold.map_or_else(Vec::new, |threshold| {
+        decided
+            .keys()
+            .copied()
+            .filter(|organization| {
+                let before = balances_before[organization];
+                let after = ledgers[organization].balance;
+                (before < threshold) != (after < threshold)
+            })
+            .collect()
+    });
     write(txn, &ledgers, decided, now).await?;
+    if let Some(mark) = crate::outbox::mark_statement(txn.get_database_backend(), &[], &crossed) {
+        txn.execute_raw(mark).await?;
+    }
     Ok(answers)
 }
 

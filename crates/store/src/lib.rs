@@ -12,6 +12,7 @@ mod error;
 pub mod ledger;
 mod literal;
 mod memberships;
+pub mod outbox;
 pub mod plans;
 pub mod retry;
 pub mod sync;

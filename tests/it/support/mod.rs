@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod operations;
+pub mod receivers;
 pub mod standins;
 
 use std::collections::HashMap;

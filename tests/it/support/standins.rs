@@ -18,7 +18,7 @@ use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
-async fn serve(route: impl poem::Endpoint + 'static) -> String {
+pub(crate) async fn serve(route: impl poem::Endpoint + 'static) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

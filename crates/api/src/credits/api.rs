@@ -32,10 +32,29 @@ pub const WRITE_PATHS: [&str; 2] = ["/api/v1/credits/consume", "/api/v1/credits/
 pub const API_KEY_REQUIRED: &str = "Authentication required: send one of the server's \
      BILLING_API_KEYS as `Authorization: Bearer <key>`.";
 
+/// An organization's billing state as the app's backend reads it (`organizationBilling`), and
+/// as billing events carry it: the one place it is put together without a user session.
+pub async fn organization_billing(
+    plans: &Plans,
+    credits: &Credits,
+    organization_id: &str,
+) -> Result<BillingState, CreditsError> {
+    let balance = credits.balance(organization_id).await?;
+    let (caller, subscriptions) = plans.organization_state(organization_id).await?;
+    Ok(billing_state(caller, subscriptions, balance))
+}
+
 /// An API key of `BILLING_API_KEYS`, sent by the app's backend as `Authorization: Bearer <key>`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer")]
 pub struct BillingApiKey(Bearer);
+
+impl BillingApiKey {
+    /// The key as sent.
+    pub fn token(&self) -> &str {
+        &self.0.token
+    }
+}
 
 /// Spend an organization's credits.
 #[derive(Debug, Object)]
@@ -608,16 +627,9 @@ impl CreditsApi {
         if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
             return answer(&err, "organization billing").into();
         }
-        let balance = match self.credits.balance(&organization_id.0).await {
-            Ok(balance) => balance,
-            Err(err) => return answer(&err, "organization billing").into(),
-        };
-        match self.plans.organization_state(&organization_id.0).await {
-            Ok((caller, subscriptions)) => OrganizationBillingResponse::State(
-                Json(billing_state(caller, subscriptions, balance)),
-                NO_STORE.into(),
-            ),
-            Err(err) => answer(&CreditsError::from(err), "organization billing").into(),
+        match organization_billing(&self.plans, &self.credits, &organization_id.0).await {
+            Ok(state) => OrganizationBillingResponse::State(Json(state), NO_STORE.into()),
+            Err(err) => answer(&err, "organization billing").into(),
         }
     }
 

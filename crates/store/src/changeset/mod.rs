@@ -204,6 +204,48 @@ impl<'a> ChangeSet<'a> {
 
     /// Every customer id the set touches (its own rows, links, and subscriptions' customers),
     /// sorted and without repeats.
+    /// What the outbox must hear of this set ([`crate::outbox::mark_statement`]): the customers
+    /// whose organization's billing it may change, and the organizations it names directly.
+    fn billing_touched(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut customers: Vec<&str> = self
+            .customer_ids()
+            .into_iter()
+            .chain(self.entitlements.keys().copied())
+            .chain(
+                self.purchases
+                    .values()
+                    .filter_map(|purchase| purchase.customer_id.as_deref()),
+            )
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+        let mut organizations: Vec<&str> = self
+            .subscriptions
+            .values()
+            .flatten()
+            .filter_map(|s| s.organization_id.as_deref())
+            .chain(
+                self.customers
+                    .values()
+                    .flatten()
+                    .filter_map(|c| c.organization_id.as_deref()),
+            )
+            .chain(
+                self.links
+                    .values()
+                    .map(|link| link.organization_id.as_str()),
+            )
+            .chain(
+                self.purchases
+                    .values()
+                    .filter_map(|purchase| purchase.organization_id.as_deref()),
+            )
+            .collect();
+        organizations.sort_unstable();
+        organizations.dedup();
+        (customers, organizations)
+    }
+
     fn customer_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self
             .customers

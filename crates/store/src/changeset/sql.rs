@@ -55,6 +55,9 @@ pub async fn apply_set(db: &impl ConnectionTrait, set: &ChangeSet<'_>) -> Result
             Step::Adopt(statement) => {
                 run(db, &statement).await?;
             }
+            Step::Mark(statement) => {
+                db.execute_raw(statement).await?;
+            }
         }
     }
     Ok(written)
@@ -94,6 +97,10 @@ pub(crate) fn write_apply_set(message: &mut String, set: &ChangeSet<'_>) {
             }
             Step::Upsert(statement) => statement.build(PostgresQueryBuilder),
             Step::Adopt(statement) => statement.build(PostgresQueryBuilder),
+            Step::Mark(statement) => (
+                statement.sql,
+                statement.values.unwrap_or(Values(Vec::new())),
+            ),
         };
         literal::write_statement(message, &sql, &values);
         message.push_str(";\n");
@@ -108,6 +115,9 @@ enum Step<'a> {
     Upsert(InsertStatement),
     /// Subscriptions taking their customer's organization.
     Adopt(UpdateStatement),
+    /// The outbox rows of the organizations whose billing the set may change, bumped last
+    /// (after the links that name them).
+    Mark(Statement),
 }
 
 /// The statements that apply `set`, in lock order: the customers' advisory locks, then the
@@ -161,6 +171,10 @@ fn steps<'s>(set: &'s ChangeSet<'_>, backend: DbBackend) -> Vec<Step<'s>> {
         steps.push(Step::Upsert(crate::credit_facts::refunds_upsert(
             set.refunds.values().copied(),
         )));
+    }
+    let (customers, organizations) = set.billing_touched();
+    if let Some(mark) = crate::outbox::mark_statement(backend, &customers, &organizations) {
+        steps.push(Step::Mark(mark));
     }
     steps
 }

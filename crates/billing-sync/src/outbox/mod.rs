@@ -1,0 +1,142 @@
+//! What leaves the service after commit: the publisher turns the outbox rows that ingestion
+//! and the credit ledger bump (in the transaction of the change) into published states and
+//! billing events ([`publisher`]); senders deliver the events to the app's webhook
+//! ([`app_webhook`]) and the states to Clerk's organization metadata ([`clerk_metadata`]).
+//! Every replica runs them; leases in the database share the work (see
+//! `billing_sync_store::outbox`).
+
+pub mod app_webhook;
+pub mod clerk_metadata;
+pub mod publisher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use billing_sync_api::credits::Credits;
+use billing_sync_api::plans::Plans;
+use billing_sync_store::Store;
+
+/// How long a lease lasts: longer than any one delivery may take ([`DELIVERY_TIMEOUT`]), so
+/// that a lease lapses only when its holder is gone.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// The longest a delivery to the app or to Clerk may take.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often an idle loop looks for work: the delay from a commit to its delivery while
+/// receivers are healthy is about this.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// How long a delivery that failed `attempts` times waits before the next: 5 s, then three
+/// times longer each time, at most six hours; it is never given up (the event stays pending,
+/// counted by the metrics, until the receiver takes it).
+pub fn backoff(attempts: i64) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    Duration::from_secs(5u64.saturating_mul(3u64.saturating_pow(exponent)))
+        .min(Duration::from_secs(6 * 3600))
+}
+
+/// Unix seconds now.
+pub(crate) fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A lease token: who holds a row.
+pub(crate) fn lease_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Where published billing goes, from `serve`'s settings.
+pub struct Destinations {
+    /// The app's webhook (`APP_WEBHOOK_URL`, `APP_WEBHOOK_SECRET`).
+    pub app_webhook: Option<app_webhook::AppWebhook>,
+    /// Clerk's Backend API (`CLERK_SECRET_KEY`, `CLERK_API_BASE`).
+    pub clerk: Option<clerk_metadata::ClerkMetadata>,
+    /// `CREDITS_LOW_BALANCE_THRESHOLD`: none, no `credits.balance_low`.
+    pub low_balance_threshold: Option<i64>,
+}
+
+/// Starts the publisher, the senders configured and the backlog's metrics, for as long as the
+/// process runs. Stopping loses nothing: what was not recorded as done is done again by the
+/// next one to lease it (receivers deduplicate on the event id).
+pub fn spawn(store: Store, plans: Arc<Plans>, credits: Arc<Credits>, destinations: Destinations) {
+    let publisher = publisher::Publisher {
+        store: store.clone(),
+        plans,
+        credits,
+        low_balance_threshold: destinations.low_balance_threshold,
+    };
+    tokio::spawn(publisher.run());
+    if let Some(webhook) = destinations.app_webhook {
+        tokio::spawn(webhook.run(store.clone()));
+    }
+    if let Some(clerk) = destinations.clerk {
+        tokio::spawn(clerk.run(store.clone()));
+    }
+    tokio::spawn(report_backlog(store));
+}
+
+/// Publishes the outbox's backlog as gauges every few seconds.
+async fn report_backlog(store: Store) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        match store.outbox_backlog(unix_now()).await {
+            Ok(backlog) => {
+                metrics::gauge!("billing_sync_outbox_unpublished").set(backlog.unpublished as f64);
+                metrics::gauge!("billing_sync_outbox_pending", "destination" => "app_webhook")
+                    .set(backlog.webhook_pending as f64);
+                metrics::gauge!("billing_sync_outbox_oldest_pending_seconds", "destination" => "app_webhook")
+                    .set(backlog.webhook_oldest_age as f64);
+                metrics::gauge!("billing_sync_outbox_pending", "destination" => "clerk")
+                    .set(backlog.clerk_pending as f64);
+            }
+            Err(err) => tracing::warn!(error = %err, "outbox: reading the backlog failed"),
+        }
+    }
+}
+
+/// When to try again after a failure at `now` (unix seconds, truncated): after the
+/// receiver's `Retry-After` (seconds) when it said one (429, 503), else the backoff. A second
+/// is added to `Retry-After`, as `now` may be up to a second behind the moment it answered.
+pub(crate) fn next_attempt(now: i64, attempts: i64, retry_after: Option<u64>) -> i64 {
+    let wait = match retry_after {
+        Some(asked) => asked.saturating_add(1),
+        None => backoff(attempts).as_secs(),
+    };
+    now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
+}
+
+/// The seconds of a `Retry-After` header (the delay form; a date is read as none).
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_retry_comes_within_ten_seconds_and_later_ones_at_most_six_hours_apart() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(15));
+        assert_eq!(backoff(100), Duration::from_secs(6 * 3600));
+        // A day of attempts is a dozen or so: never given up.
+        let day: u64 = (1..=12).map(|n| backoff(n).as_secs()).sum();
+        assert!(day > 24 * 3600, "{day}");
+    }
+
+    #[test]
+    fn retry_after_is_obeyed_over_the_backoff() {
+        assert_eq!(next_attempt(100, 1, Some(30)), 131);
+        assert_eq!(next_attempt(100, 1, None), 105);
+        assert_eq!(next_attempt(100, 1, Some(0)), 101);
+    }
+}

@@ -1,0 +1,129 @@
+//! The publisher: for each organization whose outbox row says its billing changed, reads the
+//! state now (after the change's commit, so at least as new) and, when it differs from what was
+//! last published, appends the events that say so, in one transaction with the row's
+//! `published` version.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use billing_sync_api::credits::Credits;
+use billing_sync_api::credits::api::organization_billing;
+use billing_sync_api::events::{BILLING_UPDATED, BalanceLow, CREDITS_BALANCE_LOW};
+use billing_sync_api::plans::Plans;
+use billing_sync_store::Store;
+use billing_sync_store::outbox::{NewBillingEvent, Unpublished};
+use poem_openapi::types::ToJSON;
+use serde_json::Value;
+
+use super::{LEASE, POLL, lease_token, unix_now};
+
+/// Organizations leased at a time.
+const BATCH: u64 = 32;
+
+/// The state field a billing event is not sent for: a balance that moves is not news (its
+/// crossing of the low-balance threshold is, as `credits.balance_low`). The event's data still
+/// carries the balance of the moment.
+const MOVING_FIELD: &str = "credits_balance";
+
+pub struct Publisher {
+    pub store: Store,
+    pub plans: Arc<Plans>,
+    pub credits: Arc<Credits>,
+    pub low_balance_threshold: Option<i64>,
+}
+
+impl Publisher {
+    /// Publishes for as long as the process runs.
+    pub async fn run(self) {
+        loop {
+            match self.publish_some().await {
+                Ok(0) => tokio::time::sleep(POLL).await,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbox: publishing failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch of organizations; how many were leased.
+    async fn publish_some(&self) -> anyhow::Result<usize> {
+        let lease = lease_token();
+        let now = unix_now();
+        let leased = self
+            .store
+            .lease_unpublished(&lease, now, now + LEASE.as_secs() as i64, BATCH)
+            .await?;
+        for organization in &leased {
+            if let Err(err) = self.publish(&lease, organization).await {
+                // Its lease lapses and it is published again: nothing is lost.
+                tracing::warn!(
+                    organization_id = %organization.organization_id,
+                    error = %err,
+                    "outbox: publishing an organization failed"
+                );
+            }
+        }
+        Ok(leased.len())
+    }
+
+    async fn publish(&self, lease: &str, leased: &Unpublished) -> anyhow::Result<()> {
+        let organization = &leased.organization_id;
+        let state = organization_billing(&self.plans, &self.credits, organization)
+            .await
+            .map_err(|err| anyhow::anyhow!("reading the billing state: {err}"))?;
+        let balance = state.credits_balance;
+        let state = state.to_json().unwrap_or(Value::Null);
+        let text = state.to_string();
+        let changed = leased.published_state.as_deref().is_none_or(|published| {
+            serde_json::from_str::<Value>(published).map_or(true, |published| {
+                without_moving(published) != without_moving(state.clone())
+            })
+        });
+        let mut events = Vec::new();
+        if changed {
+            events.push(NewBillingEvent {
+                id: event_id(),
+                event_type: BILLING_UPDATED.to_owned(),
+                data: text.clone(),
+            });
+        }
+        let low = self
+            .low_balance_threshold
+            .is_some_and(|threshold| balance < threshold);
+        if let (true, false, Some(threshold)) =
+            (low, leased.balance_low, self.low_balance_threshold)
+        {
+            events.push(NewBillingEvent {
+                id: event_id(),
+                event_type: CREDITS_BALANCE_LOW.to_owned(),
+                data: serde_json::to_string(&BalanceLow { balance, threshold })?,
+            });
+        }
+        let published = self
+            .store
+            .publish(lease, leased, &text, low, &events, unix_now())
+            .await?;
+        if published {
+            for event in &events {
+                metrics::counter!("billing_sync_outbox_published_total", "type" => event.event_type.clone())
+                    .increment(1);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A new billing event's id.
+fn event_id() -> String {
+    format!("bse_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A published state without the field that changes without being news.
+fn without_moving(mut state: Value) -> Value {
+    if let Some(object) = state.as_object_mut() {
+        object.remove(MOVING_FIELD);
+    }
+    state
+}

@@ -1,0 +1,296 @@
+//! Billing state flows out (README "Billing flows out"): the app's webhook gets signed billing
+//! events, Clerk's organization metadata follows the billing state, and the feed lists the
+//! events in commit order — through receivers that fail for a while, after a kill, on both
+//! backends, against the real binary.
+
+use crate::plans::{entitlement_summary, subscription};
+use crate::support;
+
+use std::time::Duration;
+
+use billing_sync_testkit::{Backend, TestDatabase, each_backend};
+use serde_json::{Value, json};
+use support::operations::{setup, stripe_event};
+use support::receivers::{Received, ReceiverStandIn};
+use support::{Server, now, status_and_json};
+
+const APP_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CLERK_SECRET_KEY: &str = "sk_test_outbox_clerk";
+const API_KEY: &str = "bsk_test_0123456789abcdef0123456789abcdef";
+
+each_backend!(
+    a_subscription_delivered_out_of_order_ends_in_clerk_and_at_the_app_through_their_outages,
+);
+
+/// The settings that send billing to `app` and `clerk`.
+fn destinations<'a>(
+    app: &'a ReceiverStandIn,
+    clerk: &'a ReceiverStandIn,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("APP_WEBHOOK_URL", app.base_url.as_str()),
+        ("APP_WEBHOOK_SECRET", APP_WEBHOOK_SECRET),
+        ("CLERK_SECRET_KEY", CLERK_SECRET_KEY),
+        ("CLERK_API_BASE", clerk.base_url.as_str()),
+        ("BILLING_API_KEYS", API_KEY),
+    ]
+}
+
+/// A subscription's lifecycle for `org` (customer `cus`), delivered out of order: the update
+/// that activates it and the entitlements before the creation, the checkout that links the
+/// customer last.
+async fn lifecycle(server: &Server, org: &str, cus: &str) {
+    let t = now() - 3_600;
+    let sub = format!("sub_{org}");
+    stripe_event(
+        server,
+        &format!("evt_{org}_updated"),
+        "customer.subscription.updated",
+        t + 10,
+        subscription(&sub, cus, org, "active", None),
+    )
+    .await;
+    stripe_event(
+        server,
+        &format!("evt_{org}_entitlements"),
+        "entitlements.active_entitlement_summary.updated",
+        t + 12,
+        entitlement_summary(cus, &["sso", "api"]),
+    )
+    .await;
+    stripe_event(
+        server,
+        &format!("evt_{org}_created"),
+        "customer.subscription.created",
+        t,
+        subscription(&sub, cus, org, "incomplete", None),
+    )
+    .await;
+    stripe_event(
+        server,
+        &format!("evt_{org}_checkout"),
+        "checkout.session.completed",
+        t + 1,
+        json!({"id": format!("cs_{org}"), "object": "checkout.session", "mode": "subscription",
+               "created": t + 1, "customer": cus, "metadata": {"organization_id": org},
+               "livemode": false}),
+    )
+    .await;
+}
+
+/// Whether a delivery's signature verifies with `secret`, as a Standard Webhooks library
+/// checks it (the svix crate, which verifies `webhook-*` headers).
+fn verifies(received: &Received, secret: &str, body: &[u8]) -> bool {
+    let mut headers = poem::http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        if let Ok(value) = received.header(name).parse() {
+            headers.insert(name, value);
+        }
+    }
+    svix::webhooks::Webhook::new(secret)
+        .expect("a whsec_ secret")
+        .verify(body, &headers)
+        .is_ok()
+}
+
+/// Every event of the feed, paged one at a time with the cursor.
+async fn feed(server: &Server) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let response = support::http()
+            .get(server.url(&format!("/api/v1/events?limit=1&after={after}")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("GET the feed");
+        let (status, page) = status_and_json(response).await;
+        assert_eq!(status, 200, "{page}");
+        events.extend(page["data"].as_array().cloned().unwrap_or_default());
+        let next = page["next_after"].as_i64().expect("a cursor");
+        if page["has_more"] != true {
+            assert!(page["data"].as_array().is_some_and(|page| page.len() <= 1));
+            return events;
+        }
+        assert!(next > after, "the cursor moves on");
+        after = next;
+    }
+}
+
+/// The lifecycle's final state (active, `api` and `sso`) reaches Clerk's metadata (without
+/// touching the app's own key) and the app's webhook, though the app answers 503 then 429 with
+/// `Retry-After` and Clerk 429: no request comes before `Retry-After` has elapsed, every
+/// delivery is signed (a tampered one fails verification), the versions the app took never go
+/// down, and the feed gives every event once across pages of one.
+async fn a_subscription_delivered_out_of_order_ends_in_clerk_and_at_the_app_through_their_outages(
+    db: TestDatabase,
+) {
+    let app = ReceiverStandIn::app().await;
+    let clerk = ReceiverStandIn::clerk().await;
+    app.script(&[(503, None), (429, Some(2))]);
+    clerk.script(&[(429, Some(1))]);
+    clerk.set_metadata("org_flow", json!({"app_key": "keep"}));
+    let s = setup(&db, &[], &destinations(&app, &clerk)).await;
+    lifecycle(&s.server, "org_flow", "cus_flow").await;
+
+    let expected_billing = |version: &Value| {
+        json!({"active": true, "features": ["api", "sso"], "plan": "prod_team",
+               "status": "active", "period_end": 1_765_678_400, "version": version})
+    };
+    let metadata = support::wait_for(
+        "Clerk's metadata to follow",
+        Duration::from_secs(30),
+        || async {
+            let metadata = clerk.metadata("org_flow");
+            let billing = &metadata["billing"];
+            (billing["active"] == true && billing["features"] == json!(["api", "sso"]))
+                .then_some(metadata)
+        },
+    )
+    .await;
+    assert_eq!(
+        metadata,
+        json!({"app_key": "keep", "billing": expected_billing(&metadata["billing"]["version"])})
+    );
+
+    let taken = support::wait_for(
+        "the app to take the final state",
+        Duration::from_secs(40),
+        || async {
+            let received = app.received();
+            let done = received
+                .iter()
+                .rev()
+                .find(|r| r.status == 200)
+                .is_some_and(|r| {
+                    let event = r.json();
+                    event["type"] == "billing.updated"
+                        && event["data"]["active"] == true
+                        && event["data"]["entitlements"] == json!(["api", "sso"])
+                });
+            done.then_some(received)
+        },
+    )
+    .await;
+    for received in &taken {
+        assert!(
+            verifies(received, APP_WEBHOOK_SECRET, &received.body),
+            "{:?}",
+            received.headers
+        );
+        assert_eq!(received.header("webhook-id"), received.json()["id"]);
+    }
+    let mut tampered = taken[0].body.clone();
+    tampered[0] = b' ';
+    assert!(!verifies(&taken[0], APP_WEBHOOK_SECRET, &tampered));
+    // The 429 said 2 s: nothing came sooner.
+    let refused = taken.iter().position(|r| r.status == 429).expect("the 429");
+    let next = taken.get(refused + 1).expect("a request after the 429");
+    assert!(
+        next.at.duration_since(taken[refused].at) >= Duration::from_secs(2),
+        "{:?} after Retry-After: 2",
+        next.at.duration_since(taken[refused].at)
+    );
+    let versions: Vec<i64> = taken
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json()["version"].as_i64().expect("a version"))
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
+    // Clerk was answered 429 (1 s) once, and not asked again sooner.
+    let clerk_requests = clerk.received();
+    assert!(
+        clerk_requests[1].at.duration_since(clerk_requests[0].at) >= Duration::from_secs(1),
+        "Clerk asked again before its Retry-After"
+    );
+
+    let events = feed(&s.server).await;
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "each event once");
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "billing.updated");
+    assert_eq!(last["organization_id"], "org_flow");
+    assert_eq!(last["data"]["entitlements"], json!(["api", "sso"]));
+    for taken_event in taken.iter().filter(|r| r.status == 200) {
+        let id = taken_event.json()["id"].as_str().expect("an id").to_owned();
+        assert!(ids.contains(&id.as_str()), "the app's {id} is in the feed");
+    }
+    // A restored Clerk (the metadata gone): `outbox republish` writes it again.
+    clerk.set_metadata("org_flow", json!({"app_key": "keep"}));
+    let republished = support::run(
+        &["outbox", "republish"],
+        &[("DATABASE_URL", db.url.as_str())],
+    )
+    .await;
+    assert!(republished.status.success(), "{}", republished.stderr);
+    assert!(
+        republished.stdout.contains("organizations marked"),
+        "{}",
+        republished.stdout
+    );
+    support::wait_for(
+        "Clerk's metadata written again",
+        Duration::from_secs(30),
+        || async {
+            (clerk.metadata("org_flow")["billing"]["features"] == json!(["api", "sso"]))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let unauthenticated = support::http()
+        .get(s.server.url("/api/v1/events"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(unauthenticated.status(), 401);
+}
+
+/// A billing-sync killed right after acknowledging the events still sends what they changed
+/// once it is back: the change's outbox row was committed with it.
+#[tokio::test]
+async fn a_change_acknowledged_before_a_kill_still_goes_out_after_the_restart() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let app = ReceiverStandIn::app().await;
+    let clerk = ReceiverStandIn::clerk().await;
+    // Neither receiver takes anything before the kill.
+    app.script(&[(503, None); 50]);
+    clerk.script(&[(503, None); 50]);
+    let s = setup(&db, &[], &destinations(&app, &clerk)).await;
+    lifecycle(&s.server, "org_kill", "cus_kill").await;
+    s.server.kill().await;
+    let app_after = ReceiverStandIn::app().await;
+    let clerk_after = ReceiverStandIn::clerk().await;
+    let _restarted = setup(&db, &[], &destinations(&app_after, &clerk_after)).await;
+    support::wait_for(
+        "the app to get the change after the restart",
+        Duration::from_secs(30),
+        || async {
+            app_after
+                .received()
+                .iter()
+                .any(|r| {
+                    let event = r.json();
+                    r.status == 200
+                        && event["organization_id"] == "org_kill"
+                        && event["data"]["entitlements"] == json!(["api", "sso"])
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    support::wait_for(
+        "Clerk to get the change after the restart",
+        Duration::from_secs(30),
+        || async {
+            (clerk_after.metadata("org_kill")["billing"]["features"] == json!(["api", "sso"]))
+                .then_some(())
+        },
+    )
+    .await;
+}

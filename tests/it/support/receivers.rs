@@ -1,0 +1,197 @@
+//! Stand-ins for what billing-sync sends to, real HTTP servers on 127.0.0.1: the app's webhook
+//! endpoint (any path, Standard Webhooks headers recorded as sent) and Clerk's Backend API
+//! organization metadata (`PATCH /v1/organizations/{id}/metadata`, deep-merged as Clerk does).
+//! Both answer from a script first (status, `Retry-After`), then 200.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use poem::web::{Data, Path};
+use poem::{EndpointExt, Response, Route, handler, patch, post};
+use serde_json::{Value, json};
+
+/// One scripted answer: a status and the `Retry-After` seconds to send with it.
+pub type Scripted = (u16, Option<u64>);
+
+/// A request a receiver got, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub status: u16,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct Receiver {
+    script: Mutex<VecDeque<Scripted>>,
+    received: Mutex<Vec<Received>>,
+    /// Clerk's organizations' `public_metadata`.
+    metadata: Mutex<HashMap<String, Value>>,
+}
+
+impl Receiver {
+    /// Records the request and answers the next scripted status (200 when the script is spent).
+    fn take(&self, request: &poem::Request, body: Vec<u8>) -> Scripted {
+        let answer = self
+            .script
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or((200, None));
+        let headers = request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    value.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        self.received.lock().expect("lock").push(Received {
+            at: Instant::now(),
+            headers,
+            body,
+            status: answer.0,
+        });
+        answer
+    }
+}
+
+fn answer((status, retry_after): Scripted, body: Value) -> Response {
+    let mut response = Response::builder()
+        .status(poem::http::StatusCode::from_u16(status).expect("status"))
+        .content_type("application/json");
+    if let Some(seconds) = retry_after {
+        response = response.header("retry-after", seconds.to_string());
+    }
+    response.body(body.to_string())
+}
+
+#[handler]
+async fn app_webhook(
+    request: &poem::Request,
+    body: Vec<u8>,
+    state: Data<&Arc<Receiver>>,
+) -> Response {
+    let scripted = state.take(request, body);
+    answer(scripted, json!({}))
+}
+
+/// Merges `patch` into `target` as Clerk's metadata endpoints do: objects key by key, anything
+/// else replaced, a null removing the key.
+fn deep_merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    deep_merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+#[handler]
+async fn clerk_metadata(
+    request: &poem::Request,
+    Path(organization): Path<String>,
+    body: Vec<u8>,
+    state: Data<&Arc<Receiver>>,
+) -> Response {
+    let scripted = state.take(request, body.clone());
+    if scripted.0 != 200 {
+        return answer(
+            scripted,
+            json!({"errors": [{"code": "too_many_requests", "message": "slow down"}]}),
+        );
+    }
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut metadata = state.metadata.lock().expect("lock");
+    let stored = metadata
+        .entry(organization.clone())
+        .or_insert_with(|| json!({}));
+    deep_merge(stored, &patch["public_metadata"]);
+    answer(
+        scripted,
+        json!({"object": "organization", "id": organization, "public_metadata": stored}),
+    )
+}
+
+/// A receiver: the app's webhook endpoint, or Clerk's metadata endpoint.
+pub struct ReceiverStandIn {
+    pub base_url: String,
+    state: Arc<Receiver>,
+}
+
+impl ReceiverStandIn {
+    /// The app's webhook endpoint: POST anywhere.
+    pub async fn app() -> ReceiverStandIn {
+        let state = Arc::new(Receiver::default());
+        let base_url = super::standins::serve(
+            Route::new()
+                .at("/*path", post(app_webhook))
+                .data(state.clone()),
+        )
+        .await;
+        ReceiverStandIn { base_url, state }
+    }
+
+    /// Clerk's Backend API, for organization metadata.
+    pub async fn clerk() -> ReceiverStandIn {
+        let state = Arc::new(Receiver::default());
+        let base_url = super::standins::serve(
+            Route::new()
+                .at("/v1/organizations/:id/metadata", patch(clerk_metadata))
+                .data(state.clone()),
+        )
+        .await;
+        ReceiverStandIn { base_url, state }
+    }
+
+    /// The next requests are answered these, one each.
+    pub fn script(&self, answers: &[Scripted]) {
+        self.state.script.lock().expect("lock").extend(answers);
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Clerk's `public_metadata` of `organization`.
+    pub fn metadata(&self, organization: &str) -> Value {
+        self.state
+            .metadata
+            .lock()
+            .expect("lock")
+            .get(organization)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Sets Clerk's `public_metadata` of `organization`, as the app's own code would.
+    pub fn set_metadata(&self, organization: &str, metadata: Value) {
+        self.state
+            .metadata
+            .lock()
+            .expect("lock")
+            .insert(organization.to_owned(), metadata);
+    }
+}
