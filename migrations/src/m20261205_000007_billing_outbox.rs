@@ -19,8 +19,10 @@ enum BillingOutbox {
     Published,
     /// The billing state last published, as JSON: what Clerk's metadata is written from.
     PublishedState,
-    /// Whether the last published credit balance was below the low-balance threshold.
-    BalanceLow,
+    /// Bumped by every credit decision that takes the balance below the low-balance threshold.
+    BalanceDrops,
+    /// The `balance_drops` last published.
+    PublishedDrops,
     /// The publisher holding the row, and until when (a replica that dies lets it go).
     Lease,
     LeasedUntil,
@@ -81,12 +83,8 @@ impl MigrationTrait for Migration {
                     .col(counter(BillingOutbox::Changes))
                     .col(counter(BillingOutbox::Published))
                     .col(ColumnDef::new(BillingOutbox::PublishedState).text())
-                    .col(
-                        ColumnDef::new(BillingOutbox::BalanceLow)
-                            .boolean()
-                            .not_null()
-                            .default(false),
-                    )
+                    .col(counter(BillingOutbox::BalanceDrops))
+                    .col(counter(BillingOutbox::PublishedDrops))
                     .col(ColumnDef::new(BillingOutbox::Lease).string())
                     .col(ColumnDef::new(BillingOutbox::LeasedUntil).big_integer())
                     .col(counter(BillingOutbox::ClerkSent))

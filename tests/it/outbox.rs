@@ -294,3 +294,234 @@ async fn a_change_acknowledged_before_a_kill_still_goes_out_after_the_restart() 
     )
     .await;
 }
+
+/// Posts `body` to the ledger's `path` with the API key; the status.
+async fn ledger_write(server: &Server, path: &str, body: Value) -> u16 {
+    support::http()
+        .post(server.url(path))
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+/// A balance that goes below `CREDITS_LOW_BALANCE_THRESHOLD` sends `credits.balance_low` once;
+/// spending more below it sends nothing more; back above and below again, once more.
+#[tokio::test]
+async fn a_balance_going_below_the_threshold_is_told_once_each_time() {
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always available");
+    let app = ReceiverStandIn::app().await;
+    let clerk = ReceiverStandIn::clerk().await;
+    let mut env = destinations(&app, &clerk);
+    env.push(("CREDITS_LOW_BALANCE_THRESHOLD", "50"));
+    let s = setup(&db, &[], &env).await;
+    let grant = |key: &str, amount: i64| json!({"organization_id": "org_low", "amount": amount, "idempotency_key": key});
+    let low_events = || {
+        app.received()
+            .into_iter()
+            .filter(|r| r.status == 200 && r.json()["type"] == "credits.balance_low")
+            .map(|r| r.json())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ledger_write(&s.server, "/api/v1/credits/grant", grant("g1", 100)).await,
+        200
+    );
+    assert_eq!(
+        ledger_write(&s.server, "/api/v1/credits/consume", grant("c1", 60)).await,
+        200
+    );
+    let first = support::wait_for("credits.balance_low", Duration::from_secs(20), || async {
+        low_events().first().cloned()
+    })
+    .await;
+    assert_eq!(first["organization_id"], "org_low");
+    assert_eq!(first["data"], json!({"balance": 40, "threshold": 50}));
+    // Lower still: no news. Then above, and below again: news once more.
+    assert_eq!(
+        ledger_write(&s.server, "/api/v1/credits/consume", grant("c2", 10)).await,
+        200
+    );
+    assert_eq!(
+        ledger_write(&s.server, "/api/v1/credits/grant", grant("g2", 100)).await,
+        200
+    );
+    assert_eq!(
+        ledger_write(&s.server, "/api/v1/credits/consume", grant("c3", 100)).await,
+        200
+    );
+    let both = support::wait_for(
+        "a second credits.balance_low",
+        Duration::from_secs(20),
+        || async {
+            let events = low_events();
+            (events.len() >= 2).then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(both[1]["data"], json!({"balance": 30, "threshold": 50}));
+}
+
+/// Two replicas on one PostgreSQL publish and send together while a dozen changes of four
+/// organizations arrive at both: at the app, each event is taken once and an organization's
+/// versions never go down; the last state each organization's receivers hold is its final
+/// state.
+#[tokio::test]
+async fn two_replicas_never_send_an_older_state_after_a_newer_one() {
+    let _load = support::one_load_at_a_time().await;
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let app = ReceiverStandIn::app().await;
+    let clerk = ReceiverStandIn::clerk().await;
+    let replicas = [
+        setup(&db, &[], &destinations(&app, &clerk)).await,
+        setup(&db, &[], &destinations(&app, &clerk)).await,
+    ];
+    let organizations = ["org_r1", "org_r2", "org_r3", "org_r4"];
+    let t = now() - 3_600;
+    for org in organizations {
+        let cus = format!("cus_{org}");
+        stripe_event(
+            &replicas[0].server,
+            &format!("evt_{org}_checkout"),
+            "checkout.session.completed",
+            t,
+            json!({"id": format!("cs_{org}"), "object": "checkout.session", "mode": "subscription",
+                   "created": t, "customer": cus, "metadata": {"organization_id": org},
+                   "livemode": false}),
+        )
+        .await;
+    }
+    const STEPS: i64 = 12;
+    let deliveries = organizations.iter().map(|org| {
+        let replicas = &replicas;
+        async move {
+            for step in 1..=STEPS {
+                let replica = &replicas[(step % 2) as usize];
+                stripe_event(
+                    &replica.server,
+                    &format!("evt_{org}_entitlements_{step}"),
+                    "entitlements.active_entitlement_summary.updated",
+                    t + step,
+                    entitlement_summary(&format!("cus_{org}"), &[&format!("f{step:02}")]),
+                )
+                .await;
+            }
+        }
+    });
+    futures::future::join_all(deliveries).await;
+    let last = format!("f{STEPS:02}");
+    support::wait_for(
+        "every organization's final state at the app and in Clerk",
+        Duration::from_secs(60),
+        || async {
+            let received = app.received();
+            organizations
+                .iter()
+                .all(|org| {
+                    let last_taken = received.iter().rev().find(|r| {
+                        let event = r.json();
+                        r.status == 200 && event["organization_id"] == *org
+                    });
+                    last_taken.is_some_and(|r| r.json()["data"]["entitlements"] == json!([last]))
+                        && clerk.metadata(org)["billing"]["features"] == json!([last])
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let received = app.received();
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "an event was sent twice");
+    for org in organizations {
+        let versions: Vec<i64> = received
+            .iter()
+            .map(Received::json)
+            .filter(|event| event["organization_id"] == org)
+            .map(|event| event["version"].as_i64().expect("a version"))
+            .collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "{org}: {versions:?}"
+        );
+        let features: Vec<Value> = received
+            .iter()
+            .map(Received::json)
+            .filter(|event| event["organization_id"] == org)
+            .map(|event| event["data"]["entitlements"].clone())
+            .collect();
+        let steps: Vec<&str> = features.iter().filter_map(|f| f[0].as_str()).collect();
+        assert!(
+            steps.windows(2).all(|w| w[0] < w[1]),
+            "{org}: an older state after a newer one: {steps:?}"
+        );
+    }
+}
+
+/// With `SVIX_AUTH_TOKEN`, events are handed to Svix's API: each once, with its id as
+/// `eventId` and as the idempotency key, in the application `SVIX_APP_ID` (created on the
+/// first message); a Svix failure is retried.
+#[tokio::test]
+async fn with_a_svix_token_events_are_handed_to_svix_once_each() {
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always available");
+    let svix = ReceiverStandIn::svix().await;
+    svix.script(&[(500, None)]);
+    let s = setup(
+        &db,
+        &[],
+        &[
+            ("SVIX_AUTH_TOKEN", "testsk_outbox_token"),
+            ("SVIX_SERVER_URL", svix.base_url.as_str()),
+            ("SVIX_APP_ID", "acme-billing"),
+            ("BILLING_API_KEYS", API_KEY),
+        ],
+    )
+    .await;
+    lifecycle(&s.server, "org_svix", "cus_svix").await;
+    let taken = support::wait_for(
+        "Svix to get the final state",
+        Duration::from_secs(30),
+        || async {
+            let received = svix.received();
+            received
+                .iter()
+                .rev()
+                .find(|r| r.status == 200)
+                .is_some_and(|r| {
+                    r.json()["payload"]["data"]["entitlements"] == json!(["api", "sso"])
+                })
+                .then_some(received)
+        },
+    )
+    .await;
+    assert_eq!(taken[0].status, 500, "the scripted failure came first");
+    for received in taken.iter().filter(|r| r.status == 200) {
+        let message = received.json();
+        let id = message["payload"]["id"].as_str().expect("an event id");
+        assert_eq!(message["eventId"], id);
+        assert_eq!(received.header("idempotency-key"), id);
+        assert_eq!(message["eventType"], message["payload"]["type"]);
+        assert_eq!(message["application"]["uid"], "acme-billing");
+        assert_eq!(
+            received.header("authorization"),
+            "Bearer testsk_outbox_token"
+        );
+    }
+    let feed = feed(&s.server).await;
+    assert!(!feed.is_empty());
+}

@@ -72,6 +72,10 @@ async fn every_answer_conforms_to_the_served_spec() {
             ("CLERK_JWKS_URL", jwks.url.as_str()),
             ("APP_BASE_URL", "https://app.example.com"),
             ("BILLING_API_KEYS", token.as_str()),
+            (
+                "STRIPE_CLIENT_REFERENCE_SECRET",
+                "a-schemathesis-client-reference-secret",
+            ),
         ],
     )
     .await;

@@ -131,6 +131,9 @@ pub enum EventsResponse {
         #[oai(header = "Cache-Control")]
         String,
     ),
+    /// `VALIDATION_ERROR`: `after` or `limit` is not a whole number in its range.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
     /// `UNAUTHORIZED`: no API key, or not one of `BILLING_API_KEYS`.
     #[oai(status = 401)]
     Unauthorized(

@@ -334,6 +334,22 @@ pub struct ServeArgs {
           hide_default_value = true, value_parser = optional(app_webhook_secret))]
     pub app_webhook_secret: Optional<SecretString>,
 
+    /// A Svix API token: billing events are handed to Svix (its cloud, or `SVIX_SERVER_URL`),
+    /// which delivers them to the endpoints of the application `SVIX_APP_ID`. Instead of
+    /// `APP_WEBHOOK_URL`, not with it.
+    #[arg(long, env = "SVIX_AUTH_TOKEN", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = optional(secret))]
+    pub svix_auth_token: Optional<SecretString>,
+
+    /// Base URL of a self-hosted svix-server (unset: Svix's cloud, by the token's region).
+    #[arg(long, env = "SVIX_SERVER_URL", default_value = "", hide_default_value = true,
+          value_parser = optional(absolute_url))]
+    pub svix_server_url: Optional<String>,
+
+    /// The Svix application (its uid) the events are sent to; created on the first event.
+    #[arg(long, env = "SVIX_APP_ID", default_value = "billing-sync")]
+    pub svix_app_id: String,
+
     /// Clerk secret key (`sk_…`): with it, `public_metadata.billing` of every organization is
     /// kept equal to its billing state through Clerk's Backend API. Unset: Clerk is not written.
     #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, default_value = "",
@@ -383,6 +399,13 @@ impl ServeArgs {
             return Err(ConfigError::new(
                 "APP_WEBHOOK_SECRET",
                 "APP_WEBHOOK_URL and APP_WEBHOOK_SECRET go together: set both, or neither",
+            ));
+        }
+        if self.app_webhook_url.get().is_some() && self.svix_auth_token.get().is_some() {
+            return Err(ConfigError::new(
+                "SVIX_AUTH_TOKEN",
+                "billing events go to one destination: APP_WEBHOOK_URL or Svix, not both (add \
+                 the app's endpoint in Svix instead)",
             ));
         }
         if self.stripe_refetch_objects && self.stripe_api.stripe_secret_key.get().is_none() {

@@ -339,12 +339,23 @@ const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where `serve` sends published billing, from its settings.
 pub(crate) fn outbox_destinations(args: &ServeArgs) -> anyhow::Result<crate::outbox::Destinations> {
+    use crate::outbox::event_sender::EventDestination;
     use secrecy::ExposeSecret;
-    let app_webhook = match (args.app_webhook_url.get(), args.app_webhook_secret.get()) {
-        (Some(url), Some(secret)) => Some(crate::outbox::app_webhook::AppWebhook::new(
-            url,
-            secret.expose_secret(),
-        )?),
+    let events = match (
+        args.app_webhook_url.get(),
+        args.app_webhook_secret.get(),
+        args.svix_auth_token.get(),
+    ) {
+        (Some(url), Some(secret), _) => Some(EventDestination::Webhook(
+            crate::outbox::app_webhook::AppWebhook::new(url, secret.expose_secret())?,
+        )),
+        (_, _, Some(token)) => Some(EventDestination::Svix(
+            crate::outbox::svix_api::SvixApi::new(
+                token.expose_secret(),
+                args.svix_server_url.get().cloned(),
+                &args.svix_app_id,
+            ),
+        )),
         _ => None,
     };
     let clerk = args
@@ -355,7 +366,7 @@ pub(crate) fn outbox_destinations(args: &ServeArgs) -> anyhow::Result<crate::out
         })
         .transpose()?;
     Ok(crate::outbox::Destinations {
-        app_webhook,
+        events,
         clerk,
         low_balance_threshold: args.credits_low_balance_threshold.get().copied(),
     })

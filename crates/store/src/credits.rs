@@ -257,21 +257,33 @@ async fn decide_in(
     decided.retain(|_, decisions| {
         !(decisions.transactions.is_empty() && decisions.changed_grants.is_empty())
     });
-    // The organizations whose balance crossed the threshold, either way: the outbox hears of
-    // them in this transaction (a balance that merely moved is not news).
-    let crossed: Vec<&str> = low_balance_threshold.map_or_else(Vec::new, |threshold| {
+    // The organizations whose balance crossed the threshold, either way, and those that went
+    // below it: the outbox hears of them in this transaction (a balance that merely moved is
+    // not news).
+    let crossed = |below: bool| -> Vec<&str> {
+        let Some(threshold) = low_balance_threshold else {
+            return Vec::new();
+        };
         decided
             .keys()
             .copied()
             .filter(|organization| {
-                let before = balances_before[organization];
-                let after = ledgers[organization].balance;
-                (before < threshold) != (after < threshold)
+                let was_low = balances_before[organization] < threshold;
+                let is_low = ledgers[organization].balance < threshold;
+                was_low != is_low && is_low == below
             })
             .collect()
-    });
+    };
+    let (went_up, went_down) = (crossed(false), crossed(true));
     write(txn, &ledgers, decided, now).await?;
-    if let Some(mark) = crate::outbox::mark_statement(txn.get_database_backend(), &[], &crossed) {
+    let backend = txn.get_database_backend();
+    for mark in [
+        crate::outbox::mark_statement(backend, &[], &went_up),
+        crate::outbox::balance_drop_statement(backend, &went_down),
+    ]
+    .into_iter()
+    .flatten()
+    {
         txn.execute_raw(mark).await?;
     }
     Ok(answers)

@@ -24,6 +24,30 @@ pub(crate) fn mark_statement(
     customer_ids: &[&str],
     organization_ids: &[&str],
 ) -> Option<Statement> {
+    mark(backend, customer_ids, organization_ids, "")
+}
+
+/// [`mark_statement`] for organizations whose credit balance went below the low-balance
+/// threshold: their drop is counted too, so that the publisher tells it even when the balance
+/// went back up and down again before it published.
+pub(crate) fn balance_drop_statement(
+    backend: DbBackend,
+    organization_ids: &[&str],
+) -> Option<Statement> {
+    mark(
+        backend,
+        &[],
+        organization_ids,
+        ", balance_drops = billing_outbox.balance_drops + 1",
+    )
+}
+
+fn mark(
+    backend: DbBackend,
+    customer_ids: &[&str],
+    organization_ids: &[&str],
+    also: &str,
+) -> Option<Statement> {
     if customer_ids.is_empty() && organization_ids.is_empty() {
         return None;
     }
@@ -50,10 +74,11 @@ pub(crate) fn mark_statement(
         ));
     }
     let sql = format!(
-        "INSERT INTO billing_outbox (organization_id, changes) \
-         SELECT organization_id, 1 FROM ({}) affected \
+        "INSERT INTO billing_outbox (organization_id, changes, balance_drops) \
+         SELECT organization_id, 1, {} FROM ({}) affected \
          WHERE organization_id IS NOT NULL ORDER BY organization_id \
-         ON CONFLICT (organization_id) DO UPDATE SET changes = billing_outbox.changes + 1",
+         ON CONFLICT (organization_id) DO UPDATE SET changes = billing_outbox.changes + 1{also}",
+        i32::from(!also.is_empty()),
         sources.join(" UNION ")
     );
     Some(Statement::from_sql_and_values(backend, sql, values))
@@ -66,8 +91,11 @@ pub struct Unpublished {
     pub organization_id: String,
     /// Its version when leased: the state read after the lease is at least this new.
     pub changes: i64,
-    /// Whether the last published balance was low.
-    pub balance_low: bool,
+    /// Drops of the balance below the low-balance threshold, counted when leased, and as last
+    /// published: a drop not published yet is news.
+    pub balance_drops: i64,
+    /// See `balance_drops`.
+    pub published_drops: i64,
     /// The state last published (JSON text), to tell whether anything changed.
     pub published_state: Option<String>,
 }
@@ -159,7 +187,7 @@ impl Store {
              WHERE organization_id IN (SELECT organization_id FROM billing_outbox \
                WHERE changes > published AND (leased_until IS NULL OR leased_until < ?) \
                ORDER BY organization_id LIMIT {limit}{skip_locked}) \
-             RETURNING organization_id, changes, balance_low, published_state"
+             RETURNING organization_id, changes, balance_drops, published_drops, published_state"
         );
         let rows = self
             .connection()
@@ -173,7 +201,8 @@ impl Store {
                 Ok(Unpublished {
                     organization_id: row.try_get("", "organization_id")?,
                     changes: row.try_get("", "changes")?,
-                    balance_low: row.try_get("", "balance_low")?,
+                    balance_drops: row.try_get("", "balance_drops")?,
+                    published_drops: row.try_get("", "published_drops")?,
                     published_state: row.try_get("", "published_state")?,
                 })
             })
@@ -181,7 +210,8 @@ impl Store {
             .map_err(|err| self.classify(err))
     }
 
-    /// Records that `leased` was published at its version with `state` (JSON text), appending
+    /// Records that `leased` was published at its version (and its balance drops) with `state`
+    /// (JSON text), appending
     /// `events` at the end of the commit order, in one transaction; nothing when the lease was
     /// taken over (returns false). On PostgreSQL the events' appends are serialised by a lock
     /// held to commit, so that a higher `seq` is never visible before a lower one (the feed's
@@ -191,7 +221,6 @@ impl Store {
         lease: &str,
         leased: &Unpublished,
         state: &str,
-        balance_low: bool,
         events: &[NewBillingEvent],
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -204,12 +233,12 @@ impl Store {
             let updated = txn
                 .execute_raw(self.statement(
                     "UPDATE billing_outbox SET published = ?, published_state = ?, \
-                     balance_low = ?, lease = NULL, leased_until = NULL \
+                     published_drops = ?, lease = NULL, leased_until = NULL \
                      WHERE organization_id = ? AND lease = ? AND published < ?",
                     vec![
                         leased.changes.into(),
                         state.into(),
-                        balance_low.into(),
+                        leased.balance_drops.into(),
                         leased.organization_id.as_str().into(),
                         lease.into(),
                         leased.changes.into(),

@@ -1,6 +1,7 @@
 //! Stand-ins for what billing-sync sends to, real HTTP servers on 127.0.0.1: the app's webhook
 //! endpoint (any path, Standard Webhooks headers recorded as sent) and Clerk's Backend API
-//! organization metadata (`PATCH /v1/organizations/{id}/metadata`, deep-merged as Clerk does).
+//! organization metadata (`PATCH /v1/organizations/{id}/metadata`, deep-merged as Clerk does),
+//! and Svix's API for messages (`POST /api/v1/app/{app_id}/msg`).
 //! Both answer from a script first (status, `Retry-After`), then 200.
 
 use std::collections::{HashMap, VecDeque};
@@ -134,7 +135,41 @@ async fn clerk_metadata(
     )
 }
 
-/// A receiver: the app's webhook endpoint, or Clerk's metadata endpoint.
+#[handler]
+async fn svix_message(
+    request: &poem::Request,
+    Path(app_id): Path<String>,
+    body: Vec<u8>,
+    state: Data<&Arc<Receiver>>,
+) -> Response {
+    let scripted = state.take(request, body.clone());
+    if scripted.0 != 200 {
+        return answer(
+            scripted,
+            json!({"code": "server_error", "detail": "scripted"}),
+        );
+    }
+    let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let event_id = message["eventId"].as_str().unwrap_or_default().to_owned();
+    let mut seen = state.metadata.lock().expect("lock");
+    if seen
+        .insert(format!("{app_id}/{event_id}"), message.clone())
+        .is_some()
+    {
+        return answer(
+            (409, None),
+            json!({"code": "conflict", "detail": "eventId exists"}),
+        );
+    }
+    answer(
+        (202, None),
+        json!({"id": format!("msg_{event_id}"), "eventId": event_id,
+               "eventType": message["eventType"], "payload": message["payload"],
+               "timestamp": "2026-12-05T00:00:00Z"}),
+    )
+}
+
+/// A receiver: the app's webhook endpoint, Clerk's metadata endpoint, or Svix's messages.
 pub struct ReceiverStandIn {
     pub base_url: String,
     state: Arc<Receiver>,
@@ -159,6 +194,19 @@ impl ReceiverStandIn {
         let base_url = super::standins::serve(
             Route::new()
                 .at("/v1/organizations/:id/metadata", patch(clerk_metadata))
+                .data(state.clone()),
+        )
+        .await;
+        ReceiverStandIn { base_url, state }
+    }
+
+    /// Svix's API, for messages (`POST /api/v1/app/{app_id}/msg`): 202 with the message,
+    /// 409 for an `eventId` it has already.
+    pub async fn svix() -> ReceiverStandIn {
+        let state = Arc::new(Receiver::default());
+        let base_url = super::standins::serve(
+            Route::new()
+                .at("/api/v1/app/:app_id/msg", post(svix_message))
                 .data(state.clone()),
         )
         .await;

@@ -2,20 +2,13 @@
 //! Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`, with the `whsec_`
 //! secret `APP_WEBHOOK_SECRET`) — what the `svix` crate signs and every Standard Webhooks
 //! library verifies. A 2xx takes the event; anything else (an error, a timeout, 429 with
-//! `Retry-After`) tries it again later ([`super::backoff`]). An organization's events go one
-//! at a time, in order, and a `billing.updated` not sent yet is superseded by a newer one.
-
-use std::time::Duration;
+//! `Retry-After`) is tried again later.
 
 use billing_sync_api::events::payload;
-use billing_sync_store::Store;
 use billing_sync_store::outbox::BillingEvent;
 use poem_openapi::types::ToJSON;
 
-use super::{DELIVERY_TIMEOUT, LEASE, POLL, lease_token, next_attempt, retry_after, unix_now};
-
-/// Events leased at a time (each of another organization), sent concurrently.
-const BATCH: u64 = 16;
+use super::{DELIVERY_TIMEOUT, retry_after, unix_now};
 
 /// Where billing events go, and how they are signed.
 pub struct AppWebhook {
@@ -40,52 +33,8 @@ impl AppWebhook {
         })
     }
 
-    /// Delivers for as long as the process runs.
-    pub async fn run(self, store: Store) {
-        loop {
-            match self.deliver_some(&store).await {
-                Ok(0) => tokio::time::sleep(POLL).await,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "app webhook: reading the outbox failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    async fn deliver_some(&self, store: &Store) -> anyhow::Result<usize> {
-        let lease = lease_token();
-        let now = unix_now();
-        let events = store
-            .lease_webhook_events(&lease, now, now + LEASE.as_secs() as i64, BATCH)
-            .await?;
-        let deliveries = events.iter().map(|event| async {
-            let outcome = self.deliver(event).await;
-            let settled = match outcome {
-                Ok(()) => {
-                    metrics::counter!("billing_sync_outbox_sent_total", "destination" => "app_webhook")
-                        .increment(1);
-                    Ok(unix_now())
-                }
-                Err((retry_after, error)) => {
-                    metrics::counter!("billing_sync_outbox_failed_total", "destination" => "app_webhook")
-                        .increment(1);
-                    tracing::warn!(id = %event.id, attempts = event.attempts, error = %error, "app webhook: delivery failed; will retry");
-                    Err((next_attempt(unix_now(), event.attempts, retry_after), error))
-                }
-            };
-            if let Err(err) = store.settle_webhook_event(&lease, event.seq, settled).await {
-                // The lease lapses and the event goes again: the receiver deduplicates on its id.
-                tracing::warn!(id = %event.id, error = %err, "app webhook: recording the outcome failed");
-            }
-        });
-        futures::future::join_all(deliveries).await;
-        Ok(events.len())
-    }
-
     /// One delivery: `Err` with the receiver's `Retry-After` and what went wrong.
-    async fn deliver(&self, event: &BillingEvent) -> Result<(), (Option<u64>, String)> {
+    pub async fn deliver(&self, event: &BillingEvent) -> Result<(), (Option<u64>, String)> {
         let Some(payload) = payload(event) else {
             return Err((
                 None,

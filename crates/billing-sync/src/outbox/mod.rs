@@ -1,13 +1,16 @@
 //! What leaves the service after commit: the publisher turns the outbox rows that ingestion
 //! and the credit ledger bump (in the transaction of the change) into published states and
-//! billing events ([`publisher`]); senders deliver the events to the app's webhook
-//! ([`app_webhook`]) and the states to Clerk's organization metadata ([`clerk_metadata`]).
+//! billing events ([`publisher`]); senders deliver the events to their destination
+//! ([`event_sender`]: the app's webhook, [`app_webhook`], or Svix, [`svix_api`]) and the states
+//! to Clerk's organization metadata ([`clerk_metadata`]).
 //! Every replica runs them; leases in the database share the work (see
 //! `billing_sync_store::outbox`).
 
 pub mod app_webhook;
 pub mod clerk_metadata;
+pub mod event_sender;
 pub mod publisher;
+pub mod svix_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +51,9 @@ pub(crate) fn lease_token() -> String {
 
 /// Where published billing goes, from `serve`'s settings.
 pub struct Destinations {
-    /// The app's webhook (`APP_WEBHOOK_URL`, `APP_WEBHOOK_SECRET`).
-    pub app_webhook: Option<app_webhook::AppWebhook>,
+    /// Where the billing events go: the app's webhook (`APP_WEBHOOK_URL`,
+    /// `APP_WEBHOOK_SECRET`) or Svix (`SVIX_AUTH_TOKEN`); none, the feed only.
+    pub events: Option<event_sender::EventDestination>,
     /// Clerk's Backend API (`CLERK_SECRET_KEY`, `CLERK_API_BASE`).
     pub clerk: Option<clerk_metadata::ClerkMetadata>,
     /// `CREDITS_LOW_BALANCE_THRESHOLD`: none, no `credits.balance_low`.
@@ -67,26 +71,31 @@ pub fn spawn(store: Store, plans: Arc<Plans>, credits: Arc<Credits>, destination
         low_balance_threshold: destinations.low_balance_threshold,
     };
     tokio::spawn(publisher.run());
-    if let Some(webhook) = destinations.app_webhook {
-        tokio::spawn(webhook.run(store.clone()));
+    let label = destinations
+        .events
+        .as_ref()
+        .map_or("none", event_sender::EventDestination::label);
+    if let Some(events) = destinations.events {
+        tokio::spawn(events.run(store.clone()));
     }
     if let Some(clerk) = destinations.clerk {
         tokio::spawn(clerk.run(store.clone()));
     }
-    tokio::spawn(report_backlog(store));
+    tokio::spawn(report_backlog(store, label));
 }
 
-/// Publishes the outbox's backlog as gauges every few seconds.
-async fn report_backlog(store: Store) {
+/// Publishes the outbox's backlog as gauges every few seconds; the events' destination is
+/// named `events` (`app_webhook`, `svix`, or `none`: kept for the feed).
+async fn report_backlog(store: Store, events: &'static str) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
         match store.outbox_backlog(unix_now()).await {
             Ok(backlog) => {
                 metrics::gauge!("billing_sync_outbox_unpublished").set(backlog.unpublished as f64);
-                metrics::gauge!("billing_sync_outbox_pending", "destination" => "app_webhook")
+                metrics::gauge!("billing_sync_outbox_pending", "destination" => events)
                     .set(backlog.webhook_pending as f64);
-                metrics::gauge!("billing_sync_outbox_oldest_pending_seconds", "destination" => "app_webhook")
+                metrics::gauge!("billing_sync_outbox_oldest_pending_seconds", "destination" => events)
                     .set(backlog.webhook_oldest_age as f64);
                 metrics::gauge!("billing_sync_outbox_pending", "destination" => "clerk")
                     .set(backlog.clerk_pending as f64);

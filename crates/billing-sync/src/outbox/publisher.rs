@@ -89,11 +89,10 @@ impl Publisher {
                 data: text.clone(),
             });
         }
-        let low = self
-            .low_balance_threshold
-            .is_some_and(|threshold| balance < threshold);
-        if let (true, false, Some(threshold)) =
-            (low, leased.balance_low, self.low_balance_threshold)
+        // A drop below the threshold not told yet, and the balance still below it: news.
+        if let Some(threshold) = self.low_balance_threshold
+            && leased.balance_drops > leased.published_drops
+            && balance < threshold
         {
             events.push(NewBillingEvent {
                 id: event_id(),
@@ -103,7 +102,7 @@ impl Publisher {
         }
         let published = self
             .store
-            .publish(lease, leased, &text, low, &events, unix_now())
+            .publish(lease, leased, &text, &events, unix_now())
             .await?;
         if published {
             for event in &events {
