@@ -115,8 +115,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
             );
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
             let max_connections = connections_within_open_files(args.max_connections)?;
-            let listener = tokio::net::TcpListener::bind(args.listen_addr)
-                .await
+            let listener = startup::listen(args.listen_addr)
                 .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
             App::build(store, ingestor, operations)
                 .connection_limits(ConnectionLimits {

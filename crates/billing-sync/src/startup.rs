@@ -337,6 +337,25 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
 /// The longest a JWKS fetch may take: requests for a key not cached wait on it.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Connections the kernel holds for the acceptor while it waits for a slot (capped by the
+/// kernel's `net.core.somaxconn`, 4,096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `address` with a backlog of [`LISTEN_BACKLOG`]. `TcpListener::bind` asks for
+/// 128, as the standard library does: at `MAX_CONNECTIONS` the acceptor waits for a slot, the
+/// newcomers queue in the backlog, and past 128 the kernel drops their SYNs, which clients
+/// resend after a second (a real delivery behind 400 keep-alive holders took 1.05 s).
+pub(crate) fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Where `serve` sends published billing, from its settings.
 pub(crate) fn outbox_destinations(args: &ServeArgs) -> anyhow::Result<crate::outbox::Destinations> {
     use crate::outbox::event_sender::EventDestination;
@@ -369,6 +388,7 @@ pub(crate) fn outbox_destinations(args: &ServeArgs) -> anyhow::Result<crate::out
         events,
         clerk,
         low_balance_threshold: args.credits_low_balance_threshold.get().copied(),
+        feed: args.billing_api_keys.get().is_some(),
     })
 }
 

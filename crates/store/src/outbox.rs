@@ -100,6 +100,29 @@ pub struct Unpublished {
     pub published_state: Option<String>,
 }
 
+/// What the outbox's loops look for ([`Store::outbox_has`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxWork {
+    /// Organizations with unpublished changes.
+    Unpublished,
+    /// Events due for their destination.
+    Events,
+    /// Organizations whose Clerk metadata lags.
+    Clerk,
+}
+
+/// An organization's publication: its leased row, the state read (JSON text) and the events
+/// that say what changed.
+#[derive(Clone, Copy, Debug)]
+pub struct Published<'a> {
+    /// The row as leased.
+    pub leased: &'a Unpublished,
+    /// The state read after the lease.
+    pub state: &'a str,
+    /// The events to append.
+    pub events: &'a [NewBillingEvent],
+}
+
 /// A billing event to append when publishing.
 #[derive(Clone, Debug)]
 pub struct NewBillingEvent {
@@ -210,64 +233,101 @@ impl Store {
             .map_err(|err| self.classify(err))
     }
 
-    /// Records that `leased` was published at its version (and its balance drops) with `state`
-    /// (JSON text), appending
-    /// `events` at the end of the commit order, in one transaction; nothing when the lease was
-    /// taken over (returns false). On PostgreSQL the events' appends are serialised by a lock
-    /// held to commit, so that a higher `seq` is never visible before a lower one (the feed's
-    /// cursor would skip it).
+    /// Whether anything waits: an organization with unpublished changes (`Unpublished`), an
+    /// event due for its destination (`Events`), an organization whose Clerk metadata lags
+    /// (`Clerk`). A read on a partial index, so that an idle loop asks without taking a write
+    /// lock (SQLite has one writer, which ingestion needs).
+    pub async fn outbox_has(&self, work: OutboxWork, now: i64) -> Result<bool, StoreError> {
+        let (sql, values): (&str, Vec<Value>) = match work {
+            OutboxWork::Unpublished => (
+                "SELECT 1 AS found FROM billing_outbox WHERE changes > published LIMIT 1",
+                Vec::new(),
+            ),
+            OutboxWork::Events => (
+                "SELECT 1 AS found FROM billing_events WHERE delivered_at IS NULL \
+                 AND NOT superseded AND next_attempt_at <= ? LIMIT 1",
+                vec![now.into()],
+            ),
+            OutboxWork::Clerk => (
+                "SELECT 1 AS found FROM billing_outbox WHERE clerk_sent < published \
+                 AND clerk_next_attempt_at <= ? LIMIT 1",
+                vec![now.into()],
+            ),
+        };
+        let row = self
+            .connection()
+            .query_one_raw(self.statement(sql, values))
+            .await
+            .map_err(|err| self.classify(err))?;
+        Ok(row.is_some())
+    }
+
+    /// Records that each of `published` (leased with `lease`) was published at its version (and
+    /// its balance drops) with its state (JSON text), appending its events at the end of the
+    /// commit order — all in one transaction, one commit for the batch. An organization whose
+    /// lease was taken over is left as it is (and its events not appended); returns how many
+    /// were recorded. On PostgreSQL the appends are serialised by a lock held to commit, so that
+    /// a higher `seq` is never visible before a lower one (the feed's cursor would skip it).
     pub async fn publish(
         &self,
         lease: &str,
-        leased: &Unpublished,
-        state: &str,
-        events: &[NewBillingEvent],
+        published: &[Published<'_>],
         now: i64,
-    ) -> Result<bool, StoreError> {
-        let result: Result<bool, DbErr> = async {
+    ) -> Result<usize, StoreError> {
+        let result: Result<usize, DbErr> = async {
             let txn = self.connection().begin().await?;
-            if self.backend() == DbBackend::Postgres && !events.is_empty() {
+            if self.backend() == DbBackend::Postgres
+                && published.iter().any(|p| !p.events.is_empty())
+            {
                 txn.execute_unprepared("SELECT pg_advisory_xact_lock(7306011)")
                     .await?;
             }
-            let updated = txn
-                .execute_raw(self.statement(
-                    "UPDATE billing_outbox SET published = ?, published_state = ?, \
-                     published_drops = ?, lease = NULL, leased_until = NULL \
-                     WHERE organization_id = ? AND lease = ? AND published < ?",
-                    vec![
-                        leased.changes.into(),
-                        state.into(),
-                        leased.balance_drops.into(),
-                        leased.organization_id.as_str().into(),
-                        lease.into(),
-                        leased.changes.into(),
-                    ],
-                ))
-                .await?;
-            if updated.rows_affected() == 0 {
-                txn.rollback().await?;
-                return Ok(false);
-            }
-            for event in events {
-                txn.execute_raw(self.statement(
-                    "INSERT INTO billing_events \
-                     (id, event_type, organization_id, version, created, data, next_attempt_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    vec![
-                        event.id.as_str().into(),
-                        event.event_type.as_str().into(),
-                        leased.organization_id.as_str().into(),
-                        leased.changes.into(),
-                        now.into(),
-                        event.data.as_str().into(),
-                        now.into(),
-                    ],
-                ))
-                .await?;
+            let mut recorded = 0;
+            for Published {
+                leased,
+                state,
+                events,
+            } in published
+            {
+                let updated = txn
+                    .execute_raw(self.statement(
+                        "UPDATE billing_outbox SET published = ?, published_state = ?, \
+                         published_drops = ?, lease = NULL, leased_until = NULL \
+                         WHERE organization_id = ? AND lease = ? AND published < ?",
+                        vec![
+                            leased.changes.into(),
+                            (*state).into(),
+                            leased.balance_drops.into(),
+                            leased.organization_id.as_str().into(),
+                            lease.into(),
+                            leased.changes.into(),
+                        ],
+                    ))
+                    .await?;
+                if updated.rows_affected() == 0 {
+                    continue;
+                }
+                recorded += 1;
+                for event in *events {
+                    txn.execute_raw(self.statement(
+                        "INSERT INTO billing_events \
+                         (id, event_type, organization_id, version, created, data, next_attempt_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        vec![
+                            event.id.as_str().into(),
+                            event.event_type.as_str().into(),
+                            leased.organization_id.as_str().into(),
+                            leased.changes.into(),
+                            now.into(),
+                            event.data.as_str().into(),
+                            now.into(),
+                        ],
+                    ))
+                    .await?;
+                }
             }
             txn.commit().await?;
-            Ok(true)
+            Ok(recorded)
         }
         .await;
         result.map_err(|err| self.classify(err))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use billing_sync_store::Store;
 use billing_sync_store::outbox::ClerkUpdate;
+use billing_sync_store::outbox::OutboxWork;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -56,8 +57,11 @@ impl ClerkMetadata {
     }
 
     async fn write_some(&self, store: &Store) -> anyhow::Result<usize> {
-        let lease = lease_token();
         let now = unix_now();
+        if !store.outbox_has(OutboxWork::Clerk, now).await? {
+            return Ok(0);
+        }
+        let lease = lease_token();
         let updates = store
             .lease_clerk_updates(&lease, now, now + LEASE.as_secs() as i64, BATCH)
             .await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use billing_sync_store::Store;
 use billing_sync_store::outbox::BillingEvent;
+use billing_sync_store::outbox::OutboxWork;
 
 use super::app_webhook::AppWebhook;
 use super::svix_api::SvixApi;
@@ -55,8 +56,11 @@ impl EventDestination {
     }
 
     async fn send_some(&self, store: &Store) -> anyhow::Result<usize> {
-        let lease = lease_token();
         let now = unix_now();
+        if !store.outbox_has(OutboxWork::Events, now).await? {
+            return Ok(0);
+        }
+        let lease = lease_token();
         let events = store
             .lease_webhook_events(&lease, now, now + LEASE.as_secs() as i64, BATCH)
             .await?;

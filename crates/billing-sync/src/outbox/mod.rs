@@ -58,12 +58,30 @@ pub struct Destinations {
     pub clerk: Option<clerk_metadata::ClerkMetadata>,
     /// `CREDITS_LOW_BALANCE_THRESHOLD`: none, no `credits.balance_low`.
     pub low_balance_threshold: Option<i64>,
+    /// Whether the feed has readers: `BILLING_API_KEYS` is set.
+    pub feed: bool,
+}
+
+impl Destinations {
+    /// Whether anyone can receive what is published. With nobody (no destination, no API key
+    /// to read the feed with), nothing is published: the outbox rows still record every
+    /// change, and a later start with a destination or a key publishes them.
+    pub fn any(&self) -> bool {
+        self.events.is_some() || self.clerk.is_some() || self.feed
+    }
 }
 
 /// Starts the publisher, the senders configured and the backlog's metrics, for as long as the
 /// process runs. Stopping loses nothing: what was not recorded as done is done again by the
 /// next one to lease it (receivers deduplicate on the event id).
 pub fn spawn(store: Store, plans: Arc<Plans>, credits: Arc<Credits>, destinations: Destinations) {
+    if !destinations.any() {
+        tracing::info!(
+            "no billing destination (APP_WEBHOOK_URL, SVIX_AUTH_TOKEN, CLERK_SECRET_KEY) and no \
+             BILLING_API_KEYS for the events feed: billing changes are recorded, not published"
+        );
+        return;
+    }
     let publisher = publisher::Publisher {
         store: store.clone(),
         plans,

@@ -11,7 +11,7 @@ use billing_sync_api::credits::api::organization_billing;
 use billing_sync_api::events::{BILLING_UPDATED, BalanceLow, CREDITS_BALANCE_LOW};
 use billing_sync_api::plans::Plans;
 use billing_sync_store::Store;
-use billing_sync_store::outbox::{NewBillingEvent, Unpublished};
+use billing_sync_store::outbox::{NewBillingEvent, OutboxWork, Published, Unpublished};
 use poem_openapi::types::ToJSON;
 use serde_json::Value;
 
@@ -47,28 +47,50 @@ impl Publisher {
         }
     }
 
-    /// Publishes one batch of organizations; how many were leased.
+    /// Publishes one batch of organizations, in one transaction; how many were leased.
     async fn publish_some(&self) -> anyhow::Result<usize> {
-        let lease = lease_token();
         let now = unix_now();
+        if !self.store.outbox_has(OutboxWork::Unpublished, now).await? {
+            return Ok(0);
+        }
+        let lease = lease_token();
         let leased = self
             .store
             .lease_unpublished(&lease, now, now + LEASE.as_secs() as i64, BATCH)
             .await?;
+        let mut read = Vec::with_capacity(leased.len());
         for organization in &leased {
-            if let Err(err) = self.publish(&lease, organization).await {
+            match self.read(organization).await {
+                Ok(publication) => read.push((organization, publication)),
                 // Its lease lapses and it is published again: nothing is lost.
-                tracing::warn!(
+                Err(err) => tracing::warn!(
                     organization_id = %organization.organization_id,
                     error = %err,
-                    "outbox: publishing an organization failed"
-                );
+                    "outbox: reading an organization's billing failed"
+                ),
+            }
+        }
+        let published: Vec<Published<'_>> = read
+            .iter()
+            .map(|(leased, (state, events))| Published {
+                leased,
+                state,
+                events,
+            })
+            .collect();
+        self.store.publish(&lease, &published, unix_now()).await?;
+        for (_, (_, events)) in &read {
+            for event in events {
+                metrics::counter!("billing_sync_outbox_published_total", "type" => event.event_type.clone())
+                    .increment(1);
             }
         }
         Ok(leased.len())
     }
 
-    async fn publish(&self, lease: &str, leased: &Unpublished) -> anyhow::Result<()> {
+    /// The state of a leased organization now (JSON text) and the events that say what changed
+    /// since it was last published.
+    async fn read(&self, leased: &Unpublished) -> anyhow::Result<(String, Vec<NewBillingEvent>)> {
         let organization = &leased.organization_id;
         let state = organization_billing(&self.plans, &self.credits, organization)
             .await
@@ -100,17 +122,7 @@ impl Publisher {
                 data: serde_json::to_string(&BalanceLow { balance, threshold })?,
             });
         }
-        let published = self
-            .store
-            .publish(lease, leased, &text, &events, unix_now())
-            .await?;
-        if published {
-            for event in &events {
-                metrics::counter!("billing_sync_outbox_published_total", "type" => event.event_type.clone())
-                    .increment(1);
-            }
-        }
-        Ok(())
+        Ok((text, events))
     }
 }
 
