@@ -249,19 +249,16 @@ async fn a_subscription_delivered_out_of_order_ends_in_clerk_and_at_the_app_thro
     assert_eq!(unauthenticated.status(), 401);
 }
 
-/// A billing-sync killed right after acknowledging the events still sends what they changed
-/// once it is back: the change's outbox row was committed with it.
+/// A billing-sync killed right after acknowledging the events, before anything was sent,
+/// still sends what they changed once it is back: the change's outbox row was committed with
+/// it. (The first server has no destination, so it publishes nothing: the kill lands in the
+/// window between the commit and the sending, whatever the timing.)
 #[tokio::test]
 async fn a_change_acknowledged_before_a_kill_still_goes_out_after_the_restart() {
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
-    let app = ReceiverStandIn::app().await;
-    let clerk = ReceiverStandIn::clerk().await;
-    // Neither receiver takes anything before the kill.
-    app.script(&[(503, None); 50]);
-    clerk.script(&[(503, None); 50]);
-    let s = setup(&db, &[], &destinations(&app, &clerk)).await;
+    let s = setup(&db, &[], &[]).await;
     lifecycle(&s.server, "org_kill", "cus_kill").await;
     s.server.kill().await;
     let app_after = ReceiverStandIn::app().await;
