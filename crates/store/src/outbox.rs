@@ -182,6 +182,16 @@ pub struct OutboxBacklog {
 }
 
 impl Store {
+    /// What a lease's subquery ends with: on PostgreSQL, rows another publisher is taking are
+    /// skipped rather than waited for (SQLite has one writer: nothing to skip).
+    fn skip_locked(&self) -> &'static str {
+        if self.backend() == DbBackend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        }
+    }
+
     fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
         let backend = self.backend();
         let sql = match backend {
@@ -200,11 +210,7 @@ impl Store {
         leased_until: i64,
         limit: u64,
     ) -> Result<Vec<Unpublished>, StoreError> {
-        let skip_locked = if self.backend() == DbBackend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
+        let skip_locked = self.skip_locked();
         let sql = format!(
             "UPDATE billing_outbox SET lease = ?, leased_until = ? \
              WHERE organization_id IN (SELECT organization_id FROM billing_outbox \
@@ -394,11 +400,7 @@ impl Store {
             .execute_raw(self.statement(supersede, vec![now.into()]))
             .await
             .map_err(|err| self.classify(err))?;
-        let skip_locked = if self.backend() == DbBackend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
+        let skip_locked = self.skip_locked();
         let sql = format!(
             "UPDATE billing_events SET lease = ?, leased_until = ?, attempts = attempts + 1 \
              WHERE seq IN (SELECT seq FROM billing_events e \
@@ -460,11 +462,7 @@ impl Store {
         leased_until: i64,
         limit: u64,
     ) -> Result<Vec<ClerkUpdate>, StoreError> {
-        let skip_locked = if self.backend() == DbBackend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
+        let skip_locked = self.skip_locked();
         let sql = format!(
             "UPDATE billing_outbox SET clerk_lease = ?, clerk_leased_until = ?, \
              clerk_attempts = clerk_attempts + 1 \

@@ -178,38 +178,24 @@ pub struct ReceiverStandIn {
 impl ReceiverStandIn {
     /// The app's webhook endpoint: POST anywhere.
     pub async fn app() -> ReceiverStandIn {
-        let state = Arc::new(Receiver::default());
-        let base_url = super::standins::serve(
-            Route::new()
-                .at("/*path", post(app_webhook))
-                .data(state.clone()),
-        )
-        .await;
-        ReceiverStandIn { base_url, state }
+        Self::start(|route| route.at("/*path", post(app_webhook))).await
     }
 
     /// Clerk's Backend API, for organization metadata.
     pub async fn clerk() -> ReceiverStandIn {
-        let state = Arc::new(Receiver::default());
-        let base_url = super::standins::serve(
-            Route::new()
-                .at("/v1/organizations/:id/metadata", patch(clerk_metadata))
-                .data(state.clone()),
-        )
-        .await;
-        ReceiverStandIn { base_url, state }
+        Self::start(|route| route.at("/v1/organizations/:id/metadata", patch(clerk_metadata))).await
     }
 
     /// Svix's API, for messages (`POST /api/v1/app/{app_id}/msg`): 202 with the message,
     /// 409 for an `eventId` it has already.
     pub async fn svix() -> ReceiverStandIn {
+        Self::start(|route| route.at("/api/v1/app/:app_id/msg", post(svix_message))).await
+    }
+
+    /// A receiver serving the routes `routes` adds, with a state of its own.
+    async fn start(routes: impl FnOnce(Route) -> Route) -> ReceiverStandIn {
         let state = Arc::new(Receiver::default());
-        let base_url = super::standins::serve(
-            Route::new()
-                .at("/api/v1/app/:app_id/msg", post(svix_message))
-                .data(state.clone()),
-        )
-        .await;
+        let base_url = super::standins::serve(routes(Route::new()).data(state.clone())).await;
         ReceiverStandIn { base_url, state }
     }
 
