@@ -100,6 +100,10 @@ pub struct Unpublished {
     pub published_state: Option<String>,
 }
 
+/// What became of a delivery: taken at (unix seconds), or to be tried again at, with what
+/// went wrong.
+pub type Delivery = Result<i64, (i64, String)>;
+
 /// What the outbox's loops look for ([`Store::outbox_has`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutboxWork {
@@ -422,36 +426,41 @@ impl Store {
         Ok(events)
     }
 
-    /// Records the app's webhook's answer to a leased event: taken (`delivered`), or to be
-    /// tried again at `next_attempt_at` with `error`. Nothing when the lease was taken over.
-    pub async fn settle_webhook_event(
+    /// Records the answers to a batch of leased events, in one transaction (one commit for the
+    /// batch, where one per event cost a WAL flush each): each `(seq, outcome)` taken
+    /// (`Ok(delivered_at)`), or to be tried again at `next_attempt_at` with `error`. An event
+    /// whose lease was taken over is left as it is.
+    pub async fn settle_webhook_events(
         &self,
         lease: &str,
-        seq: i64,
-        outcome: Result<i64, (i64, String)>,
+        outcomes: Vec<(i64, Delivery)>,
     ) -> Result<(), StoreError> {
-        let statement = match outcome {
-            Ok(delivered_at) => self.statement(
-                "UPDATE billing_events SET delivered_at = ?, lease = NULL, leased_until = NULL, \
-                 last_error = NULL WHERE seq = ? AND lease = ?",
-                vec![delivered_at.into(), seq.into(), lease.into()],
-            ),
-            Err((next_attempt_at, error)) => self.statement(
-                "UPDATE billing_events SET next_attempt_at = ?, last_error = ?, lease = NULL, \
-                 leased_until = NULL WHERE seq = ? AND lease = ?",
-                vec![
-                    next_attempt_at.into(),
-                    error.into(),
-                    seq.into(),
-                    lease.into(),
-                ],
-            ),
-        };
-        self.connection()
-            .execute_raw(statement)
-            .await
-            .map_err(|err| self.classify(err))?;
-        Ok(())
+        let result: Result<(), DbErr> = async {
+            let txn = self.connection().begin().await?;
+            for (seq, outcome) in outcomes {
+                let statement = match outcome {
+                    Ok(delivered_at) => self.statement(
+                        "UPDATE billing_events SET delivered_at = ?, lease = NULL, \
+                         leased_until = NULL, last_error = NULL WHERE seq = ? AND lease = ?",
+                        vec![delivered_at.into(), seq.into(), lease.into()],
+                    ),
+                    Err((next_attempt_at, error)) => self.statement(
+                        "UPDATE billing_events SET next_attempt_at = ?, last_error = ?, \
+                         lease = NULL, leased_until = NULL WHERE seq = ? AND lease = ?",
+                        vec![
+                            next_attempt_at.into(),
+                            error.into(),
+                            seq.into(),
+                            lease.into(),
+                        ],
+                    ),
+                };
+                txn.execute_raw(statement).await?;
+            }
+            txn.commit().await
+        }
+        .await;
+        result.map_err(|err| self.classify(err))
     }
 
     /// Takes up to `limit` organizations whose Clerk metadata lags their published state.

@@ -79,12 +79,13 @@ impl EventDestination {
                     Err((next_attempt(unix_now(), event.attempts, retry_after), error))
                 }
             };
-            if let Err(err) = store.settle_webhook_event(&lease, event.seq, settled).await {
-                // The lease lapses and the event goes again: receivers deduplicate on its id.
-                tracing::warn!(destination, id = %event.id, error = %err, "billing events: recording the outcome failed");
-            }
+            (event.seq, settled)
         });
-        futures::future::join_all(sends).await;
+        let outcomes = futures::future::join_all(sends).await;
+        if let Err(err) = store.settle_webhook_events(&lease, outcomes).await {
+            // The leases lapse and the events go again: receivers deduplicate on their ids.
+            tracing::warn!(destination, error = %err, "billing events: recording the outcomes failed");
+        }
         Ok(events.len())
     }
 }
