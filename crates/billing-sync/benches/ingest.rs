@@ -25,6 +25,8 @@
 //! 2xx to each event it stored. Its line gives its figures (its own CPU from `/proc`: run the
 //! receiver itself with `exec`) and billing-sync's events per second as a multiple of its.
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
@@ -37,8 +39,9 @@ use billing_sync_store::Store;
 use billing_sync_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
 };
-use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycle};
+use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycles};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
+use cpu::{cluster_cpu, machine_cpu, postmaster_pid, process_cpu};
 use support::{Server, http, now, stripe_signature};
 
 const SECRET: &str = "whsec_bench_secret";
@@ -62,18 +65,6 @@ impl Figures {
         let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
         sorted.get(index).copied().unwrap_or_default()
     }
-}
-
-/// `count` distinct events: copies of the subscription lifecycle, each in its own namespace.
-fn events(tag: &str, count: usize) -> Vec<ScenarioEvent> {
-    let mut events = Vec::with_capacity(count);
-    let mut copy = 0;
-    while events.len() < count {
-        events.extend(subscription_lifecycle(&format!("{tag}{copy:06}")));
-        copy += 1;
-    }
-    events.truncate(count);
-    events
 }
 
 /// Sends events `0..count` from `senders` concurrent tasks, `per_send` consecutive ones at a
@@ -193,8 +184,12 @@ async fn raw_postgres(
     per_transaction: usize,
 ) -> Figures {
     let db = Arc::new(db.clone());
-    let rows: Arc<Vec<CeilingRow>> =
-        Arc::new(events(tag, count).iter().map(CeilingRow::of).collect());
+    let rows: Arc<Vec<CeilingRow>> = Arc::new(
+        subscription_lifecycles(tag, count)
+            .iter()
+            .map(CeilingRow::of)
+            .collect(),
+    );
     run_concurrently(count, senders, per_transaction, move |chunk| {
         let (db, rows) = (db.clone(), rows.clone());
         async move {
@@ -211,7 +206,7 @@ async fn raw_postgres(
 async fn through_the_server(url: String, tag: &str, senders: usize, count: usize) -> Figures {
     let client = http();
     // Bodies are serialised before the clock starts: the sender's work is not the server's.
-    let bodies: Vec<ScenarioEvent> = events(tag, count);
+    let bodies: Vec<ScenarioEvent> = subscription_lifecycles(tag, count);
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         bodies
             .iter()
@@ -340,112 +335,6 @@ async fn transactions(server: &Server) -> (f64, f64) {
     )
 }
 
-/// CPU time (user + system) a process has used.
-fn process_cpu(pid: u32) -> Duration {
-    ticks(stat_fields(pid).expect("read /proc/PID/stat"), false)
-}
-
-/// CPU time the whole PostgreSQL cluster has used: the postmaster, every process it started
-/// (backends, WAL writer, checkpointer, …), and those that have ended and been reaped, which
-/// the kernel adds to the postmaster's children's time.
-fn cluster_cpu(postmaster: u32) -> Duration {
-    let mut total = ticks(
-        stat_fields(postmaster).expect("the postmaster's /proc/PID/stat"),
-        true,
-    );
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A process may end between listing and reading: it is then counted in the parent's.
-        if let Some(fields) = stat_fields(pid)
-            && fields[1] == postmaster.to_string()
-        {
-            total += ticks(fields, true);
-        }
-    }
-    total
-}
-
-/// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may
-/// hold spaces): `[0]` state, `[1]` parent, `[11]`/`[12]` user/system ticks, `[13]`/`[14]`
-/// those of reaped children.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
-/// User + system time of `fields`, with that of reaped children when asked.
-fn ticks(fields: Vec<String>, with_children: bool) -> Duration {
-    let columns: &[usize] = if with_children {
-        &[11, 12, 13, 14]
-    } else {
-        &[11, 12]
-    };
-    let ticks: u64 = columns
-        .iter()
-        .map(|&column| fields[column].parse::<u64>().expect("a tick count"))
-        .sum();
-    Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
-}
-
-/// The PID of the postmaster of the cluster `db` is on: the parent of this connection's backend.
-async fn postmaster_pid(db: &DatabaseConnection) -> u32 {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT pg_backend_pid() AS pid",
-        ))
-        .await
-        .expect("ask for the backend's pid")
-        .expect("a row");
-    let backend: i32 = row.try_get("", "pid").expect("pid");
-    stat_fields(backend as u32).expect("the backend runs on this machine")[1]
-        .parse()
-        .expect("a parent pid")
-}
-
-/// `sysconf(_SC_CLK_TCK)`, read through `getconf` once (100 on every Linux this runs on).
-fn clock_ticks_per_second() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(100)
-    })
-}
-
-/// The machine's cumulative (busy, total) CPU time, in ticks, from `/proc/stat`.
-fn machine_cpu() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let values: Vec<u64> = stat
-        .lines()
-        .next()
-        .expect("the cpu line")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = values.iter().sum();
-    // idle and iowait are the 4th and 5th values.
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::var(POSTGRES_URL_VAR).is_err() {
@@ -478,7 +367,7 @@ async fn main() {
         Err(_) => None,
     };
 
-    let sizes: Vec<usize> = events("size", 8)
+    let sizes: Vec<usize> = subscription_lifecycles("size", 8)
         .iter()
         .map(|e| serde_json::to_vec(&e.payload).expect("JSON").len())
         .collect();

@@ -15,6 +15,8 @@
 //! Run with `./scripts/bench --bench outbox`. `BENCH_OUTBOX_EVENTS` sets the events per run
 //! (default 4,000: 500 organizations).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
@@ -23,8 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycle};
+use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycles};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
+use cpu::process_cpu;
 use support::receivers::ReceiverStandIn;
 use support::{Server, now, stripe_signature};
 
@@ -33,39 +36,11 @@ const APP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const API_KEY: &str = "bsk_bench_0123456789abcdef0123456789abcdef";
 const SENDERS: usize = 16;
 
-/// `count` events: copies of the subscription lifecycle, each copy its own organization.
-fn events(tag: &str, count: usize) -> Vec<ScenarioEvent> {
-    let mut events = Vec::with_capacity(count);
-    let mut copy = 0;
-    while events.len() < count {
-        events.extend(subscription_lifecycle(&format!("{tag}{copy:06}")));
-        copy += 1;
-    }
-    events.truncate(count);
-    events
-}
-
 /// The organization an event's object names.
 fn organization(event: &ScenarioEvent) -> Option<String> {
     event.payload["data"]["object"]["metadata"]["organization_id"]
         .as_str()
         .map(str::to_owned)
-}
-
-/// User + system CPU time of a process, from `/proc/PID/stat`.
-fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .expect("a stat line")
-        .1
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|field| field.parse().ok())
-        .collect();
-    // 100 ticks a second on every Linux this runs on (`getconf CLK_TCK`).
-    Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
 
 struct Run {
@@ -221,7 +196,7 @@ async fn main() {
             }
             let server = Server::start(&db.url, &env).await;
             let tag = format!("r{round}{}", if publishing { "on" } else { "off" });
-            let run = send(&server, events(&tag, count)).await;
+            let run = send(&server, subscription_lifecycles(&tag, count)).await;
             let (p50, p99) = if publishing {
                 let delays = delays(&app, &run.last_ack).await;
                 (

@@ -251,6 +251,19 @@ fn full_subscription(ids: &StripeIds, status: &str, period_start: i64, quantity:
     })
 }
 
+/// `count` distinct events: copies of [`subscription_lifecycle`], each in its own namespace
+/// (`{tag}000000`, `{tag}000001`, …: its own customer and organization), the last one cut short.
+pub fn subscription_lifecycles(tag: &str, count: usize) -> Vec<ScenarioEvent> {
+    let mut events = Vec::with_capacity(count);
+    let mut copy = 0;
+    while events.len() < count {
+        events.extend(subscription_lifecycle(&format!("{tag}{copy:06}")));
+        copy += 1;
+    }
+    events.truncate(count);
+    events
+}
+
 /// One customer's subscription life as Stripe sends it, in bodies of realistic size (2–4 KB):
 /// customer created, subscription created `incomplete`, activated, five updates (renewals and
 /// seat changes a month apart), then deleted. Eight events, the benchmark's unit.
