@@ -11,7 +11,7 @@
 //! token until a deadline, and only the holder of the token may record what it did. A replica
 //! that dies lets its lease lapse; a late writer whose lease was taken over records nothing.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TransactionTrait, Value};
 
 use crate::{Store, StoreError};
 
@@ -51,28 +51,18 @@ fn mark(
     if customer_ids.is_empty() && organization_ids.is_empty() {
         return None;
     }
-    let mut values: Vec<Value> = Vec::new();
-    let mut placeholder = |value: &str| {
-        values.push(value.into());
-        match backend {
-            DbBackend::Postgres => format!("CAST(${} AS TEXT)", values.len()),
-            _ => "?".to_owned(),
-        }
-    };
     let mut sources = Vec::new();
     if !customer_ids.is_empty() {
-        let list: Vec<String> = customer_ids.iter().map(|id| placeholder(id)).collect();
         sources.push(format!(
             "SELECT organization_id FROM stripe_customers WHERE id IN ({})",
-            list.join(", ")
+            vec!["CAST(? AS TEXT)"; customer_ids.len()].join(", ")
         ));
     }
-    for organization in organization_ids {
-        sources.push(format!(
-            "SELECT {} AS organization_id",
-            placeholder(organization)
-        ));
-    }
+    sources.extend(
+        organization_ids
+            .iter()
+            .map(|_| "SELECT CAST(? AS TEXT) AS organization_id".to_owned()),
+    );
     let sql = format!(
         "INSERT INTO billing_outbox (organization_id, changes, balance_drops) \
          SELECT organization_id, 1, {} FROM ({}) affected \
@@ -81,7 +71,16 @@ fn mark(
         i32::from(!also.is_empty()),
         sources.join(" UNION ")
     );
-    Some(Statement::from_sql_and_values(backend, sql, values))
+    let values: Vec<Value> = customer_ids
+        .iter()
+        .chain(organization_ids)
+        .map(|id| (*id).into())
+        .collect();
+    Some(Statement::from_sql_and_values(
+        backend,
+        placeholders_for(backend, &sql),
+        values,
+    ))
 }
 
 /// An organization whose billing changed since it was last published, leased to one publisher.
@@ -196,13 +195,27 @@ impl Store {
         }
     }
 
+    /// The rows `sql` answers, each read by `read`.
+    async fn rows<T>(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+        read: impl Fn(&QueryResult) -> Result<T, DbErr>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self
+            .connection()
+            .query_all_raw(self.statement(sql, values))
+            .await
+            .map_err(|err| self.classify(err))?;
+        rows.iter()
+            .map(read)
+            .collect::<Result<_, DbErr>>()
+            .map_err(|err| self.classify(err))
+    }
+
     fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
         let backend = self.backend();
-        let sql = match backend {
-            DbBackend::Postgres => numbered(sql),
-            _ => sql.to_owned(),
-        };
-        Statement::from_sql_and_values(backend, sql, values)
+        Statement::from_sql_and_values(backend, placeholders_for(backend, sql), values)
     }
 
     /// Takes up to `limit` organizations with unpublished changes for `lease` until
@@ -222,15 +235,10 @@ impl Store {
                ORDER BY organization_id LIMIT {limit}{skip_locked}) \
              RETURNING organization_id, changes, balance_drops, published_drops, published_state"
         );
-        let rows = self
-            .connection()
-            .query_all_raw(
-                self.statement(&sql, vec![lease.into(), leased_until.into(), now.into()]),
-            )
-            .await
-            .map_err(|err| self.classify(err))?;
-        rows.iter()
-            .map(|row| {
+        self.rows(
+            &sql,
+            vec![lease.into(), leased_until.into(), now.into()],
+            |row| {
                 Ok(Unpublished {
                     organization_id: row.try_get("", "organization_id")?,
                     changes: row.try_get("", "changes")?,
@@ -238,9 +246,9 @@ impl Store {
                     published_drops: row.try_get("", "published_drops")?,
                     published_state: row.try_get("", "published_state")?,
                 })
-            })
-            .collect::<Result<_, DbErr>>()
-            .map_err(|err| self.classify(err))
+            },
+        )
+        .await
     }
 
     /// Whether anything waits: an organization with unpublished changes (`Unpublished`), an
@@ -361,26 +369,19 @@ impl Store {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<BillingEvent>, StoreError> {
-        let rows = self
-            .connection()
-            .query_all_raw(self.statement(sql, values))
-            .await
-            .map_err(|err| self.classify(err))?;
-        rows.iter()
-            .map(|row| {
-                Ok(BillingEvent {
-                    seq: row.try_get("", "seq")?,
-                    id: row.try_get("", "id")?,
-                    event_type: row.try_get("", "event_type")?,
-                    organization_id: row.try_get("", "organization_id")?,
-                    version: row.try_get("", "version")?,
-                    created: row.try_get("", "created")?,
-                    data: row.try_get("", "data")?,
-                    attempts: row.try_get("", "attempts")?,
-                })
+        self.rows(sql, values, |row| {
+            Ok(BillingEvent {
+                seq: row.try_get("", "seq")?,
+                id: row.try_get("", "id")?,
+                event_type: row.try_get("", "event_type")?,
+                organization_id: row.try_get("", "organization_id")?,
+                version: row.try_get("", "version")?,
+                created: row.try_get("", "created")?,
+                data: row.try_get("", "data")?,
+                attempts: row.try_get("", "attempts")?,
             })
-            .collect::<Result<_, DbErr>>()
-            .map_err(|err| self.classify(err))
+        })
+        .await
     }
 
     /// Takes up to `limit` events for the app's webhook: due, not taken, not superseded, and
@@ -481,16 +482,10 @@ impl Store {
                ORDER BY clerk_next_attempt_at LIMIT {limit}{skip_locked}) \
              RETURNING organization_id, published, published_state, clerk_attempts"
         );
-        let rows = self
-            .connection()
-            .query_all_raw(self.statement(
-                &sql,
-                vec![lease.into(), leased_until.into(), now.into(), now.into()],
-            ))
-            .await
-            .map_err(|err| self.classify(err))?;
-        rows.iter()
-            .map(|row| {
+        self.rows(
+            &sql,
+            vec![lease.into(), leased_until.into(), now.into(), now.into()],
+            |row| {
                 Ok(ClerkUpdate {
                     organization_id: row.try_get("", "organization_id")?,
                     version: row.try_get("", "published")?,
@@ -499,9 +494,9 @@ impl Store {
                         .unwrap_or_default(),
                     attempts: row.try_get("", "clerk_attempts")?,
                 })
-            })
-            .collect::<Result<_, DbErr>>()
-            .map_err(|err| self.classify(err))
+            },
+        )
+        .await
     }
 
     /// Records Clerk's answer for a leased organization: `version` written (`Ok`), or to be
@@ -586,8 +581,16 @@ impl Store {
     }
 }
 
-/// `sql` with each `?` numbered `$1`, `$2`, … for PostgreSQL (no `?` appears otherwise in the
-/// statements of this module).
+/// `sql`, written with `?` placeholders, as `backend` takes them: each `?` numbered `$1`,
+/// `$2`, … for PostgreSQL (no `?` appears otherwise in the statements of this module).
+fn placeholders_for(backend: DbBackend, sql: &str) -> String {
+    match backend {
+        DbBackend::Postgres => numbered(sql),
+        _ => sql.to_owned(),
+    }
+}
+
+/// `sql` with each `?` numbered `$1`, `$2`, ….
 fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;

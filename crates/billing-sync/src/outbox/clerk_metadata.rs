@@ -4,15 +4,15 @@
 //! token template can then carry it (`{{org.public_metadata.billing}}`), so an app checks a
 //! plan or a feature with no call at all.
 
-use std::time::Duration;
-
 use billing_sync_store::Store;
 use billing_sync_store::outbox::ClerkUpdate;
 use billing_sync_store::outbox::OutboxWork;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::{DELIVERY_TIMEOUT, LEASE, POLL, lease_token, next_attempt, retry_after, unix_now};
+use super::{
+    DELIVERY_TIMEOUT, LEASE, keep_working, lease_token, next_attempt, retry_after, unix_now,
+};
 
 /// Organizations leased at a time, written concurrently (Clerk allows 100 requests per 10 s
 /// per secret key; its 429s are obeyed).
@@ -44,16 +44,7 @@ impl ClerkMetadata {
 
     /// Writes for as long as the process runs.
     pub async fn run(self, store: Store) {
-        loop {
-            match self.write_some(&store).await {
-                Ok(0) => tokio::time::sleep(POLL).await,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "clerk metadata: reading the outbox failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        keep_working("clerk metadata", || self.write_some(&store)).await;
     }
 
     async fn write_some(&self, store: &Store) -> anyhow::Result<usize> {

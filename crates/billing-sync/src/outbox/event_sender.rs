@@ -4,15 +4,13 @@
 //! `billing.updated` not sent yet is superseded by a newer one (see
 //! `Store::lease_webhook_events`).
 
-use std::time::Duration;
-
 use billing_sync_store::Store;
 use billing_sync_store::outbox::BillingEvent;
 use billing_sync_store::outbox::OutboxWork;
 
 use super::app_webhook::AppWebhook;
 use super::svix_api::SvixApi;
-use super::{LEASE, POLL, lease_token, next_attempt, unix_now};
+use super::{LEASE, keep_working, lease_token, next_attempt, unix_now};
 
 /// Events leased at a time (each of another organization), sent concurrently.
 const BATCH: u64 = 16;
@@ -43,16 +41,7 @@ impl EventDestination {
 
     /// Sends for as long as the process runs.
     pub async fn run(self, store: Store) {
-        loop {
-            match self.send_some(&store).await {
-                Ok(0) => tokio::time::sleep(POLL).await,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(destination = self.label(), error = %err, "billing events: reading the outbox failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        keep_working(self.label(), || self.send_some(&store)).await;
     }
 
     async fn send_some(&self, store: &Store) -> anyhow::Result<usize> {

@@ -39,6 +39,26 @@ pub fn backoff(attempts: i64) -> Duration {
         .min(Duration::from_secs(6 * 3600))
 }
 
+/// Runs `step` for as long as the process runs: again at once after it did some work (it
+/// returns how much), after [`POLL`] when there was none, after a second when it failed (the
+/// failure logged as `worker`'s; what it had leased lapses and is done again).
+pub(crate) async fn keep_working<F, Fut>(worker: &str, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<usize>>,
+{
+    loop {
+        match step().await {
+            Ok(0) => tokio::time::sleep(POLL).await,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(worker, error = %err, "outbox: {worker} failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// Unix seconds now.
 pub(crate) fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()

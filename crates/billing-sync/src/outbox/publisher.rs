@@ -4,7 +4,6 @@
 //! `published` version.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use billing_sync_api::credits::Credits;
 use billing_sync_api::credits::api::organization_billing;
@@ -15,7 +14,7 @@ use billing_sync_store::outbox::{NewBillingEvent, OutboxWork, Published, Unpubli
 use poem_openapi::types::ToJSON;
 use serde_json::Value;
 
-use super::{LEASE, POLL, lease_token, unix_now};
+use super::{LEASE, keep_working, lease_token, unix_now};
 
 /// Organizations leased at a time.
 const BATCH: u64 = 32;
@@ -35,16 +34,7 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes for as long as the process runs.
     pub async fn run(self) {
-        loop {
-            match self.publish_some().await {
-                Ok(0) => tokio::time::sleep(POLL).await,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "outbox: publishing failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        keep_working("publishing", || self.publish_some()).await;
     }
 
     /// Publishes one batch of organizations, in one transaction; how many were leased.
