@@ -260,6 +260,19 @@ async fn a_change_acknowledged_before_a_kill_still_goes_out_after_the_restart() 
     };
     let s = setup(&db, &[], &[]).await;
     lifecycle(&s.server, "org_kill", "cus_kill").await;
+    // Without BILLING_API_KEYS the feed is not configured, as its document says.
+    let unconfigured = support::http()
+        .get(s.server.url("/api/v1/events"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("GET the feed");
+    let (status, answer) = status_and_json(unconfigured).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (500, Some("INTERNAL_ERROR")),
+        "{answer}"
+    );
     s.server.kill().await;
     let app_after = ReceiverStandIn::app().await;
     let clerk_after = ReceiverStandIn::clerk().await;

@@ -12,7 +12,7 @@ use poem_openapi::types::ParseFromJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 
 use crate::credits::Credits;
-use crate::credits::api::{API_KEY_REQUIRED, BillingApiKey};
+use crate::credits::api::{Answer, BillingApiKey, answer};
 use crate::http::{ApiTags, ErrorBody, NO_STORE, body};
 use crate::plans::api::BillingState;
 
@@ -147,6 +147,19 @@ pub enum EventsResponse {
     Internal(Json<ErrorBody>),
 }
 
+impl From<Answer> for EventsResponse {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::BadRequest(body) => Self::BadRequest(body),
+            Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
+            Answer::Conflict(conflict) => {
+                Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
+            }
+            Answer::Internal(body) | Answer::Unavailable(body) => Self::Internal(body),
+        }
+    }
+}
+
 /// The feed's operation.
 pub struct EventsApi {
     store: Store,
@@ -179,11 +192,8 @@ impl EventsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
     ) -> EventsResponse {
-        if self.credits.authenticate(Some(key.token())).is_err() {
-            return EventsResponse::Unauthorized(
-                body("UNAUTHORIZED", API_KEY_REQUIRED),
-                "Bearer".into(),
-            );
+        if let Err(err) = self.credits.authenticate(Some(key.token())) {
+            return answer(&err, "events").into();
         }
         let after = after.0.unwrap_or(0);
         let limit = limit.0.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);

@@ -304,7 +304,7 @@ pub enum OrganizationBillingResponse {
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// How a credits refusal is answered, whatever the operation: one place for codes and words.
-enum Answer {
+pub(crate) enum Answer {
     BadRequest(Json<ErrorBody>),
     Unauthorized(Json<ErrorBody>),
     Conflict(Json<CreditsErrorBody>),
@@ -312,7 +312,7 @@ enum Answer {
     Unavailable(Json<ErrorBody>),
 }
 
-fn answer(err: &CreditsError, operation: &'static str) -> Answer {
+pub(crate) fn answer(err: &CreditsError, operation: &'static str) -> Answer {
     match err {
         CreditsError::Unauthorized => {
             tracing::info!(operation, "refused: missing or unknown API key");
