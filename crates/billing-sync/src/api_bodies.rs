@@ -11,9 +11,8 @@
 //! The routes a Clerk session authenticates read their bounded body first (verifying a token
 //! may wait on the JWKS, and the body is at most 64 KiB).
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use billing_sync_api::credits::api::{API_KEY_REQUIRED, WRITE_PATHS};
 use billing_sync_api::credits::{Credits, CreditsError};

@@ -88,10 +88,10 @@ impl Publisher {
         let balance = state.credits_balance;
         let state = state.to_json().unwrap_or(Value::Null);
         let text = state.to_string();
+        let news = without_moving(state);
         let changed = leased.published_state.as_deref().is_none_or(|published| {
-            serde_json::from_str::<Value>(published).map_or(true, |published| {
-                without_moving(published) != without_moving(state.clone())
-            })
+            serde_json::from_str::<Value>(published)
+                .map_or(true, |published| without_moving(published) != news)
         });
         let mut events = Vec::new();
         if changed {
