@@ -93,6 +93,70 @@ fn verifies(received: &Received, secret: &str, body: &[u8]) -> bool {
         .is_ok()
 }
 
+/// Whether each delivery verifies with `secret` in Python's `standardwebhooks` (the reference
+/// library of the Standard Webhooks specification, what an app's receiver would run), each
+/// given as its headers and the body it is checked against. `None` when the library is not
+/// installed and `./scripts/test` (which installs it) did not require it.
+async fn standard_webhooks_verify(
+    secret: &str,
+    deliveries: &[(&Received, &[u8])],
+) -> Option<Vec<bool>> {
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+except ImportError:
+    sys.exit(3)
+request = json.load(sys.stdin)
+webhook = Webhook(request["secret"])
+verified = []
+for delivery in request["deliveries"]:
+    try:
+        webhook.verify(delivery["body"].encode(), delivery["headers"])
+        verified.append(True)
+    except WebhookVerificationError:
+        verified.append(False)
+print(json.dumps(verified))
+"#;
+    let python = support::tool("python3", "BILLING_SYNC_TEST_REQUIRE_STANDARD_WEBHOOKS")?;
+    let request = json!({
+        "secret": secret,
+        "deliveries": deliveries.iter().map(|(received, body)| json!({
+            "headers": received.headers,
+            "body": String::from_utf8_lossy(body),
+        })).collect::<Vec<_>>(),
+    });
+    let mut child = tokio::process::Command::new(python)
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut stdin = child.stdin.take().expect("its stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, request.to_string().as_bytes())
+        .await
+        .expect("write the deliveries");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("python3's answer");
+    if output.status.code() == Some(3) {
+        assert!(
+            std::env::var("BILLING_SYNC_TEST_REQUIRE_STANDARD_WEBHOOKS").as_deref() != Ok("1"),
+            "standardwebhooks is required but python3 cannot import it"
+        );
+        eprintln!(
+            "SKIPPED: Python's standardwebhooks is not installed; ./scripts/test installs it"
+        );
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(serde_json::from_slice(&output.stdout).expect("a list of verdicts"))
+}
+
 /// Every event of the feed, paged one at a time with the cursor.
 async fn feed(server: &Server) -> Vec<Value> {
     let mut events = Vec::new();
@@ -120,8 +184,9 @@ async fn feed(server: &Server) -> Vec<Value> {
 /// The lifecycle's final state (active, `api` and `sso`) reaches Clerk's metadata (without
 /// touching the app's own key) and the app's webhook, though the app answers 503 then 429 with
 /// `Retry-After` and Clerk 429: no request comes before `Retry-After` has elapsed, every
-/// delivery is signed (a tampered one fails verification), the versions the app took never go
-/// down, and the feed gives every event once across pages of one.
+/// delivery is signed (verified by the svix crate and Python's standardwebhooks, a tampered one
+/// refused by both), the versions the app took never go down, and the feed gives every event
+/// once across pages of one.
 async fn a_subscription_delivered_out_of_order_ends_in_clerk_and_at_the_app_through_their_outages(
     db: TestDatabase,
 ) {
@@ -183,6 +248,17 @@ async fn a_subscription_delivered_out_of_order_ends_in_clerk_and_at_the_app_thro
     let mut tampered = taken[0].body.clone();
     tampered[0] = b' ';
     assert!(!verifies(&taken[0], APP_WEBHOOK_SECRET, &tampered));
+    let mut checked: Vec<(&Received, &[u8])> =
+        taken.iter().map(|r| (r, r.body.as_slice())).collect();
+    checked.push((&taken[0], &tampered));
+    if let Some(verdicts) = standard_webhooks_verify(APP_WEBHOOK_SECRET, &checked).await {
+        let mut expected = vec![true; taken.len()];
+        expected.push(false);
+        assert_eq!(
+            verdicts, expected,
+            "standardwebhooks' verdicts, the tampered one last"
+        );
+    }
     // The 429 said 2 s: nothing came sooner.
     let refused = taken.iter().position(|r| r.status == 429).expect("the 429");
     let next = taken.get(refused + 1).expect("a request after the 429");
