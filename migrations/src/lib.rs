@@ -12,6 +12,7 @@ mod m20261202_000004_payloads_as_text;
 mod m20261203_000005_credits;
 mod m20261204_000006_lighter_ledger;
 mod m20261205_000007_billing_outbox;
+mod m20261206_000008_outbox_work_by_index;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_credits::Migration),
             Box::new(m20261204_000006_lighter_ledger::Migration),
             Box::new(m20261205_000007_billing_outbox::Migration),
+            Box::new(m20261206_000008_outbox_work_by_index::Migration),
         ]
     }
 }
