@@ -7,9 +7,10 @@
 //! - **publishing on**: the publisher and the app's webhook (`APP_WEBHOOK_URL`, a receiver on
 //!   127.0.0.1 that answers 200 at once) run beside ingestion.
 //!
-//! For each: events per second, the server's CPU per event (`/proc/PID/stat`), and, with
-//! publishing on, the delay from the 200 of an organization's last event to the app receiving
-//! a `billing.updated` of it (p50, p99 over the organizations). Goal (issue 30): on ≥ 85 % of
+//! For each: events per second, the server's CPU per event and the PostgreSQL cluster's (all
+//! its processes, from `/proc`), and, with publishing on, the delay from the 200 of an
+//! organization's last event to the app receiving a `billing.updated` of it (p50, p99 over the
+//! organizations) and how many deliveries the app received per Stripe event. Goal (issue 30): on ≥ 85 % of
 //! off, p99 delay under a second.
 //!
 //! Run with `./scripts/bench --bench outbox`. `BENCH_OUTBOX_EVENTS` sets the events per run
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycles};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
-use cpu::process_cpu;
+use cpu::{cluster_cpu, postmaster_pid, process_cpu};
 use support::receivers::ReceiverStandIn;
 use support::{Server, now, stripe_signature};
 
@@ -46,12 +47,15 @@ fn organization(event: &ScenarioEvent) -> Option<String> {
 struct Run {
     rate: f64,
     cpu_per_event: Duration,
+    /// The PostgreSQL cluster's CPU per event, all its processes.
+    postgres_per_event: Duration,
     /// Each organization's last acknowledged event's 200.
     last_ack: HashMap<String, Instant>,
 }
 
-/// Sends `events` to `server` from [`SENDERS`] tasks, one shared client.
-async fn send(server: &Server, events: Vec<ScenarioEvent>) -> Run {
+/// Sends `events` to `server` from [`SENDERS`] tasks, one shared client; `postmaster` is the
+/// PostgreSQL cluster's, whose CPU is counted too.
+async fn send(server: &Server, postmaster: u32, events: Vec<ScenarioEvent>) -> Run {
     let bodies: Arc<Vec<(Option<String>, Vec<u8>)>> = Arc::new(
         events
             .iter()
@@ -72,6 +76,7 @@ async fn send(server: &Server, events: Vec<ScenarioEvent>) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let last_ack = Arc::new(Mutex::new(HashMap::new()));
     let cpu_before = process_cpu(server.pid());
+    let cluster_before = cluster_cpu(postmaster);
     let started = Instant::now();
     let tasks: Vec<_> = (0..SENDERS)
         .map(|_| {
@@ -112,10 +117,12 @@ async fn send(server: &Server, events: Vec<ScenarioEvent>) -> Run {
     }
     let elapsed = started.elapsed();
     let cpu = process_cpu(server.pid()) - cpu_before;
+    let cluster = cluster_cpu(postmaster) - cluster_before;
     let last_ack = std::mem::take(&mut *last_ack.lock().expect("lock"));
     Run {
         rate: bodies.len() as f64 / elapsed.as_secs_f64(),
         cpu_per_event: cpu / bodies.len() as u32,
+        postgres_per_event: cluster / bodies.len() as u32,
         last_ack,
     }
 }
@@ -173,8 +180,15 @@ async fn main() {
         .unwrap_or(4_000);
     println!("billing flowing out: {count} events per run, {SENDERS} senders, PostgreSQL");
     println!(
-        "{:<6} {:<15} {:>10} {:>9} {:>10} {:>10}",
-        "round", "publishing", "events/s", "svc µs/ev", "delay p50", "delay p99"
+        "{:<6} {:<15} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "round",
+        "publishing",
+        "events/s",
+        "svc µs/ev",
+        "pg µs/ev",
+        "delay p50",
+        "delay p99",
+        "sent/ev"
     );
     for round in 1..=2 {
         let mut off_rate = 0.0;
@@ -195,25 +209,34 @@ async fn main() {
                 ]);
             }
             let server = Server::start(&db.url, &env).await;
+            let postmaster = postmaster_pid(
+                &billing_sync_store::sea_orm::Database::connect(&db.url)
+                    .await
+                    .expect("connect"),
+            )
+            .await;
             let tag = format!("r{round}{}", if publishing { "on" } else { "off" });
-            let run = send(&server, subscription_lifecycles(&tag, count)).await;
-            let (p50, p99) = if publishing {
+            let run = send(&server, postmaster, subscription_lifecycles(&tag, count)).await;
+            let (p50, p99, sent) = if publishing {
                 let delays = delays(&app, &run.last_ack).await;
                 (
                     format!("{:.0} ms", percentile(&delays, 0.5).as_secs_f64() * 1e3),
                     format!("{:.0} ms", percentile(&delays, 0.99).as_secs_f64() * 1e3),
+                    format!("{:.2}", app.received().len() as f64 / count as f64),
                 )
             } else {
                 off_rate = run.rate;
-                ("-".to_owned(), "-".to_owned())
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
             };
             println!(
-                "{round:<6} {:<15} {:>10.0} {:>9.0} {:>10} {:>10}{}",
+                "{round:<6} {:<15} {:>10.0} {:>9.0} {:>9.0} {:>10} {:>10} {:>8}{}",
                 if publishing { "on" } else { "off (ceiling)" },
                 run.rate,
                 run.cpu_per_event.as_secs_f64() * 1e6,
+                run.postgres_per_event.as_secs_f64() * 1e6,
                 p50,
                 p99,
+                sent,
                 if publishing {
                     format!("   on/off {:.2}", run.rate / off_rate)
                 } else {

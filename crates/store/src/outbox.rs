@@ -282,7 +282,9 @@ impl Store {
 
     /// Records that each of `published` (leased with `lease`) was published at its version (and
     /// its balance drops) with its state (JSON text), appending its events at the end of the
-    /// commit order — all in one transaction, one commit for the batch. An organization whose
+    /// commit order — all in one transaction, one commit for the batch, in two statements
+    /// whatever its size (where one per organization and per event cost a round trip and a
+    /// parse each, as much PostgreSQL CPU as the ingest they follow). An organization whose
     /// lease was taken over is left as it is (and its events not appended); returns how many
     /// were recorded. On PostgreSQL the appends are serialised by a lock held to commit, so that
     /// a higher `seq` is never visible before a lower one (the feed's cursor would skip it).
@@ -300,50 +302,63 @@ impl Store {
                 txn.execute_unprepared("SELECT pg_advisory_xact_lock(7306011)")
                     .await?;
             }
-            let mut recorded = 0;
-            for Published {
-                leased,
-                state,
-                events,
-            } in published
-            {
-                let updated = txn
-                    .execute_raw(self.statement(
-                        "UPDATE billing_outbox SET published = ?, published_state = ?, \
-                         published_drops = ?, lease = NULL, leased_until = NULL \
-                         WHERE organization_id = ? AND lease = ? AND published < ?",
-                        vec![
-                            leased.changes.into(),
-                            (*state).into(),
-                            leased.balance_drops.into(),
-                            leased.organization_id.as_str().into(),
-                            lease.into(),
-                            leased.changes.into(),
-                        ],
-                    ))
-                    .await?;
-                if updated.rows_affected() == 0 {
-                    continue;
+            // The rows still leased to us take their publication, in one statement; only
+            // theirs get events.
+            let recorded: Vec<String> = if published.is_empty() {
+                Vec::new()
+            } else {
+                let sql = format!(
+                    "WITH p (organization_id, changes, state, drops) AS (VALUES {}) \
+                     UPDATE billing_outbox SET published = p.changes, published_state = p.state, \
+                     published_drops = p.drops, lease = NULL, leased_until = NULL FROM p \
+                     WHERE billing_outbox.organization_id = p.organization_id \
+                     AND billing_outbox.lease = ? AND billing_outbox.published < p.changes \
+                     RETURNING billing_outbox.organization_id",
+                    rows_of(4, published.len())
+                );
+                let mut values: Vec<Value> = Vec::with_capacity(published.len() * 4 + 1);
+                for Published { leased, state, .. } in published {
+                    values.extend([
+                        leased.organization_id.as_str().into(),
+                        leased.changes.into(),
+                        (*state).into(),
+                        leased.balance_drops.into(),
+                    ]);
                 }
-                recorded += 1;
-                for event in *events {
-                    txn.execute_raw(self.statement(
-                        "INSERT INTO billing_events \
-                         (id, event_type, organization_id, version, created, data, next_attempt_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        vec![
-                            event.id.as_str().into(),
-                            event.event_type.as_str().into(),
-                            leased.organization_id.as_str().into(),
-                            leased.changes.into(),
-                            now.into(),
-                            event.data.as_str().into(),
-                            now.into(),
-                        ],
-                    ))
-                    .await?;
+                values.push(lease.into());
+                txn.query_all_raw(self.statement(&sql, values))
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<String>("", "organization_id"))
+                    .collect::<Result<_, DbErr>>()?
+            };
+            let appended: Vec<(&Published<'_>, &NewBillingEvent)> = published
+                .iter()
+                .filter(|p| recorded.contains(&p.leased.organization_id))
+                .flat_map(|p| p.events.iter().map(move |event| (p, event)))
+                .collect();
+            if !appended.is_empty() {
+                let sql = format!(
+                    "INSERT INTO billing_events \
+                     (id, event_type, organization_id, version, created, data, next_attempt_at) \
+                     VALUES {}",
+                    rows_of(7, appended.len())
+                );
+                let mut values: Vec<Value> = Vec::with_capacity(appended.len() * 7);
+                for (p, event) in appended {
+                    values.extend([
+                        event.id.as_str().into(),
+                        event.event_type.as_str().into(),
+                        p.leased.organization_id.as_str().into(),
+                        p.leased.changes.into(),
+                        now.into(),
+                        event.data.as_str().into(),
+                        now.into(),
+                    ]);
                 }
+                txn.execute_raw(self.statement(&sql, values)).await?;
             }
+            let recorded = recorded.len();
             txn.commit().await?;
             Ok(recorded)
         }
@@ -428,7 +443,8 @@ impl Store {
     }
 
     /// Records the answers to a batch of leased events, in one transaction (one commit for the
-    /// batch, where one per event cost a WAL flush each): each `(seq, outcome)` taken
+    /// batch, where one per event cost a WAL flush each; the taken ones in one statement): each
+    /// `(seq, outcome)` taken
     /// (`Ok(delivered_at)`), or to be tried again at `next_attempt_at` with `error`. An event
     /// whose lease was taken over is left as it is.
     pub async fn settle_webhook_events(
@@ -438,25 +454,41 @@ impl Store {
     ) -> Result<(), StoreError> {
         let result: Result<(), DbErr> = async {
             let txn = self.connection().begin().await?;
+            // The delivered ones (nearly all, while the app is healthy) in one statement.
+            let delivered: Vec<(i64, i64)> = outcomes
+                .iter()
+                .filter_map(|(seq, outcome)| outcome.as_ref().ok().map(|at| (*seq, *at)))
+                .collect();
+            if !delivered.is_empty() {
+                let sql = format!(
+                    "WITH d (seq, delivered_at) AS (VALUES {}) \
+                     UPDATE billing_events SET delivered_at = d.delivered_at, lease = NULL, \
+                     leased_until = NULL, last_error = NULL FROM d \
+                     WHERE billing_events.seq = d.seq AND billing_events.lease = ?",
+                    rows_of(2, delivered.len())
+                );
+                let mut values: Vec<Value> = delivered
+                    .into_iter()
+                    .flat_map(|(seq, at)| [seq.into(), at.into()])
+                    .collect();
+                values.push(lease.into());
+                txn.execute_raw(self.statement(&sql, values)).await?;
+            }
             for (seq, outcome) in outcomes {
-                let statement = match outcome {
-                    Ok(delivered_at) => self.statement(
-                        "UPDATE billing_events SET delivered_at = ?, lease = NULL, \
-                         leased_until = NULL, last_error = NULL WHERE seq = ? AND lease = ?",
-                        vec![delivered_at.into(), seq.into(), lease.into()],
-                    ),
-                    Err((next_attempt_at, error)) => self.statement(
-                        "UPDATE billing_events SET next_attempt_at = ?, last_error = ?, \
-                         lease = NULL, leased_until = NULL WHERE seq = ? AND lease = ?",
-                        vec![
-                            next_attempt_at.into(),
-                            error.into(),
-                            seq.into(),
-                            lease.into(),
-                        ],
-                    ),
+                let Err((next_attempt_at, error)) = outcome else {
+                    continue;
                 };
-                txn.execute_raw(statement).await?;
+                txn.execute_raw(self.statement(
+                    "UPDATE billing_events SET next_attempt_at = ?, last_error = ?, \
+                     lease = NULL, leased_until = NULL WHERE seq = ? AND lease = ?",
+                    vec![
+                        next_attempt_at.into(),
+                        error.into(),
+                        seq.into(),
+                        lease.into(),
+                    ],
+                ))
+                .await?;
             }
             txn.commit().await
         }
@@ -579,6 +611,12 @@ impl Store {
         };
         read().map_err(|err| self.classify(err))
     }
+}
+
+/// `rows` rows of `columns` placeholders each, for a `VALUES` list: `(?, ?), (?, ?)`.
+fn rows_of(columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// `sql`, written with `?` placeholders, as `backend` takes them: each `?` numbered `$1`,
