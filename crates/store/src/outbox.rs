@@ -11,7 +11,10 @@
 //! token until a deadline, and only the holder of the token may record what it did. A replica
 //! that dies lets its lease lapse; a late writer whose lease was taken over records nothing.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement,
+    TransactionTrait, Value,
+};
 
 use crate::{Store, StoreError};
 
@@ -213,6 +216,45 @@ impl Store {
             .map_err(|err| self.classify(err))
     }
 
+    /// Begins a transaction for the outbox's bookkeeping, whose commit does not wait for
+    /// PostgreSQL to flush it to disk (`synchronous_commit` off for this transaction only):
+    /// leases, supersedes and the record of a delivery, which a crash may lose because they
+    /// are done again — a lease is taken again, a supersede decided again, a delivery made
+    /// again under its same event id (receivers deduplicate on it). Each of those commits cost
+    /// a WAL flush that ingestion's commits queued behind. The change, its outbox mark and the
+    /// published events are committed as every change is, flushed.
+    async fn begin_unflushed(&self) -> Result<DatabaseTransaction, DbErr> {
+        let txn = self.connection().begin().await?;
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_unprepared("SET LOCAL synchronous_commit = off")
+                .await?;
+        }
+        Ok(txn)
+    }
+
+    /// The rows a bookkeeping write (`sql`, a lease) answers, each read by `read`, committed
+    /// without waiting for the flush ([`Store::begin_unflushed`]); `before`, another
+    /// bookkeeping statement, runs first in the same transaction.
+    async fn unflushed_rows<T>(
+        &self,
+        before: Option<Statement>,
+        sql: &str,
+        values: Vec<Value>,
+        read: impl Fn(&QueryResult) -> Result<T, DbErr>,
+    ) -> Result<Vec<T>, StoreError> {
+        let result: Result<Vec<T>, DbErr> = async {
+            let txn = self.begin_unflushed().await?;
+            if let Some(before) = before {
+                txn.execute_raw(before).await?;
+            }
+            let rows = txn.query_all_raw(self.statement(sql, values)).await?;
+            txn.commit().await?;
+            rows.iter().map(read).collect()
+        }
+        .await;
+        result.map_err(|err| self.classify(err))
+    }
+
     fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
         let backend = self.backend();
         Statement::from_sql_and_values(backend, placeholders_for(backend, sql), values)
@@ -235,7 +277,8 @@ impl Store {
                ORDER BY organization_id LIMIT {limit}{skip_locked}) \
              RETURNING organization_id, changes, balance_drops, published_drops, published_state"
         );
-        self.rows(
+        self.unflushed_rows(
+            None,
             &sql,
             vec![lease.into(), leased_until.into(), now.into()],
             |row| {
@@ -384,19 +427,7 @@ impl Store {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<BillingEvent>, StoreError> {
-        self.rows(sql, values, |row| {
-            Ok(BillingEvent {
-                seq: row.try_get("", "seq")?,
-                id: row.try_get("", "id")?,
-                event_type: row.try_get("", "event_type")?,
-                organization_id: row.try_get("", "organization_id")?,
-                version: row.try_get("", "version")?,
-                created: row.try_get("", "created")?,
-                data: row.try_get("", "data")?,
-                attempts: row.try_get("", "attempts")?,
-            })
-        })
-        .await
+        self.rows(sql, values, billing_event).await
     }
 
     /// Takes up to `limit` events for the app's webhook: due, not taken, not superseded, and
@@ -416,10 +447,7 @@ impl Store {
              AND EXISTS (SELECT 1 FROM billing_events newer \
                WHERE newer.organization_id = billing_events.organization_id \
                AND newer.seq > billing_events.seq AND newer.event_type = 'billing.updated')";
-        self.connection()
-            .execute_raw(self.statement(supersede, vec![now.into()]))
-            .await
-            .map_err(|err| self.classify(err))?;
+        let supersede = self.statement(supersede, vec![now.into()]);
         let skip_locked = self.skip_locked();
         let sql = format!(
             "UPDATE billing_events SET lease = ?, leased_until = ?, attempts = attempts + 1 \
@@ -433,27 +461,28 @@ impl Store {
              RETURNING seq, id, event_type, organization_id, version, created, data, attempts"
         );
         let mut events = self
-            .events_query(
+            .unflushed_rows(
+                Some(supersede),
                 &sql,
                 vec![lease.into(), leased_until.into(), now.into(), now.into()],
+                billing_event,
             )
             .await?;
         events.sort_by_key(|event| event.seq);
         Ok(events)
     }
 
-    /// Records the answers to a batch of leased events, in one transaction (one commit for the
-    /// batch, where one per event cost a WAL flush each; the taken ones in one statement): each
-    /// `(seq, outcome)` taken
-    /// (`Ok(delivered_at)`), or to be tried again at `next_attempt_at` with `error`. An event
-    /// whose lease was taken over is left as it is.
+    /// Records the answers to a batch of leased events, in one unflushed transaction
+    /// ([`Store::begin_unflushed`]), the taken ones in one statement: each `(seq, outcome)`
+    /// taken (`Ok(delivered_at)`), or to be tried again at `next_attempt_at` with `error`. An
+    /// event whose lease was taken over is left as it is.
     pub async fn settle_webhook_events(
         &self,
         lease: &str,
         outcomes: Vec<(i64, Delivery)>,
     ) -> Result<(), StoreError> {
         let result: Result<(), DbErr> = async {
-            let txn = self.connection().begin().await?;
+            let txn = self.begin_unflushed().await?;
             // The delivered ones (nearly all, while the app is healthy) in one statement.
             let delivered: Vec<(i64, i64)> = outcomes
                 .iter()
@@ -514,7 +543,8 @@ impl Store {
                ORDER BY clerk_next_attempt_at LIMIT {limit}{skip_locked}) \
              RETURNING organization_id, published, published_state, clerk_attempts"
         );
-        self.rows(
+        self.unflushed_rows(
+            None,
             &sql,
             vec![lease.into(), leased_until.into(), now.into(), now.into()],
             |row| {
@@ -532,7 +562,8 @@ impl Store {
     }
 
     /// Records Clerk's answer for a leased organization: `version` written (`Ok`), or to be
-    /// tried again at `next_attempt_at` with `error`. Nothing when the lease was taken over.
+    /// tried again at `next_attempt_at` with `error`, unflushed ([`Store::begin_unflushed`]).
+    /// Nothing when the lease was taken over.
     pub async fn settle_clerk_update(
         &self,
         lease: &str,
@@ -562,11 +593,13 @@ impl Store {
                 ],
             ),
         };
-        self.connection()
-            .execute_raw(statement)
-            .await
-            .map_err(|err| self.classify(err))?;
-        Ok(())
+        let result: Result<(), DbErr> = async {
+            let txn = self.begin_unflushed().await?;
+            txn.execute_raw(statement).await?;
+            txn.commit().await
+        }
+        .await;
+        result.map_err(|err| self.classify(err))
     }
 
     /// Marks every organization billing-sync knows as changed, so that its state is published
@@ -611,6 +644,20 @@ impl Store {
         };
         read().map_err(|err| self.classify(err))
     }
+}
+
+/// A billing event as a statement of this module returns it.
+fn billing_event(row: &QueryResult) -> Result<BillingEvent, DbErr> {
+    Ok(BillingEvent {
+        seq: row.try_get("", "seq")?,
+        id: row.try_get("", "id")?,
+        event_type: row.try_get("", "event_type")?,
+        organization_id: row.try_get("", "organization_id")?,
+        version: row.try_get("", "version")?,
+        created: row.try_get("", "created")?,
+        data: row.try_get("", "data")?,
+        attempts: row.try_get("", "attempts")?,
+    })
 }
 
 /// `rows` rows of `columns` placeholders each, for a `VALUES` list: `(?, ?), (?, ?)`.
