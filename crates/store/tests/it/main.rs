@@ -5,6 +5,7 @@
 mod changeset;
 mod credits;
 mod literals;
+mod outbox;
 mod reads;
 mod schema;
 mod sqlite_pool;
