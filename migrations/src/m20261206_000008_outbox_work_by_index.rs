@@ -8,9 +8,6 @@
 //! - Superseding a pending `billing.updated` asks whether a newer one of its organization
 //!   exists, delivered or not; with no index on all of an organization's events that was a
 //!   scan of the whole table per pass (4.6 ms at 5,000 events; 0.0 ms a row with the index).
-//!   The index is on the organization, the type and the version, unique: publishing appends an
-//!   event only when none of its organization and type has its version or a later one, which
-//!   it reads through this index, and the uniqueness states that rule in the schema.
 
 use sea_orm_migration::prelude::*;
 
@@ -25,9 +22,9 @@ const INDEXES: [(&str, &str); 2] = [
          WHERE delivered_at IS NULL AND NOT superseded",
     ),
     (
-        "billing_events_version_idx",
-        "CREATE UNIQUE INDEX IF NOT EXISTS billing_events_version_idx \
-         ON billing_events (organization_id, event_type, version)",
+        "billing_events_organization_idx",
+        "CREATE INDEX IF NOT EXISTS billing_events_organization_idx \
+         ON billing_events (organization_id, event_type, seq)",
     ),
 ];
 

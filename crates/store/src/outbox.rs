@@ -325,21 +325,12 @@ impl Store {
 
     /// Records that each of `published` (leased with `lease`) was published at its version (and
     /// its balance drops) with its state (JSON text), appending its events at the end of the
-    /// commit order; returns how many organizations were recorded. Two transactions, each one
-    /// statement whatever the batch's size:
-    ///
-    /// 1. The events, committed and flushed like every change. An organization whose lease was
-    ///    taken over gets none, and neither does an event whose organization already has one of
-    ///    its type at this version or a later one: a publication done again (its second step
-    ///    lost in a crash) appends nothing twice, and an older state never follows a newer one.
-    ///    On PostgreSQL these appends are serialised by a lock held to commit, so that a higher
-    ///    `seq` is never visible before a lower one (the feed's cursor would skip it) and each
-    ///    sees the one before.
-    /// 2. The outbox rows' `published`, unflushed ([`Store::begin_unflushed`]): lost in a crash,
-    ///    the organization is published again, which step 1 makes harmless. The rows are those
-    ///    ingestion bumps in the transaction of each change; written in the first
-    ///    transaction, they were locked until its flush, and ingestion's commits of the same
-    ///    organizations queued behind it.
+    /// commit order — all in one transaction, one commit for the batch, in two statements
+    /// whatever its size (where one per organization and per event cost a round trip and a
+    /// parse each, as much PostgreSQL CPU as the ingest they follow). An organization whose
+    /// lease was taken over is left as it is (and its events not appended); returns how many
+    /// were recorded. On PostgreSQL the appends are serialised by a lock held to commit, so that
+    /// a higher `seq` is never visible before a lower one (the feed's cursor would skip it).
     pub async fn publish(
         &self,
         lease: &str,
@@ -347,32 +338,57 @@ impl Store {
         now: i64,
     ) -> Result<usize, StoreError> {
         let result: Result<usize, DbErr> = async {
-            let events: Vec<(&Published<'_>, &NewBillingEvent)> = published
+            let txn = self.connection().begin().await?;
+            if self.backend() == DbBackend::Postgres
+                && published.iter().any(|p| !p.events.is_empty())
+            {
+                txn.execute_unprepared("SELECT pg_advisory_xact_lock(7306011)")
+                    .await?;
+            }
+            // The rows still leased to us take their publication, in one statement; only
+            // theirs get events.
+            let recorded: Vec<String> = if published.is_empty() {
+                Vec::new()
+            } else {
+                let sql = format!(
+                    "WITH p (organization_id, changes, state, drops) AS (VALUES {}) \
+                     UPDATE billing_outbox SET published = p.changes, published_state = p.state, \
+                     published_drops = p.drops, lease = NULL, leased_until = NULL FROM p \
+                     WHERE billing_outbox.organization_id = p.organization_id \
+                     AND billing_outbox.lease = ? AND billing_outbox.published < p.changes \
+                     RETURNING billing_outbox.organization_id",
+                    rows_of(4, published.len())
+                );
+                let mut values: Vec<Value> = Vec::with_capacity(published.len() * 4 + 1);
+                for Published { leased, state, .. } in published {
+                    values.extend([
+                        leased.organization_id.as_str().into(),
+                        leased.changes.into(),
+                        (*state).into(),
+                        leased.balance_drops.into(),
+                    ]);
+                }
+                values.push(lease.into());
+                txn.query_all_raw(self.statement(&sql, values))
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<String>("", "organization_id"))
+                    .collect::<Result<_, DbErr>>()?
+            };
+            let appended: Vec<(&Published<'_>, &NewBillingEvent)> = published
                 .iter()
+                .filter(|p| recorded.contains(&p.leased.organization_id))
                 .flat_map(|p| p.events.iter().map(move |event| (p, event)))
                 .collect();
-            if !events.is_empty() {
-                let txn = self.connection().begin().await?;
-                if self.backend() == DbBackend::Postgres {
-                    txn.execute_unprepared("SELECT pg_advisory_xact_lock(7306011)")
-                        .await?;
-                }
+            if !appended.is_empty() {
                 let sql = format!(
-                    "WITH v (id, event_type, organization_id, version, created, data, \
-                       next_attempt_at, position) AS (VALUES {}) \
-                     INSERT INTO billing_events \
+                    "INSERT INTO billing_events \
                      (id, event_type, organization_id, version, created, data, next_attempt_at) \
-                     SELECT id, event_type, organization_id, version, created, data, next_attempt_at \
-                     FROM v WHERE EXISTS (SELECT 1 FROM billing_outbox o \
-                       WHERE o.organization_id = v.organization_id AND o.lease = ?) \
-                     AND NOT EXISTS (SELECT 1 FROM billing_events e \
-                       WHERE e.organization_id = v.organization_id \
-                       AND e.event_type = v.event_type AND e.version >= v.version) \
-                     ORDER BY position",
-                    rows_of(8, events.len())
+                     VALUES {}",
+                    rows_of(7, appended.len())
                 );
-                let mut values: Vec<Value> = Vec::with_capacity(events.len() * 8 + 1);
-                for (position, (p, event)) in events.iter().enumerate() {
+                let mut values: Vec<Value> = Vec::with_capacity(appended.len() * 7);
+                for (p, event) in appended {
                     values.extend([
                         event.id.as_str().into(),
                         event.event_type.as_str().into(),
@@ -381,38 +397,13 @@ impl Store {
                         now.into(),
                         event.data.as_str().into(),
                         now.into(),
-                        (position as i64).into(),
                     ]);
                 }
-                values.push(lease.into());
                 txn.execute_raw(self.statement(&sql, values)).await?;
-                txn.commit().await?;
             }
-            if published.is_empty() {
-                return Ok(0);
-            }
-            let sql = format!(
-                "WITH p (organization_id, changes, state, drops) AS (VALUES {}) \
-                 UPDATE billing_outbox SET published = p.changes, published_state = p.state, \
-                 published_drops = p.drops, lease = NULL, leased_until = NULL FROM p \
-                 WHERE billing_outbox.organization_id = p.organization_id \
-                 AND billing_outbox.lease = ? AND billing_outbox.published < p.changes",
-                rows_of(4, published.len())
-            );
-            let mut values: Vec<Value> = Vec::with_capacity(published.len() * 4 + 1);
-            for Published { leased, state, .. } in published {
-                values.extend([
-                    leased.organization_id.as_str().into(),
-                    leased.changes.into(),
-                    (*state).into(),
-                    leased.balance_drops.into(),
-                ]);
-            }
-            values.push(lease.into());
-            let txn = self.begin_unflushed().await?;
-            let recorded = txn.execute_raw(self.statement(&sql, values)).await?;
+            let recorded = recorded.len();
             txn.commit().await?;
-            Ok(usize::try_from(recorded.rows_affected()).unwrap_or(usize::MAX))
+            Ok(recorded)
         }
         .await;
         result.map_err(|err| self.classify(err))
@@ -455,7 +446,7 @@ impl Store {
              AND (leased_until IS NULL OR leased_until < ?) \
              AND EXISTS (SELECT 1 FROM billing_events newer \
                WHERE newer.organization_id = billing_events.organization_id \
-               AND newer.event_type = 'billing.updated' AND newer.version > billing_events.version)";
+               AND newer.seq > billing_events.seq AND newer.event_type = 'billing.updated')";
         let supersede = self.statement(supersede, vec![now.into()]);
         let skip_locked = self.skip_locked();
         let sql = format!(

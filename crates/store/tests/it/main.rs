@@ -5,7 +5,6 @@
 mod changeset;
 mod credits;
 mod literals;
-mod outbox;
 mod reads;
 mod schema;
 mod sqlite_pool;
