@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use billing_sync_credits::{Answer, Request};
 use billing_sync_store::credits::OrganizationRequests;
 use billing_sync_store::retry::WriteError;
+use billing_sync_store::sea_orm::DbErr;
 use billing_sync_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -93,7 +94,9 @@ async fn write_batch(store: &Store, key: &str, jobs: Vec<Job>) {
     }
     let (batch, replies): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
     match decide(store, key, &batch).await {
-        Err(err) if batch.len() > 1 && !err.retryable() => {
+        // A batch the database refused for its data, or whose rules panicked, is decided again
+        // one organization at a time: only the organization at fault is refused.
+        Err(err) if batch.len() > 1 && (!err.retryable() || is_panic(&err)) => {
             tracing::warn!(error = %err, "credits batch failed; deciding its organizations one by one");
             for (organization, replies) in batch.into_iter().zip(replies) {
                 let result = decide(store, key, std::slice::from_ref(&organization)).await;
@@ -104,15 +107,34 @@ async fn write_batch(store: &Store, key: &str, jobs: Vec<Job>) {
     }
 }
 
+/// What a batch whose rules panicked fails with.
+const PANICKED: &str = "the credit rules stopped on this request (an overflow?)";
+
+/// Decides `batch` (retrying what the database may take later) in a task of its own: a panic
+/// in the rules (an overflow that their bounds should make impossible: overflow checks are on
+/// in release builds) fails this batch's callers, with its transaction never committed, rather
+/// than stopping the writer for everyone.
 async fn decide(
     store: &Store,
     key: &str,
     batch: &[OrganizationRequests],
 ) -> Result<Vec<Vec<Answer>>, StoreError> {
-    billing_sync_store::retry::with_retries("billing_sync_credits_write_retries_total", || {
-        store.decide_credits(batch, key, super::unix_now())
+    let (store, key, batch) = (store.clone(), key.to_owned(), batch.to_vec());
+    tokio::spawn(async move {
+        billing_sync_store::retry::with_retries("billing_sync_credits_write_retries_total", || {
+            store.decide_credits(&batch, &key, super::unix_now())
+        })
+        .await
     })
     .await
+    .unwrap_or_else(|panicked| {
+        tracing::error!(error = %panicked, "credits: {PANICKED}");
+        Err(StoreError::Database(DbErr::Custom(PANICKED.to_owned())))
+    })
+}
+
+fn is_panic(err: &StoreError) -> bool {
+    matches!(err, StoreError::Database(DbErr::Custom(message)) if message == PANICKED)
 }
 
 fn answer(
