@@ -159,6 +159,17 @@ async fn credits_bought_granted_refunded_and_spent_end_to_end(db: TestDatabase) 
             "price.created",
             price("price_plan", "prod_plan", 2_900, true, None),
         ),
+        // The most credits a unit may carry: two units would grant more than one grant may.
+        (
+            "price.created",
+            price(
+                "price_huge",
+                "prod_pack",
+                1_000,
+                false,
+                Some("1000000000000"),
+            ),
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -182,6 +193,23 @@ async fn credits_bought_granted_refunded_and_spent_end_to_end(db: TestDatabase) 
         Some("price_pack")
     );
     assert_eq!(sent.field("metadata[billing_sync_quantity]"), Some("3"));
+    // A purchase past the bound is refused before Stripe is asked (it was paid, then recorded
+    // `failed` by the webhook that could not grant it).
+    let asked = s.stripe.received().len();
+    let response = support::http()
+        .post(server.url("/api/v1/operations/payment/checkout-session"))
+        .bearer_auth(token("user_c", "org_c"))
+        .json(&json!({"price_id": "price_huge", "quantity": 2}))
+        .send()
+        .await
+        .expect("checkout");
+    let (status, refused) = status_and_json(response).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("VALIDATION_ERROR")),
+        "{refused}"
+    );
+    assert_eq!(s.stripe.received().len(), asked, "Stripe was not asked");
 
     // Nothing before the payment succeeds; then 300, once whatever is redelivered.
     let session = |status: &str| {
@@ -409,7 +437,9 @@ async fn a_key_spends_once_and_bad_requests_change_nothing(db: TestDatabase) {
             "{refused}"
         );
     }
-    // A grant that has already expired is granted and written off at once.
+    // A grant that has already expired could never be spent: refused, nothing written (it
+    // was granted and written off at once, and answered a balance the ledger did not have).
+    let (_, before) = ledger(server, "org_k").await;
     let (status, expired) = post(
         server,
         GRANT,
@@ -419,13 +449,19 @@ async fn a_key_spends_once_and_bad_requests_change_nothing(db: TestDatabase) {
     )
     .await;
     assert_eq!(
-        (status, &expired["balance"]),
-        (200, &json!(12)),
+        (status, expired["code"].as_str()),
+        (400, Some("VALIDATION_ERROR")),
+        "{expired}"
+    );
+    assert!(
+        expired["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expires_at")),
         "{expired}"
     );
     assert_ledger_explains(server, "org_k", 7).await;
-    let (_, transactions) = ledger(server, "org_k").await;
-    assert_eq!(transactions.last().expect("one")["kind"], "expire");
+    let (_, after) = ledger(server, "org_k").await;
+    assert_eq!(before, after, "nothing written");
 
     // Without BILLING_API_KEYS the backend's operations are off.
     let (status, off) = {

@@ -67,10 +67,17 @@ impl Ledger<'_> {
         self.take_back_refunds();
     }
 
-    /// Credits grant `index`: it pays the debt first, the rest remains to spend.
+    /// Credits grant `index`: it pays the debt first, the rest remains to spend. A grant that
+    /// had expired when it is credited pays no debt: it was never spendable, and is written
+    /// off whole by the expiry that follows.
     fn credit(&mut self, index: usize, kind: Kind, mut entry: Entry) -> Transaction {
+        let now = self.now;
         let grant = &mut self.account.grants[index];
-        let paying = grant.amount.min(self.account.debt);
+        let paying = if grant.is_expired(now) {
+            0
+        } else {
+            grant.amount.min(self.account.debt)
+        };
         self.account.debt -= paying;
         grant.remaining = grant.amount - paying;
         grant.credited = true;
@@ -188,6 +195,9 @@ impl Ledger<'_> {
                 reason,
                 ..
             } => {
+                if expires_at.is_some_and(|at| at <= self.now) {
+                    return Answer::AlreadyExpired;
+                }
                 self.account.grants.push(Grant {
                     id: None,
                     source: GrantSource::Api,
@@ -202,10 +212,7 @@ impl Ledger<'_> {
                     credited: false,
                 });
                 let index = self.account.grants.len() - 1;
-                let transaction = self.credit(index, Kind::Adjustment, entry(reason));
-                // A grant that is already expired is written off at once: the ledger says so.
-                self.expire();
-                transaction
+                self.credit(index, Kind::Adjustment, entry(reason))
             }
             Request::Settle => unreachable!("a request without a key was answered above"),
         };
@@ -256,7 +263,13 @@ impl Ledger<'_> {
 
     /// Appends a transaction of `amount` and moves the balance by it.
     fn append(&mut self, kind: Kind, amount: Credits, entry: Entry) -> Transaction {
-        self.account.balance += amount;
+        // Amounts are at most MAX_AMOUNT each: a sum past i64 would take ~9 million of them.
+        // Were it reached, stopping the decision (nothing is written) beats a wrapped balance.
+        self.account.balance = self
+            .account
+            .balance
+            .checked_add(amount)
+            .expect("a balance within i64: amounts are bounded by MAX_AMOUNT");
         self.account.last_sequence += 1;
         let transaction = Transaction {
             sequence: self.account.last_sequence,

@@ -8,7 +8,10 @@
 //!   The balance is the sum of the transactions' amounts, and also the remaining of the
 //!   unexpired grants less the account's debt ([`Account::is_consistent`]).
 //! - A grant from Stripe arrives *pending* (the webhook only records what was bought); the next
-//!   decision for its organization credits it. A grant pays the account's debt first.
+//!   decision for its organization credits it. A grant pays the account's debt first, unless
+//!   it had expired when it was credited: credits that were never spendable pay for nothing
+//!   (they are credited and written off at once). A purchase grants [`purchased_credits`].
+//! - A grant through the API whose `expires_at` has passed is refused.
 //! - A consumption draws from the grant that expires first (grants that never expire last),
 //!   then the oldest; it is refused, changing nothing, when the balance is short.
 //! - An expired grant's remaining is written off by an `expire` transaction.
@@ -31,9 +34,28 @@ pub type Credits = i64;
 /// Unix seconds.
 pub type UnixSeconds = i64;
 
-/// The largest amount one request may consume or grant. Large enough for any real use, small
-/// enough that no sum of a ledger's amounts can overflow.
+/// The largest amount one request may consume or grant, and one purchase may grant. Large
+/// enough for any real use, small enough that no sum of a ledger's amounts can overflow.
 pub const MAX_AMOUNT: Credits = 1_000_000_000_000;
+
+/// Whether `credits` is an amount a grant may carry: whole, from 0 to [`MAX_AMOUNT`].
+pub fn is_grantable(credits: Credits) -> bool {
+    (0..=MAX_AMOUNT).contains(&credits)
+}
+
+/// What a purchase of `quantity` units of a price worth `per_unit` credits each grants: the one
+/// rule, for the checkout that writes it into the session, the webhook that reads it back and
+/// the ledger that credits a purchase whose line items named the price. `None` when either is
+/// negative or the product is past [`MAX_AMOUNT`] (checked: no multiplication wraps or
+/// saturates into a different number of credits than was paid for).
+pub fn purchased_credits(per_unit: Credits, quantity: i64) -> Option<Credits> {
+    if per_unit < 0 || quantity < 0 {
+        return None;
+    }
+    per_unit
+        .checked_mul(quantity)
+        .filter(|credits| is_grantable(*credits))
+}
 
 /// Where a grant came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,6 +328,9 @@ pub enum Answer {
     },
     /// The key was used before with another request: nothing changed.
     KeyReused,
+    /// A grant whose `expires_at` had passed when it was decided: nothing changed (it could
+    /// never be spent).
+    AlreadyExpired,
     /// Settled; the balance now.
     Settled {
         /// The balance.

@@ -455,11 +455,15 @@ pub const CHECKOUT_QUANTITY_METADATA: &str = "billing_sync_quantity";
 pub const CHECKOUT_CREDITS_METADATA: &str = "billing_sync_credits";
 
 /// Whether a checkout session is a paid one-time purchase (`mode` `payment`, `payment_status`
-/// `paid`). A session still awaiting an asynchronous payment (`unpaid`) has bought nothing yet:
-/// its `checkout.session.async_payment_succeeded` says when it has.
+/// `paid`, or `no_payment_required`: a 100 % discount buys as much as a payment does). A
+/// session still awaiting an asynchronous payment (`unpaid`) has bought nothing yet: its
+/// `checkout.session.async_payment_succeeded` says when it has.
 fn is_paid_purchase(object: &Value) -> bool {
     text(object, "mode").as_deref() == Some("payment")
-        && text(object, "payment_status").as_deref() == Some("paid")
+        && matches!(
+            text(object, "payment_status").as_deref(),
+            Some("paid" | "no_payment_required")
+        )
 }
 
 /// Whether what a paid one-time session bought is only in its line items: billing-sync's
@@ -488,11 +492,12 @@ pub fn checkout_purchase(object: &Value, org_key: &str) -> Result<Option<Change>
     let credits = credits
         .parse::<i64>()
         .ok()
-        .filter(|credits| (0..=MAX_PURCHASED_CREDITS).contains(credits))
+        .filter(|credits| billing_sync_credits::is_grantable(*credits))
         .ok_or_else(|| {
             format!(
                 "checkout session {id}: metadata `{CHECKOUT_CREDITS_METADATA}` is not a whole \
-                 number of credits between 0 and {MAX_PURCHASED_CREDITS}"
+                 number of credits between 0 and {}",
+                billing_sync_credits::MAX_AMOUNT
             )
         })?;
     if credits == 0 {
@@ -544,10 +549,6 @@ pub fn project_with_line_items(
         Err(reason) => Plan::Fail(reason),
     }
 }
-
-/// The most credits one purchase may grant: what one request may grant
-/// (`billing_sync_credits::MAX_AMOUNT`), so that no sum of a ledger overflows.
-pub const MAX_PURCHASED_CREDITS: i64 = 1_000_000_000_000;
 
 /// The allowances a paid subscription invoice may grant: one per line that bills a price for a
 /// subscription item (prorations excluded), expiring at the line's period end. Whether the
@@ -874,6 +875,17 @@ mod tests {
         assert!(
             purchases(session("paid", "0")).is_empty(),
             "billing-sync's own purchase of a price without credits"
+        );
+        // A 100 % coupon: nothing to pay, the credits bought all the same (no payment to
+        // refund later).
+        let mut free = session("no_payment_required", "300");
+        free["payment_intent"] = Value::Null;
+        assert_eq!(
+            purchases(free),
+            vec![CreditPurchase {
+                payment_id: None,
+                ..paid[0].clone()
+            }]
         );
         let mut elsewhere = session("paid", "1");
         elsewhere["metadata"] = json!({"organization_id": "org_1"});

@@ -257,6 +257,24 @@ async fn decide_in(
     decided.retain(|_, decisions| {
         !(decisions.transactions.is_empty() && decisions.changed_grants.is_empty())
     });
+    // An account row made only to lock it (an organization with no ledger yet) whose requests
+    // wrote nothing goes again: a refused consume leaves no trace.
+    let untouched: Vec<&str> = organizations
+        .iter()
+        .copied()
+        .filter(|organization| {
+            !decided.contains_key(organization) && ledgers[organization].last_sequence == 0
+        })
+        .collect();
+    if !untouched.is_empty() {
+        let delete = Query::delete()
+            .from_table(accounts::Entity)
+            .and_where(accounts::Column::OrganizationId.is_in(untouched))
+            .and_where(accounts::Column::LastSequence.eq(0))
+            .to_owned();
+        txn.execute_raw(txn.get_database_backend().build(&delete))
+            .await?;
+    }
     // The organizations whose balance crossed the threshold, either way, and those that went
     // below it: the outbox hears of them in this transaction (a balance that merely moved is
     // not news).
@@ -381,9 +399,25 @@ async fn load<'b>(
             {
                 // The catalog does not know the price yet: the grant waits for it.
                 None => continue,
-                Some(per_unit) => per_unit
-                    .saturating_mul(row.quantity.unwrap_or(0))
-                    .clamp(0, billing_sync_credits::MAX_AMOUNT),
+                Some(per_unit) => {
+                    let quantity = row.quantity.unwrap_or(0);
+                    match billing_sync_credits::purchased_credits(*per_unit, quantity) {
+                        Some(credits) => credits,
+                        None => {
+                            // Past what one grant may carry (a Payment Link's quantity that
+                            // billing-sync's checkout would have refused): it waits, pending
+                            // and said, rather than being credited a different number.
+                            tracing::error!(
+                                grant = row.id,
+                                per_unit,
+                                quantity,
+                                "credits: a purchase grants more than one grant may carry; it \
+                                 stays pending: grant it through the API in parts"
+                            );
+                            continue;
+                        }
+                    }
+                }
             },
         };
         if let Some(payment) = row.payment_id.as_ref().and_then(|p| payments.get(p)) {
@@ -615,7 +649,7 @@ pub fn credits_in_metadata(raw: &str, key: &str) -> Option<Credits> {
         .trim()
         .parse::<Credits>()
         .ok()
-        .filter(|credits| (0..=billing_sync_credits::MAX_AMOUNT).contains(credits))
+        .filter(|credits| billing_sync_credits::is_grantable(*credits))
 }
 
 /// What the refunded charges of the loaded grants' payments amount to, per payment.

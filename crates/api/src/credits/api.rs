@@ -83,7 +83,8 @@ pub struct GrantRequest {
     /// Credits to grant: a whole number from 1 to 10^12.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000000")))]
     pub amount: i64,
-    /// When the granted credits expire; absent: never (leave it out rather than null).
+    /// When the granted credits expire, in the future (a time already passed is refused);
+    /// absent: never (leave it out rather than null).
     pub expires_at: MaybeUndefined<DateTime<Utc>>,
     /// As for `consume`.
     #[oai(validator(min_length = 1, max_length = 255))]

@@ -222,6 +222,11 @@ fn recorded(answer: Answer) -> Result<Recorded, CreditsError> {
         }),
         Answer::Insufficient { balance } => Err(CreditsError::Insufficient { balance }),
         Answer::KeyReused => Err(CreditsError::KeyReused),
+        Answer::AlreadyExpired => Err(CreditsError::Invalid(
+            "expires_at has passed: credits that have expired could never be spent. Give a \
+             later time, or leave expires_at out for credits that never expire."
+                .into(),
+        )),
         Answer::Settled { .. } => Err(CreditsError::Failed(
             "a settlement answered a request".into(),
         )),

@@ -234,7 +234,8 @@ pub enum CheckoutResponse {
         String,
     ),
     /// `VALIDATION_ERROR`: the price is unknown or cannot be bought, the quantity is out of
-    /// range, the body cannot be read, or the user is not associated with an organization.
+    /// range or would buy more than 10^12 credits, the body cannot be read, or the user is not
+    /// associated with an organization.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// `UNAUTHORIZED`: no valid Clerk session token.
@@ -442,6 +443,11 @@ impl From<CheckoutError> for CheckoutResponse {
             }
             CheckoutError::BadQuantity => invalid(&format!(
                 "The quantity must be between 1 and {MAX_QUANTITY}."
+            )),
+            CheckoutError::TooManyCredits => invalid(&format!(
+                "This purchase would grant more than {} credits, the most one grant may carry: \
+                 buy a smaller quantity.",
+                billing_sync_credits::MAX_AMOUNT
             )),
             CheckoutError::CrossOrigin => {
                 tracing::warn!("checkout: refused a cookie-authenticated post from another origin");

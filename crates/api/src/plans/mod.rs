@@ -89,6 +89,10 @@ pub enum CheckoutError {
     /// The quantity is not between 1 and [`MAX_QUANTITY`].
     #[error("quantity out of range")]
     BadQuantity,
+    /// A purchase that would grant more credits than one grant may carry
+    /// ([`billing_sync_credits::MAX_AMOUNT`]).
+    #[error("the purchase grants too many credits")]
+    TooManyCredits,
     /// A recurring price for an organization already on an active subscription.
     #[error("the organization already has an active subscription")]
     AlreadySubscribed,
@@ -292,7 +296,9 @@ impl Plans {
                 .price_credits_per_unit(&price.id, &settings.credits_metadata_key)
                 .await?
                 .unwrap_or(0);
-            form.extend(credits_metadata(&price.id, quantity, per_unit));
+            let credits = billing_sync_credits::purchased_credits(per_unit, quantity)
+                .ok_or(CheckoutError::TooManyCredits)?;
+            form.extend(credits_metadata(&price.id, quantity, credits));
         }
         let base_key = idempotency_key(&caller.user_id, &form, unix_now());
         let key = self.failed_keys.current(&base_key);
@@ -357,9 +363,10 @@ fn checkout_form(
     form
 }
 
-/// The session metadata of a purchase of `quantity` units of `price_id` worth `per_unit`
-/// credits each: what the ledger grants when the payment succeeds (the projection reads it).
-fn credits_metadata(price_id: &str, quantity: i64, per_unit: i64) -> Vec<(String, String)> {
+/// The session metadata of a purchase of `quantity` units of `price_id` granting `credits`
+/// ([`billing_sync_credits::purchased_credits`]): what the ledger grants when the payment
+/// succeeds (the projection reads it).
+fn credits_metadata(price_id: &str, quantity: i64, credits: i64) -> Vec<(String, String)> {
     use billing_sync_projection::stripe::{
         CHECKOUT_CREDITS_METADATA, CHECKOUT_PRICE_METADATA, CHECKOUT_QUANTITY_METADATA,
     };
@@ -374,7 +381,7 @@ fn credits_metadata(price_id: &str, quantity: i64, per_unit: i64) -> Vec<(String
         ),
         (
             format!("metadata[{CHECKOUT_CREDITS_METADATA}]"),
-            per_unit.saturating_mul(quantity).to_string(),
+            credits.to_string(),
         ),
     ]
 }

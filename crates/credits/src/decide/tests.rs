@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::Payment;
+use crate::{MAX_AMOUNT, Payment};
 
 const NOW: UnixSeconds = 1_800_000_000;
 
@@ -177,6 +177,86 @@ fn a_refund_takes_back_its_share_once_and_spent_credits_become_debt_a_grant_repa
 }
 
 #[test]
+fn an_allowance_that_expired_before_it_was_credited_repays_no_debt() {
+    // A refund left 30 of debt; an allowance whose period ended before the ledger credited it
+    // (its webhook came late) was never spendable: it pays nothing of that debt.
+    let mut account = Account {
+        balance: -30,
+        debt: 30,
+        last_sequence: 3,
+        grants: vec![pending(1, 100, Some(NOW - 1), "pi_1")],
+        ..Account::default()
+    };
+    let decided = decide(&mut account, NOW, &[Request::Settle]);
+    assert_eq!(decided.answers, vec![Answer::Settled { balance: -30 }]);
+    assert_eq!(account.debt, 30, "the debt is still owed");
+    let moves: Vec<_> = decided
+        .transactions
+        .iter()
+        .map(|t| (t.kind, t.amount))
+        .collect();
+    assert_eq!(moves, [(Kind::Grant, 100), (Kind::Expire, -100)]);
+    assert_eq!(account.grants[0].expired, 100);
+    assert!(account.is_consistent(NOW));
+}
+
+#[test]
+fn a_grant_already_expired_is_refused_and_changes_nothing() {
+    let mut account = Account::default();
+    let decided = decide(
+        &mut account,
+        NOW,
+        &[
+            grant(50, Some(NOW), "late"),
+            grant(50, Some(NOW + 60), "on-time"),
+        ],
+    );
+    assert_eq!(
+        decided.answers,
+        vec![
+            Answer::AlreadyExpired,
+            Answer::Done {
+                transaction: 1,
+                balance: 50
+            }
+        ]
+    );
+    assert_eq!(decided.transactions.len(), 1);
+    // Asked again once it has expired, the grant decided in time gets its first answer.
+    let again = decide(
+        &mut account,
+        NOW + 120,
+        &[grant(50, Some(NOW + 60), "on-time")],
+    );
+    assert_eq!(
+        again.answers,
+        vec![Answer::Done {
+            transaction: 1,
+            balance: 50
+        }]
+    );
+}
+
+#[test]
+fn a_purchase_grants_per_unit_times_quantity_within_the_bound_only() {
+    assert_eq!(crate::purchased_credits(100, 3), Some(300));
+    assert_eq!(crate::purchased_credits(0, 10_000), Some(0));
+    assert_eq!(crate::purchased_credits(MAX_AMOUNT, 1), Some(MAX_AMOUNT));
+    assert_eq!(
+        crate::purchased_credits(MAX_AMOUNT, 2),
+        None,
+        "past the bound"
+    );
+    assert_eq!(
+        crate::purchased_credits(i64::MAX, 2),
+        None,
+        "would overflow"
+    );
+    assert_eq!(crate::purchased_credits(-1, 2), None);
+    assert_eq!(crate::purchased_credits(1, -2), None);
+}
+
+#[test]
 fn a_refund_after_expiry_takes_the_expired_part_first_and_costs_the_balance_nothing() {
     let mut account = Account {
         grants: vec![pending(1, 100, Some(NOW + 10), "pi_1")],
@@ -245,9 +325,12 @@ fn a_refused_consumption_is_not_remembered_so_a_retry_after_a_top_up_succeeds() 
 /// Random batches of everything the ledger does, checking after each that the balance is the
 /// sum of the transactions and the grants' remaining less the debt, that no consumption
 /// overdraws, that a refund never takes back more than its share, and that a repeated key
-/// never debits twice.
+/// never debits twice. The histories are checked to have held what the rules are about: debt,
+/// take-backs, refusals, expiries, grants refused as already expired, and allowances that
+/// expired before they were credited.
 #[test]
 fn random_histories_keep_every_invariant() {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     for seed in 0..300 {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut account = Account::default();
@@ -259,7 +342,10 @@ fn random_histories_keep_every_invariant() {
             now += rng.random_range(0..50);
             // Grants arrive from webhooks between decisions.
             if rng.random_bool(0.3) {
-                let expires = rng.random_bool(0.5).then(|| now + rng.random_range(1..200));
+                // Some had expired when they arrive: an allowance whose webhook came late.
+                let expires = rng
+                    .random_bool(0.5)
+                    .then(|| now + rng.random_range(-20..200));
                 let payment = format!("pi_{}", rng.random_range(0..4));
                 account.grants.push(Grant {
                     created_at: now,
@@ -295,8 +381,26 @@ fn random_histories_keep_every_invariant() {
                 .iter()
                 .map(|g| (g.id, g.taken_back))
                 .collect();
+            let expired_pending = account
+                .grants
+                .iter()
+                .any(|g| !g.credited && g.is_expired(now));
             let decided = decide(&mut account, now, &requests);
             assert_eq!(decided.answers.len(), requests.len());
+            let mut saw = |what, yes: bool| *seen.entry(what).or_default() += usize::from(yes);
+            saw("debt", account.debt > 0);
+            saw("expired before credited", expired_pending);
+            for answer in &decided.answers {
+                saw(
+                    "refused: short",
+                    matches!(answer, Answer::Insufficient { .. }),
+                );
+                saw("refused: expired", matches!(answer, Answer::AlreadyExpired));
+            }
+            for transaction in &decided.transactions {
+                saw("take-back", transaction.kind == Kind::Refund);
+                saw("expiry", transaction.kind == Kind::Expire);
+            }
             for (request, answer) in requests.iter().zip(&decided.answers) {
                 if let (Some(key), Answer::Done { .. }) = (request.key(), answer) {
                     let first = first_answers
@@ -343,5 +447,18 @@ fn random_histories_keep_every_invariant() {
                 assert!(grant.taken_back >= before.1, "seed {seed}: refund undone");
             }
         }
+    }
+    for what in [
+        "debt",
+        "expired before credited",
+        "refused: short",
+        "refused: expired",
+        "take-back",
+        "expiry",
+    ] {
+        assert!(
+            seen.get(what).copied().unwrap_or(0) >= 10,
+            "the histories held too few of {what}: {seen:?}"
+        );
     }
 }

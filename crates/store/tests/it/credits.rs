@@ -24,7 +24,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-each_backend!(random_histories_through_the_store_agree_with_the_rules);
+each_backend!(
+    random_histories_through_the_store_agree_with_the_rules,
+    a_refused_consume_of_an_organization_without_a_ledger_writes_nothing,
+);
 
 const CASES: u64 = 25;
 const STEPS: usize = 40;
@@ -276,4 +279,54 @@ async fn assert_ledger_explains(store: &Store, org: &str, balance: i64, case: u6
         balance,
         "case {case} step {step}: {org}'s grants less its debt"
     );
+}
+
+/// A consume refused for an organization the ledger has never seen leaves no account row (the
+/// decision makes one to lock it); one that is not refused keeps its row.
+async fn a_refused_consume_of_an_organization_without_a_ledger_writes_nothing(db: TestDatabase) {
+    let store = migrated_store(&db.url).await;
+    let consume = |organization: &str, key: &str| OrganizationRequests {
+        organization_id: organization.to_owned(),
+        requests: vec![Request::Consume {
+            amount: 5,
+            key: key.to_owned(),
+            reason: None,
+        }],
+    };
+    let grant = OrganizationRequests {
+        organization_id: "org_granted".to_owned(),
+        requests: vec![Request::Grant {
+            amount: 10,
+            expires_at: None,
+            key: "grant".to_owned(),
+            reason: None,
+        }],
+    };
+    let answers = store
+        .decide_credits(
+            &[
+                consume("org_unknown", "spend"),
+                grant,
+                consume("org_granted", "spend"),
+            ],
+            "credits",
+            1_800_000_000,
+        )
+        .await
+        .expect("decide");
+    assert!(
+        matches!(
+            answers[0][..],
+            [billing_sync_credits::Answer::Insufficient { balance: 0 }]
+        ),
+        "{answers:?}"
+    );
+    let accounts: Vec<String> = credit_accounts::Entity::find()
+        .all(store.connection())
+        .await
+        .expect("accounts")
+        .into_iter()
+        .map(|account| account.organization_id)
+        .collect();
+    assert_eq!(accounts, ["org_granted"]);
 }
