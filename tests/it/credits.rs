@@ -420,6 +420,42 @@ async fn a_key_spends_once_and_bad_requests_change_nothing(db: TestDatabase) {
         assert_eq!(status, 400, "{body}: {refused}");
         assert_eq!(refused["code"], "VALIDATION_ERROR", "{body}");
     }
+    // A misspelt field is refused, named (it was ignored: a grant meant to expire never did).
+    for (path, body) in [
+        (
+            GRANT,
+            json!({"organization_id": "org_k", "amount": 5, "idempotency_key": "typo",
+                   "expire_at": "2030-01-01T00:00:00Z"}),
+        ),
+        (
+            CONSUME,
+            json!({"organization_id": "org_k", "amount": 1, "idempotency_key": "typo",
+                   "reasn": "export"}),
+        ),
+    ] {
+        let (status, refused) = post(server, path, Some(API_KEY), body.clone()).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (400, Some("VALIDATION_ERROR")),
+            "{body}: {refused}"
+        );
+        let misspelt = body
+            .as_object()
+            .and_then(|fields| {
+                fields
+                    .keys()
+                    .find(|k| ["expire_at", "reasn"].contains(&k.as_str()))
+            })
+            .expect("the misspelt field")
+            .clone();
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("`{misspelt}`"))),
+            "{refused}"
+        );
+    }
+    assert_eq!(ledger(server, "org_k").await.0, 7, "nothing written");
     let valid = json!({"organization_id": "org_k", "amount": 1, "idempotency_key": "auth"});
     for key in [
         None,
@@ -785,4 +821,96 @@ async fn a_live_delivery_waits_on_stripe_only_for_its_budget_then_is_refused_and
         "{answer}"
     );
     assert_ledger_explains(server, "org_lb", 100).await;
+}
+
+/// The README's Credits example, run top to bottom on a fresh database as a newcomer pastes it
+/// (it consumed before it granted: a 409 on first paste): each `curl` sent as written (the key
+/// and the address replaced), each answer the README shows (`# {…}` after it) checked.
+#[tokio::test]
+async fn the_readme_credits_example_runs_top_to_bottom_on_a_fresh_database() {
+    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let s = setup(&db, &[], &[("BILLING_API_KEYS", API_KEY)]).await;
+    let readme = support::readme();
+    let example = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
+        .find(|block| block.contains("/api/v1/credits/consume"))
+        .expect("the README's Credits example");
+    let lines: Vec<String> = example
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut sent = 0;
+    for (n, line) in lines.iter().enumerate() {
+        let Some(command) = line.strip_prefix("curl ") else {
+            continue;
+        };
+        let words = shell_words(command);
+        let (mut url, mut headers, mut body) = (None, Vec::new(), None);
+        let mut words = words.into_iter();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "-s" => {}
+                "-H" => headers.push(words.next().expect("a header")),
+                "-d" => body = Some(words.next().expect("a body")),
+                other => url = Some(other.to_owned()),
+            }
+        }
+        let url = url.expect("a URL").replace(
+            "localhost:8080",
+            s.server.base_url.trim_start_matches("http://"),
+        );
+        let url = format!("http://{}", url.trim_start_matches("http://"));
+        let mut request = match &body {
+            Some(body) => support::http().post(&url).body(body.clone()),
+            None => support::http().get(&url),
+        };
+        for header in headers {
+            let (name, value) = header.split_once(": ").expect("name: value");
+            request = request.header(name, value.replace("$KEY", API_KEY));
+        }
+        let (status, answer) = status_and_json(request.send().await.expect("curl")).await;
+        assert_eq!(status, 200, "README line {}: {line}\n{answer}", n + 1);
+        if let Some(shown) = lines
+            .get(n + 1)
+            .and_then(|next| next.strip_prefix("# {"))
+            .map(|rest| format!("{{{rest}"))
+        {
+            let shown: Value = serde_json::from_str(&shown).expect("the README shows JSON");
+            assert_eq!(answer, shown, "README line {}: {line}", n + 1);
+        }
+        sent += 1;
+    }
+    assert!(sent >= 4, "the example's requests were found: {sent}");
+}
+
+/// `command`'s words as a POSIX shell splits them: single quotes literal, double quotes
+/// grouping (the example's `$KEY` is replaced by the caller).
+fn shell_words(command: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut started) = (Vec::new(), String::new(), None, false);
+    for c in command.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                started = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
 }

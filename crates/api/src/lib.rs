@@ -61,13 +61,25 @@ pub fn service(
     )
 }
 
+/// The request bodies that refuse a field they do not know (`#[oai(deny_unknown_fields)]`):
+/// the document says so (`additionalProperties: false`), which poem-openapi does not write.
+const STRICT_REQUEST_SCHEMAS: [&str; 2] = ["ConsumeRequest", "GrantRequest"];
+
 /// The OpenAPI document of `service`, as served and committed: poem-openapi's, with its keys
-/// in one stable order.
+/// in one stable order, and [`STRICT_REQUEST_SCHEMAS`] closed to other fields.
 pub fn openapi_document<T: OpenApi, W: poem_openapi::Webhook>(
     service: &OpenApiService<T, W>,
 ) -> String {
-    let document: serde_json::Value =
+    let mut document: serde_json::Value =
         serde_json::from_str(&service.spec()).expect("poem-openapi writes valid JSON");
+    for name in STRICT_REQUEST_SCHEMAS {
+        if let Some(schema) = document
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            schema.insert("additionalProperties".into(), false.into());
+        }
+    }
     serde_json::to_string_pretty(&document).expect("a JSON value serialises")
 }
 

@@ -58,6 +58,7 @@ impl BillingApiKey {
 
 /// Spend an organization's credits.
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct ConsumeRequest {
     /// The Clerk organization (`org_…`).
     #[oai(validator(min_length = 1, max_length = 255))]
@@ -76,6 +77,7 @@ pub struct ConsumeRequest {
 
 /// Grant an organization credits (a promotion, a support adjustment).
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
 pub struct GrantRequest {
     /// The Clerk organization (`org_…`).
     #[oai(validator(min_length = 1, max_length = 255))]
@@ -92,6 +94,22 @@ pub struct GrantRequest {
     /// Why, kept in the transaction (up to 1,000 characters); leave it out rather than null.
     #[oai(validator(max_length = 1000))]
     pub reason: MaybeUndefined<Text>,
+}
+
+impl poem_openapi::types::Example for GrantRequest {
+    /// The README's grant: an `expires_at` that has not passed (the schema cannot say that one
+    /// must not have, and a generated client's tests take the example).
+    fn example() -> Self {
+        GrantRequest {
+            organization_id: Text("org_123".into()),
+            amount: 500,
+            expires_at: MaybeUndefined::Value(
+                DateTime::from_timestamp(1_924_991_999, 0).expect("2030-12-31T23:59:59Z"),
+            ),
+            idempotency_key: Text("promo-2030".into()),
+            reason: MaybeUndefined::Undefined,
+        }
+    }
 }
 
 /// The value of an optional field, which the schema does not let be null: absent is `None`,

@@ -5,9 +5,12 @@
 
 use std::borrow::Cow;
 
-use poem_openapi::registry::MetaSchemaRef;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use serde_json::Value;
+
+/// The pattern of a string without NUL (an ECMA-262 regular expression, as OpenAPI's are).
+const NO_NUL: &str = "^[^\\u0000]*$";
 
 /// A JSON string.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +25,13 @@ impl Type for Text {
         String::name()
     }
 
+    /// A string without NUL, which the credits' ids, keys and reasons refuse (`pattern`: the
+    /// document says what is checked).
     fn schema_ref() -> MetaSchemaRef {
-        String::schema_ref()
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            pattern: Some(NO_NUL.to_owned()),
+            ..MetaSchema::new("string")
+        }))
     }
 
     fn as_raw_value(&self) -> Option<&String> {
