@@ -513,142 +513,144 @@ async fn a_key_spends_once_and_bad_requests_change_nothing(db: TestDatabase) {
     );
 }
 
-/// Two replicas on one PostgreSQL, 64 callers, 10,000 consumes of 1 against a balance of
-/// 5,000, a fifth of them sent again with the same key to the other replica, and one replica
-/// killed (SIGKILL) a third of the way through, its callers carrying on at the other with the
-/// same keys: exactly 5,000 spent, never below 0, no key spent twice, every consume answered
-/// 200 in the ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_spend_exactly_the_balance_under_retries_and_a_kill() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let _load = support::one_load_at_a_time().await;
-    let env = [("BILLING_API_KEYS", API_KEYS)];
-    let a = Arc::new(Server::start(&db.url, &env).await);
-    let b = Server::start(&db.url, &env).await;
-    let b_url = b.base_url.clone();
-    let (status, _) = post(
-        &a,
-        GRANT,
-        Some(API_KEY),
-        json!({"organization_id": "org_hot", "amount": 5_000, "idempotency_key": "fund"}),
-    )
-    .await;
-    assert_eq!(status, 200);
+billing_sync_testkit::postgres_test! {
+    /// Two replicas on one PostgreSQL, 64 callers, 10,000 consumes of 1 against a balance of
+    /// 5,000, a fifth of them sent again with the same key to the other replica, and one replica
+    /// killed (SIGKILL) a third of the way through, its callers carrying on at the other with the
+    /// same keys: exactly 5,000 spent, never below 0, no key spent twice, every consume answered
+    /// 200 in the ledger.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_spend_exactly_the_balance_under_retries_and_a_kill() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let _load = support::one_load_at_a_time().await;
+        let env = [("BILLING_API_KEYS", API_KEYS)];
+        let a = Arc::new(Server::start(&db.url, &env).await);
+        let b = Server::start(&db.url, &env).await;
+        let b_url = b.base_url.clone();
+        let (status, _) = post(
+            &a,
+            GRANT,
+            Some(API_KEY),
+            json!({"organization_id": "org_hot", "amount": 5_000, "idempotency_key": "fund"}),
+        )
+        .await;
+        assert_eq!(status, 200);
 
-    const CONSUMES: usize = 10_000;
-    let next = Arc::new(AtomicUsize::new(0));
-    let b_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let client = support::http();
-    let callers = (0..64).map(|_| {
-        let (next, a, b_url, b_alive, client) = (
-            next.clone(),
-            a.clone(),
-            b_url.clone(),
-            b_alive.clone(),
-            client.clone(),
-        );
-        tokio::spawn(async move {
-            let mut answered: Vec<(String, u16, Value)> = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= CONSUMES {
-                    return answered;
-                }
-                let key = format!("c{n}");
-                let body =
-                    json!({"organization_id": "org_hot", "amount": 1, "idempotency_key": key});
-                let send = |base: String| {
-                    let (client, body) = (client.clone(), body.clone());
-                    async move {
-                        let response = client
-                            .post(format!("{base}{CONSUME}"))
-                            .bearer_auth(API_KEY)
-                            .json(&body)
-                            .send()
-                            .await
-                            .ok()?;
-                        let (status, mut body) = status_and_json(response).await;
-                        // The request's own id differs from request to request; the answer
-                        // is the rest.
-                        if let Some(fields) = body.as_object_mut() {
-                            fields.remove("request_id");
-                        }
-                        Some((status, body))
+        const CONSUMES: usize = 10_000;
+        let next = Arc::new(AtomicUsize::new(0));
+        let b_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let client = support::http();
+        let callers = (0..64).map(|_| {
+            let (next, a, b_url, b_alive, client) = (
+                next.clone(),
+                a.clone(),
+                b_url.clone(),
+                b_alive.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answered: Vec<(String, u16, Value)> = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= CONSUMES {
+                        return answered;
                     }
-                };
-                let first_at_b = n % 2 == 1 && b_alive.load(Ordering::Relaxed);
-                let (first, second) = if first_at_b {
-                    (b_url.clone(), a.base_url.clone())
-                } else {
-                    (a.base_url.clone(), b_url.clone())
-                };
-                // A caller whose replica died retries the same key at the other.
-                let answer = match send(first).await {
-                    Some(answer) => answer,
-                    None => send(a.base_url.clone()).await.expect("replica A answers"),
-                };
-                answered.push((key.clone(), answer.0, answer.1.clone()));
-                if n % 5 == 0 {
-                    let again = match send(second).await {
-                        Some(again) => again,
+                    let key = format!("c{n}");
+                    let body =
+                        json!({"organization_id": "org_hot", "amount": 1, "idempotency_key": key});
+                    let send = |base: String| {
+                        let (client, body) = (client.clone(), body.clone());
+                        async move {
+                            let response = client
+                                .post(format!("{base}{CONSUME}"))
+                                .bearer_auth(API_KEY)
+                                .json(&body)
+                                .send()
+                                .await
+                                .ok()?;
+                            let (status, mut body) = status_and_json(response).await;
+                            // The request's own id differs from request to request; the answer
+                            // is the rest.
+                            if let Some(fields) = body.as_object_mut() {
+                                fields.remove("request_id");
+                            }
+                            Some((status, body))
+                        }
+                    };
+                    let first_at_b = n % 2 == 1 && b_alive.load(Ordering::Relaxed);
+                    let (first, second) = if first_at_b {
+                        (b_url.clone(), a.base_url.clone())
+                    } else {
+                        (a.base_url.clone(), b_url.clone())
+                    };
+                    // A caller whose replica died retries the same key at the other.
+                    let answer = match send(first).await {
+                        Some(answer) => answer,
                         None => send(a.base_url.clone()).await.expect("replica A answers"),
                     };
-                    assert_eq!(again, answer, "key {key}: a retry got another answer");
+                    answered.push((key.clone(), answer.0, answer.1.clone()));
+                    if n % 5 == 0 {
+                        let again = match send(second).await {
+                            Some(again) => again,
+                            None => send(a.base_url.clone()).await.expect("replica A answers"),
+                        };
+                        assert_eq!(again, answer, "key {key}: a retry got another answer");
+                    }
                 }
-            }
+            })
+        });
+        let callers: Vec<_> = callers.collect();
+        support::wait_for("a third of the consumes", Duration::from_secs(120), || {
+            let done = next.load(Ordering::Relaxed) >= CONSUMES / 3;
+            async move { done.then_some(()) }
         })
-    });
-    let callers: Vec<_> = callers.collect();
-    support::wait_for("a third of the consumes", Duration::from_secs(120), || {
-        let done = next.load(Ordering::Relaxed) >= CONSUMES / 3;
-        async move { done.then_some(()) }
-    })
-    .await;
-    b_alive.store(false, Ordering::Relaxed);
-    b.kill().await;
-    let mut answered = Vec::new();
-    for caller in callers {
-        answered.extend(caller.await.expect("caller"));
-    }
-
-    let mut spent_keys = BTreeSet::new();
-    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
-    for (key, status, body) in &answered {
-        *statuses.entry(*status).or_default() += 1;
-        match status {
-            200 => {
-                assert!(body["balance"].as_i64().expect("balance") >= 0, "{body}");
-                spent_keys.insert(key.clone());
-            }
-            409 => assert_eq!(body["code"], "INSUFFICIENT_CREDITS", "{body}"),
-            other => panic!("key {key}: {other} {body}"),
+        .await;
+        b_alive.store(false, Ordering::Relaxed);
+        b.kill().await;
+        let mut answered = Vec::new();
+        for caller in callers {
+            answered.extend(caller.await.expect("caller"));
         }
+
+        let mut spent_keys = BTreeSet::new();
+        let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+        for (key, status, body) in &answered {
+            *statuses.entry(*status).or_default() += 1;
+            match status {
+                200 => {
+                    assert!(body["balance"].as_i64().expect("balance") >= 0, "{body}");
+                    spent_keys.insert(key.clone());
+                }
+                409 => assert_eq!(body["code"], "INSUFFICIENT_CREDITS", "{body}"),
+                other => panic!("key {key}: {other} {body}"),
+            }
+        }
+        assert_eq!(spent_keys.len(), 5_000, "{statuses:?}");
+        let store = billing_sync_store::Store::connect(&db.url)
+            .await
+            .expect("store");
+        let transactions = store.credit_transactions("org_hot").await.expect("ledger");
+        let consumed: Vec<&str> = transactions
+            .iter()
+            .filter(|t| t.kind == "consume")
+            .map(|t| t.idempotency_key.as_deref().expect("a key"))
+            .collect();
+        let distinct: BTreeSet<&str> = consumed.iter().copied().collect();
+        assert_eq!(consumed.len(), 5_000, "no key spent twice");
+        assert_eq!(distinct.len(), 5_000);
+        assert!(
+            spent_keys.iter().all(|key| distinct.contains(key.as_str())),
+            "every consume answered 200 is in the ledger"
+        );
+        assert!(transactions.iter().all(|t| t.balance_after >= 0));
+        assert_eq!(transactions.last().expect("some").balance_after, 0);
+        println!(
+            "two replicas, one killed: {statuses:?} over {} answers",
+            answered.len()
+        );
     }
-    assert_eq!(spent_keys.len(), 5_000, "{statuses:?}");
-    let store = billing_sync_store::Store::connect(&db.url)
-        .await
-        .expect("store");
-    let transactions = store.credit_transactions("org_hot").await.expect("ledger");
-    let consumed: Vec<&str> = transactions
-        .iter()
-        .filter(|t| t.kind == "consume")
-        .map(|t| t.idempotency_key.as_deref().expect("a key"))
-        .collect();
-    let distinct: BTreeSet<&str> = consumed.iter().copied().collect();
-    assert_eq!(consumed.len(), 5_000, "no key spent twice");
-    assert_eq!(distinct.len(), 5_000);
-    assert!(
-        spent_keys.iter().all(|key| distinct.contains(key.as_str())),
-        "every consume answered 200 is in the ledger"
-    );
-    assert!(transactions.iter().all(|t| t.balance_after >= 0));
-    assert_eq!(transactions.last().expect("some").balance_after, 0);
-    println!(
-        "two replicas, one killed: {statuses:?} over {} answers",
-        answered.len()
-    );
 }
 
 /// A paid session billing-sync's checkout did not create (a Payment Link's): with

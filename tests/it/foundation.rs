@@ -53,66 +53,68 @@ async fn migrate_status_and_up_report_each_migration(db: TestDatabase) {
     assert!(after.stdout.starts_with("applied"), "{}", after.stdout);
 }
 
-#[tokio::test]
-async fn readyz_answers_503_with_a_reason_when_postgres_goes_away() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let server = Server::start(&db.url, &[]).await;
-    let client = http();
-    assert_eq!(
-        client
+billing_sync_testkit::postgres_test! {
+    #[tokio::test]
+    async fn readyz_answers_503_with_a_reason_when_postgres_goes_away() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let server = Server::start(&db.url, &[]).await;
+        let client = http();
+        assert_eq!(
+            client
+                .get(server.url("/readyz"))
+                .send()
+                .await
+                .expect("probe")
+                .status(),
+            200
+        );
+
+        let database = db
+            .url
+            .rsplit('/')
+            .next()
+            .expect("a database name")
+            .to_owned();
+        let admin = std::env::var(billing_sync_testkit::POSTGRES_URL_VAR).expect("admin URL");
+        let admin = billing_sync_store::Store::connect(&admin)
+            .await
+            .expect("admin connection");
+        use billing_sync_store::sea_orm::ConnectionTrait;
+        admin
+            .connection()
+            .execute_unprepared(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+            .await
+            .expect("drop the server's database under it");
+
+        let response = client
             .get(server.url("/readyz"))
             .send()
             .await
-            .expect("probe")
-            .status(),
-        200
-    );
-
-    let database = db
-        .url
-        .rsplit('/')
-        .next()
-        .expect("a database name")
-        .to_owned();
-    let admin = std::env::var(billing_sync_testkit::POSTGRES_URL_VAR).expect("admin URL");
-    let admin = billing_sync_store::Store::connect(&admin)
-        .await
-        .expect("admin connection");
-    use billing_sync_store::sea_orm::ConnectionTrait;
-    admin
-        .connection()
-        .execute_unprepared(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
-        .await
-        .expect("drop the server's database under it");
-
-    let response = client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .expect("probe");
-    assert_eq!(response.status(), 503);
-    let body: serde_json::Value = response.json().await.expect("JSON reason");
-    assert_eq!(body["status"], "unavailable");
-    // Public: it says what is wrong, not where the database is (the log has the detail).
-    assert_eq!(body["reason"], "database unavailable", "{body}");
-    let port = url::Url::parse(&db.url)
-        .expect("a database URL")
-        .port()
-        .expect("a port")
-        .to_string();
-    assert!(!body.to_string().contains(&port), "{body}");
-    assert_eq!(
-        client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .expect("probe")
-            .status(),
-        200,
-        "liveness does not depend on the database"
-    );
+            .expect("probe");
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = response.json().await.expect("JSON reason");
+        assert_eq!(body["status"], "unavailable");
+        // Public: it says what is wrong, not where the database is (the log has the detail).
+        assert_eq!(body["reason"], "database unavailable", "{body}");
+        let port = url::Url::parse(&db.url)
+            .expect("a database URL")
+            .port()
+            .expect("a port")
+            .to_string();
+        assert!(!body.to_string().contains(&port), "{body}");
+        assert_eq!(
+            client
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .expect("probe")
+                .status(),
+            200,
+            "liveness does not depend on the database"
+        );
+    }
 }
 
 #[tokio::test]

@@ -298,90 +298,92 @@ pub(crate) fn sender(
 /// The server's memory while the attack lasts may not pass this.
 const HOSTILE_RSS_BOUND: u64 = 300 * 1024 * 1024;
 
-/// 1,000 hostile connections (stalled heads claiming a megabyte, bodies trickled a byte a
-/// second, HTTP/2 streams on a few connections) while 16 senders deliver real signed Stripe
-/// and Clerk events: at least 99 % of the real deliveries are acknowledged, their p99 is under
-/// a second, RSS stays under 300 MB, and every acknowledged event is in the ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_deliveries_get_through_a_thousand_hostile_connections() {
-    let _load = support::one_load_at_a_time().await;
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let server = Arc::new(
-        Server::start(
-            &db.url,
-            &[
-                ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
-                ("CLERK_WEBHOOK_SECRET", CLERK_SECRET),
-                // The refusals would be a log line each; the address line is what the start
-                // waits for.
-                ("RUST_LOG", "error,billing_sync::startup=info"),
-            ],
-        )
-        .await,
-    );
-    let target = address(&server);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut hostile = Vec::new();
-    for n in 0..1_000 {
-        let attack = match n % 100 {
-            0..48 => Attack::StalledHead,
-            48..97 => Attack::Trickle,
-            _ => Attack::Http2Streams,
+billing_sync_testkit::postgres_test! {
+    /// 1,000 hostile connections (stalled heads claiming a megabyte, bodies trickled a byte a
+    /// second, HTTP/2 streams on a few connections) while 16 senders deliver real signed Stripe
+    /// and Clerk events: at least 99 % of the real deliveries are acknowledged, their p99 is under
+    /// a second, RSS stays under 300 MB, and every acknowledged event is in the ledger.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_deliveries_get_through_a_thousand_hostile_connections() {
+        let _load = support::one_load_at_a_time().await;
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
         };
-        hostile.push(hostile_client(target, n, attack, stop.clone()));
-    }
-    // Every hostile client has connected before the first real delivery.
-    support::wait_for(
-        "the hostile clients to connect",
-        Duration::from_secs(60),
-        || async { (CONNECTED.load(Ordering::Relaxed) >= 1_000).then_some(()) },
-    )
-    .await;
-
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| sender(server.clone(), n, stop.clone()))
-        .collect();
-    let started = Instant::now();
-    let mut peak = 0;
-    while started.elapsed() < ATTACK {
-        peak = peak.max(server.resident_bytes());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = Deliveries::default();
-    for sender in senders {
-        let one = sender.await.expect("a sender");
-        seen.acknowledged.extend(one.acknowledged);
-        seen.answers.extend(one.answers);
-    }
-    let mut renewals = 0;
-    for client in hostile {
-        client.abort();
-        renewals += client.await.unwrap_or_default();
-    }
-
-    let (acknowledged, total, p99) = seen.summary();
-    eprintln!(
-        "hostile: {total} real deliveries in {ATTACK:?}, {acknowledged} acknowledged ({:.2} %), \
-         p99 {p99:?}; peak RSS {} MiB; hostile connections opened {renewals}",
-        100.0 * acknowledged as f64 / total.max(1) as f64,
-        peak >> 20
-    );
-    assert!(total >= 100, "the senders delivered: {total}");
-    assert!(
-        acknowledged * 100 >= total * 99,
-        "{acknowledged} of {total} real deliveries acknowledged"
-    );
-    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
-    assert!(peak < HOSTILE_RSS_BOUND, "peak RSS {} MiB", peak >> 20);
-    let store = Store::connect(&db.url).await.expect("connect");
-    for (provider, event_id) in &seen.acknowledged {
-        assert!(
-            ledger_row(&store, *provider, event_id).await.is_some(),
-            "acknowledged but not in the ledger: {event_id}"
+        let server = Arc::new(
+            Server::start(
+                &db.url,
+                &[
+                    ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
+                    ("CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+                    // The refusals would be a log line each; the address line is what the start
+                    // waits for.
+                    ("RUST_LOG", "error,billing_sync::startup=info"),
+                ],
+            )
+            .await,
         );
+        let target = address(&server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut hostile = Vec::new();
+        for n in 0..1_000 {
+            let attack = match n % 100 {
+                0..48 => Attack::StalledHead,
+                48..97 => Attack::Trickle,
+                _ => Attack::Http2Streams,
+            };
+            hostile.push(hostile_client(target, n, attack, stop.clone()));
+        }
+        // Every hostile client has connected before the first real delivery.
+        support::wait_for(
+            "the hostile clients to connect",
+            Duration::from_secs(60),
+            || async { (CONNECTED.load(Ordering::Relaxed) >= 1_000).then_some(()) },
+        )
+        .await;
+
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|n| sender(server.clone(), n, stop.clone()))
+            .collect();
+        let started = Instant::now();
+        let mut peak = 0;
+        while started.elapsed() < ATTACK {
+            peak = peak.max(server.resident_bytes());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut seen = Deliveries::default();
+        for sender in senders {
+            let one = sender.await.expect("a sender");
+            seen.acknowledged.extend(one.acknowledged);
+            seen.answers.extend(one.answers);
+        }
+        let mut renewals = 0;
+        for client in hostile {
+            client.abort();
+            renewals += client.await.unwrap_or_default();
+        }
+
+        let (acknowledged, total, p99) = seen.summary();
+        eprintln!(
+            "hostile: {total} real deliveries in {ATTACK:?}, {acknowledged} acknowledged ({:.2} %), \
+             p99 {p99:?}; peak RSS {} MiB; hostile connections opened {renewals}",
+            100.0 * acknowledged as f64 / total.max(1) as f64,
+            peak >> 20
+        );
+        assert!(total >= 100, "the senders delivered: {total}");
+        assert!(
+            acknowledged * 100 >= total * 99,
+            "{acknowledged} of {total} real deliveries acknowledged"
+        );
+        assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+        assert!(peak < HOSTILE_RSS_BOUND, "peak RSS {} MiB", peak >> 20);
+        let store = Store::connect(&db.url).await.expect("connect");
+        for (provider, event_id) in &seen.acknowledged {
+            assert!(
+                ledger_row(&store, *provider, event_id).await.is_some(),
+                "acknowledged but not in the ledger: {event_id}"
+            );
+        }
     }
 }
 

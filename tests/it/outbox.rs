@@ -325,60 +325,62 @@ async fn a_subscription_delivered_out_of_order_ends_in_clerk_and_at_the_app_thro
     assert_eq!(unauthenticated.status(), 401);
 }
 
-/// A billing-sync killed right after acknowledging the events, before anything was sent,
-/// still sends what they changed once it is back: the change's outbox row was committed with
-/// it. (The first server has no destination, so it publishes nothing: the kill lands in the
-/// window between the commit and the sending, whatever the timing.)
-#[tokio::test]
-async fn a_change_acknowledged_before_a_kill_still_goes_out_after_the_restart() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let s = setup(&db, &[], &[]).await;
-    lifecycle(&s.server, "org_kill", "cus_kill").await;
-    // Without BILLING_API_KEYS the feed is not configured, as its document says.
-    let unconfigured = support::http()
-        .get(s.server.url("/api/v1/events"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("GET the feed");
-    let (status, answer) = status_and_json(unconfigured).await;
-    assert_eq!(
-        (status, answer["code"].as_str()),
-        (500, Some("INTERNAL_ERROR")),
-        "{answer}"
-    );
-    s.server.kill().await;
-    let app_after = ReceiverStandIn::app().await;
-    let clerk_after = ReceiverStandIn::clerk().await;
-    let _restarted = setup(&db, &[], &destinations(&app_after, &clerk_after)).await;
-    support::wait_for(
-        "the app to get the change after the restart",
-        Duration::from_secs(30),
-        || async {
-            app_after
-                .received()
-                .iter()
-                .any(|r| {
-                    let event = r.json();
-                    r.status == 200
-                        && event["organization_id"] == "org_kill"
-                        && event["data"]["entitlements"] == json!(["api", "sso"])
-                })
-                .then_some(())
-        },
-    )
-    .await;
-    support::wait_for(
-        "Clerk to get the change after the restart",
-        Duration::from_secs(30),
-        || async {
-            (clerk_after.metadata("org_kill")["billing"]["features"] == json!(["api", "sso"]))
-                .then_some(())
-        },
-    )
-    .await;
+billing_sync_testkit::postgres_test! {
+    /// A billing-sync killed right after acknowledging the events, before anything was sent,
+    /// still sends what they changed once it is back: the change's outbox row was committed with
+    /// it. (The first server has no destination, so it publishes nothing: the kill lands in the
+    /// window between the commit and the sending, whatever the timing.)
+    #[tokio::test]
+    async fn a_change_acknowledged_before_a_kill_still_goes_out_after_the_restart() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let s = setup(&db, &[], &[]).await;
+        lifecycle(&s.server, "org_kill", "cus_kill").await;
+        // Without BILLING_API_KEYS the feed is not configured, as its document says.
+        let unconfigured = support::http()
+            .get(s.server.url("/api/v1/events"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("GET the feed");
+        let (status, answer) = status_and_json(unconfigured).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (500, Some("INTERNAL_ERROR")),
+            "{answer}"
+        );
+        s.server.kill().await;
+        let app_after = ReceiverStandIn::app().await;
+        let clerk_after = ReceiverStandIn::clerk().await;
+        let _restarted = setup(&db, &[], &destinations(&app_after, &clerk_after)).await;
+        support::wait_for(
+            "the app to get the change after the restart",
+            Duration::from_secs(30),
+            || async {
+                app_after
+                    .received()
+                    .iter()
+                    .any(|r| {
+                        let event = r.json();
+                        r.status == 200
+                            && event["organization_id"] == "org_kill"
+                            && event["data"]["entitlements"] == json!(["api", "sso"])
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+        support::wait_for(
+            "Clerk to get the change after the restart",
+            Duration::from_secs(30),
+            || async {
+                (clerk_after.metadata("org_kill")["billing"]["features"] == json!(["api", "sso"]))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// Posts `body` to the ledger's `path` with the API key; the status.
@@ -454,106 +456,108 @@ async fn a_balance_going_below_the_threshold_is_told_once_each_time() {
     assert_eq!(both[1]["data"], json!({"balance": 30, "threshold": 50}));
 }
 
-/// Two replicas on one PostgreSQL publish and send together while a dozen changes of four
-/// organizations arrive at both: at the app, each event is taken once and an organization's
-/// versions never go down; the last state each organization's receivers hold is its final
-/// state.
-#[tokio::test]
-async fn two_replicas_never_send_an_older_state_after_a_newer_one() {
-    let _load = support::one_load_at_a_time().await;
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let app = ReceiverStandIn::app().await;
-    let clerk = ReceiverStandIn::clerk().await;
-    let replicas = [
-        setup(&db, &[], &destinations(&app, &clerk)).await,
-        setup(&db, &[], &destinations(&app, &clerk)).await,
-    ];
-    let organizations = ["org_r1", "org_r2", "org_r3", "org_r4"];
-    let t = now() - 3_600;
-    for org in organizations {
-        let cus = format!("cus_{org}");
-        stripe_event(
-            &replicas[0].server,
-            &format!("evt_{org}_checkout"),
-            "checkout.session.completed",
-            t,
-            json!({"id": format!("cs_{org}"), "object": "checkout.session", "mode": "subscription",
-                   "created": t, "customer": cus, "metadata": {"organization_id": org},
-                   "livemode": false}),
+billing_sync_testkit::postgres_test! {
+    /// Two replicas on one PostgreSQL publish and send together while a dozen changes of four
+    /// organizations arrive at both: at the app, each event is taken once and an organization's
+    /// versions never go down; the last state each organization's receivers hold is its final
+    /// state.
+    #[tokio::test]
+    async fn two_replicas_never_send_an_older_state_after_a_newer_one() {
+        let _load = support::one_load_at_a_time().await;
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let app = ReceiverStandIn::app().await;
+        let clerk = ReceiverStandIn::clerk().await;
+        let replicas = [
+            setup(&db, &[], &destinations(&app, &clerk)).await,
+            setup(&db, &[], &destinations(&app, &clerk)).await,
+        ];
+        let organizations = ["org_r1", "org_r2", "org_r3", "org_r4"];
+        let t = now() - 3_600;
+        for org in organizations {
+            let cus = format!("cus_{org}");
+            stripe_event(
+                &replicas[0].server,
+                &format!("evt_{org}_checkout"),
+                "checkout.session.completed",
+                t,
+                json!({"id": format!("cs_{org}"), "object": "checkout.session", "mode": "subscription",
+                       "created": t, "customer": cus, "metadata": {"organization_id": org},
+                       "livemode": false}),
+            )
+            .await;
+        }
+        const STEPS: i64 = 12;
+        let deliveries = organizations.iter().map(|org| {
+            let replicas = &replicas;
+            async move {
+                for step in 1..=STEPS {
+                    let replica = &replicas[(step % 2) as usize];
+                    stripe_event(
+                        &replica.server,
+                        &format!("evt_{org}_entitlements_{step}"),
+                        "entitlements.active_entitlement_summary.updated",
+                        t + step,
+                        entitlement_summary(&format!("cus_{org}"), &[&format!("f{step:02}")]),
+                    )
+                    .await;
+                }
+            }
+        });
+        futures::future::join_all(deliveries).await;
+        let last = format!("f{STEPS:02}");
+        support::wait_for(
+            "every organization's final state at the app and in Clerk",
+            Duration::from_secs(60),
+            || async {
+                let received = app.received();
+                organizations
+                    .iter()
+                    .all(|org| {
+                        let last_taken = received.iter().rev().find(|r| {
+                            let event = r.json();
+                            r.status == 200 && event["organization_id"] == *org
+                        });
+                        last_taken.is_some_and(|r| r.json()["data"]["entitlements"] == json!([last]))
+                            && clerk.metadata(org)["billing"]["features"] == json!([last])
+                    })
+                    .then_some(())
+            },
         )
         .await;
-    }
-    const STEPS: i64 = 12;
-    let deliveries = organizations.iter().map(|org| {
-        let replicas = &replicas;
-        async move {
-            for step in 1..=STEPS {
-                let replica = &replicas[(step % 2) as usize];
-                stripe_event(
-                    &replica.server,
-                    &format!("evt_{org}_entitlements_{step}"),
-                    "entitlements.active_entitlement_summary.updated",
-                    t + step,
-                    entitlement_summary(&format!("cus_{org}"), &[&format!("f{step:02}")]),
-                )
-                .await;
-            }
-        }
-    });
-    futures::future::join_all(deliveries).await;
-    let last = format!("f{STEPS:02}");
-    support::wait_for(
-        "every organization's final state at the app and in Clerk",
-        Duration::from_secs(60),
-        || async {
-            let received = app.received();
-            organizations
+        let received = app.received();
+        let mut ids: Vec<String> = received
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "an event was sent twice");
+        for org in organizations {
+            let versions: Vec<i64> = received
                 .iter()
-                .all(|org| {
-                    let last_taken = received.iter().rev().find(|r| {
-                        let event = r.json();
-                        r.status == 200 && event["organization_id"] == *org
-                    });
-                    last_taken.is_some_and(|r| r.json()["data"]["entitlements"] == json!([last]))
-                        && clerk.metadata(org)["billing"]["features"] == json!([last])
-                })
-                .then_some(())
-        },
-    )
-    .await;
-    let received = app.received();
-    let mut ids: Vec<String> = received
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
-    let count = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), count, "an event was sent twice");
-    for org in organizations {
-        let versions: Vec<i64> = received
-            .iter()
-            .map(Received::json)
-            .filter(|event| event["organization_id"] == org)
-            .map(|event| event["version"].as_i64().expect("a version"))
-            .collect();
-        assert!(
-            versions.windows(2).all(|w| w[0] < w[1]),
-            "{org}: {versions:?}"
-        );
-        let features: Vec<Value> = received
-            .iter()
-            .map(Received::json)
-            .filter(|event| event["organization_id"] == org)
-            .map(|event| event["data"]["entitlements"].clone())
-            .collect();
-        let steps: Vec<&str> = features.iter().filter_map(|f| f[0].as_str()).collect();
-        assert!(
-            steps.windows(2).all(|w| w[0] < w[1]),
-            "{org}: an older state after a newer one: {steps:?}"
-        );
+                .map(Received::json)
+                .filter(|event| event["organization_id"] == org)
+                .map(|event| event["version"].as_i64().expect("a version"))
+                .collect();
+            assert!(
+                versions.windows(2).all(|w| w[0] < w[1]),
+                "{org}: {versions:?}"
+            );
+            let features: Vec<Value> = received
+                .iter()
+                .map(Received::json)
+                .filter(|event| event["organization_id"] == org)
+                .map(|event| event["data"]["entitlements"].clone())
+                .collect();
+            let steps: Vec<&str> = features.iter().filter_map(|f| f[0].as_str()).collect();
+            assert!(
+                steps.windows(2).all(|w| w[0] < w[1]),
+                "{org}: an older state after a newer one: {steps:?}"
+            );
+        }
     }
 }
 

@@ -189,38 +189,40 @@ async fn a_postgres_restart_mid_run_loses_nothing_acknowledged() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_on_one_postgres_end_in_the_in_order_state() {
-    let _load = support::one_load_at_a_time().await;
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    // Migrate once, before either replica starts, as the Kubernetes migration Job does.
-    Store::connect(&db.url)
+billing_sync_testkit::postgres_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_on_one_postgres_end_in_the_in_order_state() {
+        let _load = support::one_load_at_a_time().await;
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        // Migrate once, before either replica starts, as the Kubernetes migration Job does.
+        Store::connect(&db.url)
+            .await
+            .expect("connect")
+            .migrate_up()
+            .await
+            .expect("migrate");
+        let (a, b) = tokio::join!(server(&db.url), server(&db.url));
+        let targets = Targets::new(vec![a.base_url.clone(), b.base_url.clone()]);
+        // Every delivery to both replicas at the same moment: both write the same ledger rows and
+        // the same objects' rows at once, the most contention two writers can have.
+        let plan = Load {
+            fanout: Fanout::Everything,
+            ..load("replicas", 0x2E91)
+        };
+        let (progress_tx, _progress) = watch::channel(0);
+        let report = tokio::time::timeout(
+            Duration::from_secs(300),
+            load::drive(&plan, &targets, &secrets(), &progress_tx),
+        )
         .await
-        .expect("connect")
-        .migrate_up()
-        .await
-        .expect("migrate");
-    let (a, b) = tokio::join!(server(&db.url), server(&db.url));
-    let targets = Targets::new(vec![a.base_url.clone(), b.base_url.clone()]);
-    // Every delivery to both replicas at the same moment: both write the same ledger rows and
-    // the same objects' rows at once, the most contention two writers can have.
-    let plan = Load {
-        fanout: Fanout::Everything,
-        ..load("replicas", 0x2E91)
-    };
-    let (progress_tx, _progress) = watch::channel(0);
-    let report = tokio::time::timeout(
-        Duration::from_secs(300),
-        load::drive(&plan, &targets, &secrets(), &progress_tx),
-    )
-    .await
-    .expect("no deadlock: the run finishes");
-    check("two replicas, one PostgreSQL", &db.url, &report).await;
-    assert_eq!(
-        report.answers.keys().collect::<Vec<_>>(),
-        ["200"],
-        "every delivery answered 200 the first time, though each was sent to both replicas at once"
-    );
+        .expect("no deadlock: the run finishes");
+        check("two replicas, one PostgreSQL", &db.url, &report).await;
+        assert_eq!(
+            report.answers.keys().collect::<Vec<_>>(),
+            ["200"],
+            "every delivery answered 200 the first time, though each was sent to both replicas at once"
+        );
+    }
 }

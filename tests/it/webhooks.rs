@@ -712,77 +712,79 @@ async fn unconfigured_webhook_routes_fail_closed_with_503() {
     assert_eq!(ledger_len(&db).await, 0);
 }
 
-#[tokio::test]
-async fn database_down_answers_503_and_the_retry_is_applied_once_it_is_back() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let server = start(&db, &[]).await;
-    let database = db.url.rsplit('/').next().expect("name").to_owned();
-    let admin_url = std::env::var(billing_sync_testkit::POSTGRES_URL_VAR).expect("admin URL");
-    let admin = Store::connect(&admin_url).await.expect("admin");
-    let admin = admin.connection();
-    admin
-        .execute_unprepared(&format!(
-            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
-        ))
-        .await
-        .expect("refuse connections");
-    admin
-        .execute_unprepared(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
-        ))
-        .await
-        .expect("drop the server's connections");
+billing_sync_testkit::postgres_test! {
+    #[tokio::test]
+    async fn database_down_answers_503_and_the_retry_is_applied_once_it_is_back() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let server = start(&db, &[]).await;
+        let database = db.url.rsplit('/').next().expect("name").to_owned();
+        let admin_url = std::env::var(billing_sync_testkit::POSTGRES_URL_VAR).expect("admin URL");
+        let admin = Store::connect(&admin_url).await.expect("admin");
+        let admin = admin.connection();
+        admin
+            .execute_unprepared(&format!(
+                "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
+            ))
+            .await
+            .expect("refuse connections");
+        admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            ))
+            .await
+            .expect("drop the server's connections");
 
-    let t = now();
-    let stripe_body = stripe_event("evt_down", "customer.created", json!({"id": "cus_down"}));
-    let clerk_body = clerk_event("user.created", json!({"id": "user_down", "updated_at": 7}));
-    // One delivery from each provider, as their senders would (re)try it: (status, body) each.
-    let deliver_both = || async {
-        let stripe = status_and_json(
-            post_stripe(
-                &server,
-                &stripe_body,
-                Some(stripe_signature(STRIPE_SECRET, t, &stripe_body)),
+        let t = now();
+        let stripe_body = stripe_event("evt_down", "customer.created", json!({"id": "cus_down"}));
+        let clerk_body = clerk_event("user.created", json!({"id": "user_down", "updated_at": 7}));
+        // One delivery from each provider, as their senders would (re)try it: (status, body) each.
+        let deliver_both = || async {
+            let stripe = status_and_json(
+                post_stripe(
+                    &server,
+                    &stripe_body,
+                    Some(stripe_signature(STRIPE_SECRET, t, &stripe_body)),
+                )
+                .await,
             )
-            .await,
-        )
-        .await;
-        let clerk =
-            status_and_json(post_clerk(&server, CLERK_SECRET, "msg_down", t, &clerk_body).await)
-                .await;
-        [stripe, clerk]
-    };
-    for (status, json) in deliver_both().await {
-        assert_eq!(
-            (status, json["code"].as_str()),
-            (503, Some("UNAVAILABLE")),
-            "{json}"
-        );
-    }
-    let ready = support::http()
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .expect("probe");
-    assert_eq!(ready.status(), 503);
+            .await;
+            let clerk =
+                status_and_json(post_clerk(&server, CLERK_SECRET, "msg_down", t, &clerk_body).await)
+                    .await;
+            [stripe, clerk]
+        };
+        for (status, json) in deliver_both().await {
+            assert_eq!(
+                (status, json["code"].as_str()),
+                (503, Some("UNAVAILABLE")),
+                "{json}"
+            );
+        }
+        let ready = support::http()
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("probe");
+        assert_eq!(ready.status(), 503);
 
-    admin
-        .execute_unprepared(&format!(
-            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
-        ))
-        .await
-        .expect("accept connections again");
-    // The senders' retries.
-    for (status, json) in deliver_both().await {
-        assert_eq!(
-            (status, json["status"].as_str()),
-            (200, Some("processed")),
-            "{json}"
-        );
+        admin
+            .execute_unprepared(&format!(
+                "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
+            ))
+            .await
+            .expect("accept connections again");
+        // The senders' retries.
+        for (status, json) in deliver_both().await {
+            assert_eq!(
+                (status, json["status"].as_str()),
+                (200, Some("processed")),
+                "{json}"
+            );
+        }
+        assert_eq!(ledger_len(&db).await, 2);
     }
-    assert_eq!(ledger_len(&db).await, 2);
 }
 
 #[tokio::test]
@@ -1011,55 +1013,57 @@ async fn a_signed_payload_holding_nul_is_recorded_and_projected_on_both_backends
     );
 }
 
-/// A deadlock (40P01) is a reason of the moment, not of the event: the writer tries again and
-/// the event is applied, never acknowledged as `failed`. When the database keeps refusing,
-/// the answer is 503 and nothing is recorded, so the provider retries. The deadlocks are real
-/// PostgreSQL errors, raised by a trigger for as long as the test wants them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let server = start(&db, &[]).await;
-    let store = Store::connect(&db.url).await.expect("connect");
-    store
-        .connection()
-        .execute_unprepared(
-            "CREATE SEQUENCE deadlocks; \
-             CREATE FUNCTION deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-               IF NEW.id = 'cus_always' OR nextval('deadlocks') <= 2 THEN \
-                 RAISE EXCEPTION 'simulated deadlock' USING ERRCODE = '40P01'; \
-               END IF; RETURN NEW; END $$; \
-             CREATE TRIGGER deadlock BEFORE INSERT ON stripe_customers \
-               FOR EACH ROW EXECUTE FUNCTION deadlock();",
-        )
-        .await
-        .expect("install the deadlocking trigger");
+billing_sync_testkit::postgres_test! {
+    /// A deadlock (40P01) is a reason of the moment, not of the event: the writer tries again and
+    /// the event is applied, never acknowledged as `failed`. When the database keeps refusing,
+    /// the answer is 503 and nothing is recorded, so the provider retries. The deadlocks are real
+    /// PostgreSQL errors, raised by a trigger for as long as the test wants them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deadlock_is_retried_and_never_acknowledged_as_failed() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let server = start(&db, &[]).await;
+        let store = Store::connect(&db.url).await.expect("connect");
+        store
+            .connection()
+            .execute_unprepared(
+                "CREATE SEQUENCE deadlocks; \
+                 CREATE FUNCTION deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                   IF NEW.id = 'cus_always' OR nextval('deadlocks') <= 2 THEN \
+                     RAISE EXCEPTION 'simulated deadlock' USING ERRCODE = '40P01'; \
+                   END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER deadlock BEFORE INSERT ON stripe_customers \
+                   FOR EACH ROW EXECUTE FUNCTION deadlock();",
+            )
+            .await
+            .expect("install the deadlocking trigger");
 
-    // Two deadlocks, then the write goes through: applied, acknowledged as processed.
-    let body = stripe_event(
-        "evt_deadlock",
-        "customer.created",
-        json!({"id": "cus_deadlock"}),
-    );
-    let (status, json) = deliver_stripe(&server, &body).await;
-    assert_eq!(
-        (status, json["status"].as_str()),
-        (200, Some("processed")),
-        "{json}"
-    );
-    let row = ledger_row(&store, Provider::Stripe, "evt_deadlock")
-        .await
-        .expect("recorded");
-    assert_eq!(row.status, "processed");
+        // Two deadlocks, then the write goes through: applied, acknowledged as processed.
+        let body = stripe_event(
+            "evt_deadlock",
+            "customer.created",
+            json!({"id": "cus_deadlock"}),
+        );
+        let (status, json) = deliver_stripe(&server, &body).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (200, Some("processed")),
+            "{json}"
+        );
+        let row = ledger_row(&store, Provider::Stripe, "evt_deadlock")
+            .await
+            .expect("recorded");
+        assert_eq!(row.status, "processed");
 
-    // Deadlocks every time: 503, nothing recorded; once they stop, the retry is applied.
-    refused_then_applied(&server, &store, "evt_always", "cus_always", "deadlock").await;
-    assert_eq!(
-        failed_rows(&store).await,
-        0,
-        "no event was recorded as failed"
-    );
+        // Deadlocks every time: 503, nothing recorded; once they stop, the retry is applied.
+        refused_then_applied(&server, &store, "evt_always", "cus_always", "deadlock").await;
+        assert_eq!(
+            failed_rows(&store).await,
+            0,
+            "no event was recorded as failed"
+        );
+    }
 }
 
 /// Delivers a `customer.created` of `customer` as event `event_id` while the trigger `trigger`
@@ -1110,167 +1114,173 @@ async fn failed_rows(store: &Store) -> usize {
         .len()
 }
 
-/// Errors that are the database's trouble, not the event's (a full disk, an I/O error, a
-/// cancelled statement, out of memory, a code nobody listed), raised by a trigger while the
-/// event is applied: 503 and nothing recorded, never 200 `failed`; the redelivery is applied
-/// once the trouble is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_error_that_is_not_the_events_fault_is_answered_503_and_never_failed() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let server = start(&db, &[]).await;
-    let store = Store::connect(&db.url).await.expect("connect");
-    for code in ["53100", "58030", "57014", "53200", "XX001"] {
+billing_sync_testkit::postgres_test! {
+    /// Errors that are the database's trouble, not the event's (a full disk, an I/O error, a
+    /// cancelled statement, out of memory, a code nobody listed), raised by a trigger while the
+    /// event is applied: 503 and nothing recorded, never 200 `failed`; the redelivery is applied
+    /// once the trouble is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_error_that_is_not_the_events_fault_is_answered_503_and_never_failed() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let server = start(&db, &[]).await;
+        let store = Store::connect(&db.url).await.expect("connect");
+        for code in ["53100", "58030", "57014", "53200", "XX001"] {
+            store
+                .connection()
+                .execute_unprepared(&format!(
+                    "CREATE OR REPLACE FUNCTION trouble() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                       RAISE EXCEPTION 'simulated trouble' USING ERRCODE = '{code}'; END $$; \
+                     CREATE TRIGGER trouble BEFORE INSERT ON stripe_customers \
+                       FOR EACH ROW EXECUTE FUNCTION trouble();"
+                ))
+                .await
+                .expect("install the failing trigger");
+            refused_then_applied(
+                &server,
+                &store,
+                &format!("evt_trouble_{code}"),
+                &format!("cus_trouble_{code}"),
+                "trouble",
+            )
+            .await;
+        }
+        assert_eq!(
+            failed_rows(&store).await,
+            0,
+            "no event was recorded as failed"
+        );
+    }
+}
+
+billing_sync_testkit::postgres_test! {
+    /// With every apply timing out (the database's `statement_timeout` at 1 ms, and a trigger that
+    /// makes applying a customer take longer), signed deliveries answer 503 and leave no `failed`
+    /// row; once the timeout is lifted, their redelivery is applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_timeout_is_answered_503_and_the_redelivery_applied_once_lifted() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let store = Store::connect(&db.url).await.expect("connect");
+        store.migrate_up().await.expect("migrate");
+        let database = url::Url::parse(&db.url).expect("a URL").path()[1..].to_owned();
         store
             .connection()
             .execute_unprepared(&format!(
-                "CREATE OR REPLACE FUNCTION trouble() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-                   RAISE EXCEPTION 'simulated trouble' USING ERRCODE = '{code}'; END $$; \
-                 CREATE TRIGGER trouble BEFORE INSERT ON stripe_customers \
-                   FOR EACH ROW EXECUTE FUNCTION trouble();"
+                "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                   PERFORM pg_sleep(0.05); RETURN NEW; END $$; \
+                 CREATE TRIGGER slow BEFORE INSERT ON stripe_customers \
+                   FOR EACH ROW EXECUTE FUNCTION slow(); \
+                 ALTER DATABASE \"{database}\" SET statement_timeout = '1ms';"
             ))
             .await
-            .expect("install the failing trigger");
-        refused_then_applied(
-            &server,
-            &store,
-            &format!("evt_trouble_{code}"),
-            &format!("cus_trouble_{code}"),
-            "trouble",
+            .expect("install the slow trigger and the timeout");
+        // A server started now opens its connections with the 1 ms timeout (its schema is
+        // migrated already: a migration could not finish in 1 ms).
+        let server = Server::start_with_args(
+            &db.url,
+            &["--no-migrate"],
+            &[
+                ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
+                ("CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+            ],
         )
         .await;
+        let bodies: Vec<Vec<u8>> = (0..3)
+            .map(|n| {
+                stripe_event(
+                    &format!("evt_timeout_{n}"),
+                    "customer.created",
+                    json!({"id": format!("cus_timeout_{n}"), "name": "O'Brien"}),
+                )
+            })
+            .collect();
+        for body in &bodies {
+            let (status, json) = deliver_stripe(&server, body).await;
+            assert_eq!(
+                (status, json["code"].as_str()),
+                (503, Some("UNAVAILABLE")),
+                "{json}"
+            );
+        }
+        server.terminate().await;
+        store
+            .connection()
+            .execute_unprepared(&format!(
+                "ALTER DATABASE \"{database}\" RESET statement_timeout"
+            ))
+            .await
+            .expect("lift the timeout");
+        assert_eq!(
+            ledger_len(&db).await,
+            0,
+            "nothing recorded while timing out"
+        );
+
+        let server = start(&db, &[]).await;
+        for body in &bodies {
+            let (status, json) = deliver_stripe(&server, body).await;
+            assert_eq!(
+                (status, json["status"].as_str()),
+                (200, Some("processed")),
+                "{json}"
+            );
+        }
+        assert_eq!(
+            failed_rows(&store).await,
+            0,
+            "no event was recorded as failed"
+        );
+        let customers = stripe_customers::Entity::find()
+            .all(store.connection())
+            .await
+            .expect("read the customers");
+        assert_eq!(customers.len(), 3, "every redelivery is applied");
     }
-    assert_eq!(
-        failed_rows(&store).await,
-        0,
-        "no event was recorded as failed"
-    );
 }
 
-/// With every apply timing out (the database's `statement_timeout` at 1 ms, and a trigger that
-/// makes applying a customer take longer), signed deliveries answer 503 and leave no `failed`
-/// row; once the timeout is lifted, their redelivery is applied.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statement_timeout_is_answered_503_and_the_redelivery_applied_once_lifted() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let store = Store::connect(&db.url).await.expect("connect");
-    store.migrate_up().await.expect("migrate");
-    let database = url::Url::parse(&db.url).expect("a URL").path()[1..].to_owned();
-    store
-        .connection()
-        .execute_unprepared(&format!(
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-               PERFORM pg_sleep(0.05); RETURN NEW; END $$; \
-             CREATE TRIGGER slow BEFORE INSERT ON stripe_customers \
-               FOR EACH ROW EXECUTE FUNCTION slow(); \
-             ALTER DATABASE \"{database}\" SET statement_timeout = '1ms';"
-        ))
-        .await
-        .expect("install the slow trigger and the timeout");
-    // A server started now opens its connections with the 1 ms timeout (its schema is
-    // migrated already: a migration could not finish in 1 ms).
-    let server = Server::start_with_args(
-        &db.url,
-        &["--no-migrate"],
-        &[
-            ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
-            ("CLERK_WEBHOOK_SECRET", CLERK_SECRET),
-        ],
-    )
-    .await;
-    let bodies: Vec<Vec<u8>> = (0..3)
-        .map(|n| {
-            stripe_event(
-                &format!("evt_timeout_{n}"),
+billing_sync_testkit::postgres_test! {
+    /// A server with `backslash_quote = off` refuses `\'` in a string literal: a batch message
+    /// holding apostrophes must still go as one message, never falling back statement by statement.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apostrophes_go_in_one_batch_message_whatever_backslash_quote_says() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let store = Store::connect(&db.url).await.expect("connect");
+        let database = url::Url::parse(&db.url).expect("a URL").path()[1..].to_owned();
+        store
+            .connection()
+            .execute_unprepared(&format!(
+                "ALTER DATABASE \"{database}\" SET backslash_quote = off"
+            ))
+            .await
+            .expect("set backslash_quote");
+        let server = start(&db, &[]).await;
+        for n in 0..4 {
+            let body = stripe_event(
+                &format!("evt_quote_{n}"),
                 "customer.created",
-                json!({"id": format!("cus_timeout_{n}"), "name": "O'Brien"}),
-            )
-        })
-        .collect();
-    for body in &bodies {
-        let (status, json) = deliver_stripe(&server, body).await;
-        assert_eq!(
-            (status, json["code"].as_str()),
-            (503, Some("UNAVAILABLE")),
-            "{json}"
-        );
+                json!({"id": format!("cus_quote_{n}"), "name": "Miles O'Brien",
+                       "description": "it's a \\ backslash and a ' quote"}),
+            );
+            let (status, json) = deliver_stripe(&server, &body).await;
+            assert_eq!(
+                (status, json["status"].as_str()),
+                (200, Some("processed")),
+                "{json}"
+            );
+        }
+        let customer = stripe_customers::Entity::find_by_id("cus_quote_3".to_owned())
+            .one(store.connection())
+            .await
+            .expect("query")
+            .expect("the customer");
+        assert_eq!(customer.name.as_deref(), Some("Miles O'Brien"));
+        assert_no_batch_fell_back(&server).await;
     }
-    server.terminate().await;
-    store
-        .connection()
-        .execute_unprepared(&format!(
-            "ALTER DATABASE \"{database}\" RESET statement_timeout"
-        ))
-        .await
-        .expect("lift the timeout");
-    assert_eq!(
-        ledger_len(&db).await,
-        0,
-        "nothing recorded while timing out"
-    );
-
-    let server = start(&db, &[]).await;
-    for body in &bodies {
-        let (status, json) = deliver_stripe(&server, body).await;
-        assert_eq!(
-            (status, json["status"].as_str()),
-            (200, Some("processed")),
-            "{json}"
-        );
-    }
-    assert_eq!(
-        failed_rows(&store).await,
-        0,
-        "no event was recorded as failed"
-    );
-    let customers = stripe_customers::Entity::find()
-        .all(store.connection())
-        .await
-        .expect("read the customers");
-    assert_eq!(customers.len(), 3, "every redelivery is applied");
-}
-
-/// A server with `backslash_quote = off` refuses `\'` in a string literal: a batch message
-/// holding apostrophes must still go as one message, never falling back statement by statement.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apostrophes_go_in_one_batch_message_whatever_backslash_quote_says() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let store = Store::connect(&db.url).await.expect("connect");
-    let database = url::Url::parse(&db.url).expect("a URL").path()[1..].to_owned();
-    store
-        .connection()
-        .execute_unprepared(&format!(
-            "ALTER DATABASE \"{database}\" SET backslash_quote = off"
-        ))
-        .await
-        .expect("set backslash_quote");
-    let server = start(&db, &[]).await;
-    for n in 0..4 {
-        let body = stripe_event(
-            &format!("evt_quote_{n}"),
-            "customer.created",
-            json!({"id": format!("cus_quote_{n}"), "name": "Miles O'Brien",
-                   "description": "it's a \\ backslash and a ' quote"}),
-        );
-        let (status, json) = deliver_stripe(&server, &body).await;
-        assert_eq!(
-            (status, json["status"].as_str()),
-            (200, Some("processed")),
-            "{json}"
-        );
-    }
-    let customer = stripe_customers::Entity::find_by_id("cus_quote_3".to_owned())
-        .one(store.connection())
-        .await
-        .expect("query")
-        .expect("the customer");
-    assert_eq!(customer.name.as_deref(), Some("Miles O'Brien"));
-    assert_no_batch_fell_back(&server).await;
 }
 
 /// The ledger keeps a delivery's body as it was received, byte for byte, on both backends: the

@@ -117,14 +117,41 @@ macro_rules! each_backend {
         }
         mod postgres {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(db) = $crate::TestDatabase::create($crate::Backend::Postgres).await {
-                        super::$test(db).await
+                $crate::postgres_test! {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        if let Some(db) = $crate::TestDatabase::create($crate::Backend::Postgres).await {
+                            super::$test(db).await
+                        }
                     }
                 }
             )*
         }
+    };
+}
+
+/// A PostgreSQL test as this build runs it: as written in the whole suite's build (the one
+/// `./scripts/with-postgres` makes, with a server: see `build.rs`), ignored, saying what it
+/// needs, in any other, so that `cargo test` alone never reports it as passed without having
+/// had a database.
+#[cfg(not(billing_sync_postgres))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! postgres_test {
+    ($(#[$attr:meta])* async fn $($rest:tt)*) => {
+        $(#[$attr])*
+        #[ignore = "needs PostgreSQL: run ./scripts/test, or ./scripts/with-postgres cargo test"]
+        async fn $($rest)*
+    };
+}
+
+/// See the other `postgres_test`.
+#[cfg(billing_sync_postgres)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! postgres_test {
+    ($($item:tt)*) => {
+        $($item)*
     };
 }
 
