@@ -215,7 +215,7 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
 
 #[tokio::test]
 async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
-    let cases: [(&str, &str, &[&str]); 12] = [
+    let cases: [(&str, &str, &[&str]); 15] = [
         (
             "CORS_ALLOWED_ORIGINS",
             "https://app.example.com/",
@@ -230,6 +230,11 @@ async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
         ("LISTEN_ADDR", "localhost", &["serve"]),
         ("LOG_FORMAT", "xml", &["serve"]),
         ("RUST_LOG", "info,[bad", &["serve"]),
+        // A misspelt level parsed as a target and silenced every log line.
+        ("RUST_LOG", "inof", &["serve"]),
+        // A publishable key was accepted, and every session creation then failed.
+        ("STRIPE_SECRET_KEY", "pk_test_s3cret", &["serve"]),
+        ("STRIPE_SECRET_KEY", "whsec_s3cret", &["serve"]),
         (
             "DATABASE_URL",
             "mysql://root:hunter2@db/x",
@@ -604,4 +609,60 @@ async fn every_error_body_carries_the_request_id() {
             );
         }
     }
+}
+
+/// Every metric the code records is in the README's `GET /metrics` table: each
+/// `"billing_sync_…"` literal of the crates' sources (their Stripe metadata keys aside).
+#[test]
+fn every_metric_the_code_records_is_in_the_readme() {
+    use billing_sync_projection::stripe::{
+        CHECKOUT_CREDITS_METADATA, CHECKOUT_PRICE_METADATA, CHECKOUT_QUANTITY_METADATA,
+    };
+    let mut names = std::collections::BTreeSet::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)
+            .expect("read a source folder")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("benches") {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|extension| extension != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read a source file");
+            for (start, _) in text.match_indices("\"billing_sync_") {
+                let rest = &text[start + 1..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if rest[name.len()..].starts_with('"') {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    for key in [
+        CHECKOUT_PRICE_METADATA,
+        CHECKOUT_QUANTITY_METADATA,
+        CHECKOUT_CREDITS_METADATA,
+    ] {
+        names.remove(key);
+    }
+    assert!(names.len() >= 20, "the metrics were found: {names:?}");
+    let readme = support::readme();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !readme.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in the README's metrics table: {missing:?}"
+    );
 }

@@ -929,10 +929,14 @@ async fn metrics_count_deliveries_by_provider_type_and_outcome() {
         Some("1"),
         "{text}"
     );
-    assert!(
-        text.contains("billing_sync_webhook_record_seconds"),
-        "{text}"
-    );
+    // Histograms with buckets, which add up across replicas, not summaries' quantiles.
+    for family in [
+        "billing_sync_webhook_record_seconds",
+        "billing_sync_webhook_batch_size",
+    ] {
+        assert!(text.contains(&format!("{family}_bucket{{")), "{text}");
+    }
+    assert!(!text.contains("quantile="), "{text}");
     assert!(
         text.contains("billing_sync_db_connections{state=\"idle\"}"),
         "{text}"

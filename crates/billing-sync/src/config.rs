@@ -471,7 +471,7 @@ impl ServeArgs {
 pub struct StripeApiArgs {
     /// Stripe secret API key (`sk_…` or `rk_…`), for creating portal sessions and listing.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true, default_value = "",
-          hide_default_value = true, value_parser = optional(secret))]
+          hide_default_value = true, value_parser = optional(stripe_secret_key))]
     pub stripe_secret_key: Optional<SecretString>,
 
     /// Base URL of the Stripe API.
@@ -648,8 +648,46 @@ fn log_format(value: &str) -> Result<LogFormat, String> {
 fn log_filter(value: &str) -> Result<String, String> {
     EnvFilter::builder()
         .parse(value)
-        .map(|_| value.to_owned())
-        .map_err(|err| format!("not a tracing filter ({err}), e.g. `info,billing_sync=debug`"))
+        .map_err(|err| format!("not a tracing filter ({err}), e.g. `info,billing_sync=debug`"))?;
+    // A bare word is a target at every level: a misspelt level (`inof`) parses, and logs
+    // nothing but that target's, which has none.
+    for directive in value.split(',').map(str::trim) {
+        if let Some(level) = misspelt_level(directive) {
+            return Err(format!(
+                "`{directive}` reads as a target's name, not a level: did you mean `{level}`?"
+            ));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+/// The level a bare directive (no `=`, `::` or span filter) that is not a level itself is one
+/// or two letters away from.
+fn misspelt_level(directive: &str) -> Option<&'static str> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let word = directive.to_ascii_lowercase();
+    if word.is_empty() || word.contains(['=', ':', '[']) || LEVELS.contains(&word.as_str()) {
+        return None;
+    }
+    LEVELS
+        .into_iter()
+        .find(|level| edit_distance(&word, level) <= 2)
+}
+
+/// Levenshtein distance, for words of a few letters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn event_status(value: &str) -> Result<EventStatus, String> {
@@ -657,10 +695,24 @@ fn event_status(value: &str) -> Result<EventStatus, String> {
         .ok_or_else(|| format!("`{value}` is not one of processed, ignored, failed"))
 }
 
+/// `host:port`: an address, or a name the system resolves (`localhost:8080`), its first IPv4
+/// address preferred.
 fn listen_addr(value: &str) -> Result<SocketAddr, String> {
-    value.parse().map_err(|_| {
-        format!("`{value}` is not a socket address; expected host:port such as 127.0.0.1:8080")
-    })
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = value.parse() {
+        return Ok(address);
+    }
+    let expected = "expected host:port such as 127.0.0.1:8080 or localhost:8080";
+    let addresses: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|err| format!("`{value}` is not a socket address ({err}); {expected}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("`{value}` resolves to no address; {expected}"))
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + Default>(value: &str) -> Result<T, String> {
@@ -692,6 +744,20 @@ fn text(value: &str) -> Result<String, String> {
 
 fn secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value))
+}
+
+/// A Stripe secret (`sk_…`) or restricted (`rk_…`) key; never echoed.
+fn stripe_secret_key(value: &str) -> Result<SecretString, String> {
+    if value.starts_with("sk_") || value.starts_with("rk_") {
+        return Ok(SecretString::from(value));
+    }
+    Err(if value.starts_with("pk_") {
+        "is a publishable key (pk_…), which cannot create sessions: use the secret key \
+         (sk_…) or a restricted key (rk_…) from the Stripe Dashboard's API keys"
+            .to_owned()
+    } else {
+        "is not a Stripe secret key (sk_…) or restricted key (rk_…)".to_owned()
+    })
 }
 
 fn integer(value: &str) -> Result<i64, String> {
@@ -829,6 +895,47 @@ fn parse_age(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_level_is_told_and_a_target_or_a_level_is_not() {
+        assert_eq!(misspelt_level("inof"), Some("info"));
+        assert_eq!(misspelt_level("DEBGU"), Some("debug"));
+        assert_eq!(misspelt_level("wanr"), Some("warn"));
+        for fine in [
+            "info",
+            "billing_sync",
+            "billing_sync=debug",
+            "hyper::proto",
+            "sqlx",
+        ] {
+            assert_eq!(misspelt_level(fine), None, "{fine}");
+        }
+        assert!(log_filter("warn,inof").is_err());
+        assert!(log_filter("info,billing_sync=debug").is_ok());
+    }
+
+    #[test]
+    fn a_listen_address_may_name_its_host() {
+        assert_eq!(
+            listen_addr("127.0.0.1:8080"),
+            Ok("127.0.0.1:8080".parse().expect("an address"))
+        );
+        assert_eq!(listen_addr("localhost:8080").map(|a| a.port()), Ok(8080));
+        assert!(
+            listen_addr("localhost:8080").is_ok_and(|a| a.ip().is_loopback()),
+            "localhost is a loopback address"
+        );
+        assert!(listen_addr("localhost").is_err(), "no port");
+    }
+
+    #[test]
+    fn only_a_secret_or_restricted_key_calls_stripe() {
+        assert!(stripe_secret_key("sk_test_x").is_ok());
+        assert!(stripe_secret_key("rk_live_x").is_ok());
+        let publishable = stripe_secret_key("pk_test_s3cret").expect_err("refused");
+        assert!(publishable.contains("publishable") && !publishable.contains("s3cret"));
+        assert!(stripe_secret_key("whsec_x").is_err());
+    }
 
     /// The one-line error of `args`, as `main` prints it.
     fn refusal(args: &[&str]) -> ConfigError {

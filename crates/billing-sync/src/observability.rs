@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use tracing::Instrument;
@@ -99,12 +99,30 @@ async fn with_request_id_in_error_body(response: Response, request_id: &str) -> 
     Response::from_parts(parts, body.into())
 }
 
+/// The buckets of every `…_seconds` histogram: from a millisecond (a commit) to 30 s (an
+/// upstream's whole budget). Histograms, not the exporter's default summaries: buckets add up
+/// across replicas (`sum by (le) (rate(…_bucket[5m]))`), quantiles do not.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The buckets of every `…_batch_size` histogram: requests or events per transaction.
+const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Suffix("_batch_size".into()),
+                        &BATCH_SIZE_BUCKETS,
+                    )
+                })
+                .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("the only metrics recorder of the process");
             describe();
