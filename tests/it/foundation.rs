@@ -666,3 +666,34 @@ fn every_metric_the_code_records_is_in_the_readme() {
         "not in the README's metrics table: {missing:?}"
     );
 }
+
+/// A port in use is said before any database is made: `serve` on a taken address exits naming
+/// it, and the SQLite file it would have created and migrated does not exist (it did).
+#[tokio::test]
+async fn a_port_in_use_is_said_before_a_database_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let dir = tempfile::tempdir().expect("a folder");
+    let file = dir.path().join("never.db");
+    let url = format!("sqlite://{}", file.display());
+    let finished = run(
+        &["serve"],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("LISTEN_ADDR", address.as_str()),
+        ],
+    )
+    .await;
+    assert!(!finished.status.success(), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("cannot listen on {address}")),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        !file.exists(),
+        "the database was created for a server that could not start"
+    );
+}

@@ -89,6 +89,11 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
         Command::Serve(args) => {
             args.validate()?;
             telemetry::init(&common);
+            // The address first: a port in use is said before a database is created or
+            // migrated for a server that cannot start.
+            let max_connections = connections_within_open_files(args.max_connections)?;
+            let listener = startup::listen(args.listen_addr)
+                .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
             let store = open_store(&common)
                 .await?
                 .with_low_balance_threshold(args.credits_low_balance_threshold.get().copied());
@@ -114,9 +119,6 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
                 startup::outbox_destinations(&args)?,
             );
             let shutdown = startup::shutdown_signal().context("installing signal handlers")?;
-            let max_connections = connections_within_open_files(args.max_connections)?;
-            let listener = startup::listen(args.listen_addr)
-                .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
             App::build(store, ingestor, operations)
                 .connection_limits(ConnectionLimits {
                     idle: args.request_timeout_secs * 2,
