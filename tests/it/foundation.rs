@@ -46,6 +46,22 @@ async fn migrate_status_and_up_report_each_migration(db: TestDatabase) {
     } else {
         assert!(before.status.success(), "{}", before.stderr);
         assert!(before.stdout.starts_with("pending"), "{}", before.stdout);
+        // Reading the status wrote nothing (sea-orm's own status call creates its table).
+        use billing_sync_store::sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+        let connection = Database::connect(&db.url).await.expect("connect");
+        let tables = connection
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = current_schema()",
+            ))
+            .await
+            .expect("list the tables");
+        assert!(
+            tables.is_empty(),
+            "migrate status created {} table(s)",
+            tables.len()
+        );
     }
     let up = run(&["migrate", "up"], &env).await;
     assert!(up.status.success(), "{}", up.stderr);

@@ -158,19 +158,50 @@ impl Store {
             .map_err(|err| self.classify(err))
     }
 
-    /// Every known migration with whether it is applied.
+    /// Every known migration with whether it is applied. Only reads: a database never
+    /// migrated (no `seaql_migrations` table, which sea-orm's own status call would create)
+    /// has every migration pending.
     pub async fn migration_status(&self) -> Result<Vec<MigrationState>, StoreError> {
-        let pending: Vec<String> = Migrator::get_pending_migrations(&self.db)
-            .await
-            .map_err(|err| self.classify(err))?
-            .iter()
-            .map(|m| m.name().to_owned())
-            .collect();
+        use sea_orm::{ConnectionTrait, Statement};
+        let backend = self.db.get_database_backend();
+        let exists = match backend {
+            DbBackend::Sqlite => {
+                "SELECT COUNT(*) AS found FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'seaql_migrations'"
+            }
+            _ => {
+                "SELECT COUNT(*) AS found FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'seaql_migrations'"
+            }
+        };
+        let read = async {
+            let found: i64 = match self
+                .db
+                .query_one_raw(Statement::from_string(backend, exists))
+                .await?
+            {
+                Some(row) => row.try_get("", "found")?,
+                None => 0,
+            };
+            if found == 0 {
+                return Ok(Vec::new());
+            }
+            self.db
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    "SELECT version FROM seaql_migrations",
+                ))
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String>("", "version"))
+                .collect::<Result<Vec<String>, sea_orm::DbErr>>()
+        };
+        let applied: Vec<String> = read.await.map_err(|err| self.classify(err))?;
         Ok(Migrator::migrations()
             .iter()
             .map(|m| MigrationState {
                 name: m.name().to_owned(),
-                applied: !pending.iter().any(|p| p == m.name()),
+                applied: applied.iter().any(|a| a == m.name()),
             })
             .collect())
     }
