@@ -713,3 +713,23 @@ async fn a_port_in_use_is_said_before_a_database_is_created() {
         "the database was created for a server that could not start"
     );
 }
+
+billing_sync_testkit::postgres_test! {
+    /// A command on a database that exists but was never migrated says what to run (it failed
+    /// on a missing table).
+    #[tokio::test]
+    async fn a_command_on_an_unmigrated_database_says_to_migrate() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        for args in [&["events", "list"][..], &["outbox", "republish"][..]] {
+            let finished = run(args, &[("DATABASE_URL", db.url.as_str())]).await;
+            assert!(!finished.status.success(), "{args:?}: {}", finished.stdout);
+            assert!(
+                finished.stderr.contains("billing-sync migrate up"),
+                "{args:?}: {}",
+                finished.stderr
+            );
+        }
+    }
+}

@@ -172,7 +172,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
             telemetry::init(&common);
             // A backfill migrates first (unless told not to), so it may create the database.
             let store = if run.no_migrate {
-                open_existing_store(&common).await?
+                open_migrated_store(&common).await?
             } else {
                 open_store(&common).await?
             };
@@ -182,7 +182,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
         }
         Command::Events { action } => {
             telemetry::init(&common);
-            let store = open_existing_store(&common).await?;
+            let store = open_migrated_store(&common).await?;
             let result = events::run(&store, &startup::projection(&common), action).await;
             store.close().await.context("closing the database")?;
             result
@@ -191,7 +191,7 @@ pub async fn run(command: Command, common: CommonArgs) -> Result<(), RunError> {
             action: OutboxAction::Republish,
         } => {
             telemetry::init(&common);
-            let store = open_existing_store(&common).await?;
+            let store = open_migrated_store(&common).await?;
             let marked = store
                 .republish_all()
                 .await
@@ -227,4 +227,24 @@ async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
 /// The database, which must exist: the commands that only use one never create it.
 async fn open_existing_store(common: &CommonArgs) -> anyhow::Result<Store> {
     Ok(Store::open_existing(common.database_url.expose_secret()).await?)
+}
+
+/// The database, which must exist and be migrated: a command that reads or writes the synced
+/// state says what to run rather than failing on a missing table.
+async fn open_migrated_store(common: &CommonArgs) -> anyhow::Result<Store> {
+    let store = open_existing_store(common).await?;
+    let migrations = store
+        .migration_status()
+        .await
+        .context("reading migration status")?;
+    let pending = migrations.iter().filter(|m| !m.applied).count();
+    if pending > 0 {
+        anyhow::bail!(
+            "the database at {} is not migrated ({pending} of {} migrations pending): run \
+             `billing-sync migrate up` (or `serve`, which migrates at start)",
+            store.target(),
+            migrations.len()
+        );
+    }
+    Ok(store)
 }
