@@ -7,7 +7,8 @@
 //!   them in order: 1.0 ms.
 //! - Superseding a pending `billing.updated` asks whether a newer one of its organization
 //!   exists, delivered or not; with no index on all of an organization's events that was a
-//!   scan of the whole table per pass (4.6 ms at 5,000 events; 0.0 ms a row with the index).
+//!   scan of the whole table per pass (4.6 ms at 5,000 events; 1.8 ms with the index, an
+//!   index probe per pending event).
 
 use sea_orm_migration::prelude::*;
 

@@ -221,8 +221,8 @@ impl Store {
     /// leases, supersedes and the record of a delivery, which a crash may lose because they
     /// are done again — a lease is taken again, a supersede decided again, a delivery made
     /// again under its same event id (receivers deduplicate on it). Each of those commits cost
-    /// a WAL flush that ingestion's commits queued behind. The change, its outbox mark and the
-    /// published events are committed as every change is, flushed.
+    /// a WAL flush of its own beside ingestion's. The change, its outbox mark and the published
+    /// events are committed as every change is, flushed.
     async fn begin_unflushed(&self) -> Result<DatabaseTransaction, DbErr> {
         let txn = self.connection().begin().await?;
         if self.backend() == DbBackend::Postgres {
@@ -326,8 +326,8 @@ impl Store {
     /// Records that each of `published` (leased with `lease`) was published at its version (and
     /// its balance drops) with its state (JSON text), appending its events at the end of the
     /// commit order — all in one transaction, one commit for the batch, in two statements
-    /// whatever its size (where one per organization and per event cost a round trip and a
-    /// parse each, as much PostgreSQL CPU as the ingest they follow). An organization whose
+    /// whatever its size (one per organization and per event cost a round trip each, and made
+    /// publishing nearly as many statements as the ingest it follows). An organization whose
     /// lease was taken over is left as it is (and its events not appended); returns how many
     /// were recorded. On PostgreSQL the appends are serialised by a lock held to commit, so that
     /// a higher `seq` is never visible before a lower one (the feed's cursor would skip it).
