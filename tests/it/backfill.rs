@@ -720,3 +720,42 @@ async fn an_entitlement_list_whose_cursor_does_not_advance_is_never_stored_in_pa
         "no entitlement list is stored from a pass that could not read it to the end: {stored:?}"
     );
 }
+
+/// An upstream that cannot be reached is named in the retry log, with why: the log said
+/// `retrying … retry=7` and no more, for a minute and a half.
+#[tokio::test]
+async fn an_unreachable_api_is_named_with_its_cause_while_retrying() {
+    use tokio::io::AsyncBufReadExt;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = closed.local_addr().expect("its address");
+    drop(closed);
+    let dir = tempfile::tempdir().expect("a folder");
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let base = format!("http://{address}");
+    let mut child = support::command(&[
+        ("DATABASE_URL", url.as_str()),
+        ("STRIPE_SECRET_KEY", STRIPE_KEY),
+        ("STRIPE_API_BASE", base.as_str()),
+    ])
+    .args(["backfill", "stripe"])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("run backfill");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains("retrying an upstream API call") {
+                return line;
+            }
+        }
+        panic!("backfill ended without retrying");
+    })
+    .await
+    .expect("a retry within 30 s");
+    child.kill().await.ok();
+    eprintln!("{line}");
+    assert!(line.contains(&format!("{base}/v1/")), "{line}");
+    assert!(line.to_lowercase().contains("refused"), "{line}");
+    assert!(!line.contains(STRIPE_KEY), "{line}");
+}

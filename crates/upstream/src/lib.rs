@@ -85,14 +85,49 @@ pub async fn send(
             .max(retry_after.unwrap_or_default())
             .min(policy.max_delay)
             + Duration::from_millis(rand::random_range(0..50));
+        let (url, cause) = match &result {
+            Ok(response) => (
+                Some(response.url()),
+                format!("answered {}", response.status()),
+            ),
+            Err(err) => (err.url(), causes(err)),
+        };
         tracing::warn!(
             operation,
+            url = url.map(without_query).unwrap_or_default(),
+            cause,
             retry,
+            of = policy.max_retries,
             delay_ms = delay.as_millis() as u64,
             "retrying an upstream API call"
         );
         tokio::time::sleep(delay).await;
     }
+}
+
+/// `err` and each error under it, outermost first: reqwest's own message ("error sending
+/// request") says nothing of why; the OS's under it does ("Connection refused").
+fn causes(err: &reqwest::Error) -> String {
+    // reqwest's message names the URL with its query; the log names it once, without.
+    let message = err.to_string();
+    let mut text = match message.split_once(" for url (") {
+        Some((before, _)) => before.to_owned(),
+        None => message,
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A URL as logged: without its query, which may carry what a log should not.
+fn without_query(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
 }
 
 fn is_retryable(response: &reqwest::Response) -> bool {
