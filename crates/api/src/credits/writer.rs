@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use billing_sync_credits::{Answer, Request};
 use billing_sync_store::credits::OrganizationRequests;
 use billing_sync_store::retry::WriteError;
-use billing_sync_store::sea_orm::DbErr;
 use billing_sync_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -94,10 +93,10 @@ async fn write_batch(store: &Store, key: &str, jobs: Vec<Job>) {
     }
     let (batch, replies): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
     match decide(store, key, &batch).await {
-        // A batch the database refused for its data, or whose rules panicked, is decided again
-        // one organization at a time: only the organization at fault is refused.
-        Err(err) if batch.len() > 1 && (!err.retryable() || is_panic(&err)) => {
-            tracing::warn!(error = %err, "credits batch failed; deciding its organizations one by one");
+        // A batch refused for one organization's sake (its data, or its rules panicking) is
+        // decided again one organization at a time: only the organization at fault is refused.
+        Err(failure) if batch.len() > 1 && failure.is_one_organizations() => {
+            tracing::warn!(error = %failure, "credits batch failed; deciding its organizations one by one");
             for (organization, replies) in batch.into_iter().zip(replies) {
                 let result = decide(store, key, std::slice::from_ref(&organization)).await;
                 answer(result, vec![replies]);
@@ -107,38 +106,62 @@ async fn write_batch(store: &Store, key: &str, jobs: Vec<Job>) {
     }
 }
 
-/// What a batch whose rules panicked fails with.
-const PANICKED: &str = "the credit rules stopped on this request (an overflow?)";
+/// Why a batch was not decided.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The database refused, after the retries it deserved.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The rules panicked: an overflow that their bounds should make impossible (overflow
+    /// checks are on in release builds). The transaction was dropped, never committed.
+    #[error("the credit rules stopped on this request (an overflow?)")]
+    Panicked,
+}
 
-/// Decides `batch` (retrying what the database may take later) in a task of its own: a panic
-/// in the rules (an overflow that their bounds should make impossible: overflow checks are on
-/// in release builds) fails this batch's callers, with its transaction never committed, rather
-/// than stopping the writer for everyone.
+impl Failure {
+    /// Whether the failure belongs to one organization of the batch, so that the others may
+    /// be decided without it.
+    fn is_one_organizations(&self) -> bool {
+        match self {
+            Failure::Store(err) => !err.retryable(),
+            Failure::Panicked => true,
+        }
+    }
+}
+
+impl From<Failure> for WriteError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Store(err) => err.into(),
+            // Unknown: the caller may retry.
+            Failure::Panicked => WriteError::Unavailable(failure.to_string()),
+        }
+    }
+}
+
+/// Decides `batch`, retrying what the database may take later. A panic in the rules fails this
+/// batch's callers rather than stopping the writer for everyone.
 async fn decide(
     store: &Store,
     key: &str,
     batch: &[OrganizationRequests],
-) -> Result<Vec<Vec<Answer>>, StoreError> {
-    let (store, key, batch) = (store.clone(), key.to_owned(), batch.to_vec());
-    tokio::spawn(async move {
+) -> Result<Vec<Vec<Answer>>, Failure> {
+    use futures::FutureExt;
+    let decided =
         billing_sync_store::retry::with_retries("billing_sync_credits_write_retries_total", || {
-            store.decide_credits(&batch, &key, super::unix_now())
-        })
-        .await
-    })
-    .await
-    .unwrap_or_else(|panicked| {
-        tracing::error!(error = %panicked, "credits: {PANICKED}");
-        Err(StoreError::Database(DbErr::Custom(PANICKED.to_owned())))
-    })
-}
-
-fn is_panic(err: &StoreError) -> bool {
-    matches!(err, StoreError::Database(DbErr::Custom(message)) if message == PANICKED)
+            store.decide_credits(batch, key, super::unix_now())
+        });
+    match std::panic::AssertUnwindSafe(decided).catch_unwind().await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::error!("credits: {}", Failure::Panicked);
+            Err(Failure::Panicked)
+        }
+    }
 }
 
 fn answer(
-    result: Result<Vec<Vec<Answer>>, StoreError>,
+    result: Result<Vec<Vec<Answer>>, Failure>,
     replies: Vec<Vec<oneshot::Sender<Result<Answer, WriteError>>>>,
 ) {
     match result {
