@@ -330,13 +330,20 @@ pub fn tool(name: &str, require: &str) -> Option<std::path::PathBuf> {
             .find(|candidate| candidate.is_file())
     });
     if found.is_none() {
-        assert!(
-            std::env::var(require).as_deref() != Ok("1"),
-            "{name} is required ({require}=1) but not on the PATH"
-        );
-        eprintln!("SKIPPED: {name} is not installed; ./scripts/test installs it");
+        missing(&format!("{name}: not on the PATH"), require);
     }
     found
+}
+
+/// Says that `what` a test needs is missing: a failure when `require` is set to 1 in the
+/// environment (`./scripts/test` installs what its tests need and sets it), else the test goes
+/// on saying SKIPPED, which the script names at the end.
+pub fn missing(what: &str, require: &str) {
+    assert!(
+        std::env::var(require).as_deref() != Ok("1"),
+        "{what}, and {require}=1 requires it"
+    );
+    eprintln!("SKIPPED: {what} (./scripts/test installs it)");
 }
 
 /// A client for the server and the stand-ins, all plain HTTP on 127.0.0.1. It trusts no
