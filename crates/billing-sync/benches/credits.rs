@@ -12,6 +12,8 @@
 //! Run with `./scripts/bench --bench credits` (a throwaway PostgreSQL with default, durable
 //! settings). `BENCH_CREDITS_CONSUMES` sets the consumes per run (default 6,000).
 
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
@@ -41,8 +43,7 @@ impl Figures {
     fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
-        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted.get(index).copied().unwrap_or_default()
+        figures::percentile(&sorted, p)
     }
 }
 
@@ -192,10 +193,7 @@ async fn main() {
         eprintln!("{POSTGRES_URL_VAR} is unset: run ./scripts/bench --bench credits");
         std::process::exit(2);
     }
-    let count: usize = std::env::var("BENCH_CREDITS_CONSUMES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(6_000);
+    let count: usize = figures::setting("BENCH_CREDITS_CONSUMES", 6_000);
     let raw_db = TestDatabase::create(Backend::Postgres).await.expect("db");
     let raw = Store::connect(&raw_db.url).await.expect("connect");
     raw.connection()

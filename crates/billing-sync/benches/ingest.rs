@@ -27,6 +27,8 @@
 
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
@@ -62,8 +64,7 @@ impl Figures {
     fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
-        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted.get(index).copied().unwrap_or_default()
+        figures::percentile(&sorted, p)
     }
 }
 
@@ -341,10 +342,7 @@ async fn main() {
         eprintln!("{POSTGRES_URL_VAR} is unset: run ./scripts/bench --bench ingest");
         std::process::exit(2);
     }
-    let count: usize = std::env::var("BENCH_INGEST_EVENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(8_000);
+    let count: usize = figures::setting("BENCH_INGEST_EVENTS", 8_000);
     let raw_db = TestDatabase::create(Backend::Postgres)
         .await
         .expect("a database");

@@ -20,6 +20,8 @@
 
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "../../../tests/it/support/mod.rs"]
 mod support;
 
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycles};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
 use cpu::{cluster_cpu, postmaster_pid, process_cpu};
+use figures::{percentile, setting};
 use support::receivers::ReceiverStandIn;
 use support::{Server, now, stripe_signature};
 
@@ -165,21 +168,13 @@ async fn delays(app: &ReceiverStandIn, last_ack: &HashMap<String, Instant>) -> V
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::var(POSTGRES_URL_VAR).is_err() {
         eprintln!("{POSTGRES_URL_VAR} is unset: run ./scripts/bench --bench outbox");
         std::process::exit(2);
     }
-    let count: usize = std::env::var("BENCH_OUTBOX_EVENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(12_000);
+    let count: usize = setting("BENCH_OUTBOX_EVENTS", 12_000);
     println!("billing flowing out: {count} events per run, {SENDERS} senders, PostgreSQL");
     println!(
         "{:<6} {:<15} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}",
@@ -192,10 +187,7 @@ async fn main() {
         "delay p99",
         "sent/ev"
     );
-    let rounds: usize = std::env::var("BENCH_OUTBOX_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
+    let rounds: usize = setting("BENCH_OUTBOX_ROUNDS", 3);
     let mut ratios = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let (mut off_rate, mut on_rate) = (0.0, 0.0);
