@@ -14,6 +14,7 @@ mod outbox;
 mod plans;
 mod portal;
 mod python_client;
+mod reservations;
 mod resilience;
 mod schemathesis;
 mod security;

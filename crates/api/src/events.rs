@@ -155,7 +155,9 @@ impl From<Answer> for EventsResponse {
             Answer::Conflict(conflict) => {
                 Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
             }
-            Answer::Internal(body) | Answer::Unavailable(body) => Self::Internal(body),
+            Answer::Internal(body) | Answer::NotFound(body) | Answer::Unavailable(body) => {
+                Self::Internal(body)
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ pub use probes::ProbesApi;
 
 use crate::credits::Credits;
 use crate::credits::api::CreditsApi;
+use crate::credits::reservations::ReservationsApi;
 use crate::events::EventsApi;
 use crate::plans::Plans;
 use crate::plans::api::PlansApi;
@@ -34,8 +35,14 @@ use crate::portal::api::PaymentApi;
 pub const OPENAPI_JSON_PATH: &str = "/api/v1/openapi.json";
 
 /// Every documented operation of billing-sync.
-pub type Operations =
-    CanonicalHeaderNames<(ProbesApi, PaymentApi, PlansApi, CreditsApi, EventsApi)>;
+pub type Operations = CanonicalHeaderNames<(
+    ProbesApi,
+    PaymentApi,
+    PlansApi,
+    CreditsApi,
+    ReservationsApi,
+    EventsApi,
+)>;
 
 /// The OpenAPI service of billing-sync, with every documented operation.
 pub fn service(
@@ -50,6 +57,7 @@ pub fn service(
             PaymentApi::new(portal),
             PlansApi::new(plans.clone(), credits.clone()),
             CreditsApi::new(credits.clone(), plans),
+            ReservationsApi::new(credits.clone()),
             EventsApi::new(store, credits),
         )),
         "billing-sync",
@@ -63,7 +71,13 @@ pub fn service(
 
 /// The request bodies that refuse a field they do not know (`#[oai(deny_unknown_fields)]`):
 /// the document says so (`additionalProperties: false`), which poem-openapi does not write.
-const STRICT_REQUEST_SCHEMAS: [&str; 2] = ["ConsumeRequest", "GrantRequest"];
+const STRICT_REQUEST_SCHEMAS: [&str; 5] = [
+    "ConsumeRequest",
+    "GrantRequest",
+    "ReserveRequest",
+    "CaptureRequest",
+    "ReleaseRequest",
+];
 
 /// The OpenAPI document of `service`, as served and committed: poem-openapi's, with its keys
 /// in one stable order, and [`STRICT_REQUEST_SCHEMAS`] closed to other fields.

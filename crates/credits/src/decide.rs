@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    Account, Answer, Answered, Credits, Decisions, Grant, GrantSource, Kind, Request, Transaction,
-    UnixSeconds, fingerprint,
+    Account, Answer, Answered, Credits, Decisions, Grant, GrantSource, Kind, Request, Reservation,
+    Settled, Settlement, Transaction, UnixSeconds, fingerprint,
 };
 
 /// Settles what is due on `account` at `now` (pending grants, refunds, expiries, in that
@@ -16,6 +16,7 @@ pub fn decide(account: &mut Account, now: UnixSeconds, requests: &[Request]) -> 
         now,
         transactions: Vec::new(),
         changed: BTreeSet::new(),
+        changed_reservations: BTreeSet::new(),
     };
     ledger.settle();
     let answers = requests
@@ -26,6 +27,7 @@ pub fn decide(account: &mut Account, now: UnixSeconds, requests: &[Request]) -> 
         answers,
         transactions: ledger.transactions,
         changed_grants: ledger.changed.into_iter().collect(),
+        changed_reservations: ledger.changed_reservations.into_iter().collect(),
     }
 }
 
@@ -35,6 +37,7 @@ struct Ledger<'a> {
     now: UnixSeconds,
     transactions: Vec<Transaction>,
     changed: BTreeSet<usize>,
+    changed_reservations: BTreeSet<i64>,
 }
 
 /// What a transaction records besides its amount.
@@ -63,8 +66,59 @@ impl Ledger<'_> {
                 self.credit(index, Kind::Grant, Entry::default());
             }
         }
+        self.release_expired_reservations();
         self.expire();
         self.take_back_refunds();
+    }
+
+    /// Releases every open reservation whose time to live has ended.
+    fn release_expired_reservations(&mut self) {
+        let ended: Vec<i64> = self
+            .account
+            .reservations
+            .values()
+            .filter(|r| r.settled.is_none() && r.expires_at <= self.now)
+            .map(|r| r.number)
+            .collect();
+        for number in ended {
+            self.settle_reservation(number, Settlement::Expired);
+        }
+    }
+
+    /// Settles open reservation `number` as `how`: what is captured is spent from the grants
+    /// (expired ones kept for holds first; what they no longer hold, after a refund took it
+    /// back, becomes debt), the rest returns to the balance, and expired credits no longer
+    /// needed for holds are written off.
+    fn settle_reservation(&mut self, number: i64, how: Settlement) -> Settled {
+        let held = self.account.reservations[&number].amount;
+        let captured = how.captured();
+        self.account.held -= held;
+        let short = self.draw(captured, Drawing::Capture);
+        self.account.debt += short;
+        let kind = match how {
+            Settlement::Captured(_) => Kind::Capture,
+            Settlement::Released | Settlement::Expired => Kind::Release,
+        };
+        let transaction = self.append(
+            kind,
+            held - captured,
+            Entry {
+                reference: Some(reservation_reference(number)),
+                reason: (how == Settlement::Expired).then(|| "its time to live ended".to_owned()),
+                ..Entry::default()
+            },
+        );
+        let settled = Settled {
+            how,
+            transaction: transaction.sequence,
+            balance_after: transaction.balance_after,
+        };
+        if let Some(reservation) = self.account.reservations.get_mut(&number) {
+            reservation.settled = Some(settled);
+        }
+        self.changed_reservations.insert(number);
+        self.expire();
+        settled
     }
 
     /// Credits grant `index`: it pays the debt first, the rest remains to spend. A grant that
@@ -87,16 +141,38 @@ impl Ledger<'_> {
         self.append(kind, amount, entry)
     }
 
-    /// Writes off the remaining of every credited grant that has expired.
+    /// Writes off the remaining of every credited grant that has expired, except what open
+    /// reservations hold beyond the unexpired grants' remaining: held credits do not expire
+    /// while held. The latest to have expired keep it.
     fn expire(&mut self) {
-        for index in 0..self.account.grants.len() {
+        let now = self.now;
+        let credited = |grant: &&Grant| grant.credited && grant.remaining > 0;
+        let unexpired: Credits = (self.account.grants.iter())
+            .filter(credited)
+            .filter(|grant| !grant.is_expired(now))
+            .map(|grant| grant.remaining)
+            .sum();
+        let mut keep = (self.account.held - unexpired).max(0);
+        let mut expired: Vec<usize> = (0..self.account.grants.len())
+            .filter(|&index| {
+                let grant = &self.account.grants[index];
+                credited(&grant) && grant.is_expired(now)
+            })
+            .collect();
+        expired.sort_by_key(|&index| {
+            let grant = &self.account.grants[index];
+            std::cmp::Reverse((grant.expires_at, order_recorded(grant)))
+        });
+        for index in expired {
             let grant = &mut self.account.grants[index];
-            if !grant.credited || grant.remaining == 0 || !grant.is_expired(self.now) {
+            let kept = keep.min(grant.remaining);
+            keep -= kept;
+            if kept == grant.remaining {
                 continue;
             }
-            let lost = grant.remaining;
+            let lost = grant.remaining - kept;
             grant.expired += lost;
-            grant.remaining = 0;
+            grant.remaining = kept;
             let reference = grant.reference.clone();
             self.changed.insert(index);
             self.append(
@@ -157,6 +233,16 @@ impl Ledger<'_> {
     }
 
     fn answer(&mut self, request: &Request) -> Answer {
+        match request {
+            Request::Capture {
+                reservation,
+                amount,
+            } => return self.settle_requested(*reservation, Settlement::Captured(*amount)),
+            Request::Release { reservation } => {
+                return self.settle_requested(*reservation, Settlement::Released);
+            }
+            _ => {}
+        }
         let Some(key) = request.key() else {
             return Answer::Settled {
                 balance: self.account.balance,
@@ -164,13 +250,25 @@ impl Ledger<'_> {
         };
         let fingerprint = fingerprint(request);
         if let Some(answered) = self.account.answered.get(key) {
-            return if answered.fingerprint == fingerprint {
+            return if answered.fingerprint != fingerprint {
+                Answer::KeyReused
+            } else if let Request::Reserve { seconds, .. } = request {
+                let number = answered.sequence;
+                Answer::Reserved {
+                    reservation: number,
+                    // Its hold's answer: the reservation is loaded with the key's answer.
+                    expires_at: self
+                        .account
+                        .reservations
+                        .get(&number)
+                        .map_or(self.now + seconds, |r| r.expires_at),
+                    balance: answered.balance_after,
+                }
+            } else {
                 Answer::Done {
                     transaction: answered.sequence,
                     balance: answered.balance_after,
                 }
-            } else {
-                Answer::KeyReused
             };
         }
         let entry = |reason: &Option<String>| Entry {
@@ -186,8 +284,48 @@ impl Ledger<'_> {
                         balance: self.account.balance,
                     };
                 }
-                self.draw(*amount);
+                let short = self.draw(*amount, Drawing::Consume);
+                debug_assert_eq!(short, 0, "the balance covered the consumption");
                 self.append(Kind::Consume, -amount, entry(reason))
+            }
+            Request::Reserve {
+                amount,
+                seconds,
+                reason,
+                ..
+            } => {
+                if self.account.balance < *amount {
+                    return Answer::Insufficient {
+                        balance: self.account.balance,
+                    };
+                }
+                let number = self.account.last_sequence + 1;
+                let expires_at = self.now + seconds;
+                self.account.held += amount;
+                self.account.reservations.insert(
+                    number,
+                    Reservation {
+                        number,
+                        amount: *amount,
+                        expires_at,
+                        settled: None,
+                    },
+                );
+                self.changed_reservations.insert(number);
+                let hold = self.append(
+                    Kind::Hold,
+                    -amount,
+                    Entry {
+                        reference: Some(reservation_reference(number)),
+                        ..entry(reason)
+                    },
+                );
+                self.remember(key, fingerprint, &hold);
+                return Answer::Reserved {
+                    reservation: number,
+                    expires_at,
+                    balance: hold.balance_after,
+                };
             }
             Request::Grant {
                 amount,
@@ -212,10 +350,24 @@ impl Ledger<'_> {
                     credited: false,
                 });
                 let index = self.account.grants.len() - 1;
-                self.credit(index, Kind::Adjustment, entry(reason))
+                let credited = self.credit(index, Kind::Adjustment, entry(reason));
+                // Expired credits kept for holds that this grant now covers go.
+                self.expire();
+                credited
             }
-            Request::Settle => unreachable!("a request without a key was answered above"),
+            Request::Capture { .. } | Request::Release { .. } | Request::Settle => {
+                unreachable!("a request without a key was answered above")
+            }
         };
+        self.remember(key, fingerprint, &transaction);
+        Answer::Done {
+            transaction: transaction.sequence,
+            balance: transaction.balance_after,
+        }
+    }
+
+    /// Remembers `key`'s answer, `transaction`, for the batch's later requests.
+    fn remember(&mut self, key: &str, fingerprint: String, transaction: &Transaction) {
         self.account.answered.insert(
             key.to_owned(),
             Answered {
@@ -224,21 +376,52 @@ impl Ledger<'_> {
                 balance_after: transaction.balance_after,
             },
         );
-        Answer::Done {
-            transaction: transaction.sequence,
-            balance: transaction.balance_after,
+    }
+
+    /// A capture's or a release's answer: settled now when open (a capture at most the hold),
+    /// the first answer again when settled the same way before, refused otherwise.
+    fn settle_requested(&mut self, number: i64, how: Settlement) -> Answer {
+        let Some(reservation) = self.account.reservations.get(&number) else {
+            return Answer::NoSuchReservation;
+        };
+        if let Some(settled) = reservation.settled {
+            // A release of one that expired asked for what happened: its credits are back.
+            let same = settled.how == how
+                || (how == Settlement::Released && settled.how == Settlement::Expired);
+            return if same {
+                Answer::ReservationSettled {
+                    reservation: number,
+                    settled,
+                }
+            } else {
+                Answer::ReservationAlreadySettled { settled }
+            };
+        }
+        if how.captured() > reservation.amount || how.captured() < 0 {
+            return Answer::CaptureExceedsHold {
+                held: reservation.amount,
+            };
+        }
+        let settled = self.settle_reservation(number, how);
+        Answer::ReservationSettled {
+            reservation: number,
+            settled,
         }
     }
 
-    /// Takes `amount` from the spendable grants, the one expiring first first (never-expiring
-    /// last), then the oldest. The caller checked the balance covers it, and the balance never
-    /// exceeds what the grants hold.
-    fn draw(&mut self, mut amount: Credits) {
+    /// Takes `amount` from the grants, the one expiring first first (never-expiring last),
+    /// then the oldest: for a consumption, the unexpired ones (the caller checked the balance
+    /// covers it, and the balance never exceeds their remaining); for a capture, the expired
+    /// ones kept for holds too, first. What the grants did not have: 0 unless a refund took
+    /// back held credits.
+    fn draw(&mut self, mut amount: Credits, drawing: Drawing) -> Credits {
         let now = self.now;
         let mut spendable: Vec<usize> = (0..self.account.grants.len())
             .filter(|&index| {
                 let grant = &self.account.grants[index];
-                grant.credited && grant.remaining > 0 && !grant.is_expired(now)
+                grant.credited
+                    && grant.remaining > 0
+                    && (drawing == Drawing::Capture || !grant.is_expired(now))
             })
             .collect();
         spendable.sort_by_key(|&index| {
@@ -258,7 +441,7 @@ impl Ledger<'_> {
             amount -= taken;
             self.changed.insert(index);
         }
-        debug_assert_eq!(amount, 0, "the balance covered the consumption");
+        amount
     }
 
     /// Appends a transaction of `amount` and moves the balance by it.
@@ -285,6 +468,18 @@ impl Ledger<'_> {
         self.transactions.push(transaction.clone());
         transaction
     }
+}
+
+/// What [`Ledger::draw`] draws for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drawing {
+    Consume,
+    Capture,
+}
+
+/// The reference a reservation's transactions carry.
+fn reservation_reference(number: i64) -> String {
+    format!("reservation:{number}")
 }
 
 /// The order grants were recorded in: their time, then the store's id (new ones last).

@@ -21,12 +21,23 @@
 //!   rest, credits already spent, becomes debt: the balance may go negative.
 //! - A request names an idempotency key unique per organization: the same key with the same
 //!   request gets the first answer again; with another request it is refused.
+//! - A *reservation* holds credits for work under way: a `hold` transaction takes them from
+//!   the balance (which is what is available to spend) into the account's `held`, refused
+//!   like a consumption when the balance is short. Its number is the hold's sequence. A
+//!   *capture* of any amount up to the hold spends that much from the grants and returns the
+//!   rest to the balance (a `capture` transaction); a *release*, or the end of its time to
+//!   live, returns it all (a `release` transaction). Each settles it once: the same capture or
+//!   release again gets the first answer; any other is refused.
+//! - Held credits do not expire while held: an expiry writes off an expired grant's remaining
+//!   only where the unexpired grants do not cover what is held, and a capture spends expired
+//!   credits so kept first. What a refund takes back may include held credits; a capture
+//!   then spends what is left and the shortfall becomes debt.
 
 mod decide;
 
 pub use decide::decide;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Credits are whole numbers: never fractions, never floats.
 pub type Credits = i64;
@@ -134,6 +145,74 @@ pub struct Payment {
     pub refunded: i64,
 }
 
+/// Seconds a reservation may last at most: work longer than a week holds credits nobody can
+/// see being spent; the shortest is a second.
+pub const MAX_RESERVATION_SECONDS: UnixSeconds = 7 * 24 * 3600;
+
+/// Credits held for work under way ([`Request::Reserve`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Its number in the organization: the sequence of the `hold` transaction that made it.
+    pub number: i64,
+    /// Credits held.
+    pub amount: Credits,
+    /// When it is released by itself if not settled.
+    pub expires_at: UnixSeconds,
+    /// Open, or how it was settled.
+    pub settled: Option<Settled>,
+}
+
+/// How a reservation was settled, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// Captured (how much), released, or expired.
+    pub how: Settlement,
+    /// The transaction that settled it.
+    pub transaction: i64,
+    /// The balance after that transaction.
+    pub balance_after: Credits,
+}
+
+/// The ways a reservation ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Charged this much (at most the hold); the rest returned.
+    Captured(Credits),
+    /// Returned whole by a release.
+    Released,
+    /// Returned whole when its time to live ended.
+    Expired,
+}
+
+impl Settlement {
+    /// The stored and shown text, written in this one place.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Captured(_) => "captured",
+            Settlement::Released => "released",
+            Settlement::Expired => "expired",
+        }
+    }
+
+    /// The settlement a stored text and captured amount name.
+    pub fn parse(text: &str, captured: Credits) -> Option<Settlement> {
+        match text {
+            "captured" => Some(Settlement::Captured(captured)),
+            "released" => Some(Settlement::Released),
+            "expired" => Some(Settlement::Expired),
+            _ => None,
+        }
+    }
+
+    /// Credits it charged.
+    pub fn captured(self) -> Credits {
+        match self {
+            Settlement::Captured(amount) => amount,
+            Settlement::Released | Settlement::Expired => 0,
+        }
+    }
+}
+
 /// The kinds of transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -147,6 +226,12 @@ pub enum Kind {
     Refund,
     /// A grant's remaining expired.
     Expire,
+    /// A reservation took credits from the balance into `held`.
+    Hold,
+    /// A reservation was captured: what was not charged returns (0 when all was).
+    Capture,
+    /// A reservation was released, or its time to live ended: all of it returns.
+    Release,
 }
 
 impl Kind {
@@ -158,6 +243,9 @@ impl Kind {
             Kind::Consume => "consume",
             Kind::Refund => "refund",
             Kind::Expire => "expire",
+            Kind::Hold => "hold",
+            Kind::Capture => "capture",
+            Kind::Release => "release",
         }
     }
 
@@ -169,6 +257,9 @@ impl Kind {
             Kind::Consume,
             Kind::Refund,
             Kind::Expire,
+            Kind::Hold,
+            Kind::Capture,
+            Kind::Release,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)
@@ -225,19 +316,41 @@ pub struct Account {
     pub payments: HashMap<String, Payment>,
     /// The earlier answers to the idempotency keys the batch names.
     pub answered: HashMap<String, Answered>,
+    /// Credits held by open reservations: the sum of their amounts.
+    pub held: Credits,
+    /// The reservations a decision may touch, by number: every open one, and those the
+    /// batch's requests name (by number, or by the key that made them).
+    pub reservations: BTreeMap<i64, Reservation>,
 }
 
 impl Account {
-    /// Whether the balance is the remaining of the credited, unexpired grants less the debt
-    /// (given every grant with credits remaining was loaded, and expiries were settled).
+    /// Whether the balance and what is held are the remaining of the credited grants less the
+    /// debt, and what is held is the open reservations' sum (given every grant with credits
+    /// remaining and every open reservation was loaded, and expiries were settled at `now`:
+    /// an expired grant then keeps only what holds need).
     pub fn is_consistent(&self, now: UnixSeconds) -> bool {
         let remaining: Credits = self
+            .grants
+            .iter()
+            .filter(|grant| grant.credited)
+            .map(|grant| grant.remaining)
+            .sum();
+        let unexpired: Credits = self
             .grants
             .iter()
             .filter(|grant| grant.credited && !grant.is_expired(now))
             .map(|grant| grant.remaining)
             .sum();
-        self.balance == remaining - self.debt
+        let open: Credits = self
+            .reservations
+            .values()
+            .filter(|reservation| reservation.settled.is_none())
+            .map(|reservation| reservation.amount)
+            .sum();
+        let kept = remaining - unexpired;
+        self.balance + self.held == remaining - self.debt
+            && self.held == open
+            && kept <= (self.held - unexpired).max(0)
     }
 }
 
@@ -264,6 +377,29 @@ pub enum Request {
         /// The caller's reason.
         reason: Option<String>,
     },
+    /// Hold `amount` credits for `seconds` (1 to [`MAX_RESERVATION_SECONDS`]).
+    Reserve {
+        /// Between 1 and [`MAX_AMOUNT`].
+        amount: Credits,
+        /// Its time to live.
+        seconds: UnixSeconds,
+        /// The caller's idempotency key.
+        key: String,
+        /// The caller's reason, kept in the hold.
+        reason: Option<String>,
+    },
+    /// Charge `amount` (0 up to the hold) of reservation `reservation`; the rest returns.
+    Capture {
+        /// The reservation's number.
+        reservation: i64,
+        /// Credits to charge.
+        amount: Credits,
+    },
+    /// Return all of reservation `reservation`.
+    Release {
+        /// The reservation's number.
+        reservation: i64,
+    },
     /// Nothing but settling what is due (pending grants, refunds, expiries): a read's way to
     /// see a ledger that explains its balance.
     Settle,
@@ -273,8 +409,20 @@ impl Request {
     /// The idempotency key it names, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Request::Consume { key, .. } | Request::Grant { key, .. } => Some(key),
-            Request::Settle => None,
+            Request::Consume { key, .. }
+            | Request::Grant { key, .. }
+            | Request::Reserve { key, .. } => Some(key),
+            Request::Capture { .. } | Request::Release { .. } | Request::Settle => None,
+        }
+    }
+
+    /// The reservation it settles, if any.
+    pub fn reservation(&self) -> Option<i64> {
+        match self {
+            Request::Capture { reservation, .. } | Request::Release { reservation } => {
+                Some(*reservation)
+            }
+            _ => None,
         }
     }
 }
@@ -305,7 +453,18 @@ pub fn fingerprint(request: &Request) -> String {
             field(&expires_at.map_or("never".to_owned(), |at| at.to_string()));
             field(reason.as_deref().unwrap_or("\u{0}none"));
         }
-        Request::Settle => field("settle"),
+        Request::Reserve {
+            amount,
+            seconds,
+            reason,
+            ..
+        } => {
+            field("reserve");
+            field(&amount.to_string());
+            field(&seconds.to_string());
+            field(reason.as_deref().unwrap_or("\u{0}none"));
+        }
+        Request::Capture { .. } | Request::Release { .. } | Request::Settle => field("settle"),
     }
     hex::encode(hash.finalize())
 }
@@ -336,6 +495,35 @@ pub enum Answer {
         /// The balance.
         balance: Credits,
     },
+    /// Reserved (now, or by the first request with this key).
+    Reserved {
+        /// The reservation's number (its hold's transaction).
+        reservation: i64,
+        /// When it is released by itself.
+        expires_at: UnixSeconds,
+        /// The balance after the hold.
+        balance: Credits,
+    },
+    /// The reservation is settled (now, or by the same capture or release before).
+    ReservationSettled {
+        /// Its number.
+        reservation: i64,
+        /// How.
+        settled: Settled,
+    },
+    /// No reservation has that number: nothing changed.
+    NoSuchReservation,
+    /// The reservation was settled otherwise before (captured, released or expired): nothing
+    /// changed.
+    ReservationAlreadySettled {
+        /// How it was.
+        settled: Settled,
+    },
+    /// A capture of more than the hold: nothing changed.
+    CaptureExceedsHold {
+        /// What is held.
+        held: Credits,
+    },
 }
 
 /// What a decision asks the store to write, besides the account's own row.
@@ -347,4 +535,6 @@ pub struct Decisions {
     pub transactions: Vec<Transaction>,
     /// The indices in [`Account::grants`] of the grants to write (new ones have no id).
     pub changed_grants: Vec<usize>,
+    /// The numbers in [`Account::reservations`] of the reservations to write (new or settled).
+    pub changed_reservations: Vec<i64>,
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use billing_sync_credits::{
     Account, Answer, Answered, Credits, Decisions, Grant, GrantSource, Payment, Request,
-    Transaction, UnixSeconds, decide,
+    Reservation, Settled, Settlement, Transaction, UnixSeconds, decide,
 };
 use sea_orm::sea_query::{
     Expr, ExprTrait, OnConflict, PostgresQueryBuilder, Query, QueryStatementBuilder,
@@ -21,8 +21,8 @@ use serde_json::Value;
 use crate::Store;
 use crate::entities::{
     credit_accounts as accounts, credit_grants as grants, credit_payments as payments,
-    credit_transactions as transactions, stripe_customers as customers, stripe_prices as prices,
-    stripe_products as products,
+    credit_reservations as reservations, credit_transactions as transactions,
+    stripe_customers as customers, stripe_prices as prices, stripe_products as products,
 };
 use crate::error::StoreError;
 
@@ -38,8 +38,12 @@ pub struct OrganizationRequests {
 /// An organization's ledger as the API shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreditStatement {
-    /// The balance (negative while a refund's debt is unpaid).
+    /// The balance: what may be spent (negative while a refund's debt is unpaid).
     pub balance: Credits,
+    /// What open reservations hold, besides the balance.
+    pub held: Credits,
+    /// The open reservations, the one expiring first first (as many as transactions asked).
+    pub reservations: Vec<reservations::Model>,
     /// The grants with credits left to spend, the one expiring first first.
     pub grants: Vec<grants::Model>,
     /// Transactions, newest first.
@@ -126,8 +130,8 @@ impl Store {
         )
     }
 
-    /// The organization's balance, its grants with credits left, and up to `limit` of its
-    /// transactions, newest first, older than sequence `before` when given. Reads what is
+    /// The organization's balance, what it holds and its open reservations, its grants with
+    /// credits left, and up to `limit` of its transactions, newest first, older than sequence `before` when given. Reads what is
     /// written: settle first (`Request::Settle`) for a ledger that includes what is due.
     pub async fn credit_statement(
         &self,
@@ -137,10 +141,18 @@ impl Store {
     ) -> Result<CreditStatement, StoreError> {
         let result: Result<_, DbErr> = async {
             let db = self.connection();
-            let balance = accounts::Entity::find_by_id(organization_id.to_owned())
+            let account = accounts::Entity::find_by_id(organization_id.to_owned())
                 .one(db)
-                .await?
-                .map_or(0, |account| account.balance);
+                .await?;
+            let (balance, held) = account.map_or((0, 0), |account| (account.balance, account.held));
+            let reservations = reservations::Entity::find()
+                .filter(reservations::Column::OrganizationId.eq(organization_id))
+                .filter(reservations::Column::Settlement.is_null())
+                .order_by_asc(reservations::Column::ExpiresAt)
+                .order_by_asc(reservations::Column::Number)
+                .limit(limit)
+                .all(db)
+                .await?;
             let grants = grants::Entity::find()
                 .filter(grants::Column::OrganizationId.eq(organization_id))
                 .filter(grants::Column::Credited.eq(true))
@@ -167,6 +179,8 @@ impl Store {
                 .await?;
             Ok(CreditStatement {
                 balance,
+                held,
+                reservations,
                 grants,
                 transactions,
             })
@@ -252,10 +266,15 @@ async fn decide_in(
             .or_default();
         entry.transactions.extend(decisions.transactions);
         entry.changed_grants.extend(decisions.changed_grants);
+        entry
+            .changed_reservations
+            .extend(decisions.changed_reservations);
     }
     // A read that found nothing due, or requests all refused or repeated: nothing to write.
     decided.retain(|_, decisions| {
-        !(decisions.transactions.is_empty() && decisions.changed_grants.is_empty())
+        !(decisions.transactions.is_empty()
+            && decisions.changed_grants.is_empty()
+            && decisions.changed_reservations.is_empty())
     });
     // An account row made only to lock it (an organization with no ledger yet) whose requests
     // wrote nothing goes again: a refused consume leaves no trace.
@@ -344,6 +363,7 @@ async fn load<'b>(
                     balance: account.map_or(0, |a| a.balance),
                     debt: account.map_or(0, |a| a.debt),
                     last_sequence: account.map_or(0, |a| a.last_sequence),
+                    held: account.map_or(0, |a| a.held),
                     ..Account::default()
                 },
             )
@@ -468,6 +488,56 @@ async fn load<'b>(
             );
         }
     }
+
+    // The reservations: every open one (what is due to expire, what is held), those a
+    // capture or release names, and those a repeated reserve's key made.
+    let named: HashSet<i64> = batch
+        .iter()
+        .flat_map(|organization| {
+            organization
+                .requests
+                .iter()
+                .filter_map(Request::reservation)
+        })
+        .chain(
+            ledgers
+                .values()
+                .flat_map(|ledger| ledger.answered.values().map(|answered| answered.sequence)),
+        )
+        .collect();
+    let mut wanted = reservations::Column::Settlement.is_null();
+    if !named.is_empty() {
+        wanted = wanted.or(reservations::Column::Number.is_in(named));
+    }
+    let rows = reservations::Entity::find()
+        .filter(reservations::Column::OrganizationId.is_in(organizations.iter().copied()))
+        .filter(wanted)
+        .all(db)
+        .await?;
+    for row in rows {
+        let Some(ledger) = ledgers.get_mut(row.organization_id.as_str()) else {
+            continue;
+        };
+        let settled = match (&row.settlement, row.settled_sequence, row.settled_balance) {
+            (Some(how), Some(transaction), Some(balance_after)) => Some(Settled {
+                how: Settlement::parse(how, row.captured).ok_or_else(|| {
+                    DbErr::Custom(format!("reservation settled as unknown `{how}`"))
+                })?,
+                transaction,
+                balance_after,
+            }),
+            _ => None,
+        };
+        ledger.reservations.insert(
+            row.number,
+            Reservation {
+                number: row.number,
+                amount: row.amount,
+                expires_at: row.expires_at,
+                settled,
+            },
+        );
+    }
     Ok(ledgers)
 }
 
@@ -491,8 +561,9 @@ fn customers_of(organizations: &[&str]) -> SelectStatement {
 
 /// `SELECT` the organization's stored balance (`NULL` without an account) and whether anything
 /// may be due (`due`): a pending grant of its own or of its customers, an expired grant with
-/// credits left, or a grant whose payment was refunded (then the rules decide whether the
-/// refund was taken back already).
+/// credits left (kept for a hold, the rules say), a grant whose payment was refunded (then the
+/// rules decide whether the refund was taken back already), or an open reservation whose time
+/// to live ended.
 fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectStatement {
     use grants::Column as G;
     let own_due = Query::select()
@@ -505,6 +576,13 @@ fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectSt
                 .or(G::Remaining.gt(0).and(G::ExpiresAt.lte(now)))
                 .or(G::PaymentId.in_subquery(refunded_payments())),
         )
+        .to_owned();
+    let reservation_ended = Query::select()
+        .expr(Expr::val(1))
+        .from(reservations::Entity)
+        .and_where(reservations::Column::OrganizationId.eq(organization_id))
+        .and_where(reservations::Column::Settlement.is_null())
+        .and_where(reservations::Column::ExpiresAt.lte(now))
         .to_owned();
     let customers_due = Query::select()
         .expr(Expr::val(1))
@@ -523,7 +601,12 @@ fn balance_and_anything_due(organization_id: &str, now: UnixSeconds) -> SelectSt
             Expr::SubQuery(None, Box::new(balance.into_sub_query_statement())),
             "balance",
         )
-        .expr_as(Expr::exists(own_due).or(Expr::exists(customers_due)), "due")
+        .expr_as(
+            Expr::exists(own_due)
+                .or(Expr::exists(customers_due))
+                .or(Expr::exists(reservation_ended)),
+            "due",
+        )
         .to_owned()
 }
 
@@ -725,6 +808,19 @@ async fn write(
     for chunk in transactions.chunks(6_000) {
         statements.push(transactions_insert(chunk));
     }
+    let reservations: Vec<(&str, &Reservation)> = decided
+        .iter()
+        .flat_map(|(organization, decisions)| {
+            let ledger = &ledgers[organization];
+            decisions
+                .changed_reservations
+                .iter()
+                .map(move |number| (*organization, &ledger.reservations[number]))
+        })
+        .collect();
+    if !reservations.is_empty() {
+        statements.push(reservations_upsert(&reservations, now));
+    }
     let accounts: Vec<(&str, &Account)> = decided
         .keys()
         .map(|organization| (*organization, &ledgers[organization]))
@@ -828,6 +924,7 @@ fn accounts_update(
         C::Balance,
         C::Debt,
         C::LastSequence,
+        C::Held,
         C::UpdatedAt,
     ]);
     for (organization, account) in accounts {
@@ -836,12 +933,58 @@ fn accounts_update(
             Expr::val(account.balance),
             Expr::val(account.debt),
             Expr::val(account.last_sequence),
+            Expr::val(account.held),
             Expr::val(now),
         ]);
     }
     upsert.on_conflict(
         OnConflict::column(C::OrganizationId)
-            .update_columns([C::Balance, C::Debt, C::LastSequence, C::UpdatedAt])
+            .update_columns([C::Balance, C::Debt, C::LastSequence, C::Held, C::UpdatedAt])
+            .to_owned(),
+    );
+    upsert
+}
+
+/// The reservations a decision made or settled, as one upsert on their keys.
+fn reservations_upsert(
+    made: &[(&str, &Reservation)],
+    now: UnixSeconds,
+) -> sea_orm::sea_query::InsertStatement {
+    use reservations::Column as C;
+    let mut upsert = Query::insert();
+    upsert.into_table(reservations::Entity).columns([
+        C::OrganizationId,
+        C::Number,
+        C::Amount,
+        C::ExpiresAt,
+        C::Settlement,
+        C::Captured,
+        C::SettledSequence,
+        C::SettledBalance,
+        C::CreatedAt,
+    ]);
+    for (organization, reservation) in made {
+        let settled = reservation.settled;
+        upsert.values_panic([
+            Expr::val(*organization),
+            Expr::val(reservation.number),
+            Expr::val(reservation.amount),
+            Expr::val(reservation.expires_at),
+            Expr::val(settled.map(|s| s.how.as_str())),
+            Expr::val(settled.map_or(0, |s| s.how.captured())),
+            Expr::val(settled.map(|s| s.transaction)),
+            Expr::val(settled.map(|s| s.balance_after)),
+            Expr::val(now),
+        ]);
+    }
+    upsert.on_conflict(
+        OnConflict::columns([C::OrganizationId, C::Number])
+            .update_columns([
+                C::Settlement,
+                C::Captured,
+                C::SettledSequence,
+                C::SettledBalance,
+            ])
             .to_owned(),
     );
     upsert

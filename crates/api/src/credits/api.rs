@@ -26,7 +26,13 @@ pub const BACKEND_PATH_PREFIXES: [&str; 2] = ["/api/v1/credits", "/api/v1/organi
 
 /// The paths of the ledger's writes, which take POST only (the operations below name them
 /// again: poem-openapi's attributes take literals).
-pub const WRITE_PATHS: [&str; 2] = ["/api/v1/credits/consume", "/api/v1/credits/grant"];
+pub const WRITE_PATHS: [&str; 5] = [
+    "/api/v1/credits/consume",
+    "/api/v1/credits/grant",
+    "/api/v1/credits/reserve",
+    "/api/v1/credits/capture",
+    "/api/v1/credits/release",
+];
 
 /// The 401 message of the backend's operations.
 pub const API_KEY_REQUIRED: &str = "Authentication required: send one of the server's \
@@ -114,7 +120,10 @@ impl poem_openapi::types::Example for GrantRequest {
 
 /// The value of an optional field, which the schema does not let be null: absent is `None`,
 /// null is refused.
-fn optional<T>(field: &str, value: MaybeUndefined<T>) -> Result<Option<T>, CreditsError> {
+pub(crate) fn optional<T>(
+    field: &str,
+    value: MaybeUndefined<T>,
+) -> Result<Option<T>, CreditsError> {
     match value {
         MaybeUndefined::Value(value) => Ok(Some(value)),
         MaybeUndefined::Undefined => Ok(None),
@@ -148,7 +157,7 @@ pub struct CreditsErrorBody {
 }
 
 /// The error body as the write operations' own.
-fn without_balance(Json(error): Json<ErrorBody>) -> Json<CreditsErrorBody> {
+pub(crate) fn without_balance(Json(error): Json<ErrorBody>) -> Json<CreditsErrorBody> {
     Json(CreditsErrorBody {
         error,
         balance: None,
@@ -161,15 +170,33 @@ fn without_balance(Json(error): Json<ErrorBody>) -> Json<CreditsErrorBody> {
 pub struct CreditsStatement {
     /// The Clerk organization.
     pub organization_id: String,
-    /// Credits available: the remaining of the unexpired grants, less any debt a refund of
-    /// already spent credits left (then negative, and consumption is refused until topped up).
+    /// Credits available: the remaining of the grants, less what reservations hold, less any
+    /// debt a refund of already spent credits left (then negative, and consumption is refused
+    /// until topped up).
     pub balance: i64,
+    /// Credits held by open reservations (not in `balance`).
+    pub held: i64,
+    /// The open reservations, the one expiring first first.
+    pub reservations: Vec<OpenReservation>,
     /// The grants with credits left, the one spent first (expiring first, then oldest) first.
     pub grants: Vec<CreditGrant>,
     /// Transactions, newest first.
     pub transactions: Vec<CreditTransaction>,
     /// Pass as `before` for the next (older) page; absent on the last page.
     pub next_before: Option<i64>,
+}
+
+/// A reservation not settled yet.
+#[derive(Debug, Object)]
+pub struct OpenReservation {
+    /// What `reserve` answered.
+    pub reservation_id: i64,
+    /// Credits held.
+    pub amount: i64,
+    /// When it is released by itself.
+    pub expires_at: DateTime<Utc>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
 }
 
 /// A grant with credits left.
@@ -196,13 +223,16 @@ pub struct CreditGrant {
 pub struct CreditTransaction {
     /// Its number in the organization's ledger.
     pub transaction_id: i64,
-    /// `grant`, `adjustment`, `consume`, `refund` or `expire`.
+    /// `grant`, `adjustment`, `consume`, `refund`, `expire`, `hold` (a reservation took
+    /// credits from the balance), `capture` (it was captured: the part not charged returns) or
+    /// `release` (released, or its time to live ended: all of it returns).
     pub kind: String,
     /// Signed: positive added credits.
     pub amount: i64,
     /// The balance after it.
     pub balance_after: i64,
-    /// The grant's purchase (grant, refund, expire).
+    /// The grant's purchase (grant, refund, expire), or `reservation:<reservation_id>` (hold,
+    /// capture, release).
     pub reference: Option<String>,
     /// The caller's idempotency key (consume, adjustment).
     pub idempotency_key: Option<String>,
@@ -320,13 +350,15 @@ pub enum OrganizationBillingResponse {
 }
 
 /// How long a caller told `UNAVAILABLE` waits before retrying.
-const RETRY_AFTER_SECONDS: &str = "1";
+pub(crate) const RETRY_AFTER_SECONDS: &str = "1";
 
 /// How a credits refusal is answered, whatever the operation: one place for codes and words.
 pub(crate) enum Answer {
     BadRequest(Json<ErrorBody>),
     Unauthorized(Json<ErrorBody>),
     Conflict(Json<CreditsErrorBody>),
+    /// Only a reservation's capture or release, naming one that does not exist.
+    NotFound(Json<ErrorBody>),
     Internal(Json<ErrorBody>),
     Unavailable(Json<ErrorBody>),
 }
@@ -355,6 +387,20 @@ pub(crate) fn answer(err: &CreditsError, operation: &'static str) -> Answer {
             ),
             balance: Some(*balance),
         })),
+        CreditsError::NoSuchReservation => Answer::NotFound(body(
+            "RESERVATION_NOT_FOUND",
+            "The organization has no reservation with this reservation_id: pass the one \
+             `reserve` answered, with the same organization_id.",
+        )),
+        CreditsError::AlreadySettled(settled) => Answer::Conflict(without_balance(body(
+            "RESERVATION_SETTLED",
+            &format!(
+                "The reservation was {} before (transaction {}); nothing changed. A capture \
+                 after it ended is refused: consume with an idempotency key instead.",
+                settled.how.as_str(),
+                settled.transaction
+            ),
+        ))),
         CreditsError::KeyReused => Answer::Conflict(without_balance(body(
             "IDEMPOTENCY_KEY_REUSED",
             "This idempotency key was used with another request; use a new key for a new \
@@ -391,7 +437,9 @@ impl From<Answer> for LedgerWriteResponse {
                 Self::Unauthorized(without_balance(body), "Bearer".into())
             }
             Answer::Conflict(body) => Self::Conflict(body),
-            Answer::Internal(body) => Self::Internal(without_balance(body)),
+            Answer::Internal(body) | Answer::NotFound(body) => {
+                Self::Internal(without_balance(body))
+            }
             Answer::Unavailable(body) => {
                 Self::Unavailable(without_balance(body), RETRY_AFTER_SECONDS.into())
             }
@@ -407,7 +455,7 @@ impl From<Answer> for StatementResponse {
             Answer::Conflict(conflict) => {
                 Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
             }
-            Answer::Internal(body) => Self::Internal(body),
+            Answer::Internal(body) | Answer::NotFound(body) => Self::Internal(body),
             Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
         }
     }
@@ -421,7 +469,7 @@ impl From<Answer> for OrganizationBillingResponse {
             Answer::Conflict(conflict) => {
                 Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
             }
-            Answer::Internal(body) => Self::Internal(body),
+            Answer::Internal(body) | Answer::NotFound(body) => Self::Internal(body),
             Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
         }
     }
@@ -454,7 +502,7 @@ fn recorded(
     response
 }
 
-fn time(seconds: i64) -> DateTime<Utc> {
+pub(crate) fn time(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
@@ -466,6 +514,17 @@ fn statement(organization_id: String, statement: CreditStatement, limit: u64) ->
     CreditsStatement {
         organization_id,
         balance: statement.balance,
+        held: statement.held,
+        reservations: statement
+            .reservations
+            .into_iter()
+            .map(|row| OpenReservation {
+                reservation_id: row.number,
+                amount: row.amount,
+                expires_at: time(row.expires_at),
+                created_at: time(row.created_at),
+            })
+            .collect(),
         grants: statement.grants.into_iter().map(grant).collect(),
         transactions: statement
             .transactions

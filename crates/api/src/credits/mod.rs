@@ -4,12 +4,15 @@
 
 pub mod api;
 pub mod keys;
+pub mod reservations;
 mod text;
 pub mod writer;
 
 use std::sync::Arc;
 
-use billing_sync_credits::{Answer, Credits as Amount, MAX_AMOUNT, Request, UnixSeconds};
+use billing_sync_credits::{
+    Answer, Credits as Amount, MAX_AMOUNT, MAX_RESERVATION_SECONDS, Request, Settled, UnixSeconds,
+};
 use billing_sync_store::credits::CreditStatement;
 use billing_sync_store::{Store, StoreError};
 
@@ -34,6 +37,26 @@ pub struct Recorded {
     pub balance: Amount,
 }
 
+/// A reservation as a reserve, capture or release left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReservationState {
+    /// Its number in the organization (its hold's transaction).
+    pub reservation: i64,
+    /// Open until when, or how it was settled.
+    pub state: Held,
+    /// The balance after the transaction that made or settled it.
+    pub balance: Amount,
+}
+
+/// Open or settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Held until this time (unix seconds), then released by itself.
+    Until(UnixSeconds),
+    /// Settled.
+    Settled(Settled),
+}
+
 /// Why a credits request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CreditsError {
@@ -55,6 +78,12 @@ pub enum CreditsError {
     /// The idempotency key was used with another request.
     #[error("idempotency key reused with another request")]
     KeyReused,
+    /// No reservation of the organization has that number.
+    #[error("no such reservation")]
+    NoSuchReservation,
+    /// The reservation was settled another way before: nothing changed.
+    #[error("reservation already settled")]
+    AlreadySettled(Settled),
     /// The database is unavailable for the moment: retry with the same key.
     #[error("{0}")]
     Unavailable(String),
@@ -158,6 +187,66 @@ impl Credits {
         recorded(self.writer.submit(organization_id, request).await?)
     }
 
+    /// Holds `amount` of the organization's credits for `seconds`, once per `key`.
+    pub async fn reserve(
+        &self,
+        organization_id: &str,
+        amount: Amount,
+        seconds: UnixSeconds,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<ReservationState, CreditsError> {
+        check_request(organization_id, amount, key, reason)?;
+        if !(1..=MAX_RESERVATION_SECONDS).contains(&seconds) {
+            return Err(CreditsError::Invalid(format!(
+                "`ttl_seconds` must be a whole number between 1 and {MAX_RESERVATION_SECONDS} \
+                 (a week)."
+            )));
+        }
+        let request = Request::Reserve {
+            amount,
+            seconds,
+            key: key.to_owned(),
+            reason: reason.map(str::to_owned),
+        };
+        reservation(self.writer.submit(organization_id, request).await?)
+    }
+
+    /// Charges `amount` (0 up to what it holds) of reservation `number`; the rest returns to
+    /// the balance. The same capture again gets the same answer.
+    pub async fn capture(
+        &self,
+        organization_id: &str,
+        number: i64,
+        amount: Amount,
+    ) -> Result<ReservationState, CreditsError> {
+        check_text("organization_id", organization_id, 1, MAX_ID_LENGTH)?;
+        if !(0..=MAX_AMOUNT).contains(&amount) {
+            return Err(CreditsError::Invalid(format!(
+                "`amount` must be a whole number between 0 and {MAX_AMOUNT}."
+            )));
+        }
+        let request = Request::Capture {
+            reservation: number,
+            amount,
+        };
+        reservation(self.writer.submit(organization_id, request).await?)
+    }
+
+    /// Returns all of reservation `number` to the balance. Releasing it again, or after it
+    /// expired, answers how it ended.
+    pub async fn release(
+        &self,
+        organization_id: &str,
+        number: i64,
+    ) -> Result<ReservationState, CreditsError> {
+        check_text("organization_id", organization_id, 1, MAX_ID_LENGTH)?;
+        let request = Request::Release {
+            reservation: number,
+        };
+        reservation(self.writer.submit(organization_id, request).await?)
+    }
+
     /// The organization's balance, once what is due is settled (credits bought and not yet
     /// credited, refunds, expiries).
     pub async fn balance(&self, organization_id: &str) -> Result<Amount, CreditsError> {
@@ -227,9 +316,42 @@ fn recorded(answer: Answer) -> Result<Recorded, CreditsError> {
              later time, or leave expires_at out for credits that never expire."
                 .into(),
         )),
-        Answer::Settled { .. } => Err(CreditsError::Failed(
-            "a settlement answered a request".into(),
-        )),
+        other => Err(CreditsError::Failed(format!(
+            "a consume or grant answered {other:?}"
+        ))),
+    }
+}
+
+fn reservation(answer: Answer) -> Result<ReservationState, CreditsError> {
+    match answer {
+        Answer::Reserved {
+            reservation,
+            expires_at,
+            balance,
+        } => Ok(ReservationState {
+            reservation,
+            state: Held::Until(expires_at),
+            balance,
+        }),
+        Answer::ReservationSettled {
+            reservation,
+            settled,
+        } => Ok(ReservationState {
+            reservation,
+            state: Held::Settled(settled),
+            balance: settled.balance_after,
+        }),
+        Answer::Insufficient { balance } => Err(CreditsError::Insufficient { balance }),
+        Answer::KeyReused => Err(CreditsError::KeyReused),
+        Answer::NoSuchReservation => Err(CreditsError::NoSuchReservation),
+        Answer::ReservationAlreadySettled { settled } => Err(CreditsError::AlreadySettled(settled)),
+        Answer::CaptureExceedsHold { held } => Err(CreditsError::Invalid(format!(
+            "`amount` is more than the reservation holds ({held}): capture at most {held}, and \
+             consume any more with its own idempotency key."
+        ))),
+        other => Err(CreditsError::Failed(format!(
+            "a reservation request answered {other:?}"
+        ))),
     }
 }
 

@@ -41,6 +41,22 @@ fn grant(amount: Credits, expires_at: Option<UnixSeconds>, key: &str) -> Request
     }
 }
 
+fn reserve(amount: Credits, seconds: UnixSeconds, key: &str) -> Request {
+    Request::Reserve {
+        amount,
+        seconds,
+        key: key.to_owned(),
+        reason: None,
+    }
+}
+
+fn capture(reservation: i64, amount: Credits) -> Request {
+    Request::Capture {
+        reservation,
+        amount,
+    }
+}
+
 /// Whether the balance is the sum of every transaction ever appended.
 fn sums_up(account: &Account, history: &[Transaction]) -> bool {
     account.balance == history.iter().map(|t| t.amount).sum::<Credits>()
@@ -81,6 +97,228 @@ fn a_pending_purchase_is_credited_then_consumed_until_refused() {
     assert_eq!(account.grants[0].remaining, 0);
     assert!(sums_up(&account, &decided.transactions));
     assert!(account.is_consistent(NOW));
+}
+
+#[test]
+fn a_reservation_holds_credits_no_consumption_can_spend_and_its_capture_returns_the_rest() {
+    let mut account = Account::default();
+    let mut history = decide(&mut account, NOW, &[grant(100, None, "top-up")]).transactions;
+    let decided = decide(
+        &mut account,
+        NOW,
+        &[
+            reserve(70, 60, "job-1"),
+            consume(40, "other"),
+            reserve(70, 60, "job-1"),
+        ],
+    );
+    let held = Answer::Reserved {
+        reservation: 2,
+        expires_at: NOW + 60,
+        balance: 30,
+    };
+    assert_eq!(
+        decided.answers,
+        vec![held.clone(), Answer::Insufficient { balance: 30 }, held]
+    );
+    assert_eq!(account.held, 70);
+    history.extend(decided.transactions);
+    let decided = decide(
+        &mut account,
+        NOW + 5,
+        &[
+            capture(2, 50),
+            capture(2, 50),
+            capture(2, 60),
+            consume(40, "other"),
+        ],
+    );
+    let captured = Answer::ReservationSettled {
+        reservation: 2,
+        settled: Settled {
+            how: Settlement::Captured(50),
+            transaction: 3,
+            balance_after: 50,
+        },
+    };
+    assert_eq!(
+        decided.answers,
+        vec![
+            captured.clone(),
+            captured,
+            Answer::ReservationAlreadySettled {
+                settled: Settled {
+                    how: Settlement::Captured(50),
+                    transaction: 3,
+                    balance_after: 50,
+                }
+            },
+            Answer::Done {
+                transaction: 4,
+                balance: 10
+            },
+        ]
+    );
+    let kinds: Vec<_> = decided
+        .transactions
+        .iter()
+        .map(|t| (t.kind, t.amount))
+        .collect();
+    assert_eq!(kinds, [(Kind::Capture, 20), (Kind::Consume, -40)]);
+    assert_eq!(account.held, 0);
+    assert_eq!(
+        account.grants[0].remaining, 10,
+        "50 captured and 40 consumed"
+    );
+    history.extend(decided.transactions);
+    assert!(sums_up(&account, &history));
+    assert!(account.is_consistent(NOW + 5));
+}
+
+#[test]
+fn a_reservation_released_or_past_its_time_to_live_returns_whole_once() {
+    let mut account = Account::default();
+    decide(&mut account, NOW, &[grant(100, None, "top-up")]);
+    decide(
+        &mut account,
+        NOW,
+        &[reserve(30, 10, "a"), reserve(30, 100, "b"), capture(9, 1)],
+    );
+    assert_eq!(account.held, 60);
+    let decided = decide(
+        &mut account,
+        NOW + 10,
+        &[
+            Request::Release { reservation: 3 },
+            Request::Release { reservation: 3 },
+            Request::Release { reservation: 2 },
+            capture(2, 10),
+            capture(3, 10),
+            capture(99, 1),
+            capture(4, 1),
+        ],
+    );
+    let [first, expired] = [2, 3].map(|transaction| Settled {
+        how: if transaction == 2 {
+            Settlement::Expired
+        } else {
+            Settlement::Released
+        },
+        transaction: transaction + 2,
+        balance_after: 40 + 30 * (transaction - 1),
+    });
+    // The settle runs first: reservation 2's time to live ended at NOW + 10.
+    assert_eq!(first.how, Settlement::Expired);
+    assert_eq!(
+        decided.answers,
+        vec![
+            Answer::ReservationSettled {
+                reservation: 3,
+                settled: expired
+            },
+            Answer::ReservationSettled {
+                reservation: 3,
+                settled: expired
+            },
+            // Releasing one that expired asks for what already happened.
+            Answer::ReservationSettled {
+                reservation: 2,
+                settled: first
+            },
+            Answer::ReservationAlreadySettled { settled: first },
+            Answer::ReservationAlreadySettled { settled: expired },
+            Answer::NoSuchReservation,
+            // A number of a transaction that is not a hold is no reservation either.
+            Answer::NoSuchReservation,
+        ]
+    );
+    assert_eq!((account.held, account.balance), (0, 100));
+    let reasons: Vec<_> = decided
+        .transactions
+        .iter()
+        .map(|t| (t.kind, t.amount))
+        .collect();
+    assert_eq!(reasons, [(Kind::Release, 30), (Kind::Release, 30)]);
+    assert!(account.is_consistent(NOW + 10));
+}
+
+#[test]
+fn a_capture_of_more_than_the_hold_is_refused_and_changes_nothing() {
+    let mut account = Account::default();
+    decide(
+        &mut account,
+        NOW,
+        &[grant(100, None, "top-up"), reserve(10, 60, "a")],
+    );
+    let before = account.clone();
+    let decided = decide(&mut account, NOW, &[capture(2, 11)]);
+    assert_eq!(
+        decided.answers,
+        vec![Answer::CaptureExceedsHold { held: 10 }]
+    );
+    assert!(decided.transactions.is_empty());
+    assert_eq!(account, before);
+}
+
+#[test]
+fn held_credits_do_not_expire_while_held_and_are_written_off_when_released() {
+    let mut account = Account::default();
+    decide(
+        &mut account,
+        NOW,
+        &[
+            grant(100, Some(NOW + 10), "expiring"),
+            grant(20, None, "lasting"),
+            reserve(110, 3600, "job"),
+        ],
+    );
+    // The expiring grant's 100 expire, but the hold needs 90 of them beyond the lasting 20.
+    let decided = decide(&mut account, NOW + 20, &[Request::Settle]);
+    let moved: Vec<_> = decided
+        .transactions
+        .iter()
+        .map(|t| (t.kind, t.amount))
+        .collect();
+    assert_eq!(moved, [(Kind::Expire, -10)]);
+    assert_eq!((account.balance, account.held), (0, 110));
+    assert!(account.is_consistent(NOW + 20));
+    // A capture spends the expired credits kept for it first; what it does not spend of
+    // them is written off, and the lasting grant is left whole.
+    let decided = decide(&mut account, NOW + 30, &[capture(3, 60)]);
+    let moved: Vec<_> = decided
+        .transactions
+        .iter()
+        .map(|t| (t.kind, t.amount))
+        .collect();
+    assert_eq!(moved, [(Kind::Capture, 50), (Kind::Expire, -30)]);
+    let remaining: Vec<_> = account.grants.iter().map(|g| g.remaining).collect();
+    assert_eq!(remaining, [0, 20]);
+    assert_eq!((account.balance, account.held), (20, 0));
+    assert!(account.is_consistent(NOW + 30));
+}
+
+#[test]
+fn a_refund_of_held_credits_leaves_a_capture_in_debt() {
+    let mut account = Account {
+        grants: vec![pending(1, 100, None, "pi_1")],
+        ..Account::default()
+    };
+    decide(&mut account, NOW, &[reserve(100, 60, "job")]);
+    account.payments.insert(
+        "pi_1".into(),
+        Payment {
+            paid: 1000,
+            refunded: 1000,
+        },
+    );
+    decide(&mut account, NOW + 1, &[Request::Settle]);
+    assert_eq!(
+        (account.balance, account.held, account.debt),
+        (-100, 100, 0)
+    );
+    decide(&mut account, NOW + 2, &[capture(2, 40)]);
+    assert_eq!((account.balance, account.held, account.debt), (-40, 0, 40));
+    assert!(account.is_consistent(NOW + 2));
 }
 
 #[test]
@@ -322,12 +560,19 @@ fn a_refused_consumption_is_not_remembered_so_a_retry_after_a_top_up_succeeds() 
     );
 }
 
+/// Counts a settled reservation's kind in `seen`.
+fn saw_settled(seen: &mut HashMap<&str, usize>, how: Settlement) {
+    *seen.entry(how.as_str()).or_default() += 1;
+}
+
 /// Random batches of everything the ledger does, checking after each that the balance is the
 /// sum of the transactions and the grants' remaining less the debt, that no consumption
 /// overdraws, that a refund never takes back more than its share, and that a repeated key
-/// never debits twice. The histories are checked to have held what the rules are about: debt,
-/// take-backs, refusals, expiries, grants refused as already expired, and allowances that
-/// expired before they were credited.
+/// never debits twice, that what is held is the open reservations' sum and is covered, and that
+/// a reservation is settled once, never captured past its hold. The histories are checked to
+/// have held what the rules are about: debt, take-backs, refusals, expiries, grants refused as
+/// already expired, allowances that expired before they were credited, and reservations held,
+/// captured, released, expired and refused.
 #[test]
 fn random_histories_keep_every_invariant() {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -364,7 +609,14 @@ fn random_histories_keep_every_invariant() {
             let requests: Vec<Request> = (0..rng.random_range(0..6))
                 .map(|_| {
                     let key = format!("k{}", rng.random_range(0..30));
-                    match rng.random_range(0..5) {
+                    // A number that is often a reservation's, sometimes not.
+                    let number = rng.random_range(1..=account.last_sequence.max(1) + 2);
+                    match rng.random_range(0..8) {
+                        5 => reserve(rng.random_range(1..40), rng.random_range(1..120), &key),
+                        6 => capture(number, rng.random_range(0..40)),
+                        7 => Request::Release {
+                            reservation: number,
+                        },
                         0 => grant(
                             rng.random_range(1..50),
                             rng.random_bool(0.3)
@@ -385,8 +637,26 @@ fn random_histories_keep_every_invariant() {
                 .grants
                 .iter()
                 .any(|g| !g.credited && g.is_expired(now));
+            let settled_before: HashMap<i64, Settled> = account
+                .reservations
+                .values()
+                .filter_map(|r| Some((r.number, r.settled?)))
+                .collect();
             let decided = decide(&mut account, now, &requests);
             assert_eq!(decided.answers.len(), requests.len());
+            for (number, settled) in &settled_before {
+                assert_eq!(
+                    account.reservations[number].settled,
+                    Some(*settled),
+                    "seed {seed}: reservation {number} settled twice"
+                );
+            }
+            for reservation in account.reservations.values() {
+                if let Some(settled) = reservation.settled {
+                    assert!(settled.how.captured() <= reservation.amount, "seed {seed}");
+                    saw_settled(&mut seen, settled.how);
+                }
+            }
             let mut saw = |what, yes: bool| *seen.entry(what).or_default() += usize::from(yes);
             saw("debt", account.debt > 0);
             saw("expired before credited", expired_pending);
@@ -396,6 +666,15 @@ fn random_histories_keep_every_invariant() {
                     matches!(answer, Answer::Insufficient { .. }),
                 );
                 saw("refused: expired", matches!(answer, Answer::AlreadyExpired));
+                saw("hold", matches!(answer, Answer::Reserved { .. }));
+                saw(
+                    "refused: reservation settled",
+                    matches!(answer, Answer::ReservationAlreadySettled { .. }),
+                );
+                saw(
+                    "refused: capture past hold",
+                    matches!(answer, Answer::CaptureExceedsHold { .. }),
+                );
             }
             for transaction in &decided.transactions {
                 saw("take-back", transaction.kind == Kind::Refund);
@@ -418,7 +697,7 @@ fn random_histories_keep_every_invariant() {
                 }
             }
             for transaction in &decided.transactions {
-                if transaction.kind == Kind::Consume {
+                if matches!(transaction.kind, Kind::Consume | Kind::Hold) {
                     assert!(transaction.balance_after >= 0, "seed {seed}: overdrawn");
                 }
             }
@@ -455,6 +734,12 @@ fn random_histories_keep_every_invariant() {
         "refused: expired",
         "take-back",
         "expiry",
+        "hold",
+        "refused: reservation settled",
+        "refused: capture past hold",
+        "captured",
+        "released",
+        "expired",
     ] {
         assert!(
             seen.get(what).copied().unwrap_or(0) >= 10,

@@ -15,6 +15,8 @@ pub struct Model {
     pub debt: i64,
     /// The sequence of the last transaction.
     pub last_sequence: i64,
+    /// Credits the organization's open reservations hold (not in `balance`).
+    pub held: i64,
     /// When a decision last wrote it (unix seconds).
     pub updated_at: i64,
 }

@@ -46,6 +46,7 @@ pub mod backfill_checkpoints;
 pub mod credit_accounts;
 pub mod credit_grants;
 pub mod credit_payments;
+pub mod credit_reservations;
 pub mod credit_transactions;
 pub mod organization_memberships;
 pub mod organizations;
