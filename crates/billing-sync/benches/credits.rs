@@ -9,8 +9,14 @@
 //! Also printed: the server's and PostgreSQL's CPU time per consume (from `/proc`), and how many
 //! consumes the ledger's writer decided per transaction.
 //!
+//! Then reservations: 64 callers on 100 organizations, each reserving 10 credits and capturing
+//! part of them (0 to 9), printed as settled reservations per second (goal: at least 2,000),
+//! and every organization's balance checked exact afterwards (what it was, less what was
+//! captured, nothing held).
+//!
 //! Run with `./scripts/bench --bench credits` (a throwaway PostgreSQL with default, durable
-//! settings). `BENCH_CREDITS_CONSUMES` sets the consumes per run (default 6,000).
+//! settings). `BENCH_CREDITS_CONSUMES` sets the consumes per run (default 6,000),
+//! `BENCH_CREDITS_RESERVATIONS` the reservations (default 6,000).
 
 #[path = "common/figures.rs"]
 mod figures;
@@ -138,6 +144,66 @@ async fn served(
         }
     })
     .await
+}
+
+/// Reservations through the server: each reserves 10 credits of `organization(n, spread)`
+/// and captures `n % 10` of them.
+async fn reserved_and_captured(
+    server: &Server,
+    callers: usize,
+    count: usize,
+    spread: usize,
+) -> Figures {
+    let (reserve, capture) = (
+        server.url("/api/v1/credits/reserve"),
+        server.url("/api/v1/credits/capture"),
+    );
+    let client = http();
+    run(count, callers, move |n| {
+        let (client, reserve, capture) = (client.clone(), reserve.clone(), capture.clone());
+        let organization = organization(n, spread);
+        async move {
+            let response = client
+                .post(&reserve)
+                .bearer_auth(API_KEY)
+                .json(
+                    &serde_json::json!({"organization_id": organization, "amount": 10,
+                    "ttl_seconds": 600, "idempotency_key": format!("job-{n}")}),
+                )
+                .send()
+                .await
+                .expect("reserve");
+            assert_eq!(response.status(), 200);
+            let held: serde_json::Value = response.json().await.expect("JSON");
+            let response = client
+                .post(&capture)
+                .bearer_auth(API_KEY)
+                .json(&serde_json::json!({"organization_id": organization,
+                    "reservation_id": held["reservation_id"], "amount": n % 10}))
+                .send()
+                .await
+                .expect("capture");
+            assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        }
+    })
+    .await
+}
+
+/// The organization's balance and what it holds, as the API reads them.
+async fn balance_and_held(server: &Server, organization: &str) -> (i64, i64) {
+    let statement: serde_json::Value = http()
+        .get(server.url(&format!("/api/v1/credits/{organization}?limit=1")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("statement")
+        .json()
+        .await
+        .expect("JSON");
+    (
+        statement["balance"].as_i64().expect("balance"),
+        statement["held"].as_i64().expect("held"),
+    )
 }
 
 /// CPU time (user + system) of the processes whose command line starts with `prefix`, or of one
@@ -297,4 +363,38 @@ async fn main() {
             );
         }
     }
+
+    const RESERVING: usize = 100;
+    const RESERVERS: usize = 64;
+    let reservations: usize = figures::setting("BENCH_CREDITS_RESERVATIONS", 6_000);
+    let mut before = Vec::with_capacity(RESERVING);
+    for n in 0..RESERVING {
+        before.push(balance_and_held(&server, &organization(n, RESERVING)).await);
+    }
+    let cpu_before = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+    let settled = reserved_and_captured(&server, RESERVERS, reservations, RESERVING).await;
+    let cpu_after = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+    for (n, (balance, held)) in before.into_iter().enumerate() {
+        let captured: i64 = (0..reservations)
+            .filter(|r| r % RESERVING == n)
+            .map(|r| (r % 10) as i64)
+            .sum();
+        assert_eq!(held, 0);
+        assert_eq!(
+            balance_and_held(&server, &organization(n, RESERVING)).await,
+            (balance - captured, 0),
+            "organization {n}'s balance is exact"
+        );
+    }
+    let per_reservation = |d: Duration| d.as_secs_f64() * 1e6 / reservations as f64;
+    println!(
+        "reservations: {RESERVING} organizations, {RESERVERS} callers, {reservations} reserved then \
+         captured in part: {:.0} settled/s (goal: at least 2,000), p50 {:.2} ms p99 {:.2} ms per \
+         pair, srv {:.0} µs pg {:.0} µs per reservation; every balance exact",
+        settled.rate(),
+        settled.percentile(0.50).as_secs_f64() * 1e3,
+        settled.percentile(0.99).as_secs_f64() * 1e3,
+        per_reservation(cpu_after.0 - cpu_before.0),
+        per_reservation(cpu_after.1.saturating_sub(cpu_before.1)),
+    );
 }

@@ -489,8 +489,16 @@ async fn load<'b>(
         }
     }
 
-    // The reservations: every open one (what is due to expire, what is held), those a
-    // capture or release names, and those a repeated reserve's key made.
+    // The reservations: every open one (what is due to expire, what is held: only an account
+    // that holds something has any, so a batch of consumptions reads none), those a capture or
+    // release names, and those a repeated reserve's key made. Two statements, each on an index
+    // (the open ones' partial index, the primary key), rather than one whose `OR` would walk
+    // every reservation an organization ever made.
+    let holding: Vec<&str> = ledgers
+        .iter()
+        .filter(|(_, ledger)| ledger.held != 0)
+        .map(|(organization, _)| *organization)
+        .collect();
     let named: HashSet<i64> = batch
         .iter()
         .flat_map(|organization| {
@@ -505,15 +513,25 @@ async fn load<'b>(
                 .flat_map(|ledger| ledger.answered.values().map(|answered| answered.sequence)),
         )
         .collect();
-    let mut wanted = reservations::Column::Settlement.is_null();
-    if !named.is_empty() {
-        wanted = wanted.or(reservations::Column::Number.is_in(named));
+    let mut rows = Vec::new();
+    if !holding.is_empty() {
+        rows.extend(
+            reservations::Entity::find()
+                .filter(reservations::Column::OrganizationId.is_in(holding))
+                .filter(reservations::Column::Settlement.is_null())
+                .all(db)
+                .await?,
+        );
     }
-    let rows = reservations::Entity::find()
-        .filter(reservations::Column::OrganizationId.is_in(organizations.iter().copied()))
-        .filter(wanted)
-        .all(db)
-        .await?;
+    if !named.is_empty() {
+        rows.extend(
+            reservations::Entity::find()
+                .filter(reservations::Column::OrganizationId.is_in(organizations.iter().copied()))
+                .filter(reservations::Column::Number.is_in(named))
+                .all(db)
+                .await?,
+        );
+    }
     for row in rows {
         let Some(ledger) = ledgers.get_mut(row.organization_id.as_str()) else {
             continue;

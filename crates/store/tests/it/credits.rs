@@ -16,7 +16,7 @@ use billing_sync_projection::{
 };
 use billing_sync_store::Store;
 use billing_sync_store::credits::OrganizationRequests;
-use billing_sync_store::entities::{credit_accounts, credit_grants};
+use billing_sync_store::entities::{credit_accounts, credit_grants, credit_reservations};
 use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use billing_sync_testkit::state::migrated_store;
 use billing_sync_testkit::{TestDatabase, each_backend};
@@ -193,7 +193,21 @@ async fn random_histories_through_the_store_agree_with_the_rules(db: TestDatabas
                         let requests: Vec<Request> = (0..rng.random_range(1..6))
                             .map(|_| {
                                 let key = format!("k{}", rng.random_range(0..25));
-                                match rng.random_range(0..6) {
+                                let number = rng.random_range(1..60);
+                                match rng.random_range(0..9) {
+                                    6 => Request::Reserve {
+                                        amount: rng.random_range(1..40),
+                                        seconds: rng.random_range(1..100),
+                                        key,
+                                        reason: None,
+                                    },
+                                    7 => Request::Capture {
+                                        reservation: number,
+                                        amount: rng.random_range(0..40),
+                                    },
+                                    8 => Request::Release {
+                                        reservation: number,
+                                    },
                                     0 => Request::Grant {
                                         amount: rng.random_range(1..60),
                                         expires_at: rng
@@ -250,7 +264,7 @@ async fn assert_ledger_explains(store: &Store, org: &str, balance: i64, case: u6
         .one(store.connection())
         .await
         .expect("query");
-    let (stored, debt) = account.map_or((0, 0), |a| (a.balance, a.debt));
+    let (stored, debt, held) = account.map_or((0, 0, 0), |a| (a.balance, a.debt, a.held));
     assert_eq!(stored, balance, "case {case} step {step}: {org}'s balance");
     let transactions = store.credit_transactions(org).await.expect("ledger");
     let sum: i64 = transactions.iter().map(|t| t.amount).sum();
@@ -276,8 +290,21 @@ async fn assert_ledger_explains(store: &Store, org: &str, balance: i64, case: u6
     let remaining: i64 = grants.iter().map(|g| g.remaining).sum();
     assert_eq!(
         remaining - debt,
-        balance,
+        balance + held,
         "case {case} step {step}: {org}'s grants less its debt"
+    );
+    let open: i64 = credit_reservations::Entity::find()
+        .filter(credit_reservations::Column::OrganizationId.eq(org))
+        .filter(credit_reservations::Column::Settlement.is_null())
+        .all(store.connection())
+        .await
+        .expect("reservations")
+        .iter()
+        .map(|r| r.amount)
+        .sum();
+    assert_eq!(
+        open, held,
+        "case {case} step {step}: {org}'s open reservations"
     );
 }
 
