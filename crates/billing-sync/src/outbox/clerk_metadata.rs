@@ -44,7 +44,7 @@ impl ClerkMetadata {
 
     /// Writes for as long as the process runs.
     pub async fn run(self, store: Store) {
-        keep_working("clerk metadata", || self.write_some(&store)).await;
+        keep_working("clerk metadata", BATCH, || self.write_some(&store)).await;
     }
 
     async fn write_some(&self, store: &Store) -> anyhow::Result<usize> {

@@ -41,7 +41,7 @@ impl EventDestination {
 
     /// Sends for as long as the process runs.
     pub async fn run(self, store: Store) {
-        keep_working(self.label(), || self.send_some(&store)).await;
+        keep_working(self.label(), BATCH, || self.send_some(&store)).await;
     }
 
     async fn send_some(&self, store: &Store) -> anyhow::Result<usize> {

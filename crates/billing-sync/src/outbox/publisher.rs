@@ -34,7 +34,7 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes for as long as the process runs.
     pub async fn run(self) {
-        keep_working("publishing", || self.publish_some()).await;
+        keep_working("publishing", BATCH, || self.publish_some()).await;
     }
 
     /// Publishes one batch of organizations, in one transaction; how many were leased.
