@@ -1,4 +1,4 @@
-//! The README's browser example, exactly as written there, in a real headless Chromium: served
+//! The plans page's browser example (docs/portal-and-plans.md), exactly as written there, in a real headless Chromium: served
 //! from `APP_BASE_URL`'s origin, from another origin in `CORS_ALLOWED_ORIGINS`, from the API's
 //! own origin (a proxy in front of both, as an app served behind the same host), and from an
 //! origin nobody allowed. Each page renders the synced catalog with the member's `__session`
@@ -21,7 +21,7 @@ use crate::plans::{member, sync_catalog, token};
 use crate::support;
 use support::operations::setup;
 
-/// The origin the README's example names for billing-sync, replaced by the test's.
+/// The origin the example names for billing-sync, replaced by the test's.
 const README_BILLING_ORIGIN: &str = r#"const billing = "https://billing.example.com";"#;
 
 #[tokio::test]
@@ -129,14 +129,14 @@ const CHROMIUM_FLAGS: [&str; 8] = [
     "--disable-sync",
 ];
 
-/// The README's browser example: the one `html` block that names billing-sync's origin.
+/// The browser example: the one `html` block of docs/portal-and-plans.md that names billing-sync's origin.
 fn readme_example() -> String {
-    support::readme()
+    support::doc("docs/portal-and-plans.md")
         .split("```html\n")
         .skip(1)
         .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
         .find(|block| block.contains(README_BILLING_ORIGIN))
-        .expect("the README's browser example names billing-sync's origin as the test expects")
+        .expect("docs/portal-and-plans.md's browser example names billing-sync's origin as the test expects")
         .to_owned()
 }
 
@@ -247,7 +247,7 @@ const CHECKOUT_HOST: &str = "checkout.stripe.com";
 /// What the page servers serve, known once billing-sync has started.
 #[derive(Clone)]
 struct Pages {
-    /// The README's example.
+    /// The page's example.
     example: String,
     /// billing-sync's base URL.
     api: String,
@@ -307,7 +307,7 @@ impl PageServer {
     }
 }
 
-/// The README's example, after a script that sets the session cookie. `?buy=PRICE` adds what a
+/// The page's example, after a script that sets the session cookie. `?buy=PRICE` adds what a
 /// user does next: click the button of that price once the plans are shown. `?forge=PRICE`
 /// adds what a hostile page would do: post a checkout with the member's cookie.
 #[handler]

@@ -830,14 +830,14 @@ async fn a_live_delivery_waits_on_stripe_only_for_its_budget_then_is_refused_and
     assert_ledger_explains(server, "org_lb", 100).await;
 }
 
-/// The README's Credits example, run top to bottom on a fresh database as a newcomer pastes it
+/// docs/credits.md's example, run top to bottom on a fresh database as a newcomer pastes it
 /// (it consumed before it granted: a 409 on first paste): each `curl` sent as written (the key
-/// and the address replaced), each answer the README shows (`# {…}` after it) checked.
+/// and the address replaced), each answer the page shows (`# {…}` after it) checked.
 #[tokio::test]
-async fn the_readme_credits_example_runs_top_to_bottom_on_a_fresh_database() {
+async fn the_credits_example_runs_top_to_bottom_on_a_fresh_database() {
     let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
     let s = setup(&db, &[], &[("BILLING_API_KEYS", API_KEY)]).await;
-    let readme = support::readme();
+    let readme = support::doc("docs/credits.md");
     // The Credits example, then the reservations' that goes on from its balance.
     let example: Vec<&str> = readme
         .split("```sh\n")
@@ -850,7 +850,7 @@ async fn the_readme_credits_example_runs_top_to_bottom_on_a_fresh_database() {
     assert_eq!(
         example.len(),
         2,
-        "the README's Credits and reservations examples"
+        "docs/credits.md's ledger and reservations examples"
     );
     let lines: Vec<String> = example
         .join("\n")
@@ -888,14 +888,19 @@ async fn the_readme_credits_example_runs_top_to_bottom_on_a_fresh_database() {
             request = request.header(name, value.replace("$KEY", API_KEY));
         }
         let (status, answer) = status_and_json(request.send().await.expect("curl")).await;
-        assert_eq!(status, 200, "README line {}: {line}\n{answer}", n + 1);
+        assert_eq!(
+            status,
+            200,
+            "docs/credits.md line {}: {line}\n{answer}",
+            n + 1
+        );
         if let Some(shown) = lines
             .get(n + 1)
             .and_then(|next| next.strip_prefix("# {"))
             .map(|rest| format!("{{{rest}"))
         {
-            let mut shown: Value = serde_json::from_str(&shown).expect("the README shows JSON");
-            // A value the README elides (`"…"`, a time that depends on the clock) is only
+            let mut shown: Value = serde_json::from_str(&shown).expect("the page shows JSON");
+            // A value the page elides (`"…"`, a time that depends on the clock) is only
             // checked to be there.
             let mut answer = answer;
             if let (Some(shown), Some(answer)) = (shown.as_object_mut(), answer.as_object_mut()) {
@@ -903,7 +908,7 @@ async fn the_readme_credits_example_runs_top_to_bottom_on_a_fresh_database() {
                     *value != "…" || answer.remove(field).is_none_or(|v| v.is_null())
                 });
             }
-            assert_eq!(answer, shown, "README line {}: {line}", n + 1);
+            assert_eq!(answer, shown, "docs/credits.md line {}: {line}", n + 1);
         }
         sent += 1;
     }

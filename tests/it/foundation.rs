@@ -420,7 +420,7 @@ async fn events_prune_takes_an_age_and_refuses_a_bare_number() {
     assert!(bad.stderr.contains("--older-than"), "{}", bad.stderr);
 }
 
-/// The deployment files parse, say what the README promises, and the systemd unit verifies.
+/// The deployment files parse, say what the docs promise, and the systemd unit verifies.
 /// (No container engine or Kubernetes API runs here: images and manifests are not applied.)
 #[tokio::test]
 async fn the_deploy_files_parse_and_the_systemd_unit_verifies() {
@@ -549,16 +549,16 @@ async fn a_read_only_command_never_creates_a_missing_database() {
     assert!(listed.status.success(), "{}", listed.stderr);
 }
 
-/// The README's `stripe listen --events` line forwards exactly the event types the projections
+/// The development loop's `stripe listen --events` line (docs/operations.md) forwards exactly the event types the projections
 /// read (the plans page stayed empty when it named customers, subscriptions and checkout only).
 #[test]
-fn the_readmes_stripe_listen_line_names_every_projected_event_type() {
-    let readme = support::readme();
+fn the_stripe_listen_line_names_every_projected_event_type() {
+    let readme = support::doc("docs/operations.md");
     let listed: Vec<&str> = readme
         .lines()
         .find_map(|line| line.strip_prefix("stripe listen --events "))
         .and_then(|rest| rest.split_whitespace().next())
-        .expect("a `stripe listen --events …` line in the README")
+        .expect("a `stripe listen --events …` line in docs/operations.md")
         .split(',')
         .collect();
     let projected: Vec<&str> = billing_sync_projection::stripe::projected_event_types().collect();
@@ -621,10 +621,10 @@ async fn every_error_body_carries_the_request_id() {
     }
 }
 
-/// Every metric the code records is in the README's `GET /metrics` table: each
+/// Every metric the code records is in the `GET /metrics` table of docs/operations.md: each
 /// `"billing_sync_…"` literal of the crates' sources (their Stripe metadata keys aside).
 #[test]
-fn every_metric_the_code_records_is_in_the_readme() {
+fn every_metric_the_code_records_is_in_the_metrics_table() {
     use billing_sync_projection::stripe::{
         CHECKOUT_CREDITS_METADATA, CHECKOUT_PRICE_METADATA, CHECKOUT_QUANTITY_METADATA,
     };
@@ -666,14 +666,14 @@ fn every_metric_the_code_records_is_in_the_readme() {
         names.remove(key);
     }
     assert!(names.len() >= 20, "the metrics were found: {names:?}");
-    let readme = support::readme();
+    let readme = support::doc("docs/operations.md");
     let missing: Vec<&String> = names
         .iter()
         .filter(|name| !readme.contains(&format!("`{name}`")))
         .collect();
     assert!(
         missing.is_empty(),
-        "not in the README's metrics table: {missing:?}"
+        "not in docs/operations.md's metrics table: {missing:?}"
     );
 }
 
@@ -726,4 +726,76 @@ billing_sync_testkit::postgres_test! {
             );
         }
     }
+}
+
+/// The README stays a page a newcomer reads in minutes (at most 250 lines: what it is, the two
+/// commands, try it, the map), and every relative link of it and of `docs/` leads to a file
+/// that exists and, with a `#fragment`, to a heading of that file.
+#[test]
+fn the_readme_is_short_and_every_link_of_the_docs_resolves() {
+    let readme = support::doc("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines: move detail to docs/"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pages = vec!["README.md".to_owned()];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let name = entry.expect("an entry").file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".md") {
+            pages.push(format!("docs/{name}"));
+        }
+    }
+    let mut checked = 0;
+    for page in &pages {
+        let text = support::doc(page);
+        let base = std::path::Path::new(page)
+            .parent()
+            .expect("a folder")
+            .to_owned();
+        for target in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split_once(')'))
+        {
+            let target = target.0;
+            if target.contains("://") || target.starts_with('`') || target.contains(' ') {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() {
+                page.clone()
+            } else {
+                base.join(file).to_string_lossy().into_owned()
+            };
+            let linked = std::fs::read_to_string(root.join(&file))
+                .unwrap_or_else(|_| panic!("{page} links to {target}: no such file"));
+            if !fragment.is_empty() {
+                let anchors: Vec<String> = linked
+                    .lines()
+                    .filter_map(|line| {
+                        line.trim_start_matches('#')
+                            .strip_prefix(' ')
+                            .filter(|_| line.starts_with('#'))
+                    })
+                    .map(|heading| {
+                        heading
+                            .to_lowercase()
+                            .chars()
+                            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                            .map(|c| if c == ' ' { '-' } else { c })
+                            .collect()
+                    })
+                    .collect();
+                assert!(
+                    anchors.iter().any(|anchor| anchor == fragment),
+                    "{page} links to {target}: no such heading in {file}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "the docs' links were found: {checked}");
 }

@@ -1,4 +1,4 @@
-//! Billing state flows out (README "Billing flows out"): the app's webhook gets signed billing
+//! Billing state flows out (docs/billing-flows-out.md): the app's webhook gets signed billing
 //! events, Clerk's organization metadata follows the billing state, and the feed lists the
 //! events in commit order — through receivers that fail for a while, after a kill, on both
 //! backends, against the real binary.

@@ -5,7 +5,7 @@
 //! that every organization's state equals the in-order state, and prints a summary table.
 //!
 //! Size: `RESILIENCE_ORGANIZATIONS` organizations (23 events each, plus 20 % duplicates);
-//! 40 by default so that CI runs them in seconds. The long run is documented in the README.
+//! 40 by default so that CI runs them in seconds. The long run is documented in docs/proofs.md.
 
 use crate::support;
 

@@ -75,7 +75,7 @@ pub struct CommonArgs {
     /// Secret (at least 32 bytes, e.g. `openssl rand -hex 32`) signing the references a
     /// pricing table carries as `client-reference-id`: a completed checkout whose metadata
     /// names no organization links its customer to the organization a reference signed with it
-    /// names (README "Linking a customer to its organization"). Unset: references link nothing.
+    /// names (docs/architecture.md, "Linking a customer to its organization"). Unset: references link nothing.
     #[arg(long, env = "STRIPE_CLIENT_REFERENCE_SECRET", hide_env_values = true, default_value = "",
           hide_default_value = true, global = true, value_parser = optional(client_reference_key))]
     pub stripe_client_reference_secret: Optional<ClientReferenceKey>,
@@ -88,7 +88,7 @@ pub struct CommonArgs {
     pub stripe_trust_client_reference_id: bool,
 
     /// Metadata key, on a Stripe price (else its product), saying how many credits one unit
-    /// buys (README "Credits").
+    /// buys (docs/credits.md).
     #[arg(
         long,
         env = "STRIPE_CREDITS_METADATA_KEY",
@@ -173,7 +173,7 @@ pub enum EventsAction {
         #[arg(long)]
         failed: bool,
         /// How to call the Stripe API: with a key, a paid checkout session billing-sync did not
-        /// create is read from its line items (see README "Credits").
+        /// create is read from its line items (see docs/credits.md).
         #[command(flatten)]
         api: StripeApiArgs,
     },
@@ -322,8 +322,7 @@ pub struct ServeArgs {
     pub billing_api_keys: Optional<Arc<ApiKeys>>,
 
     /// The app's endpoint for billing events (`billing.updated`, `credits.balance_low`),
-    /// POSTed signed the Standard Webhooks way with `APP_WEBHOOK_SECRET` (README "Billing
-    /// flows out"). Unset: events are kept for `GET /api/v1/events` only.
+    /// POSTed signed the Standard Webhooks way with `APP_WEBHOOK_SECRET` (docs/billing-flows-out.md). Unset: events are kept for `GET /api/v1/events` only.
     #[arg(long, env = "APP_WEBHOOK_URL", default_value = "", hide_default_value = true,
           value_parser = optional(absolute_url))]
     pub app_webhook_url: Optional<String>,
@@ -782,7 +781,7 @@ fn client_reference_key(value: &str) -> Result<ClientReferenceKey, String> {
 fn retired_client_reference_trust(value: &str) -> Result<bool, String> {
     match boolean(value)? {
         false => Ok(false),
-        true => Err("this setting is retired: it linked customers to whatever organization a                      browser named. Set STRIPE_CLIENT_REFERENCE_SECRET instead and give the                      pricing table the reference GET /api/v1/operations/payment/client-reference                      answers (README \"Linking a customer to its organization\")"
+        true => Err("this setting is retired: it linked customers to whatever organization a                      browser named. Set STRIPE_CLIENT_REFERENCE_SECRET instead and give the                      pricing table the reference GET /api/v1/operations/payment/client-reference                      answers (docs/architecture.md, \"Linking a customer to its organization\")"
             .to_owned()),
     }
 }

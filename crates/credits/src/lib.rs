@@ -3,7 +3,7 @@
 //! request is answered and which transactions and grant changes the store must write, all in
 //! one database transaction, before any answer is sent.
 //!
-//! The rules, stated once here and in the README's "Credits":
+//! The rules, stated here and explained for users in docs/credits.md:
 //! - Credits move only by a [`Transaction`]: a signed integer amount and the balance after it.
 //!   The balance is the sum of the transactions' amounts, and also the remaining of the
 //!   unexpired grants less the account's debt ([`Account::is_consistent`]).

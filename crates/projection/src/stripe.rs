@@ -31,8 +31,8 @@ enum Carried {
 }
 
 /// Every Stripe event type a projection reads, with the kind of object it carries: the one
-/// place they are listed. Any other type is recorded `ignored`. The README's
-/// `stripe listen --events` line names exactly these (a test checks it).
+/// place they are listed. Any other type is recorded `ignored`. The development loop's
+/// `stripe listen --events` line (docs/operations.md) names exactly these (a test checks it).
 const PROJECTED: [(&str, Carried); 22] = [
     ("customer.created", Carried::Customer),
     ("customer.updated", Carried::Customer),

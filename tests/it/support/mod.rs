@@ -314,10 +314,11 @@ fn listening_addr(line: &str) -> Option<String> {
 }
 
 /// An HTTP client that does not follow redirects, with a timeout.
-/// The repository's README, which some tests hold to the code.
-pub fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md")
+/// A page of the repository's documentation (`README.md`, `docs/…`), by its path from the
+/// repository's root: tests hold the text to the code.
+pub fn doc(path: &str) -> String {
+    let full = format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|err| panic!("{path}: {err}"))
 }
 
 /// The program `name` from the PATH. Missing, the test passes saying SKIPPED (the test script

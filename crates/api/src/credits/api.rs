@@ -103,7 +103,7 @@ pub struct GrantRequest {
 }
 
 impl poem_openapi::types::Example for GrantRequest {
-    /// The README's grant: an `expires_at` that has not passed (the schema cannot say that one
+    /// docs/credits.md's grant: an `expires_at` that has not passed (the schema cannot say that one
     /// must not have, and a generated client's tests take the example).
     fn example() -> Self {
         GrantRequest {

@@ -92,7 +92,7 @@ pub struct BillingState {
     pub subscriptions: Vec<Subscription>,
     /// The `lookup_key`s of the features its Stripe customer is entitled to now, sorted.
     pub entitlements: Vec<String>,
-    /// Its credit balance (README "Credits"): negative while a refund's debt is unpaid.
+    /// Its credit balance (docs/credits.md): negative while a refund's debt is unpaid.
     pub credits_balance: i64,
 }
 
