@@ -27,6 +27,27 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
+/// How long a connection may take to open, and a statement to wait for a pooled one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens and closes one PostgreSQL connection to `url`, within [`CONNECT_TIMEOUT`]: the
+/// driver's own error when it cannot (what the pool's retries would hide).
+async fn first_connection(url: &str) -> Result<(), sea_orm::DbErr> {
+    use sqlx::Connection;
+    let to_db = |err: sqlx::Error| {
+        sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(err)))
+    };
+    let connect = sqlx::PgConnection::connect(url);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(connection)) => connection.close().await.map_err(to_db),
+        Ok(Err(err)) => Err(to_db(err)),
+        Err(_) => Err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
+            "no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )))),
+    }
+}
+
 /// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
 
@@ -44,8 +65,8 @@ impl Store {
         };
         let mut options = ConnectOptions::new(url);
         options
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(CONNECT_TIMEOUT)
             // The default pings every connection handed out of the pool: a round trip before
             // every statement, which doubled the database's share of a billing-state read
             // (profiled). A connection idle long enough for a server, proxy or firewall to have
@@ -68,6 +89,15 @@ impl Store {
             }
         } else {
             options.max_connections(32).min_connections(1);
+            // The pool retries a refused connection until its acquire timeout and then says
+            // only "pool timed out": one connection first says why (refused, no such host,
+            // password or database wrong), at once.
+            first_connection(options.get_url()).await.map_err(|source| {
+                StoreError::Unavailable {
+                    target: target.clone(),
+                    source,
+                }
+            })?;
         }
         let db = Database::connect(options)
             .await

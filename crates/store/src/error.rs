@@ -11,7 +11,7 @@ pub enum StoreError {
     #[error("no database at {0}; run `billing-sync migrate up` or set DATABASE_URL")]
     NoDatabase(String),
     /// The database did not answer (down, unreachable, refused): worth retrying later.
-    #[error("database at {target} is unavailable")]
+    #[error("database at {target} is unavailable (is it running, and does DATABASE_URL name it?)")]
     Unavailable {
         /// Where we tried to connect, without credentials.
         target: String,
