@@ -25,6 +25,7 @@ each_backend!(
     stripe_backfill_pages_through_everything_and_a_rerun_changes_nothing,
     a_backfill_never_replaces_a_newer_webhook_state,
     an_interrupted_backfill_resumes_after_the_last_committed_page,
+    a_key_stripe_refuses_is_said_in_stripes_words_with_what_to_fix,
     clerk_backfill_pages_through_organizations_users_and_memberships,
 );
 
@@ -402,6 +403,26 @@ async fn a_backfill_never_replaces_a_newer_webhook_state(db: TestDatabase) {
         .expect("cus_bf1");
     assert_eq!(kept.email.as_deref(), Some("newer@example.com"));
     assert_eq!(kept.ordering_key, created);
+}
+
+/// A key Stripe refuses (401) stops the backfill with Stripe's own message and the setting to
+/// fix, not only a status and "run it again" (which would fail the same way).
+async fn a_key_stripe_refuses_is_said_in_stripes_words_with_what_to_fix(db: TestDatabase) {
+    let stripe = StripeStandIn::start(&[]).await;
+    stripe_catalog(&stripe);
+    stripe.fail_lists_after(Some((0, 401)));
+    let refused = stripe_backfill(&db, &stripe, &[]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("Stripe answered 401")
+            && refused
+                .stderr
+                .contains("Invalid API Key provided: sk_test_****4242")
+            && refused.stderr.contains("check STRIPE_SECRET_KEY"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains(STRIPE_KEY));
 }
 
 async fn an_interrupted_backfill_resumes_after_the_last_committed_page(db: TestDatabase) {

@@ -584,7 +584,11 @@ async fn a_failing_command_says_each_cause_once() {
         .expect("the error line");
     assert!(line.contains("is unavailable"), "{line}");
     assert!(line.contains("DATABASE_URL"), "the next step: {line}");
-    assert_eq!(line.matches("Connection refused").count(), 1, "the cause: {line}");
+    assert_eq!(
+        line.matches("Connection refused").count(),
+        1,
+        "the cause: {line}"
+    );
     assert!(!line.contains("pool timed out"), "{line}");
 }
 

@@ -45,11 +45,37 @@ pub enum BackfillError {
         cursor: String,
     },
     /// A stored checkpoint does not fit the source.
-    #[error("the stored checkpoint `{0}` is not a cursor of this source; run with --restart")]
+    #[error("the stored checkpoint `{0}` is not a cursor of this source")]
     BadCheckpoint(String),
     /// A resource asked of the other provider's source: a mistake of the caller's.
     #[error("{0} is not listed from this source")]
     NotListedHere(&'static str),
+}
+
+impl BackfillError {
+    /// What to do about it: fix what the source refused (a key it does not accept), or run
+    /// the pass again, which resumes after the last committed page.
+    pub fn next_step(&self) -> &'static str {
+        use billing_sync_stripe_api::StripeError;
+        match self {
+            BackfillError::Stripe(StripeError::Api { status: 401, .. }) => {
+                "check STRIPE_SECRET_KEY (a secret `sk_` or restricted `rk_` key of this Stripe \
+                 account and mode), then run it again: it resumes after the last committed page"
+            }
+            BackfillError::Stripe(StripeError::Api { status: 403, .. }) => {
+                "give STRIPE_SECRET_KEY read access to what is listed (a restricted key needs \
+                 it), then run it again: it resumes after the last committed page"
+            }
+            BackfillError::Clerk(ClerkError::Api {
+                status: 401 | 403, ..
+            }) => {
+                "check CLERK_SECRET_KEY (the `sk_` key of this Clerk instance), then run it \
+                 again: it resumes after the last committed page"
+            }
+            BackfillError::BadCheckpoint(_) => "run it with --restart to list from the beginning",
+            _ => "run it again to resume after the last committed page",
+        }
+    }
 }
 
 /// How to run a pass.

@@ -64,9 +64,15 @@ pub(crate) async fn run(
         page_size: run.page_size,
         restart: run.restart,
     };
-    let summaries = billing_sync_backfill::run(store, source, options)
-        .await
-        .context("backfill stopped; run it again to resume after the last committed page")?;
+    let summaries = match billing_sync_backfill::run(store, source, options).await {
+        Ok(summaries) => summaries,
+        Err(err) => {
+            let next_step = err.next_step();
+            return Err(anyhow::Error::new(err)
+                .context(format!("backfill stopped; {next_step}"))
+                .into());
+        }
+    };
     let table = billing_sync_backfill::summary_table(&summaries);
     crate::output::out!("{}", table.trim_end_matches('\n'));
     let failed: u64 = summaries.iter().map(|s| s.tally.failed).sum();

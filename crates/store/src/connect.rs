@@ -41,10 +41,9 @@ async fn first_connection(url: &str) -> Result<(), sea_orm::DbErr> {
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(connection)) => connection.close().await.map_err(to_db),
         Ok(Err(err)) => Err(to_db(err)),
-        Err(_) => Err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
-            "no answer within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )))),
+        Err(_) => Err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        ))),
     }
 }
 
@@ -92,12 +91,12 @@ impl Store {
             // The pool retries a refused connection until its acquire timeout and then says
             // only "pool timed out": one connection first says why (refused, no such host,
             // password or database wrong), at once.
-            first_connection(options.get_url()).await.map_err(|source| {
-                StoreError::Unavailable {
+            first_connection(options.get_url())
+                .await
+                .map_err(|source| StoreError::Unavailable {
                     target: target.clone(),
                     source,
-                }
-            })?;
+                })?;
         }
         let db = Database::connect(options)
             .await

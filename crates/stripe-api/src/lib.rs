@@ -18,12 +18,15 @@ pub enum StripeError {
     #[error("Stripe did not answer: {0}")]
     Transport(String),
     /// Stripe answered with an error.
-    #[error("Stripe answered {status} ({code}) request-id {request_id}")]
+    #[error("Stripe answered {status} ({code}): {message} (request-id {request_id})")]
     Api {
         /// HTTP status.
         status: u16,
         /// Stripe's `error.code` or `error.type`.
         code: String,
+        /// Stripe's `error.message`: what it says went wrong (a key it refuses is shown masked
+        /// by Stripe itself).
+        message: String,
         /// Stripe's `request-id` header, for support.
         request_id: String,
     },
@@ -94,6 +97,7 @@ struct ErrorEnvelope {
 #[derive(Deserialize)]
 struct ErrorDetail {
     code: Option<String>,
+    message: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
 }
@@ -264,12 +268,11 @@ async fn parse(
         let detail = serde_json::from_slice::<ErrorEnvelope>(&body)
             .ok()
             .and_then(|e| e.error);
-        let code = detail
-            .and_then(|d| d.code.or(d.kind))
-            .unwrap_or_else(|| "unknown".into());
+        let (code, message) = detail.map_or((None, None), |d| (d.code.or(d.kind), d.message));
         return Err(StripeError::Api {
             status: status.as_u16(),
-            code,
+            code: code.unwrap_or_else(|| "unknown".into()),
+            message: message.unwrap_or_else(|| "no message".into()),
             request_id,
         });
     }

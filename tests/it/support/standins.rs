@@ -394,12 +394,20 @@ fn list_stripe_page(
         .expect("lock")
         .push(list_request(request, &resource, query.clone()));
     if let Some(status) = state.lists.failures.next() {
-        let kind = if status == 429 {
-            "rate_limit_error"
-        } else {
-            "invalid_request_error"
+        // Stripe's own words for the refusals it makes (a key it does not accept is shown
+        // masked but for its last four characters).
+        let (kind, message) = match status {
+            429 => (
+                "rate_limit_error",
+                "Too many requests made to the API too quickly",
+            ),
+            401 => (
+                "invalid_request_error",
+                "Invalid API Key provided: sk_test_****4242",
+            ),
+            _ => ("invalid_request_error", "The stand-in refuses this list"),
         };
-        return json_response(status, json!({"error": {"type": kind}}));
+        return json_response(status, json!({"error": {"type": kind, "message": message}}));
     }
     let lists = state.lists.lists.lock().expect("lock");
     let none = Vec::new();
