@@ -717,6 +717,34 @@ async fn a_port_in_use_is_said_before_a_database_is_created() {
 }
 
 billing_sync_testkit::postgres_test! {
+    /// A PostgreSQL error ends a command in PostgreSQL's words for the user, without the line of
+    /// PostgreSQL's own source the driver appends (the message ended "… at line 1234").
+    #[tokio::test]
+    async fn a_postgresql_error_is_said_without_postgresqls_source_line() {
+        let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let migrated = run(&["migrate", "up"], &[("DATABASE_URL", db.url.as_str())]).await;
+        assert!(migrated.status.success(), "{}", migrated.stderr);
+        // A ledger a hand edit broke: its table lost a column the command reads.
+        use billing_sync_store::sea_orm::ConnectionTrait;
+        let store = billing_sync_store::Store::connect(&db.url).await.expect("connect");
+        store
+            .connection()
+            .execute_unprepared("ALTER TABLE webhook_events DROP COLUMN event_type")
+            .await
+            .expect("alter");
+        let finished = run(&["events", "list"], &[("DATABASE_URL", db.url.as_str())]).await;
+        assert!(!finished.status.success(), "{}", finished.stdout);
+        let line = finished
+            .stderr
+            .lines()
+            .find(|line| line.starts_with("billing-sync: "))
+            .expect("the error line");
+        assert!(line.contains("event_type"), "the cause: {line}");
+        assert!(!line.contains(" at line "), "{line}");
+    }
+
     /// A command on a database that exists but was never migrated says what to run (it failed
     /// on a missing table).
     #[tokio::test]

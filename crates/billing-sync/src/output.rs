@@ -3,6 +3,10 @@
 
 use std::io::Write;
 
+use billing_sync_store::StoreError;
+use billing_sync_store::sea_orm::sqlx::postgres::PgDatabaseError;
+use billing_sync_store::sea_orm::{DbErr, RuntimeErr};
+
 /// Writes one line of `args` to standard output. When the reader has gone
 /// (`billing-sync openapi | head`), the process ends quietly with status 0, as a Unix tool killed
 /// by `SIGPIPE` would, where `println!` panics; any other write error ends it with status 1 and
@@ -30,18 +34,65 @@ pub(crate) use out;
 /// message the line already holds is left out. Many errors (sea-orm's and sqlx's among them)
 /// both repeat their source in their own message and return it as their source, so a plain
 /// `{:#}` printed "pool timed out …: pool timed out …".
+///
+/// A PostgreSQL error is said in PostgreSQL's words for the user: its message, then its detail
+/// and hint when it gives them, without the line of PostgreSQL's own source code that the
+/// driver appends (" at line 948").
 pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(current) = cause {
-        let message = current.to_string();
+    let postgres = chain(err).find_map(postgres_error);
+    let said = |layer: &dyn std::error::Error| {
+        let mut message = layer.to_string();
+        if let Some(source_line) = postgres.and_then(PgDatabaseError::line) {
+            message = message.replace(&format!(" at line {source_line}"), "");
+        }
+        message
+    };
+    let mut line = said(err);
+    for current in chain(err).skip(1) {
+        let message = said(current);
         if !message.is_empty() && !line.contains(&message) {
             line.push_str(": ");
             line.push_str(&message);
         }
-        cause = current.source();
+    }
+    if let Some(postgres) = postgres {
+        for (what, text) in [("detail", postgres.detail()), ("hint", postgres.hint())] {
+            if let Some(text) = text.filter(|text| !line.contains(text)) {
+                line.push_str(&format!(" ({what}: {text})"));
+            }
+        }
     }
     line
+}
+
+/// The PostgreSQL error `layer` stands for, if it is one: the driver's error is not a source of
+/// sea-orm's (its message is written into theirs), so it is looked for inside them.
+fn postgres_error<'e>(layer: &'e (dyn std::error::Error + 'static)) -> Option<&'e PgDatabaseError> {
+    let database = match layer.downcast_ref::<StoreError>() {
+        Some(
+            StoreError::Database(database)
+            | StoreError::Unavailable {
+                source: database, ..
+            },
+        ) => Some(database),
+        _ => layer.downcast_ref::<DbErr>(),
+    }?;
+    let (DbErr::Conn(RuntimeErr::SqlxError(driver))
+    | DbErr::Exec(RuntimeErr::SqlxError(driver))
+    | DbErr::Query(RuntimeErr::SqlxError(driver))) = database
+    else {
+        return layer.downcast_ref::<PgDatabaseError>();
+    };
+    driver
+        .as_database_error()?
+        .try_downcast_ref::<PgDatabaseError>()
+}
+
+/// `err` and its sources, outermost first.
+fn chain<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |layer| layer.source())
 }
 
 #[cfg(test)]
