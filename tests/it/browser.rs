@@ -24,96 +24,98 @@ use support::operations::setup;
 /// The origin the example names for billing-sync, replaced by the test's.
 const README_BILLING_ORIGIN: &str = r#"const billing = "https://billing.example.com";"#;
 
-#[tokio::test]
-async fn the_readme_page_works_from_the_apps_origin_an_allowed_one_and_the_apis_own() {
-    let Some(chromium) = support::tool("chromium", "BILLING_SYNC_TEST_REQUIRE_CHROMIUM") else {
-        return;
-    };
-    let example = readme_example();
-    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+billing_sync_testkit::tool_test! {
+    #[tokio::test]
+    async fn the_plans_page_example_works_from_the_apps_origin_an_allowed_one_and_the_apis_own() {
+        let Some(chromium) = support::tool("chromium", "BILLING_SYNC_TEST_REQUIRE_CHROMIUM") else {
+            return;
+        };
+        let example = readme_example();
+        let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
 
-    // The pages' servers first: their origins go into the settings. Each serves the example
-    // pointed at billing-sync, the stand-in for Stripe's Checkout page, and (for the
-    // same-origin page) billing-sync's API itself.
-    let pages = PageServer::start().await;
-    let app = pages.origin("app");
-    let partner = pages.origin("partner");
-    let stranger = pages.origin("stranger");
-    let same = pages.origin("same");
-    let s = setup(
-        &db,
-        &[],
-        &[
-            ("APP_BASE_URL", app.as_str()),
-            ("CORS_ALLOWED_ORIGINS", partner.as_str()),
-        ],
-    )
-    .await;
-    pages.configure(Pages {
-        example,
-        api: s.server.base_url.clone(),
-        session: token("user_b", Some(("org_b", "admin"))),
-    });
-    sync_catalog(&s.server, support::now() - 3_600).await;
-    member(&s.server, "org_b", "user_b", "org:admin").await;
+        // The pages' servers first: their origins go into the settings. Each serves the example
+        // pointed at billing-sync, the stand-in for Stripe's Checkout page, and (for the
+        // same-origin page) billing-sync's API itself.
+        let pages = PageServer::start().await;
+        let app = pages.origin("app");
+        let partner = pages.origin("partner");
+        let stranger = pages.origin("stranger");
+        let same = pages.origin("same");
+        let s = setup(
+            &db,
+            &[],
+            &[
+                ("APP_BASE_URL", app.as_str()),
+                ("CORS_ALLOWED_ORIGINS", partner.as_str()),
+            ],
+        )
+        .await;
+        pages.configure(Pages {
+            example,
+            api: s.server.base_url.clone(),
+            session: token("user_b", Some(("org_b", "admin"))),
+        });
+        sync_catalog(&s.server, support::now() - 3_600).await;
+        member(&s.server, "org_b", "user_b", "org:admin").await;
 
-    let profiles = tempfile::tempdir().expect("a directory for browser profiles");
-    let view = |name: &'static str, url: String| {
-        let profile = profiles.path().join(name);
-        let chromium = chromium.clone();
-        async move { dump_dom(&chromium, &profile, &url).await }
-    };
+        let profiles = tempfile::tempdir().expect("a directory for browser profiles");
+        let view = |name: &'static str, url: String| {
+            let profile = profiles.path().join(name);
+            let chromium = chromium.clone();
+            async move { dump_dom(&chromium, &profile, &url).await }
+        };
 
-    // A price of its own for each: the same purchase again within minutes is one session.
-    for (origin, price, why) in [
-        (&app, "price_credits", "APP_BASE_URL's origin"),
-        (
-            &partner,
-            "price_team_monthly",
-            "an origin in CORS_ALLOWED_ORIGINS",
-        ),
-        (&same, "price_business", "the API's own origin"),
-    ] {
-        let page = view("view", format!("{origin}/")).await;
-        for product in ["<h3>Team</h3>", "<h3>Business</h3>", "<h3>Credits</h3>"] {
-            assert!(page.contains(product), "{why}: no {product} in\n{page}");
+        // A price of its own for each: the same purchase again within minutes is one session.
+        for (origin, price, why) in [
+            (&app, "price_credits", "APP_BASE_URL's origin"),
+            (
+                &partner,
+                "price_team_monthly",
+                "an origin in CORS_ALLOWED_ORIGINS",
+            ),
+            (&same, "price_business", "the API's own origin"),
+        ] {
+            let page = view("view", format!("{origin}/")).await;
+            for product in ["<h3>Team</h3>", "<h3>Business</h3>", "<h3>Credits</h3>"] {
+                assert!(page.contains(product), "{why}: no {product} in\n{page}");
+            }
+            assert!(
+                page.contains(r#"<p id="billing-error" hidden=""></p>"#),
+                "{why}: an error shown in\n{page}"
+            );
+
+            // The click posts the form; the browser follows the 303 to Checkout's page.
+            let sessions = s.stripe.checkout_sessions();
+            let profile = profiles.path().join("buy");
+            click_through(&chromium, &profile, &format!("{origin}/?buy={price}")).await;
+            let created = s.stripe.checkout_sessions();
+            assert_eq!(created.len(), sessions.len() + 1, "{why}: one session");
+            let session = created.last().expect("a session");
+            assert_eq!(session.field("line_items[0][price]"), Some(price));
+            assert_eq!(session.field("client_reference_id"), Some("org_b"));
         }
+
+        // An origin nobody allowed: the page says why it has no plans, and a checkout it posts
+        // with the member's cookie (a `no-cors` fetch, which needs no preflight) is refused before
+        // any session is made.
+        let refused = view("stranger", format!("{stranger}/")).await;
         assert!(
-            page.contains(r#"<p id="billing-error" hidden=""></p>"#),
-            "{why}: an error shown in\n{page}"
+            refused.contains(r#"<p id="billing-error">Billing is unavailable: Failed to fetch</p>"#),
+            "the refusal is shown:\n{refused}"
         );
-
-        // The click posts the form; the browser follows the 303 to Checkout's page.
-        let sessions = s.stripe.checkout_sessions();
-        let profile = profiles.path().join("buy");
-        click_through(&chromium, &profile, &format!("{origin}/?buy={price}")).await;
-        let created = s.stripe.checkout_sessions();
-        assert_eq!(created.len(), sessions.len() + 1, "{why}: one session");
-        let session = created.last().expect("a session");
-        assert_eq!(session.field("line_items[0][price]"), Some(price));
-        assert_eq!(session.field("client_reference_id"), Some("org_b"));
+        assert!(!refused.contains("<h3>Team</h3>"), "{refused}");
+        let sessions = s.stripe.checkout_sessions().len();
+        let forged = view("forged", format!("{stranger}/?forge=price_credits")).await;
+        assert!(
+            forged.contains(r#"<p id="forged">posted</p>"#),
+            "the forged post was sent:\n{forged}"
+        );
+        assert_eq!(
+            s.stripe.checkout_sessions().len(),
+            sessions,
+            "no session for a refused origin"
+        );
     }
-
-    // An origin nobody allowed: the page says why it has no plans, and a checkout it posts
-    // with the member's cookie (a `no-cors` fetch, which needs no preflight) is refused before
-    // any session is made.
-    let refused = view("stranger", format!("{stranger}/")).await;
-    assert!(
-        refused.contains(r#"<p id="billing-error">Billing is unavailable: Failed to fetch</p>"#),
-        "the refusal is shown:\n{refused}"
-    );
-    assert!(!refused.contains("<h3>Team</h3>"), "{refused}");
-    let sessions = s.stripe.checkout_sessions().len();
-    let forged = view("forged", format!("{stranger}/?forge=price_credits")).await;
-    assert!(
-        forged.contains(r#"<p id="forged">posted</p>"#),
-        "the forged post was sent:\n{forged}"
-    );
-    assert_eq!(
-        s.stripe.checkout_sessions().len(),
-        sessions,
-        "no session for a refused origin"
-    );
 }
 
 /// Headless, and quiet: without the background-networking flags Chromium keeps trying to reach

@@ -338,26 +338,28 @@ async fn header_names_in_the_openapi_document_have_their_canonical_case() {
     }
 }
 
-#[tokio::test]
-async fn the_committed_openapi_document_passes_an_independent_validator() {
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/openapi.json");
-    let output = std::process::Command::new("python3")
-        .args(["-m", "openapi_spec_validator", spec])
-        .output();
-    let require = "BILLING_SYNC_TEST_REQUIRE_OPENAPI_VALIDATOR";
-    match output {
-        Ok(output) if output.status.success() => {
-            assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
+billing_sync_testkit::tool_test! {
+    #[tokio::test]
+    async fn the_committed_openapi_document_passes_an_independent_validator() {
+        let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/openapi.json");
+        let output = std::process::Command::new("python3")
+            .args(["-m", "openapi_spec_validator", spec])
+            .output();
+        let require = "BILLING_SYNC_TEST_REQUIRE_OPENAPI_VALIDATOR";
+        match output {
+            Ok(output) if output.status.success() => {
+                assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
+            }
+            Ok(output) if String::from_utf8_lossy(&output.stderr).contains("No module named") => {
+                support::missing("openapi-spec-validator: python3 cannot import it", require);
+            }
+            Ok(output) => panic!(
+                "openapi/openapi.json does not validate:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(err) => support::missing(&format!("python3 ({err})"), require),
         }
-        Ok(output) if String::from_utf8_lossy(&output.stderr).contains("No module named") => {
-            support::missing("openapi-spec-validator: python3 cannot import it", require);
-        }
-        Ok(output) => panic!(
-            "openapi/openapi.json does not validate:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(err) => support::missing(&format!("python3 ({err})"), require),
     }
 }
 

@@ -46,96 +46,98 @@ print(json.dumps({
 }))
 "#;
 
-#[tokio::test]
-async fn the_generated_python_client_imports_and_calls_every_kind_of_operation() {
-    let Some(generator) = support::tool(
-        "openapi-python-client",
-        "BILLING_SYNC_TEST_REQUIRE_PYTHON_CLIENT",
-    ) else {
-        return;
-    };
-    let workdir = tempfile::tempdir().expect("a directory for the generated client");
-    let config = workdir.path().join("config.yaml");
-    // No formatting hooks: the generated code is imported, not read.
-    std::fs::write(&config, "post_hooks: []\n").expect("write the generator's configuration");
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json");
-    let generated = tokio::process::Command::new(&generator)
-        .args(["generate", "--meta", "none", "--path"])
-        .arg(&spec)
-        .arg("--config")
-        .arg(&config)
-        .current_dir(workdir.path())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run openapi-python-client");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&generated.stdout),
-        String::from_utf8_lossy(&generated.stderr)
-    );
-    assert!(generated.status.success(), "{said}");
-    assert!(
-        !said.to_ascii_lowercase().contains("warning"),
-        "the generator took the document cleanly:\n{said}"
-    );
-
-    let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
-    let s = setup(&db, &[], &[]).await;
-    sync_catalog(&s.server, support::now() - 3_600).await;
-    member(&s.server, "org_py", "user_py", "org:admin").await;
-    let python = generator.with_file_name("python3");
-    let run = tokio::process::Command::new(&python)
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(s.server.base_url.trim_end_matches('/'))
-        .arg(token("user_py", Some(("org_py", "admin"))))
-        .current_dir(workdir.path())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run the generated client");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let answers: Value = serde_json::from_slice(&run.stdout).expect("the script's JSON");
-
-    let imported = answers["imported"].as_array().expect("modules");
-    for module in [
-        "billing_sync_client.api.payment.checkout",
-        "billing_sync_client.api.payment.create_checkout_session",
-        "billing_sync_client.api.credits_.consume_credits",
-    ] {
-        assert!(
-            imported.iter().any(|name| name == module),
-            "{module} in {imported:?}"
+billing_sync_testkit::tool_test! {
+    #[tokio::test]
+    async fn the_generated_python_client_imports_and_calls_every_kind_of_operation() {
+        let Some(generator) = support::tool(
+            "openapi-python-client",
+            "BILLING_SYNC_TEST_REQUIRE_PYTHON_CLIENT",
+        ) else {
+            return;
+        };
+        let workdir = tempfile::tempdir().expect("a directory for the generated client");
+        let config = workdir.path().join("config.yaml");
+        // No formatting hooks: the generated code is imported, not read.
+        std::fs::write(&config, "post_hooks: []\n").expect("write the generator's configuration");
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json");
+        let generated = tokio::process::Command::new(&generator)
+            .args(["generate", "--meta", "none", "--path"])
+            .arg(&spec)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(workdir.path())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run openapi-python-client");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&generated.stdout),
+            String::from_utf8_lossy(&generated.stderr)
         );
-    }
-    assert_eq!(answers["products"][0], "Credits", "{answers}");
-    assert!(
-        answers["session_url"]
-            .as_str()
-            .is_some_and(|url| url.starts_with("https://checkout.stripe.com/")),
-        "{answers}"
-    );
-    assert_eq!(answers["form_status"], 303, "{answers}");
-    assert!(
-        answers["form_location"]
-            .as_str()
-            .is_some_and(|url| url.starts_with("https://checkout.stripe.com/")),
-        "{answers}"
-    );
-    assert_eq!(answers["refused"], "VALIDATION_ERROR", "{answers}");
+        assert!(generated.status.success(), "{said}");
+        assert!(
+            !said.to_ascii_lowercase().contains("warning"),
+            "the generator took the document cleanly:\n{said}"
+        );
 
-    // What the client sent: JSON for the call, a form for the form's post.
-    let sent = s.stripe.checkout_sessions();
-    assert_eq!(sent.len(), 2, "two sessions: {sent:?}");
-    assert_eq!(
-        sent[0].field("line_items[0][price]"),
-        Some("price_team_monthly")
-    );
-    assert_eq!(sent[0].field("line_items[0][quantity]"), Some("2"));
-    assert_eq!(sent[1].field("line_items[0][price]"), Some("price_credits"));
+        let db = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+        let s = setup(&db, &[], &[]).await;
+        sync_catalog(&s.server, support::now() - 3_600).await;
+        member(&s.server, "org_py", "user_py", "org:admin").await;
+        let python = generator.with_file_name("python3");
+        let run = tokio::process::Command::new(&python)
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(s.server.base_url.trim_end_matches('/'))
+            .arg(token("user_py", Some(("org_py", "admin"))))
+            .current_dir(workdir.path())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run the generated client");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let answers: Value = serde_json::from_slice(&run.stdout).expect("the script's JSON");
+
+        let imported = answers["imported"].as_array().expect("modules");
+        for module in [
+            "billing_sync_client.api.payment.checkout",
+            "billing_sync_client.api.payment.create_checkout_session",
+            "billing_sync_client.api.credits_.consume_credits",
+        ] {
+            assert!(
+                imported.iter().any(|name| name == module),
+                "{module} in {imported:?}"
+            );
+        }
+        assert_eq!(answers["products"][0], "Credits", "{answers}");
+        assert!(
+            answers["session_url"]
+                .as_str()
+                .is_some_and(|url| url.starts_with("https://checkout.stripe.com/")),
+            "{answers}"
+        );
+        assert_eq!(answers["form_status"], 303, "{answers}");
+        assert!(
+            answers["form_location"]
+                .as_str()
+                .is_some_and(|url| url.starts_with("https://checkout.stripe.com/")),
+            "{answers}"
+        );
+        assert_eq!(answers["refused"], "VALIDATION_ERROR", "{answers}");
+
+        // What the client sent: JSON for the call, a form for the form's post.
+        let sent = s.stripe.checkout_sessions();
+        assert_eq!(sent.len(), 2, "two sessions: {sent:?}");
+        assert_eq!(
+            sent[0].field("line_items[0][price]"),
+            Some("price_team_monthly")
+        );
+        assert_eq!(sent[0].field("line_items[0][quantity]"), Some("2"));
+        assert_eq!(sent[1].field("line_items[0][price]"), Some("price_credits"));
+    }
 }

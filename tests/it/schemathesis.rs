@@ -58,105 +58,107 @@ include-operation-id = ["grantCredits"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_answer_conforms_to_the_served_spec() {
-    let _load = support::one_load_at_a_time().await;
-    let Some(schemathesis) =
-        support::tool("schemathesis", "BILLING_SYNC_TEST_REQUIRE_SCHEMATHESIS")
-    else {
-        return;
-    };
-    let db = TestDatabase::create(Backend::Sqlite)
-        .await
-        .expect("SQLite is always available");
-    let key = SigningKey::generate("ins_schemathesis");
-    let jwks = JwksStandIn::start(&[&key]).await;
-    let stripe = StripeStandIn::start(&[]).await;
-    // One credential for every operation: the session token is also the app backend's API key
-    // (schemathesis sends one `Authorization` header).
-    let token = key.sign(
-        &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
-        "exp": now() + 900, "iss": jwks.issuer, "sid": "sess_st",
-        "o": {"id": "org_st", "rol": "admin"}}),
-    );
-    let server = Server::start(
-        &db.url,
-        &[
-            ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
-            ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
-            ("STRIPE_SECRET_KEY", "sk_test_schemathesis"),
-            ("STRIPE_API_BASE", stripe.base_url.as_str()),
-            ("CLERK_JWKS_URL", jwks.url.as_str()),
-            ("APP_BASE_URL", "https://app.example.com"),
-            ("BILLING_API_KEYS", token.as_str()),
+billing_sync_testkit::tool_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_answer_conforms_to_the_served_spec() {
+        let _load = support::one_load_at_a_time().await;
+        let Some(schemathesis) =
+            support::tool("schemathesis", "BILLING_SYNC_TEST_REQUIRE_SCHEMATHESIS")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(Backend::Sqlite)
+            .await
+            .expect("SQLite is always available");
+        let key = SigningKey::generate("ins_schemathesis");
+        let jwks = JwksStandIn::start(&[&key]).await;
+        let stripe = StripeStandIn::start(&[]).await;
+        // One credential for every operation: the session token is also the app backend's API key
+        // (schemathesis sends one `Authorization` header).
+        let token = key.sign(
+            &json!({"sub": "user_st", "iat": now() - 10, "nbf": now() - 10,
+            "exp": now() + 900, "iss": jwks.issuer, "sid": "sess_st",
+            "o": {"id": "org_st", "rol": "admin"}}),
+        );
+        let server = Server::start(
+            &db.url,
+            &[
+                ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
+                ("CLERK_WEBHOOK_SECRET", CLERK_WEBHOOK_SECRET),
+                ("STRIPE_SECRET_KEY", "sk_test_schemathesis"),
+                ("STRIPE_API_BASE", stripe.base_url.as_str()),
+                ("CLERK_JWKS_URL", jwks.url.as_str()),
+                ("APP_BASE_URL", "https://app.example.com"),
+                ("BILLING_API_KEYS", token.as_str()),
+                (
+                    "STRIPE_CLIENT_REFERENCE_SECRET",
+                    "a-schemathesis-client-reference-secret",
+                ),
+            ],
+        )
+        .await;
+
+        // A member of an organization with a Stripe customer: valid credentials reach the 302.
+        support::add_member(&server, CLERK_WEBHOOK_SECRET, "org_st", "user_st").await;
+        support::checkout(&server, STRIPE_WEBHOOK_SECRET, "cus_st", "org_st").await;
+        // A catalog, so the plans have content and a checkout for its one-time price can succeed.
+        for (n, (event_type, object)) in [
             (
-                "STRIPE_CLIENT_REFERENCE_SECRET",
-                "a-schemathesis-client-reference-secret",
+                "product.created",
+                json!({"id": "prod_st", "object": "product", "active": true, "name": "Credits",
+                       "marketing_features": [{"name": "Fast"}], "livemode": false}),
             ),
-        ],
-    )
-    .await;
+            (
+                "price.created",
+                json!({"id": "price_st", "object": "price", "active": true, "currency": "eur",
+                       "unit_amount": 1000, "product": "prod_st", "type": "one_time",
+                       "recurring": null, "livemode": false}),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body = serde_json::to_vec(&json!({"id": format!("evt_st_catalog_{n}"),
+                "object": "event", "type": event_type, "created": now(), "livemode": false,
+                "data": {"object": object}}))
+            .expect("JSON");
+            let signature = support::stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body);
+            let response = support::post_stripe(&server, &body, Some(signature)).await;
+            assert_eq!(response.status(), 200, "{event_type}");
+        }
 
-    // A member of an organization with a Stripe customer: valid credentials reach the 302.
-    support::add_member(&server, CLERK_WEBHOOK_SECRET, "org_st", "user_st").await;
-    support::checkout(&server, STRIPE_WEBHOOK_SECRET, "cus_st", "org_st").await;
-    // A catalog, so the plans have content and a checkout for its one-time price can succeed.
-    for (n, (event_type, object)) in [
-        (
-            "product.created",
-            json!({"id": "prod_st", "object": "product", "active": true, "name": "Credits",
-                   "marketing_features": [{"name": "Fast"}], "livemode": false}),
-        ),
-        (
-            "price.created",
-            json!({"id": "price_st", "object": "price", "active": true, "currency": "eur",
-                   "unit_amount": 1000, "product": "prod_st", "type": "one_time",
-                   "recurring": null, "livemode": false}),
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let body = serde_json::to_vec(&json!({"id": format!("evt_st_catalog_{n}"),
-            "object": "event", "type": event_type, "created": now(), "livemode": false,
-            "data": {"object": object}}))
-        .expect("JSON");
-        let signature = support::stripe_signature(STRIPE_WEBHOOK_SECRET, now(), &body);
-        let response = support::post_stripe(&server, &body, Some(signature)).await;
-        assert_eq!(response.status(), 200, "{event_type}");
+        let report = tempfile::tempdir().expect("a report directory");
+        let config = report.path().join("schemathesis.toml");
+        std::fs::write(&config, CONFIG).expect("write the schemathesis configuration");
+        let output = tokio::process::Command::new(schemathesis)
+            .arg("--config-file")
+            .arg(&config)
+            .arg("run")
+            .arg(server.url("/api/v1/openapi.json"))
+            .args(["--checks", "all", "--max-redirects", "0", "--workers", "1"])
+            .args(["--max-examples", "40", "--seed", "20261122", "--no-color"])
+            .args(["--generation-database", "none"])
+            .arg("--header")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg("--report-dir")
+            .arg(report.path())
+            // Its caches go to the temporary directory, not the source tree.
+            .current_dir(report.path())
+            .env("SCHEMATHESIS_TELEMETRY", "false")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run schemathesis");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        eprintln!("{stdout}");
+        assert!(
+            output.status.success(),
+            "schemathesis found answers that do not conform to the spec:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !stripe.received().is_empty(),
+            "schemathesis reached the 302 path with valid credentials"
+        );
     }
-
-    let report = tempfile::tempdir().expect("a report directory");
-    let config = report.path().join("schemathesis.toml");
-    std::fs::write(&config, CONFIG).expect("write the schemathesis configuration");
-    let output = tokio::process::Command::new(schemathesis)
-        .arg("--config-file")
-        .arg(&config)
-        .arg("run")
-        .arg(server.url("/api/v1/openapi.json"))
-        .args(["--checks", "all", "--max-redirects", "0", "--workers", "1"])
-        .args(["--max-examples", "40", "--seed", "20261122", "--no-color"])
-        .args(["--generation-database", "none"])
-        .arg("--header")
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg("--report-dir")
-        .arg(report.path())
-        // Its caches go to the temporary directory, not the source tree.
-        .current_dir(report.path())
-        .env("SCHEMATHESIS_TELEMETRY", "false")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run schemathesis");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        output.status.success(),
-        "schemathesis found answers that do not conform to the spec:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        !stripe.received().is_empty(),
-        "schemathesis reached the 302 path with valid credentials"
-    );
 }

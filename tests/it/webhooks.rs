@@ -552,75 +552,77 @@ async fn the_shared_stripe_fixtures_tell_their_story_in_any_order(db: TestDataba
     assert_eq!(subscription.items[0]["product_id"], "prod_QXg1hqf4jFNsqG");
 }
 
-/// Stripe bodies are read sparsely (the envelope and the fields the projections read); every
-/// shared fixture must project exactly as its whole tree does: the events as they are, and each
-/// object of Stripe's OpenAPI fixtures inside an event of every type that carries it.
-#[test]
-fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
-    use billing_sync_projection::{Projection, stripe_event, stripe_event_from_tree};
-    let Some(events) = shared_fixtures("stripe") else {
-        return;
-    };
-    let objects_file = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/stripe-openapi-fixtures3.objects.json"
-    ));
-    let objects: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&objects_file).expect("the objects fixture"))
-            .expect("JSON");
-    let mut bodies: Vec<(String, Vec<u8>)> = events;
-    for (kind, types) in [
-        (
-            "customer",
-            &["customer.created", "customer.updated", "customer.deleted"][..],
-        ),
-        ("deleted_customer", &["customer.deleted"][..]),
-        (
-            "subscription",
-            &[
-                "customer.subscription.created",
-                "customer.subscription.updated",
-                "customer.subscription.deleted",
-            ][..],
-        ),
-        ("checkout.session", &["checkout.session.completed"][..]),
-    ] {
-        for event_type in types {
-            let event = json!({"id": format!("evt_{kind}"), "object": "event",
-                "api_version": "2026-07-29.dahlia", "created": 1_700_000_000, "livemode": false,
-                "type": event_type, "data": {"object": objects[kind]}});
-            bodies.push((
-                format!("{kind} as {event_type}"),
-                serde_json::to_vec_pretty(&event).expect("JSON"),
-            ));
+billing_sync_testkit::fixtures_test! {
+    /// Stripe bodies are read sparsely (the envelope and the fields the projections read); every
+    /// shared fixture must project exactly as its whole tree does: the events as they are, and each
+    /// object of Stripe's OpenAPI fixtures inside an event of every type that carries it.
+    #[test]
+    fn every_shared_stripe_fixture_projects_the_same_read_sparsely_as_whole() {
+        use billing_sync_projection::{Projection, stripe_event, stripe_event_from_tree};
+        let Some(events) = shared_fixtures("stripe") else {
+            return;
+        };
+        let objects_file = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/stripe-openapi-fixtures3.objects.json"
+        ));
+        let objects: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&objects_file).expect("the objects fixture"))
+                .expect("JSON");
+        let mut bodies: Vec<(String, Vec<u8>)> = events;
+        for (kind, types) in [
+            (
+                "customer",
+                &["customer.created", "customer.updated", "customer.deleted"][..],
+            ),
+            ("deleted_customer", &["customer.deleted"][..]),
+            (
+                "subscription",
+                &[
+                    "customer.subscription.created",
+                    "customer.subscription.updated",
+                    "customer.subscription.deleted",
+                ][..],
+            ),
+            ("checkout.session", &["checkout.session.completed"][..]),
+        ] {
+            for event_type in types {
+                let event = json!({"id": format!("evt_{kind}"), "object": "event",
+                    "api_version": "2026-07-29.dahlia", "created": 1_700_000_000, "livemode": false,
+                    "type": event_type, "data": {"object": objects[kind]}});
+                bodies.push((
+                    format!("{kind} as {event_type}"),
+                    serde_json::to_vec_pretty(&event).expect("JSON"),
+                ));
+            }
         }
-    }
-    let projection = Projection {
-        stripe_org_metadata_key: "organization_id".into(),
-        client_reference_key: None,
-    };
-    for (name, body) in &bodies {
-        let sparse = stripe_event(body).expect("an event");
-        let whole = stripe_event_from_tree(body).expect("an event");
-        assert!(
-            sparse.object_text.is_some() || name.starts_with("invoice."),
-            "{name}: not read sparsely"
-        );
-        assert_eq!(
-            (&sparse.event_id, &sparse.event_type, sparse.event_created),
-            (&whole.event_id, &whole.event_type, whole.event_created),
-            "{name}"
-        );
-        assert_eq!(
-            (&sparse.api_version, sparse.livemode),
-            (&whole.api_version, whole.livemode),
-            "{name}"
-        );
-        assert_eq!(
-            projection.plan(&sparse),
-            projection.plan(&whole),
-            "{name}: the sparse reading projects otherwise"
-        );
+        let projection = Projection {
+            stripe_org_metadata_key: "organization_id".into(),
+            client_reference_key: None,
+        };
+        for (name, body) in &bodies {
+            let sparse = stripe_event(body).expect("an event");
+            let whole = stripe_event_from_tree(body).expect("an event");
+            assert!(
+                sparse.object_text.is_some() || name.starts_with("invoice."),
+                "{name}: not read sparsely"
+            );
+            assert_eq!(
+                (&sparse.event_id, &sparse.event_type, sparse.event_created),
+                (&whole.event_id, &whole.event_type, whole.event_created),
+                "{name}"
+            );
+            assert_eq!(
+                (&sparse.api_version, sparse.livemode),
+                (&whole.api_version, whole.livemode),
+                "{name}"
+            );
+            assert_eq!(
+                projection.plan(&sparse),
+                projection.plan(&whole),
+                "{name}: the sparse reading projects otherwise"
+            );
+        }
     }
 }
 

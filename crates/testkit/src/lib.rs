@@ -155,6 +155,64 @@ macro_rules! postgres_test {
     };
 }
 
+/// A test of the Python tools and Chromium that `./scripts/test` installs, as this build runs
+/// it: as written in the script's build, ignored, saying what it needs, in any other (see
+/// `build.rs`).
+#[cfg(not(billing_sync_tools))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! tool_test {
+    ($(#[$attr:meta])* async fn $($rest:tt)*) => {
+        $(#[$attr])*
+        #[ignore = "needs the Python tools and Chromium that ./scripts/test installs: run it"]
+        async fn $($rest)*
+    };
+    ($(#[$attr:meta])* fn $($rest:tt)*) => {
+        $(#[$attr])*
+        #[ignore = "needs the Python tools and Chromium that ./scripts/test installs: run it"]
+        fn $($rest)*
+    };
+}
+
+/// See the other `tool_test`.
+#[cfg(billing_sync_tools)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! tool_test {
+    ($($item:tt)*) => {
+        $($item)*
+    };
+}
+
+/// A test of the shared provider fixtures (`../shared/fixtures` beside the repository, or
+/// `BILLING_SYNC_FIXTURES`), as this build runs it: ignored, saying what it needs, in a build
+/// that found none (see `build.rs`).
+#[cfg(not(billing_sync_fixtures))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! fixtures_test {
+    ($(#[$attr:meta])* async fn $($rest:tt)*) => {
+        $(#[$attr])*
+        #[ignore = "needs the shared fixtures: ../shared/fixtures beside the repository, or BILLING_SYNC_FIXTURES"]
+        async fn $($rest)*
+    };
+    ($(#[$attr:meta])* fn $($rest:tt)*) => {
+        $(#[$attr])*
+        #[ignore = "needs the shared fixtures: ../shared/fixtures beside the repository, or BILLING_SYNC_FIXTURES"]
+        fn $($rest)*
+    };
+}
+
+/// See the other `fixtures_test`.
+#[cfg(billing_sync_fixtures)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! fixtures_test {
+    ($($item:tt)*) => {
+        $($item)*
+    };
+}
+
 /// A text description of every table, column and index, to compare two schemas.
 pub async fn schema_fingerprint(db: &impl ConnectionTrait) -> Vec<String> {
     let backend = db.get_database_backend();
