@@ -12,8 +12,9 @@ use super::app_webhook::AppWebhook;
 use super::svix_api::SvixApi;
 use super::{LEASE, keep_working, lease_token, next_attempt, unix_now};
 
-/// Events leased at a time (each of another organization), sent concurrently.
-const BATCH: u64 = 16;
+/// Events leased at a time (each of another organization), sent concurrently: the receiver
+/// must take that many requests at once (docs/billing-flows-out.md).
+const BATCH: u64 = 64;
 
 /// Where the billing events go.
 pub enum EventDestination {
