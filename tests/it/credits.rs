@@ -460,6 +460,31 @@ async fn a_key_spends_once_and_bad_requests_change_nothing(db: TestDatabase) {
             "{refused}"
         );
     }
+    // A missing or mistyped field is named (the message said only `Expected input type
+    // "string", found null`, of no field).
+    for (body, named) in [
+        (
+            json!({"organization_id": "org_k", "amount": 1}),
+            "`idempotency_key` is required",
+        ),
+        (
+            json!({"organization_id": "org_k", "amount": "1", "idempotency_key": "typed"}),
+            "`amount` must be an integer",
+        ),
+        (
+            json!({"amount": 1, "idempotency_key": "nameless", "organization_id": null}),
+            "`organization_id` is required",
+        ),
+    ] {
+        let (status, refused) = post(server, CONSUME, Some(API_KEY), body.clone()).await;
+        assert_eq!(status, 400, "{body}: {refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(named)),
+            "{body}: {refused}"
+        );
+    }
     assert_eq!(ledger(server, "org_k").await.0, 7, "nothing written");
     let valid = json!({"organization_id": "org_k", "amount": 1, "idempotency_key": "auth"});
     for key in [

@@ -9,6 +9,7 @@ use poem_openapi::{Object, SecurityScheme, Tags};
 
 use crate::access::AccessError;
 use crate::auth::AuthError;
+use crate::request_fields::RequestFields;
 
 /// The tag of the payment operations.
 #[derive(Tags)]
@@ -239,9 +240,12 @@ fn unauthorized(path: &str) -> poem::Response {
 }
 
 /// `endpoint` with the framework's own refusals (no token, an unreadable body or parameter)
-/// answered in the documented error format.
+/// answered in the documented error format; a JSON body it refused is named field by field
+/// against `fields`, the request schemas of the OpenAPI document (the bodies are bounded
+/// before they get here: see `BoundedBodies`).
 pub fn with_documented_errors(
     endpoint: impl poem::Endpoint + 'static,
+    fields: std::sync::Arc<RequestFields>,
 ) -> impl poem::Endpoint + 'static {
     use poem::{Endpoint, EndpointExt};
     use poem_openapi::error::{
@@ -254,18 +258,52 @@ pub fn with_documented_errors(
                 .extension(NoCredentials)
                 .finish()
         })
-        .catch_error(|err: ParseRequestPayloadError| unreadable_request(err))
+        .catch_error(|err: ParseRequestPayloadError| async move {
+            let mut response = unreadable_request(&err).await;
+            response
+                .extensions_mut()
+                .insert(PayloadRefused(err.to_string()));
+            response
+        })
         .catch_error(|err: ContentTypeError| unreadable_request(err))
         .catch_error(|err: ParseParamError| unreadable_request(err))
-        .around(|endpoint, request| async move {
-            let path = request.uri().path().to_owned();
-            let response = endpoint.get_response(request).await;
-            if response.extensions().get::<NoCredentials>().is_some() {
-                return Ok(unauthorized(&path));
+        .around(move |endpoint, mut request| {
+            let fields = fields.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                let is_json = request
+                    .content_type()
+                    .is_some_and(|kind| kind.contains("json"));
+                let body = if is_json {
+                    let body = request.take_body().into_bytes().await?;
+                    request.set_body(body.clone());
+                    Some(body)
+                } else {
+                    None
+                };
+                let response = endpoint.get_response(request).await;
+                if response.extensions().get::<NoCredentials>().is_some() {
+                    return Ok(unauthorized(&path));
+                }
+                if let (Some(PayloadRefused(refusal)), Some(body)) =
+                    (response.extensions().get::<PayloadRefused>(), body)
+                    && let Some(wrong) = fields.explain(refusal, &body)
+                {
+                    return Ok(json_error(
+                        poem::http::StatusCode::BAD_REQUEST,
+                        "VALIDATION_ERROR",
+                        &format!("The request could not be read: {wrong}."),
+                    ));
+                }
+                Ok(response)
             }
-            Ok(response)
         })
 }
+
+/// Marks the framework's refusal of a request body, with its message: the fields are named
+/// once the body is known.
+#[derive(Clone, Debug)]
+struct PayloadRefused(String);
 
 /// Marks the framework's refusal of a request without credentials, answered by [`unauthorized`]
 /// once its path is known.

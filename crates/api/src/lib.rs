@@ -10,6 +10,7 @@ pub mod http;
 pub mod plans;
 pub mod portal;
 mod probes;
+pub mod request_fields;
 
 use std::collections::HashMap;
 use std::sync::Arc;

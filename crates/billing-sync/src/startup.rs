@@ -103,6 +103,11 @@ impl App {
         // The document and the docs page are served from one shared copy each: an answer
         // a client does not read costs a reference, not a megabyte and a half.
         let document = bytes::Bytes::from(billing_sync_api::openapi_document(&api));
+        let request_fields = Arc::new(
+            billing_sync_api::request_fields::RequestFields::from_document(
+                &String::from_utf8_lossy(&document),
+            ),
+        );
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
                 .content_type("application/json; charset=utf-8")
@@ -137,7 +142,7 @@ impl App {
             .nest("/docs", docs)
             .nest(
                 "/",
-                http::with_documented_errors(api.into_endpoint())
+                http::with_documented_errors(api.into_endpoint(), request_fields)
                     .with_if(
                         !self.cors_allowed_origins.is_empty(),
                         cors::Policy::new(&self.cors_allowed_origins),
