@@ -19,14 +19,22 @@ use crate::state::{
 
 /// The kinds of object the projections read, each carried by its own event types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Carried {
+pub enum Carried {
+    /// `customer.*`.
     Customer,
+    /// `checkout.session.*`.
     CheckoutSession,
+    /// `customer.subscription.*`.
     Subscription,
+    /// `product.*`.
     Product,
+    /// `price.*`.
     Price,
+    /// `entitlements.active_entitlement_summary.updated`.
     EntitlementSummary,
+    /// `invoice.paid`.
     Invoice,
+    /// `charge.refunded`.
     Charge,
 }
 
@@ -81,7 +89,7 @@ pub fn projected_event_types() -> impl Iterator<Item = &'static str> {
 
 impl Carried {
     /// The kind of object an event of `event_type` carries, if a projection reads it.
-    fn by(event_type: &str) -> Option<Carried> {
+    pub fn by(event_type: &str) -> Option<Carried> {
         PROJECTED
             .iter()
             .find(|(projected, _)| *projected == event_type)

@@ -123,13 +123,13 @@ fn access_of(user_id: &str, organization_id: &str, issued_at: DateTime<Utc>) -> 
         .expr(Expr::val(1))
         .from(organizations::Entity)
         .and_where(Expr::col(organizations::Column::Id).eq(organization_id))
-        .and_where(Expr::col(organizations::Column::DeletedAt).is_not_null())
+        .and_where(crate::sync::is_tombstone(organizations::Column::DeletedAt))
         .to_owned();
     let user_deleted = Query::select()
         .expr(Expr::val(1))
         .from(users::Entity)
         .and_where(Expr::col(users::Column::Id).eq(user_id))
-        .and_where(Expr::col(users::Column::DeletedAt).is_not_null())
+        .and_where(crate::sync::is_tombstone(users::Column::DeletedAt))
         .to_owned();
     let membership_removed = Query::select()
         .expr(Expr::val(1))

@@ -38,6 +38,14 @@ fn deleted_ids<E: EntityTrait>(entity: E, id: E::Column, deleted_at: E::Column) 
     Query::select()
         .column(id)
         .from(entity)
-        .and_where(Expr::col(deleted_at).is_not_null())
+        .and_where(is_tombstone(deleted_at))
         .to_owned()
+}
+
+/// Whether a synced row is a tombstone (the source deleted it; rows are never removed): the
+/// one statement of the rule, for every query that must tell.
+pub(crate) fn is_tombstone(
+    deleted_at: impl sea_orm::sea_query::IntoColumnRef,
+) -> sea_orm::sea_query::SimpleExpr {
+    Expr::col(deleted_at).is_not_null()
 }

@@ -1,5 +1,7 @@
 //! Replay: a recorded event applied again, after a fix, through the same projections and
-//! ordering rules as its live delivery (and the same Stripe reads), its ledger status updated.
+//! ordering rules as its live delivery, its ledger status updated. Of the Stripe reads a live
+//! delivery may make, a replay makes the line items' (a purchase is only there), not the
+//! refetch: it applies the payload as recorded.
 
 use billing_sync_projection::{Projection, Provider, clerk_event, stripe_event};
 use billing_sync_store::entities::webhook_events;

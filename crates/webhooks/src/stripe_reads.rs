@@ -1,7 +1,10 @@
 //! What Stripe's API adds to an event before it is applied: the current state of its customer
-//! or subscription (`STRIPE_REFETCH_OBJECTS`), and the line items of a checkout session whose
-//! purchase is only there. Live ingestion and replay read them alike.
+//! or subscription (`STRIPE_REFETCH_OBJECTS`, live deliveries only: a replay applies the
+//! recorded payload, which the ordering rules place), and the line items of a checkout session
+//! whose purchase is only there (live deliveries and replays alike: without them the purchase
+//! cannot be known).
 
+use billing_sync_projection::stripe::Carried;
 use billing_sync_projection::{NewEvent, Plan, Projection, Seen};
 use billing_sync_stripe_api::{StripeClient, StripeError};
 use billing_sync_upstream::RetryPolicy;
@@ -17,11 +20,9 @@ pub(crate) async fn refetched(
     projection: &Projection,
     fetched_at: i64,
 ) -> Result<Option<Plan>, StripeError> {
-    let is_customer = matches!(
-        event.event_type.as_str(),
-        "customer.created" | "customer.updated" | "customer.deleted"
-    );
-    let is_subscription = event.event_type.starts_with("customer.subscription.");
+    let carried = Carried::by(&event.event_type);
+    let is_customer = carried == Some(Carried::Customer);
+    let is_subscription = carried == Some(Carried::Subscription);
     let id = event
         .payload
         .get("data")
@@ -73,10 +74,7 @@ pub(crate) async fn line_items_plan(
     event: &NewEvent,
     projection: &Projection,
 ) -> Result<Option<Plan>, StripeError> {
-    if !matches!(
-        event.event_type.as_str(),
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded"
-    ) {
+    if Carried::by(&event.event_type) != Some(Carried::CheckoutSession) {
         return Ok(None);
     }
     let Some(session) = event

@@ -355,8 +355,9 @@ fn reservation(answer: Answer) -> Result<ReservationState, CreditsError> {
     }
 }
 
-/// The bounds every consume and grant is held to, stated once for the API's documentation and
-/// its checks.
+/// The bounds every consume, grant and reservation is held to, for callers that are not the
+/// HTTP API. The request schemas say them again as literals (poem-openapi's validator
+/// attributes take no constants); a test holds the document to these constants.
 fn check_request(
     organization_id: &str,
     amount: Amount,
@@ -386,4 +387,56 @@ fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Cr
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ID_LENGTH, MAX_REASON_LENGTH};
+    use billing_sync_credits::{MAX_AMOUNT, MAX_RESERVATION_SECONDS};
+
+    /// The committed OpenAPI document (which a test holds to the served one) says the same
+    /// bounds as the constants the checks use.
+    #[test]
+    fn the_documented_bounds_are_the_checked_ones() {
+        let document: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../openapi/openapi.json"
+        )))
+        .expect("the committed document");
+        let schemas = &document["components"]["schemas"];
+        let bound = |schema: &str, field: &str, bound: &str| {
+            schemas[schema]["properties"][field][bound]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{schema}.{field} has a {bound}"))
+        };
+        for schema in ["ConsumeRequest", "GrantRequest", "ReserveRequest"] {
+            assert_eq!(
+                bound(schema, "amount", "maximum"),
+                MAX_AMOUNT as f64,
+                "{schema}"
+            );
+            assert_eq!(bound(schema, "amount", "minimum"), 1.0, "{schema}");
+            for field in ["organization_id", "idempotency_key"] {
+                assert_eq!(bound(schema, field, "maxLength"), MAX_ID_LENGTH as f64);
+            }
+            assert_eq!(
+                bound(schema, "reason", "maxLength"),
+                MAX_REASON_LENGTH as f64
+            );
+        }
+        assert_eq!(
+            bound("CaptureRequest", "amount", "maximum"),
+            MAX_AMOUNT as f64
+        );
+        assert_eq!(
+            bound("ReserveRequest", "ttl_seconds", "maximum"),
+            MAX_RESERVATION_SECONDS as f64
+        );
+        for schema in ["CaptureRequest", "ReleaseRequest"] {
+            assert_eq!(
+                bound(schema, "organization_id", "maxLength"),
+                MAX_ID_LENGTH as f64
+            );
+        }
+    }
 }
