@@ -11,8 +11,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ParseFromJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 
+use crate::api_key::BillingApiKey;
 use crate::credits::Credits;
-use crate::credits::api::{Answer, BillingApiKey, answer};
+use crate::credits::api::{Answer, answer};
 use crate::http::{ApiTags, ErrorBody, NO_STORE, body};
 use crate::plans::api::BillingState;
 

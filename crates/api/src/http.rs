@@ -218,11 +218,11 @@ pub struct TokenMissing;
 /// (poem-openapi refuses it with `AuthorizationError` before the handler runs): the backend's
 /// operations ask for an API key, the others for a Clerk session.
 fn unauthorized(path: &str) -> poem::Response {
-    let backend = crate::credits::api::BACKEND_PATH_PREFIXES
+    let backend = crate::api_key::BACKEND_PATH_PREFIXES
         .iter()
         .any(|prefix| path.starts_with(prefix));
     let message = if backend {
-        crate::credits::api::API_KEY_REQUIRED
+        crate::api_key::API_KEY_REQUIRED
     } else {
         UNAUTHORIZED_MESSAGE
     };

@@ -3,6 +3,7 @@
 //! decide lives in the store, in [`access::Access`], [`portal::Portal`] and [`plans::Plans`].
 
 pub mod access;
+pub mod api_key;
 pub mod auth;
 pub mod credits;
 pub mod events;

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_sync_api::credits::api::{API_KEY_REQUIRED, WRITE_PATHS};
+use billing_sync_api::api_key::{API_KEY_REQUIRED, WRITE_PATHS};
 use billing_sync_api::credits::{Credits, CreditsError};
 use billing_sync_error_body::ErrorBody;
 use billing_sync_webhooks::body_budget::{

@@ -286,7 +286,7 @@ fn vary_on(response: &mut poem::Response, field: &'static str) {
 fn allowed_methods(path: &str) -> &'static str {
     if path.starts_with("/api/v1/webhooks/")
         || billing_sync_api::plans::api::CHECKOUT_PATHS.contains(&path)
-        || billing_sync_api::credits::api::WRITE_PATHS.contains(&path)
+        || billing_sync_api::api_key::WRITE_PATHS.contains(&path)
     {
         "POST"
     } else {

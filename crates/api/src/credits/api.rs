@@ -8,35 +8,17 @@ use billing_sync_credits::Kind;
 use billing_sync_store::credits::CreditStatement;
 use billing_sync_store::entities::{credit_grants, credit_transactions};
 use chrono::{DateTime, Utc};
-use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::text::Text;
 use super::{Credits, CreditsError, Recorded};
+use crate::api_key::{API_KEY_REQUIRED, BillingApiKey};
 use crate::http::{ApiTags, ClerkSession, ErrorBody, NO_STORE, Refusal, body, refusal};
 use crate::plans::Plans;
 use crate::plans::api::{BillingState, billing_state};
-
-/// The paths whose operations the app's backend calls with an API key: a request there with no
-/// key is told about API keys, not Clerk sessions.
-pub const BACKEND_PATH_PREFIXES: [&str; 2] = ["/api/v1/credits", "/api/v1/organizations/"];
-
-/// The paths of the ledger's writes, which take POST only (the operations below name them
-/// again: poem-openapi's attributes take literals).
-pub const WRITE_PATHS: [&str; 5] = [
-    "/api/v1/credits/consume",
-    "/api/v1/credits/grant",
-    "/api/v1/credits/reserve",
-    "/api/v1/credits/capture",
-    "/api/v1/credits/release",
-];
-
-/// The 401 message of the backend's operations.
-pub const API_KEY_REQUIRED: &str = "Authentication required: send one of the server's \
-     BILLING_API_KEYS as `Authorization: Bearer <key>`.";
 
 /// An organization's billing state as the app's backend reads it (`organizationBilling`), and
 /// as billing events carry it: the one place it is put together without a user session.
@@ -48,18 +30,6 @@ pub async fn organization_billing(
     let balance = credits.balance(organization_id).await?;
     let (caller, subscriptions) = plans.organization_state(organization_id).await?;
     Ok(billing_state(caller, subscriptions, balance))
-}
-
-/// An API key of `BILLING_API_KEYS`, sent by the app's backend as `Authorization: Bearer <key>`.
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer")]
-pub struct BillingApiKey(Bearer);
-
-impl BillingApiKey {
-    /// The key as sent.
-    pub fn token(&self) -> &str {
-        &self.0.token
-    }
 }
 
 /// Spend an organization's credits.
@@ -594,7 +564,7 @@ impl CreditsApi {
         key: BillingApiKey,
         request: Json<ConsumeRequest>,
     ) -> LedgerWriteResponse {
-        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+        if let Err(err) = self.credits.authenticate(Some(key.token())) {
             return recorded(Err(err), "consume");
         }
         let request = request.0;
@@ -625,7 +595,7 @@ impl CreditsApi {
         operation_id = "grantCredits"
     )]
     async fn grant(&self, key: BillingApiKey, request: Json<GrantRequest>) -> LedgerWriteResponse {
-        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+        if let Err(err) = self.credits.authenticate(Some(key.token())) {
             return recorded(Err(err), "grant");
         }
         let request = request.0;
@@ -669,7 +639,7 @@ impl CreditsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
     ) -> StatementResponse {
-        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+        if let Err(err) = self.credits.authenticate(Some(key.token())) {
             return answer(&err, "organization credits").into();
         }
         let limit = limit.0.unwrap_or(DEFAULT_PAGE);
@@ -702,7 +672,7 @@ impl CreditsApi {
         /// The Clerk organization (`org_…`).
         organization_id: Path<String>,
     ) -> OrganizationBillingResponse {
-        if let Err(err) = self.credits.authenticate(Some(&key.0.token)) {
+        if let Err(err) = self.credits.authenticate(Some(key.token())) {
             return answer(&err, "organization billing").into();
         }
         match organization_billing(&self.plans, &self.credits, &organization_id.0).await {

@@ -12,11 +12,11 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::api::{
-    Answer, BillingApiKey, CreditsErrorBody, RETRY_AFTER_SECONDS, answer, optional, time,
-    without_balance,
+    Answer, CreditsErrorBody, RETRY_AFTER_SECONDS, answer, optional, time, without_balance,
 };
 use super::text::Text;
 use super::{Credits, CreditsError, Held, ReservationState};
+use crate::api_key::BillingApiKey;
 use crate::http::ApiTags;
 
 /// Hold an organization's credits for work under way.
