@@ -10,11 +10,11 @@ use billing_sync_credits::{
 };
 use sea_orm::sea_query::{
     Expr, ExprTrait, OnConflict, PostgresQueryBuilder, Query, QueryStatementBuilder,
-    SelectStatement,
+    SelectStatement, UnionType,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -491,8 +491,8 @@ async fn load<'b>(
 
     // The reservations: every open one (what is due to expire, what is held: only an account
     // that holds something has any, so a batch of consumptions reads none), those a capture or
-    // release names, and those a repeated reserve's key made. Two statements, each on an index
-    // (the open ones' partial index, the primary key), rather than one whose `OR` would walk
+    // release names, and those a repeated reserve's key made. Two selects, each on an index
+    // (the open ones' partial index, the primary key), rather than one whose `OR` could walk
     // every reservation an organization ever made.
     let holding: Vec<&str> = ledgers
         .iter()
@@ -513,25 +513,37 @@ async fn load<'b>(
                 .flat_map(|ledger| ledger.answered.values().map(|answered| answered.sequence)),
         )
         .collect();
-    let mut rows = Vec::new();
+    let mut wanted: Vec<SelectStatement> = Vec::new();
     if !holding.is_empty() {
-        rows.extend(
+        wanted.push(
             reservations::Entity::find()
                 .filter(reservations::Column::OrganizationId.is_in(holding))
                 .filter(reservations::Column::Settlement.is_null())
-                .all(db)
-                .await?,
+                .into_query(),
         );
     }
     if !named.is_empty() {
-        rows.extend(
+        wanted.push(
             reservations::Entity::find()
                 .filter(reservations::Column::OrganizationId.is_in(organizations.iter().copied()))
                 .filter(reservations::Column::Number.is_in(named))
-                .all(db)
-                .await?,
+                .into_query(),
         );
     }
+    // Both in one round trip when both are wanted (a reservation in both comes twice: the
+    // second is the same row).
+    let rows = match wanted.pop() {
+        None => Vec::new(),
+        Some(mut statement) => {
+            for other in wanted {
+                statement.union(UnionType::All, other);
+            }
+            reservations::Entity::find()
+                .from_raw_sql(db.get_database_backend().build(&statement))
+                .all(db)
+                .await?
+        }
+    };
     for row in rows {
         let Some(ledger) = ledgers.get_mut(row.organization_id.as_str()) else {
             continue;
