@@ -155,12 +155,13 @@ async fn an_unreachable_database_fails_startup_naming_the_host_not_the_password(
 /// The README's "try it without accounts" path: `scripts/send-test-event` signs a customer event
 /// with a local secret, and the server records it as processed; the same body again is a
 /// duplicate, a byte changed after signing is refused, and a refusal is the script's failure.
+/// It also sends a sample catalog the plans page lists, a sample of a type, an event from a file.
 #[tokio::test]
 async fn the_readme_test_event_script_gets_a_first_processed_event() {
     let dir = tempfile::tempdir().expect("a directory");
     let url = format!("sqlite://{}", dir.path().join("try.db").display());
     let server = Server::start(&url, &[("STRIPE_WEBHOOK_SECRET", "whsec_local_try")]).await;
-    let send = |args: &'static [&'static str], secret: &'static str| {
+    let send = |args: &[&str], secret: &str| {
         tokio::process::Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../scripts/send-test-event"
@@ -201,6 +202,56 @@ async fn the_readme_test_event_script_gets_a_first_processed_event() {
             "{args:?}: {stderr}"
         );
     }
+
+    // A sample catalog through the same signed ingestion, which the public plans page then
+    // lists; a sample of another type; an event from a file; a type it has no sample of.
+    let catalog = send(&["--catalog"], "whsec_local_try")
+        .await
+        .expect("run scripts/send-test-event --catalog");
+    let stdout = String::from_utf8_lossy(&catalog.stdout);
+    assert!(catalog.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.matches(r#""status":"processed""#).count(),
+        4,
+        "{stdout}"
+    );
+    let plans = server.get_text("/api/v1/operations/payment/plans").await;
+    for name in [
+        "\"Pro\"",
+        "\"100 credits\"",
+        "price_try_pro_monthly",
+        "price_try_credits",
+    ] {
+        assert!(plans.contains(name), "{name} in {plans}");
+    }
+    let bought = send(&["--type", "checkout.session.completed"], "whsec_local_try")
+        .await
+        .expect("run scripts/send-test-event --type");
+    let stdout = String::from_utf8_lossy(&bought.stdout);
+    assert!(
+        bought.status.success() && stdout.contains(r#""status":"processed""#),
+        "{stdout}"
+    );
+    let file = dir.path().join("event.json");
+    std::fs::write(
+        &file,
+        r#"{"id":"evt_from_a_file","object":"event","type":"customer.updated","created":1796500000,"livemode":false,"data":{"object":{"id":"cus_try","object":"customer","metadata":{"organization_id":"org_try"}}}}"#,
+    )
+    .expect("write the event");
+    let path = file.display().to_string();
+    let from_file = send(&["--file", &path], "whsec_local_try")
+        .await
+        .expect("run scripts/send-test-event --file");
+    let stdout = String::from_utf8_lossy(&from_file.stdout);
+    assert!(
+        stdout.contains(r#""event_id":"evt_from_a_file""#),
+        "{stdout}"
+    );
+    let unknown = send(&["--type", "invoice.nothing"], "whsec_local_try")
+        .await
+        .expect("run scripts/send-test-event --type");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no sample of type"));
 }
 
 #[tokio::test]
