@@ -40,10 +40,12 @@ fn main() {
         // Its removal is noticed; its later arrival is not (set BILLING_SYNC_FIXTURES then).
         println!("cargo::rerun-if-changed={}", beside.display());
     }
-    if set("BILLING_SYNC_TEST_REQUIRE_FIXTURES")
-        || std::env::var_os("BILLING_SYNC_FIXTURES").is_some()
-        || beside.is_dir()
-    {
+    // The tests read BILLING_SYNC_FIXTURES when it is set, else the folder beside.
+    let found = match std::env::var_os("BILLING_SYNC_FIXTURES") {
+        Some(named) => std::path::Path::new(&named).is_dir(),
+        None => beside.is_dir(),
+    };
+    if set("BILLING_SYNC_TEST_REQUIRE_FIXTURES") || found {
         println!("cargo::rustc-cfg=billing_sync_fixtures");
     }
 }

@@ -101,9 +101,37 @@ async fn create_postgres_database(admin_url: &str) -> TestDatabase {
 }
 
 /// Runs each named `async fn(TestDatabase)` as two tests, `sqlite::NAME` and `postgres::NAME`,
-/// so that the test output shows which backend each ran on.
+/// so that the test output shows which backend each ran on. `needs_fixtures: …` names tests of
+/// the shared provider fixtures: both variants are built ignored without them (see
+/// [`fixtures_test`]).
 #[macro_export]
 macro_rules! each_backend {
+    (needs_fixtures: $($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                $crate::fixtures_test! {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        if let Some(db) = $crate::TestDatabase::create($crate::Backend::Sqlite).await {
+                            super::$test(db).await
+                        }
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                $crate::postgres_fixtures_test! {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        if let Some(db) = $crate::TestDatabase::create($crate::Backend::Postgres).await {
+                            super::$test(db).await
+                        }
+                    }
+                }
+            )*
+        }
+    };
     ($($test:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -210,6 +238,37 @@ macro_rules! fixtures_test {
 macro_rules! fixtures_test {
     ($($item:tt)*) => {
         $($item)*
+    };
+}
+
+/// A PostgreSQL test of the shared fixtures, as this build runs it: ignored, saying what it
+/// needs, unless the build has both (see [`postgres_test`] and [`fixtures_test`]).
+#[cfg(all(billing_sync_postgres, billing_sync_fixtures))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! postgres_fixtures_test {
+    ($($item:tt)*) => {
+        $($item)*
+    };
+}
+
+/// See the other `postgres_fixtures_test`.
+#[cfg(not(billing_sync_postgres))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! postgres_fixtures_test {
+    ($($item:tt)*) => {
+        $crate::postgres_test! { $($item)* }
+    };
+}
+
+/// See the other `postgres_fixtures_test`.
+#[cfg(all(billing_sync_postgres, not(billing_sync_fixtures)))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! postgres_fixtures_test {
+    ($($item:tt)*) => {
+        $crate::fixtures_test! { $($item)* }
     };
 }
 
