@@ -445,31 +445,51 @@ impl From<Answer> for OrganizationBillingResponse {
     }
 }
 
-fn recorded(
-    result: Result<Recorded, CreditsError>,
+impl Answer {
+    /// Its `outcome` in `billing_sync_credits_requests_total`: a conflict by its code.
+    fn outcome(&self) -> String {
+        match self {
+            Answer::BadRequest(_) => "validation_error".into(),
+            Answer::Unauthorized(_) => "unauthorized".into(),
+            Answer::NotFound(_) => "reservation_not_found".into(),
+            Answer::Conflict(conflict) => conflict.0.error.code.to_ascii_lowercase(),
+            Answer::Internal(_) => "internal_error".into(),
+            Answer::Unavailable(_) => "unavailable".into(),
+        }
+    }
+}
+
+/// The response of a ledger write (`operation`): `ok`'s of what it recorded, or its refusal's;
+/// either counted in `billing_sync_credits_requests_total` by its outcome (`recorded`, or the
+/// refusal's).
+pub(crate) fn counted<T, R: From<Answer>>(
+    result: Result<T, CreditsError>,
     operation: &'static str,
-) -> LedgerWriteResponse {
-    let response = match result {
-        Ok(recorded) => LedgerWriteResponse::Recorded(Json(LedgerEntry {
-            balance: recorded.balance,
-            transaction_id: recorded.transaction,
-        })),
-        Err(err) => answer(&err, operation).into(),
-    };
-    let outcome = match &response {
-        LedgerWriteResponse::Recorded(_) => "recorded",
-        LedgerWriteResponse::BadRequest(_) => "validation_error",
-        LedgerWriteResponse::Unauthorized(..) => "unauthorized",
-        LedgerWriteResponse::Conflict(conflict) => match conflict.0.balance {
-            Some(_) => "insufficient_credits",
-            None => "idempotency_key_reused",
-        },
-        LedgerWriteResponse::Internal(_) => "internal_error",
-        LedgerWriteResponse::Unavailable(..) => "unavailable",
+    ok: impl FnOnce(T) -> R,
+) -> R {
+    let (response, outcome) = match result {
+        Ok(done) => (ok(done), "recorded".to_owned()),
+        Err(err) => {
+            let refusal = answer(&err, operation);
+            let outcome = refusal.outcome();
+            (refusal.into(), outcome)
+        }
     };
     metrics::counter!("billing_sync_credits_requests_total", "operation" => operation, "outcome" => outcome)
         .increment(1);
     response
+}
+
+fn recorded(
+    result: Result<Recorded, CreditsError>,
+    operation: &'static str,
+) -> LedgerWriteResponse {
+    counted(result, operation, |recorded| {
+        LedgerWriteResponse::Recorded(Json(LedgerEntry {
+            balance: recorded.balance,
+            transaction_id: recorded.transaction,
+        }))
+    })
 }
 
 pub(crate) fn time(seconds: i64) -> DateTime<Utc> {
@@ -713,6 +733,39 @@ impl CreditsApi {
                 NO_STORE.into(),
             ),
             Err(err) => answer(&err, "credits").into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use billing_sync_credits::{Settled, Settlement};
+
+    use super::{CreditsError, answer};
+
+    /// The refusals' outcomes are the labels the metrics table documents.
+    #[test]
+    fn each_refusal_is_counted_under_its_documented_outcome() {
+        let settled = Settled {
+            how: Settlement::Released,
+            transaction: 2,
+            balance_after: 0,
+        };
+        for (err, outcome) in [
+            (CreditsError::Invalid("x".into()), "validation_error"),
+            (CreditsError::Unauthorized, "unauthorized"),
+            (
+                CreditsError::Insufficient { balance: 1 },
+                "insufficient_credits",
+            ),
+            (CreditsError::KeyReused, "idempotency_key_reused"),
+            (CreditsError::NoSuchReservation, "reservation_not_found"),
+            (CreditsError::AlreadySettled(settled), "reservation_settled"),
+            (CreditsError::Failed("x".into()), "internal_error"),
+            (CreditsError::NotConfigured, "internal_error"),
+            (CreditsError::Unavailable("x".into()), "unavailable"),
+        ] {
+            assert_eq!(answer(&err, "test").outcome(), outcome, "{err:?}");
         }
     }
 }

@@ -12,7 +12,7 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::api::{
-    Answer, CreditsErrorBody, RETRY_AFTER_SECONDS, answer, optional, time, without_balance,
+    Answer, CreditsErrorBody, RETRY_AFTER_SECONDS, counted, optional, time, without_balance,
 };
 use super::text::Text;
 use super::{Credits, CreditsError, Held, ReservationState};
@@ -171,26 +171,9 @@ fn respond(
     result: Result<ReservationState, CreditsError>,
     operation: &'static str,
 ) -> ReservationResponse {
-    let response = match result {
-        Ok(state) => ReservationResponse::Reservation(Json(state.into())),
-        Err(err) => answer(&err, operation).into(),
-    };
-    let outcome = match &response {
-        ReservationResponse::Reservation(_) => "recorded",
-        ReservationResponse::BadRequest(_) => "validation_error",
-        ReservationResponse::Unauthorized(..) => "unauthorized",
-        ReservationResponse::NotFound(_) => "reservation_not_found",
-        ReservationResponse::Conflict(conflict) => match conflict.0.error.code.as_str() {
-            "INSUFFICIENT_CREDITS" => "insufficient_credits",
-            "IDEMPOTENCY_KEY_REUSED" => "idempotency_key_reused",
-            _ => "reservation_settled",
-        },
-        ReservationResponse::Internal(_) => "internal_error",
-        ReservationResponse::Unavailable(..) => "unavailable",
-    };
-    metrics::counter!("billing_sync_credits_requests_total", "operation" => operation, "outcome" => outcome)
-        .increment(1);
-    response
+    counted(result, operation, |state| {
+        ReservationResponse::Reservation(Json(state.into()))
+    })
 }
 
 /// The reservation operations.
