@@ -59,6 +59,15 @@ pub(crate) async fn post(
     status_and_json(request.send().await.expect("POST")).await
 }
 
+/// An answer without its `request_id`, which differs from request to request: what is left
+/// is what a retry must get again.
+pub(crate) fn without_request_id((status, mut body): (u16, Value)) -> (u16, Value) {
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("request_id");
+    }
+    (status, body)
+}
+
 pub(crate) async fn get(server: &Server, path: &str, key: &str) -> (u16, Value) {
     let response = support::http()
         .get(server.url(path))
@@ -600,13 +609,7 @@ billing_sync_testkit::postgres_test! {
                                 .send()
                                 .await
                                 .ok()?;
-                            let (status, mut body) = status_and_json(response).await;
-                            // The request's own id differs from request to request; the answer
-                            // is the rest.
-                            if let Some(fields) = body.as_object_mut() {
-                                fields.remove("request_id");
-                            }
-                            Some((status, body))
+                            Some(without_request_id(status_and_json(response).await))
                         }
                     };
                     let first_at_b = n % 2 == 1 && b_alive.load(Ordering::Relaxed);

@@ -324,13 +324,7 @@ async fn deliveries_during(server: &Arc<Server>, during: Duration) -> Deliveries
         .collect();
     tokio::time::sleep(during).await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = Deliveries::default();
-    for sender in senders {
-        let one = sender.await.expect("a sender");
-        seen.acknowledged.extend(one.acknowledged);
-        seen.answers.extend(one.answers);
-    }
-    seen
+    Deliveries::gathered(senders).await
 }
 
 /// With `MAX_CONNECTIONS=200`: 200 keep-alive holders from one address, then 400 from eight,

@@ -221,6 +221,17 @@ pub(crate) struct Deliveries {
 }
 
 impl Deliveries {
+    /// What `senders` saw, together, once each has stopped.
+    pub(crate) async fn gathered(senders: Vec<tokio::task::JoinHandle<Deliveries>>) -> Deliveries {
+        let mut seen = Deliveries::default();
+        for sender in senders {
+            let one = sender.await.expect("a sender");
+            seen.acknowledged.extend(one.acknowledged);
+            seen.answers.extend(one.answers);
+        }
+        seen
+    }
+
     /// (acknowledged, total, p99 latency) of what the senders saw.
     pub(crate) fn summary(&self) -> (usize, usize, Duration) {
         let total = self.answers.len();
@@ -351,12 +362,7 @@ billing_sync_testkit::postgres_test! {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         stop.store(true, Ordering::Relaxed);
-        let mut seen = Deliveries::default();
-        for sender in senders {
-            let one = sender.await.expect("a sender");
-            seen.acknowledged.extend(one.acknowledged);
-            seen.answers.extend(one.answers);
-        }
+        let seen = Deliveries::gathered(senders).await;
         let mut renewals = 0;
         for client in hostile {
             client.abort();

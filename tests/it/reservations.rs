@@ -9,7 +9,9 @@ use std::time::Duration;
 use billing_sync_testkit::{Backend, TestDatabase, each_backend};
 use serde_json::{Value, json};
 
-use crate::credits::{API_KEY, API_KEYS, CONSUME, GRANT, assert_ledger_explains, get, post};
+use crate::credits::{
+    API_KEY, API_KEYS, CONSUME, GRANT, assert_ledger_explains, get, post, without_request_id,
+};
 use crate::support;
 use support::Server;
 use support::operations::setup;
@@ -69,14 +71,6 @@ async fn credits(server: &Server, org: &str) -> Value {
     body
 }
 
-/// Without `request_id`, which differs from request to request.
-fn answer((status, mut body): (u16, Value)) -> (u16, Value) {
-    if let Some(fields) = body.as_object_mut() {
-        fields.remove("request_id");
-    }
-    (status, body)
-}
-
 async fn a_reservation_holds_is_captured_in_part_released_and_expires_end_to_end(db: TestDatabase) {
     let s = setup(&db, &[], &[("BILLING_API_KEYS", API_KEYS)]).await;
     let server = &s.server;
@@ -118,7 +112,7 @@ async fn a_reservation_holds_is_captured_in_part_released_and_expires_end_to_end
     assert_eq!(statement["reservations"][0]["amount"], 60);
 
     // Captured in part: the rest returns; the same capture again is answered the same.
-    let captured = answer(capture(server, "org_r", 2, 45).await);
+    let captured = without_request_id(capture(server, "org_r", 2, 45).await);
     assert_eq!(
         captured,
         (
@@ -127,7 +121,10 @@ async fn a_reservation_holds_is_captured_in_part_released_and_expires_end_to_end
                      "transaction_id": 3, "balance": 55})
         )
     );
-    assert_eq!(answer(capture(server, "org_r", 2, 45).await), captured);
+    assert_eq!(
+        without_request_id(capture(server, "org_r", 2, 45).await),
+        captured
+    );
     for refused in [
         capture(server, "org_r", 2, 50).await,
         release(server, "org_r", 2).await,
@@ -159,7 +156,7 @@ async fn a_reservation_holds_is_captured_in_part_released_and_expires_end_to_end
         (400, &json!("VALIDATION_ERROR")),
         "{over}"
     );
-    let released = answer(release(server, "org_r", 4).await);
+    let released = without_request_id(release(server, "org_r", 4).await);
     assert_eq!(
         released,
         (
@@ -167,7 +164,10 @@ async fn a_reservation_holds_is_captured_in_part_released_and_expires_end_to_end
             json!({"reservation_id": 4, "status": "released", "transaction_id": 5, "balance": 55})
         )
     );
-    assert_eq!(answer(release(server, "org_r", 4).await), released);
+    assert_eq!(
+        without_request_id(release(server, "org_r", 4).await),
+        released
+    );
 
     // Expired: a reservation left alone returns by itself when its time to live ends, seen by
     // the next read; a capture after it is refused, a release answers what happened.
@@ -304,8 +304,8 @@ billing_sync_testkit::postgres_test! {
         let captures = reservations.iter().filter(|(n, _)| *n % 2 == 0).map(|(n, id)| {
             let (b, id, n) = (b.clone(), *id, *n);
             async move {
-                let first = answer(capture(&b, "org_kill", id, n % 10).await);
-                let second = answer(capture(&b, "org_kill", id, n % 10).await);
+                let first = without_request_id(capture(&b, "org_kill", id, n % 10).await);
+                let second = without_request_id(capture(&b, "org_kill", id, n % 10).await);
                 assert_eq!(first, second, "reservation {id}: a retry got another answer");
                 assert_eq!(first.0, 200, "{}", first.1);
             }
