@@ -53,27 +53,31 @@ pub enum BackfillError {
 }
 
 impl BackfillError {
-    /// What to do about it: fix what the source refused (a key it does not accept), or run
-    /// the pass again, which resumes after the last committed page.
-    pub fn next_step(&self) -> &'static str {
+    /// What to do about it: fix what the source refused first (a key it does not accept), then
+    /// run the pass again, which resumes after the last committed page; or, for a checkpoint
+    /// that is not the source's, start over.
+    pub fn next_step(&self) -> String {
         use billing_sync_stripe_api::StripeError;
-        match self {
-            BackfillError::Stripe(StripeError::Api { status: 401, .. }) => {
+        const RESUME: &str = "run it again to resume after the last committed page";
+        let fix = match self {
+            BackfillError::Stripe(StripeError::Api { status: 401, .. }) => Some(
                 "check STRIPE_SECRET_KEY (a secret `sk_` or restricted `rk_` key of this Stripe \
-                 account and mode), then run it again: it resumes after the last committed page"
-            }
-            BackfillError::Stripe(StripeError::Api { status: 403, .. }) => {
-                "give STRIPE_SECRET_KEY read access to what is listed (a restricted key needs \
-                 it), then run it again: it resumes after the last committed page"
-            }
+                 account and mode)",
+            ),
+            BackfillError::Stripe(StripeError::Api { status: 403, .. }) => Some(
+                "give STRIPE_SECRET_KEY read access to what is listed (a restricted key needs it)",
+            ),
             BackfillError::Clerk(ClerkError::Api {
                 status: 401 | 403, ..
-            }) => {
-                "check CLERK_SECRET_KEY (the `sk_` key of this Clerk instance), then run it \
-                 again: it resumes after the last committed page"
+            }) => Some("check CLERK_SECRET_KEY (the `sk_` key of this Clerk instance)"),
+            BackfillError::BadCheckpoint(_) => {
+                return "run it with --restart to list from the beginning".to_owned();
             }
-            BackfillError::BadCheckpoint(_) => "run it with --restart to list from the beginning",
-            _ => "run it again to resume after the last committed page",
+            _ => None,
+        };
+        match fix {
+            Some(fix) => format!("{fix}, then {RESUME}"),
+            None => RESUME.to_owned(),
         }
     }
 }
