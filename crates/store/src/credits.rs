@@ -131,8 +131,9 @@ impl Store {
     }
 
     /// The organization's balance, what it holds and its open reservations, its grants with
-    /// credits left, and up to `limit` of its transactions, newest first, older than sequence `before` when given. Reads what is
-    /// written: settle first (`Request::Settle`) for a ledger that includes what is due.
+    /// credits left, and up to `limit` of its transactions, newest first, older than sequence
+    /// `before` when given. Reads what is written: settle first (`Request::Settle`) for a
+    /// ledger that includes what is due.
     pub async fn credit_statement(
         &self,
         organization_id: &str,
