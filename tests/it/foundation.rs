@@ -254,6 +254,139 @@ async fn the_readme_test_event_script_gets_a_first_processed_event() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no sample of type"));
 }
 
+/// The README's local tour: with the public key of `scripts/dev-session` as `CLERK_JWT_KEY`,
+/// after `scripts/send-test-event --tour`, the sample member's session token shows the
+/// organization's billing state (the Pro plan, its features, the credits bought), its credits
+/// statement, and reaches checkout; a token of another key pair is refused.
+#[tokio::test]
+async fn the_local_tour_shows_a_sample_member_their_billing_without_accounts() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let script = |name: &str| {
+        let mut command = tokio::process::Command::new(format!(
+            "{}/../../scripts/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        command.env("DEV_SESSION_DIR", dir.path().join("pair"));
+        command
+    };
+    let output = |finished: std::process::Output| {
+        let stdout = String::from_utf8_lossy(&finished.stdout).into_owned();
+        assert!(
+            finished.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&finished.stderr)
+        );
+        stdout
+    };
+    let public_key = output(
+        script("dev-session")
+            .arg("public-key")
+            .output()
+            .await
+            .expect("run scripts/dev-session public-key"),
+    );
+    let url = format!("sqlite://{}", dir.path().join("tour.db").display());
+    let server = Server::start(
+        &url,
+        &[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_local_try"),
+            ("CLERK_JWT_KEY", &public_key),
+        ],
+    )
+    .await;
+    let tour = output(
+        script("send-test-event")
+            .args(["--tour", &server.base_url])
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_local_try")
+            .output()
+            .await
+            .expect("run scripts/send-test-event --tour"),
+    );
+    assert_eq!(tour.matches(r#""status":"processed""#).count(), 8, "{tour}");
+    let token = output(
+        script("dev-session")
+            .arg("token")
+            .output()
+            .await
+            .expect("run scripts/dev-session token"),
+    );
+    let bearer = format!("Bearer {}", token.trim());
+    let get = |path: &str, authorization: &str| {
+        http()
+            .get(server.url(path))
+            .header("authorization", authorization)
+            .send()
+    };
+
+    let (status, state) = status_and_json(
+        get("/api/v1/operations/payment/subscription", &bearer)
+            .await
+            .expect("the billing state"),
+    )
+    .await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["organization_id"], "org_try", "{state}");
+    assert_eq!(state["active"], true, "{state}");
+    assert_eq!(
+        state["entitlements"],
+        serde_json::json!(["priority-support", "unlimited-projects"]),
+        "{state}"
+    );
+    assert_eq!(
+        state["subscriptions"][0]["items"][0]["product_name"], "Pro",
+        "{state}"
+    );
+    assert_eq!(state["credits_balance"], 100, "{state}");
+    let (status, statement) = status_and_json(
+        get("/api/v1/operations/payment/credits", &bearer)
+            .await
+            .expect("the credits statement"),
+    )
+    .await;
+    assert_eq!(
+        (status, &statement["balance"]),
+        (200, &100.into()),
+        "{statement}"
+    );
+
+    // Checkout is reached as the member (no Stripe key here: the server says so).
+    let response = http()
+        .post(server.url("/api/v1/operations/payment/checkout-session"))
+        .header("authorization", &bearer)
+        .json(&serde_json::json!({"price_id": "price_try_credits"}))
+        .send()
+        .await
+        .expect("a checkout");
+    let (status, refusal) = status_and_json(response).await;
+    assert_eq!(
+        (status, refusal["code"].as_str()),
+        (500, Some("INTERNAL_ERROR")),
+        "{refusal}"
+    );
+    server
+        .wait_for_log("checkout not configured", |line| {
+            line.contains("checkout is not configured: set STRIPE_SECRET_KEY and APP_BASE_URL")
+        })
+        .await;
+
+    // Another pair's token (a newcomer's folder deleted, say) is verified and refused.
+    let other = output(
+        script("dev-session")
+            .arg("token")
+            .env("DEV_SESSION_DIR", dir.path().join("another pair"))
+            .output()
+            .await
+            .expect("run scripts/dev-session token"),
+    );
+    let response = get(
+        "/api/v1/operations/payment/subscription",
+        &format!("Bearer {}", other.trim()),
+    )
+    .await
+    .expect("the billing state");
+    assert_eq!(response.status(), 401);
+}
+
 #[tokio::test]
 async fn text_logs_into_a_pipe_carry_no_colour_codes() {
     // The test captures standard error through a pipe, as journald or `docker logs` would.

@@ -473,7 +473,9 @@ impl From<CheckoutError> for CheckoutResponse {
                 )
             }
             CheckoutError::NotConfigured => {
-                tracing::error!("checkout: Stripe or APP_BASE_URL is not configured");
+                tracing::error!(
+                    "checkout is not configured: set STRIPE_SECRET_KEY and APP_BASE_URL"
+                );
                 not_configured().into()
             }
             CheckoutError::Stripe(_) | CheckoutError::Store(_) => {
