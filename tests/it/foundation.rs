@@ -779,7 +779,9 @@ async fn a_failing_command_says_each_cause_once() {
 }
 
 /// Every error body carries the request's id, as the `X-Request-Id` header does: the API's
-/// (a 401 here), the webhooks' (a 400), and the caller's own id when it sent a sane one.
+/// (a 401 here), the webhooks' (a 400), the ledger writes' refused before their body is read
+/// (a 401), the router's for a wrong method and an unknown path (405, 404: poem's plain text
+/// before), and the caller's own id when it sent a sane one.
 #[tokio::test]
 async fn every_error_body_carries_the_request_id() {
     let dir = tempfile::tempdir().expect("a directory");
@@ -797,7 +799,29 @@ async fn every_error_body_carries_the_request_id() {
         .send()
         .await
         .expect("POST");
-    for (response, status) in [(portal, 401), (unsigned, 400)] {
+    let keyless = http()
+        .post(server.url("/api/v1/credits/consume"))
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    let wrong_method = http()
+        .get(server.url("/api/v1/webhooks/stripe"))
+        .send()
+        .await
+        .expect("GET");
+    let no_route = http()
+        .get(server.url("/api/v1/nothing-here"))
+        .send()
+        .await
+        .expect("GET");
+    for (response, status) in [
+        (portal, 401),
+        (unsigned, 400),
+        (keyless, 401),
+        (wrong_method, 405),
+        (no_route, 404),
+    ] {
         let header = response.headers()["x-request-id"]
             .to_str()
             .expect("text")

@@ -14,7 +14,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use crate::api_key::BillingApiKey;
 use crate::credits::Credits;
 use crate::credits::api::{Answer, answer};
-use crate::http::{ApiTags, ErrorBody, NO_STORE, body};
+use crate::http::{ApiTags, ErrorBody, ErrorCode, NO_STORE, body};
 use crate::plans::api::BillingState;
 
 /// The type of the event saying an organization's billing state changed.
@@ -154,7 +154,7 @@ impl From<Answer> for EventsResponse {
             Answer::BadRequest(body) => Self::BadRequest(body),
             Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
             Answer::Conflict(conflict) => {
-                Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
+                Self::Internal(body(ErrorCode::InternalError, &conflict.error.message))
             }
             Answer::Internal(body) | Answer::NotFound(body) | Answer::Unavailable(body) => {
                 Self::Internal(body)
@@ -210,7 +210,7 @@ impl EventsApi {
             Err(err) => {
                 tracing::error!(error = %err, "events: reading the feed failed");
                 return EventsResponse::Internal(body(
-                    "INTERNAL_ERROR",
+                    ErrorCode::InternalError,
                     "The events could not be read. Please try again.",
                 ));
             }

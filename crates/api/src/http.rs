@@ -1,7 +1,7 @@
 //! What the operations share on the wire: the Clerk session security scheme, the error body,
 //! how a refused caller is answered, and content negotiation.
 
-pub use billing_sync_error_body::ErrorBody;
+pub use billing_sync_error_body::{ErrorBody, ErrorCode};
 use billing_sync_store::billing::Revocation;
 use poem_openapi::auth::{ApiKey, Bearer};
 use poem_openapi::payload::Json;
@@ -74,7 +74,7 @@ pub struct CheckoutUrl {
 /// `Cache-Control` of every answer about one caller's session or billing.
 pub(crate) const NO_STORE: &str = "no-store";
 
-pub(crate) fn body(code: &str, message: &str) -> Json<ErrorBody> {
+pub(crate) fn body(code: ErrorCode, message: &str) -> Json<ErrorBody> {
     Json(ErrorBody::new(code, message))
 }
 
@@ -97,20 +97,20 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
         AccessError::Unauthorized(AuthError::KeysUnavailable(_)) => {
             tracing::error!(error = %err, operation, "cannot verify tokens");
             Refusal::Internal(body(
-                "INTERNAL_ERROR",
+                ErrorCode::InternalError,
                 "Authentication is temporarily unavailable. Please try again.",
             ))
         }
         AccessError::Unauthorized(reason) => {
             tracing::info!(reason = %reason, operation, "unauthenticated");
-            Refusal::Unauthorized(body("UNAUTHORIZED", UNAUTHORIZED_MESSAGE))
+            Refusal::Unauthorized(body(ErrorCode::Unauthorized, UNAUTHORIZED_MESSAGE))
         }
         AccessError::NoOrganization => Refusal::BadRequest(body(
-            "VALIDATION_ERROR",
+            ErrorCode::ValidationError,
             "The user is not associated with an organization.",
         )),
         AccessError::SeveralOrganizations => Refusal::BadRequest(body(
-            "VALIDATION_ERROR",
+            ErrorCode::ValidationError,
             "The user belongs to several organizations: select an active organization and try again.",
         )),
         AccessError::Revoked(revocation) => {
@@ -122,7 +122,7 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
                 Revocation::OrganizationDeleted => "The organization has been deleted.",
                 Revocation::UserDeleted => "The user has been deleted.",
             };
-            Refusal::BadRequest(body("VALIDATION_ERROR", message))
+            Refusal::BadRequest(body(ErrorCode::ValidationError, message))
         }
         AccessError::Forbidden => {
             tracing::info!(
@@ -130,7 +130,7 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
                 "refused: the member's role may not manage billing"
             );
             Refusal::Forbidden(body(
-                "FORBIDDEN",
+                ErrorCode::Forbidden,
                 "Your role in this organization does not allow managing billing. Ask an \
                  organization admin.",
             ))
@@ -142,7 +142,7 @@ pub(crate) fn refusal(err: &AccessError, operation: &'static str) -> Refusal {
         AccessError::Store(store) => {
             tracing::error!(error = %store, operation, "reading the synced state failed");
             Refusal::Internal(body(
-                "INTERNAL_ERROR",
+                ErrorCode::InternalError,
                 "The billing state could not be read. Please try again.",
             ))
         }
@@ -157,7 +157,7 @@ pub(crate) fn retry_after(wait: std::time::Duration) -> String {
 
 pub(crate) fn not_configured() -> Refusal {
     Refusal::Internal(body(
-        "INTERNAL_ERROR",
+        ErrorCode::InternalError,
         "Billing is not configured on this server.",
     ))
 }
@@ -228,7 +228,7 @@ fn unauthorized(path: &str) -> poem::Response {
     };
     let mut response = json_error(
         poem::http::StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
+        ErrorCode::Unauthorized,
         message,
     );
     response.headers_mut().insert(
@@ -291,7 +291,7 @@ pub fn with_documented_errors(
                 {
                     return Ok(json_error(
                         poem::http::StatusCode::BAD_REQUEST,
-                        "VALIDATION_ERROR",
+                        ErrorCode::ValidationError,
                         &format!("The request could not be read: {wrong}."),
                     ));
                 }
@@ -316,7 +316,7 @@ struct NoCredentials;
 pub async fn cors_refused(err: poem::error::CorsError) -> poem::Response {
     json_error(
         poem::http::StatusCode::FORBIDDEN,
-        "FORBIDDEN",
+        ErrorCode::Forbidden,
         &format!("Cross-origin request refused: {err} (see CORS_ALLOWED_ORIGINS)."),
     )
 }
@@ -326,16 +326,14 @@ pub async fn cors_refused(err: poem::error::CorsError) -> poem::Response {
 async fn unreadable_request<E: std::fmt::Display>(err: E) -> poem::Response {
     json_error(
         poem::http::StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
+        ErrorCode::ValidationError,
         &format!("The request could not be read: {err}"),
     )
 }
 
-fn json_error(status: poem::http::StatusCode, code: &str, message: &str) -> poem::Response {
+fn json_error(status: poem::http::StatusCode, code: ErrorCode, message: &str) -> poem::Response {
     use poem::IntoResponse;
-    poem::web::Json(serde_json::json!({"code": code, "message": message}))
-        .with_status(status)
-        .into_response()
+    body(code, message).with_status(status).into_response()
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use billing_sync_api::api_key::{API_KEY_REQUIRED, WRITE_PATHS};
 use billing_sync_api::credits::{Credits, CreditsError};
-use billing_sync_error_body::ErrorBody;
+use billing_sync_error_body::{ErrorBody, ErrorCode};
 use billing_sync_webhooks::body_budget::{
     BodyBudget, BodyError, MIN_BODY_RATE, client_address, declared_length, read_body,
 };
@@ -115,7 +115,7 @@ fn unauthorized() -> Response {
         .content_type("application/json")
         .header(header::WWW_AUTHENTICATE, "Bearer")
         .header(header::CONNECTION, "close")
-        .body(ErrorBody::new("UNAUTHORIZED", API_KEY_REQUIRED).to_json_bytes())
+        .body(ErrorBody::new(ErrorCode::Unauthorized, API_KEY_REQUIRED).to_json_bytes())
 }
 
 /// The documented answer to a body that was not read whole. The connection is closed after a
@@ -124,17 +124,17 @@ fn refused(err: BodyError) -> Response {
     let (status, code, message) = match err {
         BodyError::TooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+            ErrorCode::PayloadTooLarge,
             format!("The request body is larger than {API_BODY_LIMIT} bytes."),
         ),
         BodyError::TooSlow => (
             StatusCode::REQUEST_TIMEOUT,
-            "BODY_TIMEOUT",
+            ErrorCode::BodyTimeout,
             format!("The request body arrived slower than {MIN_BODY_RATE} bytes per second."),
         ),
         BodyError::Timeout => (
             StatusCode::REQUEST_TIMEOUT,
-            "BODY_TIMEOUT",
+            ErrorCode::BodyTimeout,
             format!(
                 "The request body did not arrive within {} s.",
                 API_BODY_TIMEOUT.as_secs()
@@ -142,12 +142,12 @@ fn refused(err: BodyError) -> Response {
         ),
         BodyError::Overloaded => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "OVERLOADED",
+            ErrorCode::Overloaded,
             "Too many request bodies are being received; retry shortly.".to_owned(),
         ),
         BodyError::Unreadable => (
             StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
+            ErrorCode::ValidationError,
             "The request body could not be read.".to_owned(),
         ),
     };

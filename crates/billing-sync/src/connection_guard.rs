@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use billing_sync_error_body::{ErrorBody, ErrorCode};
 use futures::task::AtomicWaker;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
@@ -533,17 +534,18 @@ impl Refusal {
         let (status, code, message) = match self {
             Refusal::HeadTooLarge => (
                 "431 Request Header Fields Too Large",
-                "HEADERS_TOO_LARGE",
+                ErrorCode::HeadersTooLarge,
                 "The request head is over the size limit.",
             ),
             Refusal::HeadTimeout => (
                 "408 Request Timeout",
-                "HEADERS_TIMEOUT",
+                ErrorCode::HeadersTimeout,
                 "The request head did not arrive in time.",
             ),
             Refusal::H2c => return None,
         };
-        let body = format!(r#"{{"code":"{code}","message":"{message}"}}"#);
+        let body = String::from_utf8(ErrorBody::new(code, message).to_json_bytes())
+            .expect("JSON is UTF-8");
         Some(format!(
             "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n{body}",

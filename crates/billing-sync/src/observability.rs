@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use billing_sync_error_body::with_request_id;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
@@ -48,7 +49,8 @@ impl<E: Endpoint> Endpoint for RequestIdsEndpoint<E> {
             path = %request.uri().path(),
         );
         let started = Instant::now();
-        let mut response = async {
+        // Every error body built while answering carries the id (`ErrorBody::new` reads it).
+        let answering = async {
             let response = match self.next.call(request).await {
                 Ok(output) => output.into_response(),
                 Err(err) => err.into_response(),
@@ -59,44 +61,13 @@ impl<E: Endpoint> Endpoint for RequestIdsEndpoint<E> {
                 "request completed"
             );
             response
-        }
-        .instrument(span)
-        .await;
+        };
+        let mut response = with_request_id(request_id.clone(), answering.instrument(span)).await;
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
-        Ok(with_request_id_in_error_body(response, &request_id).await)
+        Ok(response)
     }
-}
-
-/// An error answer's JSON body (`{"code", "message", …}`, every error of the API and the
-/// webhooks) with the request's id as `request_id`, as the documented error body says. The id
-/// is assigned here, around every route, so the error types need not carry the request to
-/// every place that builds one. Other answers pass untouched.
-async fn with_request_id_in_error_body(response: Response, request_id: &str) -> Response {
-    let is_error = response.status().is_client_error() || response.status().is_server_error();
-    let is_json = response
-        .content_type()
-        .is_some_and(|content_type| content_type.starts_with("application/json"));
-    if !is_error || !is_json {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    // Error bodies are small and already in memory.
-    let Ok(bytes) = body.into_vec().await else {
-        return Response::from_parts(parts, poem::Body::empty());
-    };
-    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(mut fields)) if fields.contains_key("code") => {
-            fields
-                .entry("request_id")
-                .or_insert_with(|| request_id.into());
-            serde_json::to_vec(&fields).unwrap_or(bytes)
-        }
-        _ => bytes,
-    };
-    parts.headers.remove(poem::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, body.into())
 }
 
 /// The buckets of every `…_seconds` histogram: from a millisecond (a commit) to 30 s (an

@@ -18,6 +18,7 @@ use billing_sync_api::credits::Credits;
 use billing_sync_api::http;
 use billing_sync_api::plans::{CheckoutSettings, Plans, plans_page_url};
 use billing_sync_api::portal::{Portal, PortalSettings};
+use billing_sync_error_body::{ErrorBody, ErrorCode};
 use billing_sync_projection::Projection;
 use billing_sync_projection::stripe_signature::StripeVerifier;
 use billing_sync_stripe_api::StripeClient;
@@ -158,7 +159,7 @@ impl App {
                 // poem answers HEAD with the GET handler (body dropped): for the portal, which
                 // creates a Stripe session, a HEAD would create one for nobody to see. The
                 // reads (plans, billing state) answer HEAD as GET.
-                let mut response = if request.method() == poem::http::Method::HEAD
+                let response = if request.method() == poem::http::Method::HEAD
                     && path == PORTAL_PATH
                 {
                     method_not_allowed()
@@ -173,6 +174,7 @@ impl App {
                     metrics::counter!("billing_sync_portal_requests_total", "outcome" => "unauthorized")
                         .increment(1);
                 }
+                let mut response = in_the_error_format(response);
                 // RFC 9110: a 405 names the methods the resource supports.
                 if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
                     response.headers_mut().insert(
@@ -233,13 +235,48 @@ fn in_slices(shared: &bytes::Bytes) -> poem::Body {
     poem::Body::from_bytes_stream(futures::stream::iter(slices))
 }
 
+/// The router's own refusals, a path no route has (404) and a method the route does not take
+/// (405), which poem answers in plain text, in the documented error format like every other
+/// error; other answers as they are.
+fn in_the_error_format(response: poem::Response) -> poem::Response {
+    use poem::http::StatusCode;
+    let (code, message) = match response.status() {
+        StatusCode::NOT_FOUND => (
+            ErrorCode::NotFound,
+            "No route has this path; the OpenAPI document lists them.",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "This method is not allowed here; see the Allow header.",
+        ),
+        _ => return response,
+    };
+    let is_json = response
+        .content_type()
+        .is_some_and(|content_type| content_type.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(poem::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        poem::http::header::CONTENT_TYPE,
+        poem::http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    poem::Response::from_parts(parts, ErrorBody::new(code, message).to_json_bytes().into())
+}
+
 /// 405 in the documented error format (the `Allow` header is added with every 405).
 fn method_not_allowed() -> poem::Response {
     poem::Response::builder()
         .status(poem::http::StatusCode::METHOD_NOT_ALLOWED)
         .content_type("application/json; charset=utf-8")
         .body(
-            r#"{"code":"METHOD_NOT_ALLOWED","message":"This method is not allowed here; see the Allow header."}"#,
+            ErrorBody::new(
+                ErrorCode::MethodNotAllowed,
+                "This method is not allowed here; see the Allow header.",
+            )
+            .to_json_bytes(),
         )
 }
 

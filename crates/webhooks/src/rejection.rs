@@ -1,6 +1,6 @@
 //! Why a delivery was not accepted, and the one place that maps it to an HTTP answer.
 
-use billing_sync_error_body::ErrorBody;
+use billing_sync_error_body::{ErrorBody, ErrorCode};
 use billing_sync_projection::NotAnEvent;
 use billing_sync_projection::stripe_signature::SignatureError;
 use poem::http::StatusCode;
@@ -51,25 +51,32 @@ pub enum Rejection {
 
 impl Rejection {
     /// The HTTP status and stable code of this refusal.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Rejection::NotConfigured => (StatusCode::SERVICE_UNAVAILABLE, "NOT_CONFIGURED"),
-            Rejection::SignatureMissing(_) => (StatusCode::BAD_REQUEST, "SIGNATURE_MISSING"),
-            Rejection::SignatureInvalid(_) => (StatusCode::BAD_REQUEST, "SIGNATURE_INVALID"),
+            Rejection::NotConfigured => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotConfigured),
+            Rejection::SignatureMissing(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::SignatureMissing)
+            }
+            Rejection::SignatureInvalid(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::SignatureInvalid)
+            }
             Rejection::TimestampOutOfTolerance => {
-                (StatusCode::BAD_REQUEST, "TIMESTAMP_OUT_OF_TOLERANCE")
+                (StatusCode::BAD_REQUEST, ErrorCode::TimestampOutOfTolerance)
             }
-            Rejection::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Rejection::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+            }
             Rejection::BodyTimeout(_) | Rejection::BodyTooSlow(_) => {
-                (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT")
+                (StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout)
             }
-            Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
-            Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
-            Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            Rejection::UpstreamUnavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
-            }
-            Rejection::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            Rejection::InvalidPayload(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPayload),
+            Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
+            Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Rejection::UpstreamUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::UpstreamUnavailable,
+            ),
+            Rejection::Internal => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
         }
     }
 

@@ -62,7 +62,7 @@ async fn receive(
             let (_, code) = rejection.status_and_code();
             metrics::counter!("billing_sync_webhook_deliveries_total",
                 "provider" => provider, "event_type" => "unknown",
-                "outcome" => format!("rejected_{}", code.to_ascii_lowercase()))
+                "outcome" => format!("rejected_{}", code.as_str().to_ascii_lowercase()))
             .increment(1);
             rejection.into_response()
         }

@@ -16,7 +16,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::text::Text;
 use super::{Credits, CreditsError, Recorded};
 use crate::api_key::{API_KEY_REQUIRED, BillingApiKey};
-use crate::http::{ApiTags, ClerkSession, ErrorBody, NO_STORE, Refusal, body, refusal};
+use crate::http::{ApiTags, ClerkSession, ErrorBody, ErrorCode, NO_STORE, Refusal, body, refusal};
 use crate::plans::Plans;
 use crate::plans::api::{BillingState, billing_state};
 
@@ -337,19 +337,21 @@ pub(crate) fn answer(err: &CreditsError, operation: &'static str) -> Answer {
     match err {
         CreditsError::Unauthorized => {
             tracing::info!(operation, "refused: missing or unknown API key");
-            Answer::Unauthorized(body("UNAUTHORIZED", API_KEY_REQUIRED))
+            Answer::Unauthorized(body(ErrorCode::Unauthorized, API_KEY_REQUIRED))
         }
         CreditsError::NotConfigured => {
             tracing::error!(operation, "BILLING_API_KEYS is not set");
             Answer::Internal(body(
-                "INTERNAL_ERROR",
+                ErrorCode::InternalError,
                 "The credits API is not configured on this server (BILLING_API_KEYS).",
             ))
         }
-        CreditsError::Invalid(message) => Answer::BadRequest(body("VALIDATION_ERROR", message)),
+        CreditsError::Invalid(message) => {
+            Answer::BadRequest(body(ErrorCode::ValidationError, message))
+        }
         CreditsError::Insufficient { balance } => Answer::Conflict(Json(CreditsErrorBody {
             error: ErrorBody::new(
-                "INSUFFICIENT_CREDITS",
+                ErrorCode::InsufficientCredits,
                 format!(
                     "The organization has {balance} credits, fewer than asked for; nothing was \
                      spent."
@@ -358,12 +360,12 @@ pub(crate) fn answer(err: &CreditsError, operation: &'static str) -> Answer {
             balance: Some(*balance),
         })),
         CreditsError::NoSuchReservation => Answer::NotFound(body(
-            "RESERVATION_NOT_FOUND",
+            ErrorCode::ReservationNotFound,
             "The organization has no reservation with this reservation_id: pass the one \
              `reserve` answered, with the same organization_id.",
         )),
         CreditsError::AlreadySettled(settled) => Answer::Conflict(without_balance(body(
-            "RESERVATION_SETTLED",
+            ErrorCode::ReservationSettled,
             &format!(
                 "The reservation was {} before (transaction {}); nothing changed. A capture \
                  after it ended is refused: consume with an idempotency key instead.",
@@ -372,14 +374,14 @@ pub(crate) fn answer(err: &CreditsError, operation: &'static str) -> Answer {
             ),
         ))),
         CreditsError::KeyReused => Answer::Conflict(without_balance(body(
-            "IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::IdempotencyKeyReused,
             "This idempotency key was used with another request; use a new key for a new \
              request.",
         ))),
         CreditsError::Unavailable(cause) => {
             tracing::warn!(operation, cause = %cause, "credits: database unavailable");
             Answer::Unavailable(body(
-                "UNAVAILABLE",
+                ErrorCode::Unavailable,
                 "The ledger is unavailable for the moment; nothing was recorded. Retry with \
                  the same idempotency key.",
             ))
@@ -387,7 +389,7 @@ pub(crate) fn answer(err: &CreditsError, operation: &'static str) -> Answer {
         CreditsError::Failed(cause) => {
             tracing::error!(operation, cause = %cause, "credits: the database refused");
             Answer::Internal(body(
-                "INTERNAL_ERROR",
+                ErrorCode::InternalError,
                 "The ledger could not be written. Please try again.",
             ))
         }
@@ -423,7 +425,7 @@ impl From<Answer> for StatementResponse {
             Answer::BadRequest(body) => Self::BadRequest(body),
             Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
             Answer::Conflict(conflict) => {
-                Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
+                Self::Internal(body(ErrorCode::InternalError, &conflict.error.message))
             }
             Answer::Internal(body) | Answer::NotFound(body) => Self::Internal(body),
             Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),
@@ -437,7 +439,7 @@ impl From<Answer> for OrganizationBillingResponse {
             Answer::BadRequest(body) => Self::BadRequest(body),
             Answer::Unauthorized(body) => Self::Unauthorized(body, "Bearer".into()),
             Answer::Conflict(conflict) => {
-                Self::Internal(body("INTERNAL_ERROR", &conflict.error.message))
+                Self::Internal(body(ErrorCode::InternalError, &conflict.error.message))
             }
             Answer::Internal(body) | Answer::NotFound(body) => Self::Internal(body),
             Answer::Unavailable(body) => Self::Unavailable(body, RETRY_AFTER_SECONDS.into()),

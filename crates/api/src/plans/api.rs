@@ -17,8 +17,8 @@ use super::{CheckoutError, ClientReferenceError, Credential, MAX_QUANTITY, Plans
 use crate::access::Caller;
 use crate::credits::Credits;
 use crate::http::{
-    ApiTags, CheckoutUrl, ClerkSession, ErrorBody, NO_STORE, Refusal, body, not_configured,
-    prefers_json, refusal, retry_after,
+    ApiTags, CheckoutUrl, ClerkSession, ErrorBody, ErrorCode, NO_STORE, Refusal, body,
+    not_configured, prefers_json, refusal, retry_after,
 };
 
 /// The plan catalog.
@@ -385,7 +385,7 @@ impl From<ClientReferenceError> for ClientReferenceResponse {
             ClientReferenceError::Unreferenceable(_) => {
                 tracing::error!(error = %err, "client reference: not given");
                 Refusal::Internal(body(
-                    "INTERNAL_ERROR",
+                    ErrorCode::InternalError,
                     "This organization cannot be named by a pricing table: use checkout.",
                 ))
             }
@@ -434,7 +434,7 @@ impl From<Refusal> for CheckoutResponse {
 impl From<CheckoutError> for CheckoutResponse {
     fn from(err: CheckoutError) -> Self {
         let invalid =
-            |message: &str| CheckoutResponse::BadRequest(body("VALIDATION_ERROR", message));
+            |message: &str| CheckoutResponse::BadRequest(body(ErrorCode::ValidationError, message));
         match &err {
             CheckoutError::Access(access) => refusal(access, "checkout").into(),
             CheckoutError::UnknownPrice => invalid("Unknown price: use a price id from the plans."),
@@ -452,12 +452,12 @@ impl From<CheckoutError> for CheckoutResponse {
             CheckoutError::CrossOrigin => {
                 tracing::warn!("checkout: refused a cookie-authenticated post from another origin");
                 CheckoutResponse::Forbidden(body(
-                    "FORBIDDEN",
+                    ErrorCode::Forbidden,
                     "Checkout with the session cookie is only accepted from the app's own pages.",
                 ))
             }
             CheckoutError::AlreadySubscribed => CheckoutResponse::Conflict(body(
-                "CONFLICT",
+                ErrorCode::Conflict,
                 "The organization already has an active subscription: change plans in the \
                  customer portal.",
             )),
@@ -465,7 +465,7 @@ impl From<CheckoutError> for CheckoutResponse {
                 tracing::warn!(?wait, "checkout: session limit reached");
                 CheckoutResponse::TooManyRequests(
                     body(
-                        "TOO_MANY_REQUESTS",
+                        ErrorCode::TooManyRequests,
                         "Too many checkout sessions were opened in the last minute. Please try \
                          again shortly.",
                     ),
@@ -482,7 +482,7 @@ impl From<CheckoutError> for CheckoutResponse {
                 // The Stripe error names Stripe's request id, for support; never the key.
                 tracing::error!(error = %err, "checkout: creating the session failed");
                 CheckoutResponse::Internal(body(
-                    "INTERNAL_ERROR",
+                    ErrorCode::InternalError,
                     "The checkout session could not be created. Please try again.",
                 ))
             }
@@ -613,7 +613,7 @@ impl PlansApi {
             Err(err) => {
                 tracing::error!(error = %err, "plans: reading the catalog failed");
                 return PlansResponse::Internal(body(
-                    "INTERNAL_ERROR",
+                    ErrorCode::InternalError,
                     "The plans could not be read. Please try again.",
                 ));
             }
@@ -653,7 +653,7 @@ impl PlansApi {
             Err(err) => {
                 tracing::error!(error = %err, "billing state: settling the credit ledger failed");
                 StateResponse::Internal(body(
-                    "INTERNAL_ERROR",
+                    ErrorCode::InternalError,
                     "The billing state could not be read. Please try again.",
                 ))
             }

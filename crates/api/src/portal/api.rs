@@ -8,8 +8,8 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::{Portal, PortalError};
 use crate::http::{
-    ApiTags, ClerkSession, ErrorBody, NO_STORE, PortalUrl, Refusal, body, not_configured,
-    prefers_json, refusal, retry_after,
+    ApiTags, ClerkSession, ErrorBody, ErrorCode, NO_STORE, PortalUrl, Refusal, body,
+    not_configured, prefers_json, refusal, retry_after,
 };
 
 /// The answers of the customer-portal endpoint.
@@ -85,7 +85,7 @@ impl From<PortalError> for PortalResponse {
         match &err {
             PortalError::Access(access) => refusal(access, "customer portal").into(),
             PortalError::NoCustomer => PortalResponse::NotFound(body(
-                "NOT_FOUND",
+                ErrorCode::NotFound,
                 "The organization has no Stripe customer record. It is created when the \
                  organization first subscribes or purchases credits.",
             )),
@@ -93,7 +93,7 @@ impl From<PortalError> for PortalResponse {
                 tracing::warn!(?wait, "customer portal: session limit reached");
                 PortalResponse::TooManyRequests(
                     body(
-                        "TOO_MANY_REQUESTS",
+                        ErrorCode::TooManyRequests,
                         "Too many billing portal sessions were opened in the last minute. \
                          Please try again shortly.",
                     ),
@@ -107,7 +107,7 @@ impl From<PortalError> for PortalResponse {
             PortalError::Stripe(_) => {
                 tracing::error!(error = %err, "customer portal: creating the session failed");
                 PortalResponse::Internal(body(
-                    "INTERNAL_ERROR",
+                    ErrorCode::InternalError,
                     "The billing portal session could not be created. Please try again.",
                 ))
             }
