@@ -2,6 +2,7 @@
 //! guarded queries on them. This crate is the one place that writes SQL.
 
 pub mod backfill;
+pub mod batching;
 pub mod billing;
 pub mod changeset;
 mod connect;

@@ -1,56 +1,40 @@
 //! Group commit: events that arrive while a transaction is committing are recorded together in
 //! the next one, so one commit (one fsync) makes many events durable. Each event is still
-//! acknowledged only after the commit that holds its own rows.
+//! acknowledged only after the commit that holds its own rows. The batching is the store's
+//! ([`BatchingWriter`]); what a batch of events is, and how one is recorded alone, is here.
 
 use billing_sync_projection::{NewEvent, Plan};
+use billing_sync_store::batching::{Batched, BatchingWriter};
 use billing_sync_store::ledger::Recorded;
 use billing_sync_store::retry::WriteError;
 use billing_sync_store::{Store, StoreError};
-use std::sync::Arc;
 
 use billing_sync_store::sea_orm::DbBackend;
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 64;
 
-struct Job {
-    event: NewEvent,
-    plan: Plan,
-    reply: oneshot::Sender<Result<Recorded, WriteError>>,
-}
-
 /// The handle requests use; the writer tasks end when the last handle is dropped.
 pub(crate) struct GroupCommit {
-    jobs: mpsc::Sender<Job>,
+    writer: BatchingWriter<Events>,
 }
 
 impl GroupCommit {
     /// Starts the writers on the current tokio runtime.
     pub(crate) fn start(store: Store) -> Self {
-        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        let queue = Arc::new(Mutex::new(queue));
         let writers = match store.backend() {
             DbBackend::Postgres => POSTGRES_WRITERS,
             // SQLite runs one writing transaction at a time: a second writer would only wait.
             _ => 1,
         };
-        for _ in 0..writers {
-            tokio::spawn(write_batches(store.clone(), queue.clone()));
+        GroupCommit {
+            writer: BatchingWriter::start(Events { store }, writers, MAX_BATCH),
         }
-        GroupCommit { jobs }
     }
 
     /// Records and applies `event`; returns once the transaction holding it has committed.
     pub(crate) async fn record(&self, event: NewEvent, plan: Plan) -> Result<Recorded, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { event, plan, reply })
-            .await
-            .map_err(|_| WriteError::Failed("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| WriteError::Failed("the writer dropped the event".into()))?
+        self.writer.submit((event, plan)).await
     }
 }
 
@@ -62,60 +46,36 @@ impl GroupCommit {
 /// anyway is retried.
 const POSTGRES_WRITERS: usize = 2;
 
-/// One writer: takes every job waiting (up to [`MAX_BATCH`]) as one batch, writes it, answers.
-async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    loop {
-        let jobs = {
-            // Whoever holds the queue takes the next batch; the others are writing theirs.
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            jobs
-        };
-        write_batch(&store, jobs).await;
-    }
+/// Verified events and their plans, recorded and applied in one transaction; when something in
+/// a batch breaks it for a reason of its own (not the database going away, not a deadlock),
+/// each event alone, isolated, so that one bad event cannot fail the others.
+struct Events {
+    store: Store,
 }
 
-/// Records `jobs` in one transaction and answers each; when the batch breaks for a reason of
-/// one of its events, records them one by one instead.
-async fn write_batch(store: &Store, jobs: Vec<Job>) {
-    metrics::histogram!("billing_sync_webhook_batch_size").record(jobs.len() as f64);
-    let (batch, replies): (Vec<(NewEvent, Plan)>, Vec<_>) = jobs
-        .into_iter()
-        .map(|job| ((job.event, job.plan), job.reply))
-        .unzip();
-    match with_retries(|| store.record_batch(&batch)).await {
-        Ok(recorded) => {
-            for (reply, recorded) in replies.into_iter().zip(recorded) {
-                let _ = reply.send(Ok(recorded));
-            }
+impl Batched for Events {
+    type Item = (NewEvent, Plan);
+    type Output = Recorded;
+    type Failure = StoreError;
+
+    const BATCH_SIZE_METRIC: &'static str = "billing_sync_webhook_batch_size";
+
+    async fn write(&self, events: &[(NewEvent, Plan)]) -> Result<Vec<Recorded>, StoreError> {
+        with_retries(|| self.store.record_batch(events)).await
+    }
+
+    fn is_items_fault(failure: &StoreError) -> bool {
+        !failure.retryable()
+    }
+
+    /// An event alone is recorded even when its change cannot be applied: `failed`, for a
+    /// replay.
+    async fn write_part(&self, events: &[(NewEvent, Plan)]) -> Result<Vec<Recorded>, StoreError> {
+        let mut recorded = Vec::with_capacity(events.len());
+        for (event, plan) in events {
+            recorded.push(with_retries(|| self.store.record_and_apply(event, plan)).await?);
         }
-        // Something in the batch broke the transaction for a reason of its own (not the
-        // database going away, not a deadlock): record each event alone, isolated, so that
-        // one bad event cannot fail the others.
-        Err(err) if batch.len() > 1 && !err.retryable() => {
-            tracing::warn!(error = %err, size = batch.len(), "batch failed; recording its events one by one");
-            for ((event, plan), reply) in batch.into_iter().zip(replies) {
-                let result = with_retries(|| store.record_and_apply(&event, &plan))
-                    .await
-                    .map_err(WriteError::from);
-                let _ = reply.send(result);
-            }
-        }
-        Err(err) => {
-            let err = WriteError::from(err);
-            for reply in replies {
-                let _ = reply.send(Err(err.clone()));
-            }
-        }
+        Ok(recorded)
     }
 }
 
@@ -257,20 +217,24 @@ mod tests {
             stripe_org_metadata_key: "organization_id".into(),
             client_reference_key: None,
         };
-        let (jobs, answers): (Vec<Job>, Vec<_>) = [user.clone(), subscription, user]
+        let batch: Vec<(NewEvent, Plan)> = [user.clone(), subscription, user]
             .into_iter()
             .map(|event| {
-                let (reply, answer) = oneshot::channel();
                 let plan = projection.plan(&event);
-                (Job { event, plan, reply }, answer)
+                (event, plan)
             })
-            .unzip();
+            .collect();
         // The writer's own step, on one batch of three.
-        write_batch(&store, jobs).await;
-        let mut recorded = Vec::new();
-        for answer in answers {
-            recorded.push(answer.await.expect("answered").expect("recorded"));
-        }
+        let recorded: Vec<Recorded> = billing_sync_store::batching::write_batch(
+            &Events {
+                store: store.clone(),
+            },
+            batch,
+        )
+        .await
+        .into_iter()
+        .map(|result| result.expect("recorded"))
+        .collect();
         assert_eq!(
             recorded,
             vec![
