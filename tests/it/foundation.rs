@@ -658,7 +658,7 @@ print("OK")
     let local = dir.path().join("billing-sync.service");
     std::fs::write(
         &local,
-        unit.replace("/usr/local/bin/billing-sync", support::BINARY)
+        unit.replace("/usr/local/bin/billing-sync", support::binary())
             .replace("EnvironmentFile=/", "EnvironmentFile=-/"),
     )
     .expect("write the unit");

@@ -9,6 +9,7 @@ mod browser;
 mod credits;
 mod exhaustion;
 mod foundation;
+mod heavy;
 mod hostile;
 mod outbox;
 mod plans;

@@ -18,19 +18,15 @@
 //! settings). `BENCH_CREDITS_CONSUMES` sets the consumes per run (default 6,000),
 //! `BENCH_CREDITS_RESERVATIONS` the reservations (default 6,000).
 
-#[path = "common/figures.rs"]
-mod figures;
-#[path = "../../../tests/it/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use billing_sync_store::Store;
 use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use billing_sync_testkit::bench::figures;
+use billing_sync_testkit::e2e::{Server, http};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
-use support::{Server, http};
 
 const API_KEY: &str = "bsk_bench_0123456789abcdef0123456789abcdef";
 const CALLERS: [usize; 2] = [16, 64];

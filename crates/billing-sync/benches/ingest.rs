@@ -25,13 +25,6 @@
 //! 2xx to each event it stored. Its line gives its figures (its own CPU from `/proc`: run the
 //! receiver itself with `exec`) and billing-sync's events per second as a multiple of its.
 
-#[path = "common/cpu.rs"]
-mod cpu;
-#[path = "common/figures.rs"]
-mod figures;
-#[path = "../../../tests/it/support/mod.rs"]
-mod support;
-
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,10 +34,11 @@ use billing_sync_store::Store;
 use billing_sync_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
 };
+use billing_sync_testkit::bench::cpu::{cluster_cpu, machine_cpu, postmaster_pid, process_cpu};
+use billing_sync_testkit::bench::figures;
+use billing_sync_testkit::e2e::{Server, http, now, stripe_signature};
 use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycles};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
-use cpu::{cluster_cpu, machine_cpu, postmaster_pid, process_cpu};
-use support::{Server, http, now, stripe_signature};
 
 const SECRET: &str = "whsec_bench_secret";
 const SENDERS: [usize; 3] = [1, 16, 64];

@@ -7,17 +7,14 @@
 //!
 //! Run with `./scripts/bench --bench operations` (PostgreSQL), or with `BENCH_BACKEND=sqlite`.
 
-#[path = "../../../tests/it/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use billing_sync_testkit::e2e::standins::{JwksStandIn, SigningKey, StripeStandIn};
+use billing_sync_testkit::e2e::{Server, now, post_clerk, post_stripe, stripe_signature};
 use billing_sync_testkit::{Backend, TestDatabase};
 use serde_json::json;
-use support::standins::{JwksStandIn, SigningKey, StripeStandIn};
-use support::{Server, now, post_clerk, post_stripe, stripe_signature};
 
 const REQUESTS: usize = 10_000;
 const CONCURRENCY: [usize; 2] = [16, 64];
@@ -128,7 +125,7 @@ async fn main() {
                                  "iss": jwks.issuer, "azp": "https://app.example.com", "v": 2,
                                  "o": {"id": "org_bench"}}),
     );
-    let client = support::http();
+    let client = billing_sync_testkit::e2e::http();
     let state = server.url("/api/v1/operations/payment/subscription");
     // Warm-up, which also fills the key cache.
     for _ in 0..200 {

@@ -18,24 +18,17 @@
 //! runs' order alternates); the ratio reported is the median of the rounds', as one run pair
 //! on two shared cores swung from 0.72 to 0.97.
 
-#[path = "common/cpu.rs"]
-mod cpu;
-#[path = "common/figures.rs"]
-mod figures;
-#[path = "../../../tests/it/support/mod.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use billing_sync_testkit::bench::cpu::{cluster_cpu, postmaster_pid, process_cpu};
+use billing_sync_testkit::bench::figures::{percentile, setting};
+use billing_sync_testkit::e2e::receivers::ReceiverStandIn;
+use billing_sync_testkit::e2e::{Server, now, stripe_signature};
 use billing_sync_testkit::scenarios::{ScenarioEvent, subscription_lifecycles};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
-use cpu::{cluster_cpu, postmaster_pid, process_cpu};
-use figures::{percentile, setting};
-use support::receivers::ReceiverStandIn;
-use support::{Server, now, stripe_signature};
 
 const SECRET: &str = "whsec_bench_outbox";
 const APP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

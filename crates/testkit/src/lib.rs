@@ -7,7 +7,9 @@
 
 #![recursion_limit = "256"]
 
+pub mod bench;
 pub mod cluster;
+pub mod e2e;
 pub mod load;
 pub mod scenarios;
 pub mod state;

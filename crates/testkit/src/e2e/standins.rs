@@ -31,6 +31,7 @@ pub(crate) async fn serve(route: impl poem::Endpoint + 'static) -> String {
 /// An RSA signing key of the kind Clerk uses for session tokens.
 #[derive(Clone)]
 pub struct SigningKey {
+    /// The `kid` its tokens carry and its JWKS entry names.
     pub kid: String,
     encoding: Arc<EncodingKey>,
     /// The JWK of the public half.
@@ -40,6 +41,7 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
+    /// A new 2048-bit RSA key named `kid`.
     pub fn generate(kid: &str) -> SigningKey {
         let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
         let public = private.to_public_key();
@@ -72,9 +74,11 @@ impl SigningKey {
 
 /// Clerk's `/.well-known/jwks.json`, counting fetches.
 pub struct JwksStandIn {
+    /// The JWKS URL.
     pub url: String,
     /// The issuer its URL implies, as Clerk's Frontend API origin is its tokens' `iss`.
     pub issuer: String,
+    /// How many times the JWKS was fetched.
     pub fetches: Arc<AtomicUsize>,
     keys: Arc<Mutex<Vec<Value>>>,
     failures: Arc<JwksFailures>,
@@ -109,6 +113,7 @@ async fn jwks(
 }
 
 impl JwksStandIn {
+    /// Serves `keys` as a JWKS on a free port.
     pub async fn start(keys: &[&SigningKey]) -> JwksStandIn {
         let fetches = Arc::new(AtomicUsize::new(0));
         let keys = Arc::new(Mutex::new(
@@ -147,6 +152,7 @@ impl JwksStandIn {
         self.keys.lock().expect("lock").push(key.jwk.clone());
     }
 
+    /// How many times the JWKS was fetched so far.
     pub fn fetch_count(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
@@ -168,14 +174,20 @@ pub enum StripeAnswer {
 pub struct ReceivedRequest {
     /// `/v1/billing_portal/sessions` or `/v1/checkout/sessions`.
     pub path: String,
+    /// The form fields, in order.
     pub form: Vec<(String, String)>,
+    /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// The `Stripe-Version` header.
     pub stripe_version: Option<String>,
+    /// The `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// The `Content-Type` header.
     pub content_type: Option<String>,
 }
 
 impl ReceivedRequest {
+    /// The first form field `name`.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()
@@ -204,12 +216,16 @@ struct StripeState {
 /// A list call a stand-in received: the resource and its query parameters.
 #[derive(Clone, Debug)]
 pub struct ListRequest {
+    /// The listed resource (`customers`, `subscriptions`, …).
     pub resource: String,
+    /// The query parameters.
     pub query: std::collections::HashMap<String, String>,
+    /// The `Authorization` header.
     pub authorization: Option<String>,
 }
 
 impl ListRequest {
+    /// The query parameter `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
     }
@@ -499,6 +515,7 @@ fn retrieve_object(
 /// Stripe's `POST /v1/billing_portal/sessions`: form body, bearer key, JSON session object like
 /// Stripe's own fixture, Stripe-style error bodies with a `request-id` header.
 pub struct StripeStandIn {
+    /// `http://127.0.0.1:PORT`, for `STRIPE_API_BASE`.
     pub base_url: String,
     state: Arc<StripeState>,
 }
@@ -639,6 +656,7 @@ async fn portal_sessions(
 }
 
 impl StripeStandIn {
+    /// Serves on a free port, answering each request with the next of `script`.
     pub async fn start(script: &[StripeAnswer]) -> StripeStandIn {
         let state = Arc::new(StripeState::default());
         state
@@ -732,6 +750,7 @@ impl StripeStandIn {
         self.state.retrievals.load(Ordering::SeqCst)
     }
 
+    /// The requests received so far, in order.
     pub fn received(&self) -> Vec<ReceivedRequest> {
         self.state.received.lock().expect("lock").clone()
     }
@@ -813,6 +832,7 @@ fn list_clerk_objects(
 
 /// Clerk's Backend API (`/v1/organizations`, `/v1/users`, `/v1/organization_memberships`).
 pub struct ClerkApiStandIn {
+    /// `http://127.0.0.1:PORT`, for `CLERK_API_BASE`.
     pub base_url: String,
     state: Arc<ClerkState>,
 }

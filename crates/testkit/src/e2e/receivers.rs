@@ -18,9 +18,13 @@ pub type Scripted = (u16, Option<u64>);
 /// A request a receiver got, and what it answered.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// When it arrived.
     pub at: Instant,
+    /// Its headers, names in lower case.
     pub headers: HashMap<String, String>,
+    /// Its body.
     pub body: Vec<u8>,
+    /// The status the stand-in answered.
     pub status: u16,
 }
 
@@ -30,6 +34,7 @@ impl Received {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
+    /// The header `name` (lower case), empty when absent.
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map_or("", String::as_str)
     }
@@ -171,6 +176,7 @@ async fn svix_message(
 
 /// A receiver: the app's webhook endpoint, Clerk's metadata endpoint, or Svix's messages.
 pub struct ReceiverStandIn {
+    /// `http://127.0.0.1:PORT`.
     pub base_url: String,
     state: Arc<Receiver>,
 }

@@ -1,7 +1,5 @@
 //! CPU time from `/proc`, for the benchmarks: a process's, a PostgreSQL cluster's, the
-//! machine's. Included by path (`#[path = "common/cpu.rs"] mod cpu;`) by each bench that reads it.
-
-#![allow(dead_code)]
+//! machine's.
 
 use std::time::Duration;
 

@@ -1,8 +1,5 @@
 //! What the benchmarks compute from what they measured, and read from the environment: one
-//! percentile rule and one way to read a numeric setting. Included by path
-//! (`#[path = "common/figures.rs"] mod figures;`) by each bench that uses them.
-
-#![allow(dead_code)]
+//! percentile rule and one way to read a numeric setting.
 
 use std::time::Duration;
 
