@@ -166,7 +166,7 @@ mod tests {
     /// parity. Every write's batch is kept.
     #[derive(Default)]
     struct Doubling {
-        writes: std::sync::Mutex<Vec<Vec<i64>>>,
+        writes: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -245,21 +245,9 @@ mod tests {
     /// own output (the test's runtime is one thread: the writer runs when the test waits).
     #[tokio::test]
     async fn requests_waiting_together_are_one_batch_each_answered_its_own() {
-        let writer = Arc::new(Doubling::default());
-        struct Shared(Arc<Doubling>);
-        impl Batched for Shared {
-            type Item = i64;
-            type Output = i64;
-            type Failure = Refused;
-            const BATCH_SIZE_METRIC: &'static str = "test_batch_size";
-            async fn write(&self, items: &[i64]) -> Result<Vec<i64>, Refused> {
-                self.0.write(items).await
-            }
-            fn is_items_fault(failure: &Refused) -> bool {
-                Doubling::is_items_fault(failure)
-            }
-        }
-        let batching = BatchingWriter::start(Shared(writer.clone()), 1, 4);
+        let writer = Doubling::default();
+        let writes = writer.writes.clone();
+        let batching = BatchingWriter::start(writer, 1, 4);
         // `join_all` sends every request before the test waits: only then does the writer run.
         let answers: Vec<i64> =
             futures::future::join_all([1, 2, 3, 4, 5, 6].map(|item| batching.submit(item)))
@@ -270,7 +258,7 @@ mod tests {
         assert_eq!(answers, vec![2, 4, 6, 8, 10, 12]);
         // At most four at a time: the first four together, then the other two.
         assert_eq!(
-            *writer.writes.lock().expect("lock"),
+            *writes.lock().expect("lock"),
             vec![vec![1, 2, 3, 4], vec![5, 6]]
         );
     }
