@@ -21,7 +21,7 @@ pub enum ErrorCode {
     Unauthorized,
     /// 403: valid, but not allowed this (a role, an origin, a revoked membership).
     Forbidden,
-    /// 404: nothing of that id.
+    /// 404: no route has the path, or what it names does not exist (the portal: no customer yet).
     NotFound,
     /// 405: the route exists, not with this method.
     MethodNotAllowed,
