@@ -30,7 +30,7 @@ pub use state::{
     MembershipState, OrganizationState, PriceState, ProductState, PurchaseSource, Rank, RawJson,
     SubscriptionState, SyncedRow, Tie, UserState, Version, supersedes,
 };
-pub use stripe_body::{stripe_event, stripe_event_from_tree};
+pub use stripe_body::{readings_agree, stripe_event, stripe_event_from_tree};
 
 /// Turns events into changes by their provider's projection; needs no secret, so replay can
 /// use it alone.

@@ -31,6 +31,46 @@ pub fn stripe_event(body: &[u8]) -> Result<NewEvent, NotAnEvent> {
     }
 }
 
+/// Whether the two readings of `body` agree: [`stripe_event`] and [`stripe_event_from_tree`]
+/// both refuse it alike, or both read the same envelope, keep the same text and project the
+/// same changes with `projection`. The sparse reading's one check, which the fuzz target, the
+/// committed samples' test and the shared fixtures' test each run on every body they have;
+/// `Err` says how the readings differ.
+pub fn readings_agree(body: &[u8], projection: &crate::Projection) -> Result<(), String> {
+    match (stripe_event(body), stripe_event_from_tree(body)) {
+        (Ok(sparse), Ok(whole)) => {
+            let envelope = |event: &NewEvent| {
+                (
+                    event.event_id.clone(),
+                    event.event_type.clone(),
+                    event.event_created,
+                    event.api_version.clone(),
+                    event.livemode,
+                )
+            };
+            if envelope(&sparse) != envelope(&whole) {
+                return Err(format!(
+                    "the envelopes differ: {:?} / {:?}",
+                    envelope(&sparse),
+                    envelope(&whole)
+                ));
+            }
+            if sparse.payload_text != whole.payload_text {
+                return Err("the bodies kept differ".into());
+            }
+            let (sparse, whole) = (projection.plan(&sparse), projection.plan(&whole));
+            if sparse != whole {
+                return Err(format!(
+                    "the sparse reading projects {sparse:?}, the whole {whole:?}"
+                ));
+            }
+            Ok(())
+        }
+        (Err(sparse), Err(whole)) if sparse == whole => Ok(()),
+        (sparse, whole) => Err(format!("the readings disagree: {sparse:?} / {whole:?}")),
+    }
+}
+
 /// The envelope fields of a Stripe event, borrowed from the body.
 #[derive(serde::Deserialize)]
 struct StripeEnvelope<'a> {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use billing_sync_projection::stripe::{Carried, projected_event_types};
-use billing_sync_projection::{Plan, Projection, stripe_event, stripe_event_from_tree};
+use billing_sync_projection::{Plan, Projection, readings_agree, stripe_event};
 use serde_json::{Value, json};
 
 /// The sample object of `carried`'s kind. The match is exhaustive: a new kind of object fails
@@ -54,21 +54,13 @@ fn every_projected_event_type_projects_the_same_read_sparsely_as_whole_on_the_sa
         let carried = Carried::by(event_type).expect("a projected type carries an object");
         let object = sample(carried);
         for body in bodies(event_type, &object) {
+            readings_agree(&body, &projection).unwrap_or_else(|difference| {
+                panic!("{event_type}: {difference}");
+            });
             let sparse = stripe_event(&body).expect("an event");
-            let whole = stripe_event_from_tree(&body).expect("an event");
             assert!(
                 sparse.object_text.is_some(),
                 "{event_type}: not read sparsely"
-            );
-            assert_eq!(
-                (&sparse.event_id, &sparse.event_type, sparse.event_created),
-                (&whole.event_id, &whole.event_type, whole.event_created),
-                "{event_type}"
-            );
-            assert_eq!(
-                (&sparse.api_version, sparse.livemode),
-                (&whole.api_version, whole.livemode),
-                "{event_type}"
             );
             let plan = projection.plan(&sparse);
             // A sample that projected to nothing, or failed, would check nothing of the fields
@@ -76,11 +68,6 @@ fn every_projected_event_type_projects_the_same_read_sparsely_as_whole_on_the_sa
             assert!(
                 matches!(&plan, Plan::Apply(changes) if !changes.is_empty()),
                 "{event_type}: the sample projects to {plan:?}"
-            );
-            assert_eq!(
-                plan,
-                projection.plan(&whole),
-                "{event_type}: the sparse reading projects otherwise"
             );
             // The raw object kept is the object as sent, whichever way it was read.
             let kept: Value =
