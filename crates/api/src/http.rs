@@ -289,11 +289,7 @@ pub fn with_documented_errors(
                     (response.extensions().get::<PayloadRefused>(), body)
                     && let Some(wrong) = fields.explain(refusal, &body)
                 {
-                    return Ok(json_error(
-                        poem::http::StatusCode::BAD_REQUEST,
-                        ErrorCode::ValidationError,
-                        &format!("The request could not be read: {wrong}."),
-                    ));
+                    return Ok(unreadable_request(format!("{wrong}.")).await);
                 }
                 Ok(response)
             }

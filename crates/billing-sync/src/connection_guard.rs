@@ -46,6 +46,7 @@ use futures::task::AtomicWaker;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
+use poem_openapi::types::ToJSON;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -544,8 +545,7 @@ impl Refusal {
             ),
             Refusal::H2c => return None,
         };
-        let body = String::from_utf8(ErrorBody::new(code, message).to_json_bytes())
-            .expect("JSON is UTF-8");
+        let body = ErrorBody::new(code, message).to_json_string();
         Some(format!(
             "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n{body}",

@@ -103,12 +103,10 @@ impl App {
         );
         // The document and the docs page are served from one shared copy each: an answer
         // a client does not read costs a reference, not a megabyte and a half.
-        let document = bytes::Bytes::from(billing_sync_api::openapi_document(&api));
-        let request_fields = Arc::new(
-            billing_sync_api::request_fields::RequestFields::from_document(
-                &String::from_utf8_lossy(&document),
-            ),
-        );
+        let document = billing_sync_api::openapi_document(&api);
+        let request_fields =
+            Arc::new(billing_sync_api::request_fields::RequestFields::from_document(&document));
+        let document = bytes::Bytes::from(document);
         let spec = poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
                 .content_type("application/json; charset=utf-8")
@@ -162,7 +160,8 @@ impl App {
                 let response = if request.method() == poem::http::Method::HEAD
                     && path == PORTAL_PATH
                 {
-                    method_not_allowed()
+                    // Its body in the error format below, as the router's 405s.
+                    poem::IntoResponse::into_response(poem::http::StatusCode::METHOD_NOT_ALLOWED)
                 } else {
                     endpoint.get_response(request).await
                 };
@@ -236,8 +235,8 @@ fn in_slices(shared: &bytes::Bytes) -> poem::Body {
 }
 
 /// The router's own refusals, a path no route has (404) and a method the route does not take
-/// (405), which poem answers in plain text, in the documented error format like every other
-/// error; other answers as they are.
+/// (405, the portal's `HEAD` too), which poem answers in plain text, in the documented error
+/// format like every other error; other answers as they are.
 fn in_the_error_format(response: poem::Response) -> poem::Response {
     use poem::http::StatusCode;
     let (code, message) = match response.status() {
@@ -264,20 +263,6 @@ fn in_the_error_format(response: poem::Response) -> poem::Response {
         poem::http::HeaderValue::from_static("application/json; charset=utf-8"),
     );
     poem::Response::from_parts(parts, ErrorBody::new(code, message).to_json_bytes().into())
-}
-
-/// 405 in the documented error format (the `Allow` header is added with every 405).
-fn method_not_allowed() -> poem::Response {
-    poem::Response::builder()
-        .status(poem::http::StatusCode::METHOD_NOT_ALLOWED)
-        .content_type("application/json; charset=utf-8")
-        .body(
-            ErrorBody::new(
-                ErrorCode::MethodNotAllowed,
-                "This method is not allowed here; see the Allow header.",
-            )
-            .to_json_bytes(),
-        )
 }
 
 /// Headers every answer gets: no content sniffing, and no caching of an error (an error about

@@ -448,16 +448,17 @@ impl From<Answer> for OrganizationBillingResponse {
 }
 
 impl Answer {
-    /// Its `outcome` in `billing_sync_credits_requests_total`: a conflict by its code.
+    /// Its `outcome` in `billing_sync_credits_requests_total`: its code, in lower case.
     fn outcome(&self) -> String {
-        match self {
-            Answer::BadRequest(_) => "validation_error".into(),
-            Answer::Unauthorized(_) => "unauthorized".into(),
-            Answer::NotFound(_) => "reservation_not_found".into(),
-            Answer::Conflict(conflict) => conflict.0.error.code.to_ascii_lowercase(),
-            Answer::Internal(_) => "internal_error".into(),
-            Answer::Unavailable(_) => "unavailable".into(),
-        }
+        let error = match self {
+            Answer::Conflict(conflict) => &conflict.0.error,
+            Answer::BadRequest(body)
+            | Answer::Unauthorized(body)
+            | Answer::NotFound(body)
+            | Answer::Internal(body)
+            | Answer::Unavailable(body) => &body.0,
+        };
+        error.code.to_ascii_lowercase()
     }
 }
 
