@@ -14,9 +14,17 @@
 //! and every organization's balance checked exact afterwards (what it was, less what was
 //! captured, nothing held).
 //!
+//! Then the same consumes from generators outside the bench's process (`credits/external.rs`):
+//! wrk against the service, pgbench against the naive design (the debit and a ledger row with
+//! its key per transaction), for 16 and 64 connections and for one alone.
+//!
 //! Run with `./scripts/bench --bench credits` (a throwaway PostgreSQL with default, durable
 //! settings). `BENCH_CREDITS_CONSUMES` sets the consumes per run (default 6,000),
-//! `BENCH_CREDITS_RESERVATIONS` the reservations (default 6,000).
+//! `BENCH_CREDITS_RESERVATIONS` the reservations (default 6,000),
+//! `BENCH_CREDITS_EXTERNAL_SECONDS` each external run's length (default 5).
+
+#[path = "credits/external.rs"]
+mod external;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -202,8 +210,8 @@ async fn balance_and_held(server: &Server, organization: &str) -> (i64, i64) {
     )
 }
 
-/// CPU time (user + system) of the processes whose command line starts with `prefix`, or of one
-/// process.
+/// CPU time (user + system) of the processes, with that of their children that have exited:
+/// PostgreSQL's backends of a client that disconnected (pgbench's) count in the postmaster's.
 fn cpu_of(pids: &[u32]) -> Duration {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -213,8 +221,11 @@ fn cpu_of(pids: &[u32]) -> Duration {
                 .map_or("", |(_, rest)| rest)
                 .split_whitespace()
                 .collect();
-            let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-                + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+            // utime, stime, cutime, cstime (fields 14 to 17 of proc(5)).
+            let ticks: u64 = (11..=14)
+                .map(|field| fields.get(field).and_then(|v| v.parse::<u64>().ok()))
+                .map(Option::unwrap_or_default)
+                .sum();
             Duration::from_millis(ticks * 10)
         })
         .sum()
@@ -272,6 +283,14 @@ async fn main() {
         ))
         .await
         .expect("fund");
+    raw.connection()
+        .execute_unprepared(
+            "CREATE TABLE bench_ledger (sequence bigserial PRIMARY KEY, \
+             organization_id text NOT NULL, amount bigint NOT NULL, idempotency_key text NOT NULL, \
+             UNIQUE (organization_id, idempotency_key))",
+        )
+        .await
+        .expect("create the naive ledger");
     let server_db = TestDatabase::create(Backend::Postgres).await.expect("db");
     let server = Server::start(
         &server_db.url,
@@ -358,6 +377,65 @@ async fn main() {
                 served.rate() / ceiling.rate(),
             );
         }
+    }
+
+    let seconds: u64 = figures::setting("BENCH_CREDITS_EXTERNAL_SECONDS", 5);
+    println!(
+        "the same from outside: wrk against the service, pgbench against the naive design (a \
+         debit and a ledger row per transaction), {seconds} s each"
+    );
+    println!(
+        "{:<13} {:>7} | {:>9} {:>7} {:>7} {:>8} {:>8} | {:>9} {:>7} {:>8} | {:>8}",
+        "organizations",
+        "callers",
+        "wrk/s",
+        "p50 ms",
+        "p99 ms",
+        "srv µs",
+        "pg µs",
+        "naive/s",
+        "mean ms",
+        "pg µs",
+        "×naive",
+    );
+    for (spread, callers) in [
+        (1, 16),
+        (1, 64),
+        (ORGANIZATIONS, 16),
+        (ORGANIZATIONS, 64),
+        (ORGANIZATIONS, 1),
+    ] {
+        let pg_before = cpu_of(&postgres_pids());
+        let naive = external::pgbench(&raw_db.url, spread, callers, seconds);
+        let naive_pg = cpu_of(&postgres_pids()).saturating_sub(pg_before);
+        assert_eq!(naive.failed, 0, "every naive debit committed");
+        let before = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+        let served = external::wrk(
+            &server.url("/api/v1/credits/consume"),
+            API_KEY,
+            spread,
+            callers,
+            seconds,
+            &format!("wrk-s{spread}x{callers}"),
+        );
+        let after = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+        assert_eq!(served.failed, 0, "every consume answered 200");
+        let per = |d: Duration, count: u64| d.as_secs_f64() * 1e6 / count.max(1) as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{:<13} {:>7} | {:>9.0} {:>7.2} {:>7.2} {:>8.0} {:>8.0} | {:>9.0} {:>7.2} {:>8.0} | {:>7.2}×",
+            spread,
+            callers,
+            served.rate(),
+            ms(served.p50),
+            ms(served.p99),
+            per(after.0 - before.0, served.requests),
+            per(after.1.saturating_sub(before.1), served.requests),
+            naive.rate(),
+            ms(naive.p50),
+            per(naive_pg, naive.requests),
+            served.rate() / naive.rate(),
+        );
     }
 
     const RESERVING: usize = 100;
