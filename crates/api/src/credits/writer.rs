@@ -3,16 +3,8 @@
 //! load and one commit per batch instead of per call (the store's [`BatchingWriter`], as the
 //! webhooks' group commit). Each request is answered only after the commit that holds its
 //! transaction.
-//!
-//! On PostgreSQL the organizations are split into lanes by a hash of their id, each lane its own
-//! writer: one organization's requests always meet in one lane's batches (its lead), while
-//! many organizations' batches are decided side by side, one lane's round trips and fsync
-//! overlapping another's, where a single writer left the server idle between its batches.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-
-use billing_sync_store::sea_orm::DbBackend;
 
 use billing_sync_credits::{Answer, Request};
 use billing_sync_store::batching::{Batched, BatchingWriter};
@@ -23,33 +15,22 @@ use billing_sync_store::{Store, StoreError};
 /// Most requests decided in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Writers on PostgreSQL, each deciding for its own organizations: a lane is one connection
-/// of the pool while it writes. Measured (`./scripts/bench --bench credits`, docs/proofs.md).
-const POSTGRES_LANES: usize = 4;
-
-/// The handle requests use; the writer tasks end when the last handle is dropped.
+/// The handle requests use; the writer task ends when the last handle is dropped.
 pub struct LedgerWriter {
-    lanes: Vec<BatchingWriter<Ledger>>,
+    writer: BatchingWriter<Ledger>,
 }
 
 impl LedgerWriter {
-    /// Starts the writers on the current tokio runtime. Credits per unit of a price are read
+    /// Starts the writer on the current tokio runtime. Credits per unit of a price are read
     /// from its catalog metadata `credits_metadata_key`.
     pub fn start(store: Store, credits_metadata_key: String) -> Self {
-        let lanes = match store.backend() {
-            DbBackend::Postgres => POSTGRES_LANES,
-            // SQLite runs one writing transaction at a time: a second lane would only wait.
-            _ => 1,
-        };
         let ledger = Ledger {
             store,
             credits_metadata_key,
         };
-        // One writer per lane: a second in the same lane would wait on the first's locks.
+        // One writer: a second would wait on the first's organization locks.
         LedgerWriter {
-            lanes: (0..lanes)
-                .map(|_| BatchingWriter::start(ledger.clone(), 1, MAX_BATCH))
-                .collect(),
+            writer: BatchingWriter::start(ledger, 1, MAX_BATCH),
         }
     }
 
@@ -59,26 +40,15 @@ impl LedgerWriter {
         organization_id: &str,
         request: Request,
     ) -> Result<Answer, WriteError> {
-        self.lane_of(organization_id)
+        self.writer
             .submit((organization_id.to_owned(), request))
             .await
-    }
-
-    /// The organization's lane, the same for every request of it (in this process: another
-    /// replica's lanes take turns with these on the organizations' locks).
-    fn lane_of(&self, organization_id: &str) -> &BatchingWriter<Ledger> {
-        let mut hasher = DefaultHasher::new();
-        organization_id.hash(&mut hasher);
-        // The remainder is below the lanes' count, which is a usize.
-        let lane = (hasher.finish() % self.lanes.len() as u64) as usize;
-        &self.lanes[lane]
     }
 }
 
 /// Requests of organizations, decided in one transaction, grouped by organization in arrival
 /// order. When a batch fails for a reason of its own, each organization is decided alone, so
 /// that one organization's trouble does not refuse the others.
-#[derive(Clone)]
 struct Ledger {
     store: Store,
     credits_metadata_key: String,
