@@ -357,3 +357,74 @@ async fn a_refused_consume_of_an_organization_without_a_ledger_writes_nothing(db
         .collect();
     assert_eq!(accounts, ["org_granted"]);
 }
+
+billing_sync_testkit::postgres_test! {
+    /// The lookup of earlier answers probes each (organization, key) it is given, whatever the
+    /// organization's history and whatever the statistics know of it: 20,000 transactions of
+    /// one organization, never analyzed (autovacuum off for the table, as when it has grown
+    /// faster than autoanalyze), and 40 keys of which 20 were answered before. No step of the
+    /// plan reads more rows than there are keys, nor drops any it read.
+    #[tokio::test]
+    async fn the_lookup_of_earlier_answers_probes_its_keys_however_long_the_history() {
+        use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+        use billing_sync_store::credits::answers_to;
+        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
+            return;
+        };
+        let store = migrated_store(&db.url).await;
+        let connection = store.connection();
+        for sql in [
+            "ALTER TABLE credit_transactions SET (autovacuum_enabled = false)",
+            "INSERT INTO credit_transactions (organization_id, sequence, kind, amount, \
+             balance_after, idempotency_key, fingerprint, created_at) \
+             SELECT 'org_hot', n, 'consume', -1, 0, 'old-' || n, 'f', 1700000000 \
+             FROM generate_series(1, 20000) AS n",
+        ] {
+            connection.execute_unprepared(sql).await.expect(sql);
+        }
+        let keys: Vec<String> = (0..20)
+            .map(|n| format!("new-{n}"))
+            .chain((0..20).map(|n| format!("old-{}", 1 + n * 997)))
+            .collect();
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|key| ("org_hot", key.as_str())).collect();
+        let lookup = answers_to(DbBackend::Postgres, &pairs);
+
+        let found = connection.query_all_raw(lookup.clone()).await.expect("lookup");
+        let mut answered: Vec<String> = found
+            .iter()
+            .map(|row| row.try_get::<String>("", "idempotency_key").expect("key"))
+            .collect();
+        answered.sort();
+        let mut expected: Vec<String> = keys[20..].to_vec();
+        expected.sort();
+        assert_eq!(answered, expected, "the keys answered before, and only they");
+
+        let explain = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", lookup.sql),
+            lookup.values.clone().map(|values| values.0).unwrap_or_default(),
+        );
+        let row = connection
+            .query_one_raw(explain)
+            .await
+            .expect("explain")
+            .expect("a plan");
+        let plan: serde_json::Value = row.try_get_by_index(0).expect("the plan as JSON");
+        let mut nodes = vec![&plan[0]["Plan"]];
+        while let Some(node) = nodes.pop() {
+            let rows = node["Actual Rows"].as_f64().expect("analyzed");
+            let dropped = node["Rows Removed by Filter"].as_f64().unwrap_or(0.0)
+                + node["Rows Removed by Index Recheck"].as_f64().unwrap_or(0.0)
+                + node["Rows Removed by Join Filter"].as_f64().unwrap_or(0.0);
+            assert!(
+                rows <= keys.len() as f64 && dropped == 0.0,
+                "{} read {rows} rows and dropped {dropped}, for {} keys: {plan:#}",
+                node["Node Type"],
+                keys.len()
+            );
+            if let Some(children) = node["Plans"].as_array() {
+                nodes.extend(children);
+            }
+        }
+    }
+}
