@@ -580,13 +580,16 @@ async fn load<'b>(
 }
 
 /// `SELECT` the ledger's transactions recorded under each (organization, idempotency key) of
-/// `keys`: one probe of the unique index per pair, a join with the pairs' `VALUES` (their
-/// columns are `column1`, `column2` on both backends). Written as `organization_id IN (…) AND
+/// `keys`: one probe of the unique index per pair. Written as `organization_id IN (…) AND
 /// idempotency_key IN (…)`, PostgreSQL 15 planned it, while the statistics lagged behind an
 /// organization's growth, as a scan of that organization's whole history filtered by key:
-/// 8.7 ms and 18,643 rows read and dropped for 46 keys, and slower with every consume
-/// (auto_explain, docs/proofs.md). A join leaves no plan but the probes, or a scan of the whole
-/// table that its real size prices out.
+/// 8.7 ms and 18,643 rows read and dropped for 46 keys, and slower with every consume; a plain
+/// join with the pairs was planned, on a table whose statistics still said empty, as a hash
+/// join over a scan of every organization's transactions (auto_explain, docs/proofs.md). On
+/// PostgreSQL each pair is therefore a lateral subquery run once per pair (its `LIMIT 1`, true
+/// of a unique key, keeps the planner from flattening it back into a join), where the index on
+/// both columns is the only cheap plan whatever the statistics say; SQLite has no hash join and
+/// probes the index for the join (the pairs' columns are `column1`, `column2` on both).
 pub fn answers_to(backend: DbBackend, keys: &[(&str, &str)]) -> Statement {
     let mut sql = String::from("SELECT t.* FROM (VALUES ");
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 * keys.len());
@@ -603,10 +606,16 @@ pub fn answers_to(backend: DbBackend, keys: &[(&str, &str)]) -> Statement {
         values.push((*organization).into());
         values.push((*key).into());
     }
-    sql.push_str(
-        ") AS k JOIN credit_transactions AS t \
-         ON t.organization_id = k.column1 AND t.idempotency_key = k.column2",
-    );
+    sql.push_str(match backend {
+        DbBackend::Postgres => {
+            ") AS k CROSS JOIN LATERAL (SELECT * FROM credit_transactions AS p \
+             WHERE p.organization_id = k.column1 AND p.idempotency_key = k.column2 LIMIT 1) AS t"
+        }
+        _ => {
+            ") AS k JOIN credit_transactions AS t \
+             ON t.organization_id = k.column1 AND t.idempotency_key = k.column2"
+        }
+    });
     Statement::from_sql_and_values(backend, sql, values)
 }
 
