@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 
 use billing_sync_store::Store;
 use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use billing_sync_testkit::bench::cpu::{
+    cluster_cpu, cluster_processes, postmaster_pid, process_cpu,
+};
 use billing_sync_testkit::bench::figures;
 use billing_sync_testkit::e2e::{Server, http};
 use billing_sync_testkit::{Backend, POSTGRES_URL_VAR, TestDatabase};
@@ -210,41 +213,6 @@ async fn balance_and_held(server: &Server, organization: &str) -> (i64, i64) {
     )
 }
 
-/// CPU time (user + system) of the processes, with that of their children that have exited:
-/// PostgreSQL's backends of a client that disconnected (pgbench's) count in the postmaster's.
-fn cpu_of(pids: &[u32]) -> Duration {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map_or("", |(_, rest)| rest)
-                .split_whitespace()
-                .collect();
-            // utime, stime, cutime, cstime (fields 14 to 17 of proc(5)).
-            let ticks: u64 = (11..=14)
-                .map(|field| fields.get(field).and_then(|v| v.parse::<u64>().ok()))
-                .map(Option::unwrap_or_default)
-                .sum();
-            Duration::from_millis(ticks * 10)
-        })
-        .sum()
-}
-
-/// The PostgreSQL server processes (postmaster and its backends) now running.
-fn postgres_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "postgres")
-        })
-        .collect()
-}
-
 /// The writer's transactions and the requests they decided, from `/metrics`.
 async fn batches(server: &Server) -> (f64, f64) {
     let text = server.get_text("/metrics").await;
@@ -269,6 +237,8 @@ async fn main() {
     let count: usize = figures::setting("BENCH_CREDITS_CONSUMES", 6_000);
     let raw_db = TestDatabase::create(Backend::Postgres).await.expect("db");
     let raw = Store::connect(&raw_db.url).await.expect("connect");
+    // The server's database is on the same cluster.
+    let postmaster = postmaster_pid(raw.connection()).await;
     raw.connection()
         .execute_unprepared(
             "CREATE TABLE bench_balances (organization_id text PRIMARY KEY, balance bigint NOT NULL)",
@@ -344,8 +314,8 @@ async fn main() {
         for callers in CALLERS {
             let ceiling = ceiling(&raw, callers, count, spread).await;
             let before = (
-                cpu_of(&[server.pid()]),
-                cpu_of(&postgres_pids()),
+                process_cpu(server.pid()),
+                cluster_cpu(postmaster),
                 batches(&server).await,
             );
             let served = served(
@@ -357,8 +327,8 @@ async fn main() {
             )
             .await;
             let after = (
-                cpu_of(&[server.pid()]),
-                cpu_of(&postgres_pids()),
+                process_cpu(server.pid()),
+                cluster_cpu(postmaster),
                 batches(&server).await,
             );
             let per_consume = |d: Duration| d.as_secs_f64() * 1e6 / count as f64;
@@ -405,18 +375,19 @@ async fn main() {
         (ORGANIZATIONS, 64),
         (ORGANIZATIONS, 1),
     ] {
-        let (pg_before, backends_before) = (cpu_of(&postgres_pids()), postgres_pids().len());
+        let (pg_before, backends_before) = (cluster_cpu(postmaster), cluster_processes(postmaster));
         let naive = external::pgbench(&raw_db.url, spread, callers, seconds);
         // pgbench's backends count in the postmaster's CPU once it has reaped them: until
         // then they are neither (a one-client run once read 2 µs per debit).
         let reaped = Instant::now();
-        while postgres_pids().len() > backends_before && reaped.elapsed() < Duration::from_secs(10)
+        while cluster_processes(postmaster) > backends_before
+            && reaped.elapsed() < Duration::from_secs(10)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let naive_pg = cpu_of(&postgres_pids()).saturating_sub(pg_before);
+        let naive_pg = cluster_cpu(postmaster).saturating_sub(pg_before);
         assert_eq!(naive.failed, 0, "every naive debit committed");
-        let before = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+        let before = (process_cpu(server.pid()), cluster_cpu(postmaster));
         let served = external::wrk(
             &server.url("/api/v1/credits/consume"),
             API_KEY,
@@ -425,7 +396,7 @@ async fn main() {
             seconds,
             &format!("wrk-s{spread}x{callers}"),
         );
-        let after = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+        let after = (process_cpu(server.pid()), cluster_cpu(postmaster));
         assert_eq!(served.failed, 0, "every consume answered 200");
         let per = |d: Duration, count: u64| d.as_secs_f64() * 1e6 / count.max(1) as f64;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -452,9 +423,9 @@ async fn main() {
     for n in 0..RESERVING {
         before.push(balance_and_held(&server, &organization(n, RESERVING)).await);
     }
-    let cpu_before = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+    let cpu_before = (process_cpu(server.pid()), cluster_cpu(postmaster));
     let settled = reserved_and_captured(&server, RESERVERS, reservations, RESERVING).await;
-    let cpu_after = (cpu_of(&[server.pid()]), cpu_of(&postgres_pids()));
+    let cpu_after = (process_cpu(server.pid()), cluster_cpu(postmaster));
     for (n, (balance, held)) in before.into_iter().enumerate() {
         let captured: i64 = (0..reservations)
             .filter(|r| r % RESERVING == n)

@@ -112,19 +112,19 @@ pub fn pgbench(database_url: &str, spread: usize, clients: usize, seconds: u64) 
             database_url.into(),
         ],
     );
-    let field = |prefix: &str| -> f64 {
+    // The number after `prefix` on the line that starts with it.
+    let figure = |prefix: &str| -> Option<f64> {
         stdout
             .lines()
             .find_map(|line| line.strip_prefix(prefix))
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("pgbench printed no `{prefix}`: {stdout}"))
+    };
+    let field = |prefix: &str| -> f64 {
+        figure(prefix).unwrap_or_else(|| panic!("pgbench printed no `{prefix}`: {stdout}"))
     };
     let requests = field("number of transactions actually processed: ") as u64;
-    let failed = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("number of failed transactions: "))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    // pgbench before 15 does not print it.
+    let failed = figure("number of failed transactions: ").map_or(0, |failed| failed as u64);
     let mean = Duration::from_secs_f64(field("latency average = ") / 1e3);
     Measured {
         requests,

@@ -14,26 +14,33 @@ pub fn process_cpu(pid: u32) -> Duration {
 /// (backends, WAL writer, checkpointer, …), and those that have ended and been reaped, which
 /// the kernel adds to the postmaster's children's time.
 pub fn cluster_cpu(postmaster: u32) -> Duration {
-    let mut total = ticks(
+    let own = ticks(
         stat_fields(postmaster).expect("the postmaster's /proc/PID/stat"),
         true,
     );
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    children(postmaster)
+        .into_iter()
+        .map(|(_, fields)| ticks(fields, true))
+        .fold(own, |total, child| total + child)
+}
+
+/// How many processes the postmaster has now (backends, WAL writer, …): a client's backends
+/// leave this count once the postmaster has reaped them, and their time is its children's.
+pub fn cluster_processes(postmaster: u32) -> usize {
+    children(postmaster).len()
+}
+
+/// The processes whose parent is `parent`, with their `/proc/PID/stat` fields.
+fn children(parent: u32) -> Vec<(u32, Vec<String>)> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         // A process may end between listing and reading: it is then counted in the parent's.
-        if let Some(fields) = stat_fields(pid)
-            && fields[1] == postmaster.to_string()
-        {
-            total += ticks(fields, true);
-        }
-    }
-    total
+        .filter_map(|pid| Some((pid, stat_fields(pid)?)))
+        .filter(|(_, fields)| fields[1] == parent)
+        .collect()
 }
 
 /// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may
