@@ -62,36 +62,29 @@ impl Batched for Ledger {
     const BATCH_SIZE_METRIC: &'static str = "billing_sync_credits_batch_size";
 
     async fn write(&self, requests: &[(String, Request)]) -> Result<Vec<Answer>, Failure> {
-        // Grouped by organization, each group in arrival order; answered in the requests'.
-        let mut groups: Vec<OrganizationRequests> = Vec::new();
-        let mut group_of: HashMap<&str, usize> = HashMap::new();
-        let mut group_of_request = Vec::with_capacity(requests.len());
-        for (organization_id, request) in requests {
-            let group = *group_of.entry(organization_id).or_insert_with(|| {
-                groups.push(OrganizationRequests {
-                    organization_id: organization_id.clone(),
-                    requests: Vec::new(),
-                });
-                groups.len() - 1
-            });
-            group_of_request.push(group);
-            groups[group].requests.push(request.clone());
-        }
-        // Each group's answers come in its requests' order, which is the requests' order.
-        let mut answers: Vec<std::vec::IntoIter<Answer>> =
-            decide(&self.store, &self.credits_metadata_key, &groups)
-                .await?
-                .into_iter()
-                .map(Vec::into_iter)
-                .collect();
-        group_of_request
-            .into_iter()
-            .map(|group| {
-                answers
-                    .get_mut(group)
-                    .and_then(Iterator::next)
-                    .ok_or(Failure::Unanswered)
+        // Decided by organization (its parts), each in arrival order; answered in the requests'.
+        let parts = Self::parts(requests);
+        let groups: Vec<OrganizationRequests> = parts
+            .iter()
+            .map(|part| OrganizationRequests {
+                organization_id: requests[part[0]].0.clone(),
+                requests: part
+                    .iter()
+                    .map(|&index| requests[index].1.clone())
+                    .collect(),
             })
+            .collect();
+        let decided = decide(&self.store, &self.credits_metadata_key, &groups).await?;
+        // Each group's answers come in its requests' order.
+        let mut answers: Vec<Option<Answer>> = requests.iter().map(|_| None).collect();
+        for (part, group_answers) in parts.iter().zip(decided) {
+            for (&index, answer) in part.iter().zip(group_answers) {
+                answers[index] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.ok_or(Failure::Unanswered))
             .collect()
     }
 
