@@ -10,6 +10,7 @@ mod credit_facts;
 pub mod credits;
 pub mod entities;
 mod error;
+mod json_list;
 pub mod ledger;
 mod literal;
 mod memberships;

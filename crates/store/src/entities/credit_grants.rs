@@ -3,7 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// One grant (`billing_sync_credits::Grant`).
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "credit_grants")]
 pub struct Model {
     /// The store's id.

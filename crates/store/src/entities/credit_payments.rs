@@ -3,7 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// One charge's amounts (a refund's are cumulative: the largest seen is kept).
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "credit_payments")]
 pub struct Model {
     /// Stripe's `ch_…` id.

@@ -3,7 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// One transaction (`billing_sync_credits::Transaction`).
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "credit_transactions")]
 pub struct Model {
     /// Clerk's `org_…` id.

@@ -366,7 +366,7 @@ billing_sync_testkit::postgres_test! {
     /// of the plan reads more rows than there are keys, nor drops any it read.
     #[tokio::test]
     async fn the_lookup_of_earlier_answers_probes_its_keys_however_long_the_history() {
-        use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+        use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend};
         use billing_sync_store::credits::answers_to;
         let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
             return;
@@ -401,33 +401,102 @@ billing_sync_testkit::postgres_test! {
             expected.sort();
             assert_eq!(answered, expected, "the keys answered before, and only they");
 
-            let explain = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", lookup.sql),
-                lookup.values.clone().map(|values| values.0).unwrap_or_default(),
-            );
-            let row = connection
-                .query_one_raw(explain)
-                .await
-                .expect("explain")
-                .expect("a plan");
-            let plan: serde_json::Value = row.try_get_by_index(0).expect("the plan as JSON");
-            let mut nodes = vec![&plan[0]["Plan"]];
-            while let Some(node) = nodes.pop() {
-                let rows = node["Actual Rows"].as_f64().expect("analyzed");
-                let dropped = node["Rows Removed by Filter"].as_f64().unwrap_or(0.0)
-                    + node["Rows Removed by Index Recheck"].as_f64().unwrap_or(0.0)
-                    + node["Rows Removed by Join Filter"].as_f64().unwrap_or(0.0);
-                assert!(
-                    rows <= keys.len() as f64 && dropped == 0.0,
-                    "{} read {rows} rows and dropped {dropped}, for {} keys: {plan:#}",
-                    node["Node Type"],
-                    keys.len()
-                );
-                if let Some(children) = node["Plans"].as_array() {
-                    nodes.extend(children);
-                }
+            each_step_reads_at_most(connection, &lookup, keys.len(), "keys").await;
+        }
+    }
+
+    /// The grants a batch's decision reads are its organizations' own, read through their
+    /// index, however many other organizations hold grants: 20,000 organizations with a grant
+    /// each, never analyzed and then analyzed, and batches of 1 to 200 of them (the last one
+    /// with no grant). No step of the plan reads more rows than the batch has organizations, nor
+    /// drops any it read. Written as `organization_id IN (…)` with the customers' grants in the
+    /// same `WHERE`, it was a scan of every organization's grants.
+    #[tokio::test]
+    async fn a_batch_reads_its_organizations_grants_however_many_others_hold_some() {
+        use billing_sync_store::credits::grants_to_decide;
+        use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend};
+        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
+            return;
+        };
+        let store = migrated_store(&db.url).await;
+        let connection = store.connection();
+        for sql in [
+            "ALTER TABLE credit_grants SET (autovacuum_enabled = false)",
+            "INSERT INTO credit_grants (organization_id, source, amount, remaining, expired, \
+             taken_back, created_at, credited) \
+             SELECT 'org_' || lpad(n::text, 5, '0'), 'api', 10, 10, 0, 0, 1700000000, true \
+             FROM generate_series(1, 20000) AS n",
+        ] {
+            connection.execute_unprepared(sql).await.expect(sql);
+        }
+        for analyzed in [false, true] {
+            if analyzed {
+                connection
+                    .execute_unprepared("ANALYZE credit_grants")
+                    .await
+                    .expect("analyze");
             }
+            for count in [1, 8, 32, 200] {
+                let mut organizations: Vec<String> = (0..count - 1)
+                    .map(|n| format!("org_{:05}", 1 + n * 97))
+                    .collect();
+                organizations.push("org_none".to_owned());
+                let organizations: Vec<&str> = organizations.iter().map(String::as_str).collect();
+                let read = grants_to_decide(DbBackend::Postgres, &organizations);
+
+                let found = connection.query_all_raw(read.clone()).await.expect("read");
+                let mut granted: Vec<String> = found
+                    .iter()
+                    .map(|row| row.try_get::<String>("", "organization_id").expect("org"))
+                    .collect();
+                granted.sort();
+                assert_eq!(granted, organizations[..count - 1], "their grants, and only theirs");
+
+                each_step_reads_at_most(connection, &read, count, "organizations").await;
+            }
+        }
+    }
+}
+
+/// Runs `statement` under `EXPLAIN ANALYZE` and asserts that no step of its plan read more than
+/// `bound` rows (of `what` there are) or dropped any row it read.
+async fn each_step_reads_at_most(
+    connection: &billing_sync_store::sea_orm::DatabaseConnection,
+    statement: &billing_sync_store::sea_orm::Statement,
+    bound: usize,
+    what: &str,
+) {
+    use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let explain = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", statement.sql),
+        statement
+            .values
+            .clone()
+            .map(|values| values.0)
+            .unwrap_or_default(),
+    );
+    let row = connection
+        .query_one_raw(explain)
+        .await
+        .expect("explain")
+        .expect("a plan");
+    let plan: serde_json::Value = row.try_get_by_index(0).expect("the plan as JSON");
+    let mut nodes = vec![&plan[0]["Plan"]];
+    while let Some(node) = nodes.pop() {
+        let rows = node["Actual Rows"].as_f64().expect("analyzed");
+        let dropped = node["Rows Removed by Filter"].as_f64().unwrap_or(0.0)
+            + node["Rows Removed by Index Recheck"]
+                .as_f64()
+                .unwrap_or(0.0)
+            + node["Rows Removed by Join Filter"].as_f64().unwrap_or(0.0);
+        assert!(
+            rows <= bound as f64 && dropped == 0.0,
+            "{} read {rows} rows and dropped {dropped}, for {bound} {what}: {plan:#}",
+            node["Node Type"],
+        );
+        if let Some(children) = node["Plans"].as_array() {
+            nodes.extend(children);
         }
     }
 }
