@@ -17,7 +17,9 @@ use billing_sync_projection::{
 use billing_sync_store::Store;
 use billing_sync_store::credits::OrganizationRequests;
 use billing_sync_store::entities::{credit_accounts, credit_grants, credit_reservations};
-use billing_sync_store::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use billing_sync_store::sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Statement,
+};
 use billing_sync_testkit::state::migrated_store;
 use billing_sync_testkit::{TestDatabase, each_backend};
 use rand::rngs::StdRng;
@@ -461,12 +463,12 @@ billing_sync_testkit::postgres_test! {
 /// Runs `statement` under `EXPLAIN ANALYZE` and asserts that no step of its plan read more than
 /// `bound` rows (of `what` there are) or dropped any row it read.
 async fn each_step_reads_at_most(
-    connection: &billing_sync_store::sea_orm::DatabaseConnection,
-    statement: &billing_sync_store::sea_orm::Statement,
+    connection: &DatabaseConnection,
+    statement: &Statement,
     bound: usize,
     what: &str,
 ) {
-    use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend};
     let explain = Statement::from_sql_and_values(
         DbBackend::Postgres,
         format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", statement.sql),
