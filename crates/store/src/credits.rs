@@ -596,10 +596,6 @@ async fn load<'b>(
 /// its `CROSS JOIN` keeps the pairs the outer loop, probing the index once for each. The pairs
 /// are one parameter, a JSON array of `[organization, key]` (`json_list`).
 pub fn answers_to(backend: DbBackend, keys: &[(&str, &str)]) -> Statement {
-    let pairs = json_array(
-        keys.iter()
-            .map(|(organization, key)| serde_json::json!([organization, key])),
-    );
     let sql = match backend {
         DbBackend::Postgres => ANSWERS_TO_ON_POSTGRES,
         _ => {
@@ -608,7 +604,15 @@ pub fn answers_to(backend: DbBackend, keys: &[(&str, &str)]) -> Statement {
              AND t.idempotency_key = json_extract(k.value, '$[1]')"
         }
     };
-    Statement::from_sql_and_values(backend, sql, [pairs.into()])
+    Statement::from_sql_and_values(backend, sql, [pairs(keys).into()])
+}
+
+/// `keys` as the JSON array of `[organization, key]` that [`answers_to`] takes.
+fn pairs(keys: &[(&str, &str)]) -> String {
+    json_array(
+        keys.iter()
+            .map(|(organization, key)| serde_json::json!([organization, key])),
+    )
 }
 
 /// [`answers_to`] on PostgreSQL: the pairs are `$1`.
@@ -639,19 +643,11 @@ async fn read_grants_and_answers(
     let backend = db.get_database_backend();
     if backend == DbBackend::Postgres {
         let organizations = json_array(organizations.iter().copied());
-        let pairs = json_array(
-            keys.iter()
-                .map(|(organization, key)| serde_json::json!([organization, key])),
-        );
         let row = db
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
                 READ_IN_ONE_ON_POSTGRES.as_str(),
-                [
-                    organizations.clone().into(),
-                    organizations.into(),
-                    pairs.into(),
-                ],
+                [organizations.into(), pairs(keys).into()],
             ))
             .await?
             .ok_or_else(|| DbErr::Custom("the ledger's read returned no row".to_owned()))?;
@@ -689,7 +685,7 @@ async fn read_grants_and_answers(
     })
 }
 
-/// [`read_grants_and_answers`]' statement: the organizations are `$1` and `$2`, the pairs `$3`.
+/// [`read_grants_and_answers`]' statement: the organizations are `$1`, the pairs `$2`.
 static READ_IN_ONE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH g AS ({GRANTS_TO_DECIDE_ON_POSTGRES}), a AS ({answers}) SELECT \
@@ -697,7 +693,7 @@ static READ_IN_ONE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
          (SELECT CAST(coalesce(json_agg(p), '[]') AS text) FROM credit_payments AS p \
          WHERE p.payment_id IN (SELECT g.payment_id FROM g)) AS charges, \
          (SELECT CAST(coalesce(json_agg(a), '[]') AS text) FROM a) AS answered",
-        answers = ANSWERS_TO_ON_POSTGRES.replace("$1", "$3"),
+        answers = ANSWERS_TO_ON_POSTGRES.replace("$1", "$2"),
     )
 });
 
@@ -711,9 +707,11 @@ static READ_IN_ONE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
 /// with every organization signed up. Customers' grants come from the customers (their index
 /// on the organization), then the grants' index on the customer.
 pub fn grants_to_decide(backend: DbBackend, organizations: &[&str]) -> Statement {
-    let sql = match backend {
-        DbBackend::Postgres => GRANTS_TO_DECIDE_ON_POSTGRES,
-        _ => {
+    let organizations = json_array(organizations.iter().copied());
+    let (sql, values) = match backend {
+        DbBackend::Postgres => (GRANTS_TO_DECIDE_ON_POSTGRES, vec![organizations.into()]),
+        // SQLite's `?` are taken in order: the list twice.
+        _ => (
             "SELECT g.* FROM credit_grants AS g \
              WHERE g.organization_id IN (SELECT value FROM json_each(?)) \
              AND (g.credited = false OR g.remaining > 0 \
@@ -722,18 +720,14 @@ pub fn grants_to_decide(backend: DbBackend, organizations: &[&str]) -> Statement
              JOIN credit_grants AS g ON g.customer_id = c.id \
              WHERE c.organization_id IN (SELECT value FROM json_each(?)) \
              AND g.organization_id IS NULL AND g.credited = false \
-             ORDER BY id"
-        }
+             ORDER BY id",
+            vec![organizations.clone().into(), organizations.into()],
+        ),
     };
-    let organizations = json_array(organizations.iter().copied());
-    Statement::from_sql_and_values(
-        backend,
-        sql,
-        [organizations.clone().into(), organizations.into()],
-    )
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
-/// [`grants_to_decide`] on PostgreSQL: the organizations are `$1` and `$2`.
+/// [`grants_to_decide`] on PostgreSQL: the organizations are `$1`.
 const GRANTS_TO_DECIDE_ON_POSTGRES: &str = "SELECT g.* FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS o(id) \
              CROSS JOIN LATERAL (SELECT * FROM credit_grants AS g \
              WHERE g.organization_id = o.id AND (g.credited = false OR g.remaining > 0 \
@@ -741,7 +735,7 @@ const GRANTS_TO_DECIDE_ON_POSTGRES: &str = "SELECT g.* FROM jsonb_array_elements
              AS g \
              UNION ALL SELECT g.* FROM stripe_customers AS c \
              JOIN credit_grants AS g ON g.customer_id = c.id \
-             WHERE c.organization_id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST($2 AS jsonb)))) \
+             WHERE c.organization_id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST($1 AS jsonb)))) \
              AND g.organization_id IS NULL AND g.credited = false \
              ORDER BY id";
 
