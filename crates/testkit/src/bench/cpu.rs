@@ -20,7 +20,7 @@ pub fn cluster_cpu(postmaster: u32) -> Duration {
     );
     children(postmaster)
         .into_iter()
-        .map(|(_, fields)| ticks(fields, true))
+        .map(|fields| ticks(fields, true))
         .fold(own, |total, child| total + child)
 }
 
@@ -30,16 +30,16 @@ pub fn cluster_processes(postmaster: u32) -> usize {
     children(postmaster).len()
 }
 
-/// The processes whose parent is `parent`, with their `/proc/PID/stat` fields.
-fn children(parent: u32) -> Vec<(u32, Vec<String>)> {
+/// The `/proc/PID/stat` fields of the processes whose parent is `parent`.
+fn children(parent: u32) -> Vec<Vec<String>> {
     let parent = parent.to_string();
     std::fs::read_dir("/proc")
         .expect("read /proc")
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         // A process may end between listing and reading: it is then counted in the parent's.
-        .filter_map(|pid| Some((pid, stat_fields(pid)?)))
-        .filter(|(_, fields)| fields[1] == parent)
+        .filter_map(stat_fields)
+        .filter(|fields| fields[1] == parent)
         .collect()
 }
 
