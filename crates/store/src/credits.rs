@@ -1,6 +1,7 @@
-//! The credit ledger's storage: load the accounts of a batch's organizations (locked, in sorted
-//! order), let `billing_sync_credits::decide` decide, write what it decided, commit. The rules
-//! live in that crate; this module only loads and writes (STYLE 15).
+//! The credit ledger's storage: load the accounts of a batch's organizations, let
+//! `billing_sync_credits::decide` decide, write what it decided, each account only as the
+//! version its decision read ([`Store::decide_credits`]). The rules live in that crate; this
+//! module only loads and writes (STYLE 15).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
@@ -13,8 +14,9 @@ use sea_orm::sea_query::{
     Expr, ExprTrait, Query, QueryStatementBuilder, SelectStatement, UnionType,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    TransactionTrait,
 };
 use serde_json::Value;
 
@@ -54,13 +56,22 @@ pub struct CreditStatement {
 }
 
 impl Store {
-    /// Settles and decides `batch` in one transaction, committed before this returns: the
-    /// answers, per organization in `batch`'s order, are then durable and may be sent. Each
-    /// organization's account row is locked (PostgreSQL, sorted; SQLite writes one transaction
-    /// at a time) before anything of it is read, so replicas deciding for the same
-    /// organization take turns and each sees what the other committed: an idempotency key is
-    /// never debited twice. Credits per unit of a price are its catalog metadata
-    /// `credits_metadata_key`, else its product's.
+    /// Settles and decides `batch`, committed before this returns: the answers, per
+    /// organization in `batch`'s order, are then durable and may be sent. Replicas deciding for
+    /// the same organization never both write on what one read: an idempotency key is never
+    /// debited twice.
+    ///
+    /// On PostgreSQL the batch is first decided on what one statement read, with no lock and no
+    /// transaction, and written by one statement that is its own transaction: each account's
+    /// row is written only if it is still the version that was read (its `xmin`), and with it
+    /// everything its organization's decision changed; an organization whose account another
+    /// replica changed in between writes nothing, and is decided again with its account locked
+    /// (below). Two round trips a batch where the locked decision takes five (docs/proofs.md).
+    ///
+    /// The locked decision (SQLite's only one): in one transaction, each organization's account
+    /// row locked (sorted; SQLite writes one transaction at a time) before anything of it is
+    /// read, so replicas take turns and each sees what the other committed. Credits per unit of
+    /// a price are its catalog metadata `credits_metadata_key`, else its product's.
     pub async fn decide_credits(
         &self,
         batch: &[OrganizationRequests],
@@ -68,17 +79,32 @@ impl Store {
         now: UnixSeconds,
     ) -> Result<Vec<Vec<Answer>>, StoreError> {
         let result: Result<_, DbErr> = async {
-            let txn = self.connection().begin().await?;
-            let answers = decide_in(
-                &txn,
-                batch,
-                credits_metadata_key,
-                now,
-                self.low_balance_threshold(),
-            )
-            .await?;
-            txn.commit().await?;
-            Ok(answers)
+            let connection = self.connection();
+            let threshold = self.low_balance_threshold();
+            if connection.get_database_backend() != DbBackend::Postgres {
+                return decide_locked(connection, batch, credits_metadata_key, now, threshold)
+                    .await;
+            }
+            let mut answers =
+                decide_unlocked(connection, batch, credits_metadata_key, now, threshold).await?;
+            let lost: Vec<usize> = (0..answers.len())
+                .filter(|&at| answers[at].is_none())
+                .collect();
+            if !lost.is_empty() {
+                metrics::counter!("billing_sync_credits_decided_again_total")
+                    .increment(lost.len() as u64);
+                let again: Vec<OrganizationRequests> =
+                    lost.iter().map(|&at| batch[at].clone()).collect();
+                let decided =
+                    decide_locked(connection, &again, credits_metadata_key, now, threshold).await?;
+                for (at, decided) in lost.into_iter().zip(decided) {
+                    answers[at] = Some(decided);
+                }
+            }
+            answers
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| DbErr::Custom("a batch's organization went undecided".to_owned()))
         }
         .await;
         result.map_err(|err| self.classify(err))
@@ -128,7 +154,8 @@ impl Store {
             Reading::Unlocked,
         )
         .await
-        .map_err(|err| self.classify(err))?;
+        .map_err(|err| self.classify(err))?
+        .ledgers;
         let mut account = ledgers.remove(organization_id).unwrap_or_default();
         let due = decide(&mut account, now, &[]);
         Ok(
@@ -234,8 +261,10 @@ impl Store {
     }
 }
 
-async fn decide_in(
-    txn: &DatabaseTransaction,
+/// A batch decided on a locked read, in one transaction (SQLite's only way; on PostgreSQL the
+/// organizations whose accounts changed under an unlocked decision).
+async fn decide_locked(
+    db: &DatabaseConnection,
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
@@ -244,16 +273,131 @@ async fn decide_in(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    let txn = db.begin().await?;
+    let decided = read_and_decide(
+        &txn,
+        batch,
+        credits_metadata_key,
+        now,
+        low_balance_threshold,
+        Reading::Locked,
+    )
+    .await?;
+    // An account row made only to lock it (an organization with no ledger yet) whose requests
+    // wrote nothing goes again: a refused consume leaves no trace.
+    if !decided.untouched.is_empty() {
+        let delete = Query::delete()
+            .from_table(accounts::Entity)
+            .and_where(is_one_of(
+                txn.get_database_backend(),
+                accounts::Column::OrganizationId,
+                decided.untouched.iter().copied(),
+            ))
+            .and_where(accounts::Column::LastSequence.eq(0))
+            .to_owned();
+        txn.execute_raw(txn.get_database_backend().build(&delete))
+            .await?;
+    }
+    let written = write_and_mark(&txn, &decided, now).await?;
+    if written.len() != decided.decided.len() {
+        // Defect: nothing else writes an account this transaction holds locked.
+        return Err(DbErr::Custom(
+            "a locked account changed before its decision was written".to_owned(),
+        ));
+    }
+    txn.commit().await?;
+    Ok(decided.answers)
+}
+
+/// A batch decided on one unlocked read, its write its own transaction (PostgreSQL): the
+/// answers of each organization whose decision was written or wrote nothing, `None` for those
+/// whose account another replica changed after the read (their decision was not written).
+async fn decide_unlocked(
+    db: &DatabaseConnection,
+    batch: &[OrganizationRequests],
+    credits_metadata_key: &str,
+    now: UnixSeconds,
+    low_balance_threshold: Option<i64>,
+) -> Result<Vec<Option<Vec<Answer>>>, DbErr> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let decided = read_and_decide(
+        db,
+        batch,
+        credits_metadata_key,
+        now,
+        low_balance_threshold,
+        Reading::Unlocked,
+    )
+    .await?;
+    // The outbox hears of a crossed threshold in the transaction that crossed it.
+    let written = if decided.went_up.is_empty() && decided.went_down.is_empty() {
+        write::write(
+            db,
+            &decided.ledgers,
+            &decided.decided,
+            &decided.versions,
+            now,
+        )
+        .await?
+    } else {
+        let txn = db.begin().await?;
+        let written = write_and_mark(&txn, &decided, now).await?;
+        txn.commit().await?;
+        written
+    };
+    Ok(batch
+        .iter()
+        .zip(decided.answers)
+        .map(|(organization, answers)| {
+            let organization = organization.organization_id.as_str();
+            let lost =
+                decided.decided.contains_key(organization) && !written.contains(organization);
+            (!lost).then_some(answers)
+        })
+        .collect())
+}
+
+/// What a batch's read and the rules decided, not yet written.
+struct Decided<'b> {
+    /// Each organization's account as the decisions left it.
+    ledgers: HashMap<&'b str, Account>,
+    /// The version of each organization's account row that was read (`None`: none was).
+    versions: HashMap<&'b str, Option<String>>,
+    /// What each organization's decisions changed, those that changed anything.
+    decided: BTreeMap<&'b str, Decisions>,
+    /// The answers, per organization in the batch's order.
+    answers: Vec<Vec<Answer>>,
+    /// The organizations whose balance went back up to the low-balance threshold, and those
+    /// that went below it.
+    went_up: Vec<&'b str>,
+    went_down: Vec<&'b str>,
+    /// Organizations with no ledger before this batch, whose requests changed nothing.
+    untouched: Vec<&'b str>,
+}
+
+async fn read_and_decide<'b>(
+    db: &impl ConnectionTrait,
+    batch: &'b [OrganizationRequests],
+    credits_metadata_key: &str,
+    now: UnixSeconds,
+    low_balance_threshold: Option<i64>,
+    reading: Reading,
+) -> Result<Decided<'b>, DbErr> {
     let mut organizations: Vec<&str> = batch.iter().map(|o| o.organization_id.as_str()).collect();
     organizations.sort_unstable();
     organizations.dedup();
-    let mut ledgers = load(
-        txn,
+    let Loaded {
+        mut ledgers,
+        versions,
+    } = load(
+        db,
         &organizations,
         batch,
         credits_metadata_key,
         now,
-        Reading::Locked,
+        reading,
     )
     .await?;
     let mut answers = Vec::with_capacity(batch.len());
@@ -284,8 +428,6 @@ async fn decide_in(
             && decisions.changed_grants.is_empty()
             && decisions.changed_reservations.is_empty())
     });
-    // An account row made only to lock it (an organization with no ledger yet) whose requests
-    // wrote nothing goes again: a refused consume leaves no trace.
     let untouched: Vec<&str> = organizations
         .iter()
         .copied()
@@ -293,19 +435,6 @@ async fn decide_in(
             !decided.contains_key(organization) && ledgers[organization].last_sequence == 0
         })
         .collect();
-    if !untouched.is_empty() {
-        let delete = Query::delete()
-            .from_table(accounts::Entity)
-            .and_where(is_one_of(
-                txn.get_database_backend(),
-                accounts::Column::OrganizationId,
-                untouched,
-            ))
-            .and_where(accounts::Column::LastSequence.eq(0))
-            .to_owned();
-        txn.execute_raw(txn.get_database_backend().build(&delete))
-            .await?;
-    }
     // The organizations whose balance crossed the threshold, either way, and those that went
     // below it: the outbox hears of them in this transaction (a balance that merely moved is
     // not news).
@@ -324,27 +453,77 @@ async fn decide_in(
             .collect()
     };
     let (went_up, went_down) = (crossed(false), crossed(true));
-    write::write(txn, &ledgers, decided, now).await?;
+    Ok(Decided {
+        ledgers,
+        versions,
+        decided,
+        answers,
+        went_up,
+        went_down,
+        untouched,
+    })
+}
+
+/// Writes `decided` in `txn`, and marks the outbox for the organizations whose balance crossed
+/// the low-balance threshold, those written; returns the organizations written.
+async fn write_and_mark<'b>(
+    txn: &DatabaseTransaction,
+    decided: &Decided<'b>,
+    now: UnixSeconds,
+) -> Result<HashSet<String>, DbErr> {
+    let written = write::write(
+        txn,
+        &decided.ledgers,
+        &decided.decided,
+        &decided.versions,
+        now,
+    )
+    .await?;
+    let was_written = |organizations: &[&'b str]| -> Vec<&'b str> {
+        organizations
+            .iter()
+            .copied()
+            .filter(|organization| written.contains(*organization))
+            .collect()
+    };
     let backend = txn.get_database_backend();
     for mark in [
-        crate::outbox::mark_statement(backend, &[], &went_up),
-        crate::outbox::balance_drop_statement(backend, &went_down),
+        crate::outbox::mark_statement(backend, &[], &was_written(&decided.went_up)),
+        crate::outbox::balance_drop_statement(backend, &was_written(&decided.went_down)),
     ]
     .into_iter()
     .flatten()
     {
         txn.execute_raw(mark).await?;
     }
-    Ok(answers)
+    Ok(written)
 }
 
 /// How [`load`] reads the accounts.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reading {
-    /// For a decision: each account row made if missing, and locked, in sorted order.
+    /// Each account row made if missing, and locked, in sorted order, before the rest is read.
     Locked,
-    /// To see whether anything is due: no write, no lock.
+    /// No write, no lock: to see whether anything is due, or for a decision whose write checks
+    /// that each account is still the version read.
     Unlocked,
+}
+
+/// An account row as read, and its version: PostgreSQL's `xmin`, the transaction that wrote
+/// it (every decision that changes an organization's ledger writes its account row).
+#[derive(serde::Deserialize)]
+struct VersionedAccount {
+    #[serde(flatten)]
+    account: accounts::Model,
+    /// `None` on SQLite, where every decision is locked.
+    version: Option<String>,
+}
+
+/// The organizations' accounts as loaded for the rules, and the version of each account row
+/// read (`None`: it had none, or the backend keeps none).
+struct Loaded<'b> {
+    ledgers: HashMap<&'b str, Account>,
+    versions: HashMap<&'b str, Option<String>>,
 }
 
 async fn load<'b>(
@@ -354,40 +533,8 @@ async fn load<'b>(
     credits_metadata_key: &str,
     now: UnixSeconds,
     reading: Reading,
-) -> Result<HashMap<&'b str, Account>, DbErr> {
+) -> Result<Loaded<'b>, DbErr> {
     let backend = db.get_database_backend();
-    let stored = match reading {
-        Reading::Locked => lock_accounts(db, organizations, now).await?,
-        Reading::Unlocked => {
-            accounts::Entity::find()
-                .filter(is_one_of(
-                    backend,
-                    accounts::Column::OrganizationId,
-                    organizations.iter().copied(),
-                ))
-                .all(db)
-                .await?
-        }
-    };
-    let mut ledgers: HashMap<&str, Account> = organizations
-        .iter()
-        .map(|organization| {
-            let account = stored
-                .iter()
-                .find(|row| row.organization_id == *organization);
-            (
-                *organization,
-                Account {
-                    balance: account.map_or(0, |a| a.balance),
-                    debt: account.map_or(0, |a| a.debt),
-                    last_sequence: account.map_or(0, |a| a.last_sequence),
-                    held: account.map_or(0, |a| a.held),
-                    ..Account::default()
-                },
-            )
-        })
-        .collect();
-
     // The earlier answers to the keys the batch names are read with the grants.
     let keys: HashSet<(&str, &str)> = batch
         .iter()
@@ -401,11 +548,37 @@ async fn load<'b>(
         })
         .collect();
     let keys: Vec<(&str, &str)> = keys.into_iter().collect();
+    let locked = match reading {
+        Reading::Locked => Some(lock_accounts(db, organizations, now).await?),
+        Reading::Unlocked => None,
+    };
     let Read {
+        accounts: read_accounts,
         grants: rows,
         charges,
         answered,
-    } = read_grants_and_answers(db, organizations, &keys).await?;
+    } = read_grants_and_answers(db, organizations, &keys, locked.is_none()).await?;
+    let stored = locked.or(read_accounts).unwrap_or_default();
+    let mut ledgers: HashMap<&str, Account> = HashMap::with_capacity(organizations.len());
+    let mut versions = HashMap::with_capacity(organizations.len());
+    for organization in organizations {
+        let row = stored
+            .iter()
+            .find(|row| row.account.organization_id == *organization);
+        let account = row.map(|row| &row.account);
+        ledgers.insert(
+            *organization,
+            Account {
+                balance: account.map_or(0, |a| a.balance),
+                debt: account.map_or(0, |a| a.debt),
+                last_sequence: account.map_or(0, |a| a.last_sequence),
+                held: account.map_or(0, |a| a.held),
+                ..Account::default()
+            },
+        );
+        versions.insert(*organization, row.and_then(|row| row.version.clone()));
+    }
+
     let customer_organizations = customer_organizations(db, &rows).await?;
     let unknown_amounts = rows
         .iter()
@@ -580,7 +753,7 @@ async fn load<'b>(
             },
         );
     }
-    Ok(ledgers)
+    Ok(Loaded { ledgers, versions })
 }
 
 /// `SELECT` the ledger's transactions recorded under each (organization, idempotency key) of
@@ -620,8 +793,10 @@ const ANSWERS_TO_ON_POSTGRES: &str = "SELECT t.* FROM jsonb_array_elements(CAST(
      AS k(pair) CROSS JOIN LATERAL (SELECT * FROM credit_transactions AS p \
      WHERE p.organization_id = k.pair ->> 0 AND p.idempotency_key = k.pair ->> 1 LIMIT 1) AS t";
 
-/// What a decision reads besides the accounts.
+/// What a decision reads besides the locked accounts.
 struct Read {
+    /// The accounts, when they were asked for (an unlocked read).
+    accounts: Option<Vec<VersionedAccount>>,
     /// The grants it may touch ([`grants_to_decide`]).
     grants: Vec<grants::Model>,
     /// The charges of their payments.
@@ -630,23 +805,30 @@ struct Read {
     answered: Vec<transactions::Model>,
 }
 
-/// Reads the grants `organizations`' decisions may touch, their payments' charges and the
-/// earlier answers to `keys`. On PostgreSQL in one statement, each a JSON array: with the
-/// accounts locked, a round trip cost the writer 200–350 µs on this 2-core machine (its own
-/// timing of each step, docs/proofs.md), two to three times the statements' own time. SQLite's
-/// statements are calls within the process: one each.
+/// Reads the grants `organizations`' decisions may touch, their payments' charges, the earlier
+/// answers to `keys`, and with `accounts` their account rows. On PostgreSQL in one statement,
+/// each a JSON array, so that an unlocked decision reads one snapshot in one round trip (a
+/// round trip cost the writer 200–350 µs on this 2-core machine, two to three times the
+/// statements' own time: its own timing of each step, docs/proofs.md). SQLite's statements
+/// are calls within the process: one each.
 async fn read_grants_and_answers(
     db: &impl ConnectionTrait,
     organizations: &[&str],
     keys: &[(&str, &str)],
+    accounts: bool,
 ) -> Result<Read, DbErr> {
     let backend = db.get_database_backend();
     if backend == DbBackend::Postgres {
         let organizations = json_array(organizations.iter().copied());
+        let sql = if accounts {
+            READ_WITH_ACCOUNTS_ON_POSTGRES.as_str()
+        } else {
+            READ_IN_ONE_ON_POSTGRES.as_str()
+        };
         let row = db
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
-                READ_IN_ONE_ON_POSTGRES.as_str(),
+                sql,
                 [organizations.into(), pairs(keys).into()],
             ))
             .await?
@@ -660,11 +842,32 @@ async fn read_grants_and_answers(
                 .map_err(|err| DbErr::Custom(format!("the ledger's read of {column}: {err}")))
         }
         return Ok(Read {
+            accounts: accounts.then(|| rows(&row, "accounts")).transpose()?,
             grants: rows(&row, "grants")?,
             charges: rows(&row, "charges")?,
             answered: rows(&row, "answered")?,
         });
     }
+    let accounts = if accounts {
+        let rows = accounts::Entity::find()
+            .filter(is_one_of(
+                backend,
+                accounts::Column::OrganizationId,
+                organizations.iter().copied(),
+            ))
+            .all(db)
+            .await?;
+        Some(
+            rows.into_iter()
+                .map(|account| VersionedAccount {
+                    account,
+                    version: None,
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let grants = grants::Entity::find()
         .from_raw_sql(grants_to_decide(backend, organizations))
         .all(db)
@@ -679,6 +882,7 @@ async fn read_grants_and_answers(
             .await?
     };
     Ok(Read {
+        accounts,
         grants,
         charges,
         answered,
@@ -694,6 +898,20 @@ static READ_IN_ONE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
          WHERE p.payment_id IN (SELECT g.payment_id FROM g)) AS charges, \
          (SELECT CAST(coalesce(json_agg(a), '[]') AS text) FROM a) AS answered",
         answers = ANSWERS_TO_ON_POSTGRES.replace("$1", "$2"),
+    )
+});
+
+/// [`READ_IN_ONE_ON_POSTGRES`] and the accounts, each with its version (`xmin`): one probe of
+/// the primary key per organization (without the `LIMIT 1` of a unique key the planner made the
+/// probes a hash join over a scan of every account: 0.21 ms of a 0.38 ms read at 1,000
+/// accounts, auto_explain).
+static READ_WITH_ACCOUNTS_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}, (SELECT CAST(coalesce(json_agg(c), '[]') AS text) FROM \
+         jsonb_array_elements_text(CAST($1 AS jsonb)) AS o(id) CROSS JOIN LATERAL \
+         (SELECT c.*, CAST(c.xmin AS text) AS version FROM credit_accounts AS c \
+         WHERE c.organization_id = o.id LIMIT 1) AS c) AS accounts",
+        READ_IN_ONE_ON_POSTGRES.as_str()
     )
 });
 
@@ -817,7 +1035,8 @@ fn balance_and_anything_due(
 }
 
 /// Locks each of `organizations`' account rows, in their order (sorted), making those missing,
-/// and returns them as they are once locked. One statement: an insert whose conflict with an
+/// and returns them as they are once locked, with their version (`xmin`: this transaction's,
+/// which the write checks as any other). One statement: an insert whose conflict with an
 /// existing row locks it and changes nothing of it (`ON CONFLICT DO UPDATE` waits for another
 /// replica's lock on the row and returns it as that replica committed it). An insert of the
 /// missing rows, then a select `FOR UPDATE`, did the same in two round trips.
@@ -825,7 +1044,7 @@ async fn lock_accounts(
     db: &impl ConnectionTrait,
     organizations: &[&str],
     now: UnixSeconds,
-) -> Result<Vec<accounts::Model>, DbErr> {
+) -> Result<Vec<VersionedAccount>, DbErr> {
     let backend = db.get_database_backend();
     // The list as one JSON parameter (`json_list`), inserted in its order.
     let sql = match backend {
@@ -835,7 +1054,8 @@ async fn lock_accounts(
              FROM jsonb_array_elements_text(CAST($2 AS jsonb)) WITH ORDINALITY \
              AS a(organization_id, n) ORDER BY a.n \
              ON CONFLICT (organization_id) DO UPDATE \
-             SET last_sequence = credit_accounts.last_sequence RETURNING *"
+             SET last_sequence = credit_accounts.last_sequence \
+             RETURNING *, CAST(xmin AS text) AS version"
         }
         // `WHERE true`: SQLite would read `ON CONFLICT` after a bare `FROM` as a join's `ON`.
         _ => {
@@ -845,14 +1065,24 @@ async fn lock_accounts(
              SET last_sequence = credit_accounts.last_sequence RETURNING *"
         }
     };
-    accounts::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
             backend,
             sql,
             [now.into(), json_array(organizations.iter().copied()).into()],
         ))
-        .all(db)
-        .await
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(VersionedAccount {
+                account: accounts::Model::from_query_result(row, "")?,
+                version: match backend {
+                    DbBackend::Postgres => Some(row.try_get("", "version")?),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
 }
 
 /// The organization of each customer that loaded grants name without one of their own.

@@ -5,12 +5,17 @@
 //! than literals parsed and planned each time (a batch of 32 organizations: 1.19 ms as one
 //! simple-protocol message of literals, 1.06 ms prepared, PostgreSQL's statement log). On SQLite
 //! (no `WITH` that writes) a statement a table that has rows.
+//!
+//! On PostgreSQL each account row is written only if it is still the version its decision read
+//! (its `xmin`; a row that was missing must still be), and each table's rows only for the
+//! organizations whose account was: an organization another replica wrote for since the read
+//! writes nothing, all in the one statement. The write answers which organizations it wrote.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use billing_sync_credits::{Account, Decisions, Grant, Reservation, Transaction, UnixSeconds};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use serde_json::{Value, json};
 
 /// What a table's rows carry: each field's name (a column, or the key a row is found by) and
@@ -66,8 +71,8 @@ const RESERVATIONS: Fields = &[
     ("created_at", "bigint"),
 ];
 
-/// The accounts' new state: an upsert on their ids (each row exists: the decision made it
-/// before locking it).
+/// The accounts' new state: an upsert on their ids. A row carries after these fields the
+/// version of the account its decision read (PostgreSQL's check, above).
 const ACCOUNTS: Fields = &[
     ("organization_id", "text"),
     ("balance", "bigint"),
@@ -77,22 +82,24 @@ const ACCOUNTS: Fields = &[
     ("updated_at", "bigint"),
 ];
 
-/// Writes what `decided` changed of `ledgers`.
+/// Writes what `decided` changed of `ledgers`, each account only if it is the version of
+/// `versions` (PostgreSQL); returns the organizations written.
 pub(super) async fn write(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     ledgers: &HashMap<&str, Account>,
-    decided: BTreeMap<&str, Decisions>,
+    decided: &BTreeMap<&str, Decisions>,
+    versions: &HashMap<&str, Option<String>>,
     now: UnixSeconds,
-) -> Result<(), DbErr> {
+) -> Result<HashSet<String>, DbErr> {
     if decided.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let mut changed_grants = Vec::new();
     let mut made_grants = Vec::new();
     let mut transactions = Vec::new();
     let mut reservations = Vec::new();
     let mut accounts = Vec::new();
-    for (organization, decisions) in &decided {
+    for (organization, decisions) in decided {
         let ledger = &ledgers[organization];
         let mut indices = decisions.changed_grants.clone();
         indices.sort_unstable();
@@ -120,7 +127,7 @@ pub(super) async fn write(
                 .iter()
                 .map(|number| reservation(organization, &ledger.reservations[number], now)),
         );
-        accounts.push(account(organization, ledger, now));
+        accounts.push(account(organization, ledger, &versions[organization], now));
     }
     let rows = [
         changed_grants,
@@ -129,16 +136,21 @@ pub(super) async fn write(
         reservations,
         accounts,
     ];
-    let backend = txn.get_database_backend();
+    let backend = db.get_database_backend();
     match backend {
         DbBackend::Postgres => {
             let values = rows.map(|rows| Value::Array(rows).to_string().into());
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                POSTGRES_WRITE.as_str(),
-                values,
-            ))
-            .await?;
+            let written = db
+                .query_all_raw(Statement::from_sql_and_values(
+                    backend,
+                    POSTGRES_WRITE.as_str(),
+                    values,
+                ))
+                .await?;
+            written
+                .iter()
+                .map(|row| row.try_get::<String>("", "organization_id"))
+                .collect()
         }
         _ => {
             for (sql, rows) in SQLITE_WRITES.iter().zip(rows) {
@@ -146,12 +158,15 @@ pub(super) async fn write(
                     continue;
                 }
                 let values = [Value::Array(rows).to_string().into()];
-                txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
                     .await?;
             }
+            Ok(decided
+                .keys()
+                .map(|organization| organization.to_string())
+                .collect())
         }
     }
-    Ok(())
 }
 
 /// A grant's row for [`MADE_GRANTS`] (and, after its id, [`CHANGED_GRANTS`]).
@@ -199,7 +214,12 @@ fn reservation(organization: &str, reservation: &Reservation, now: UnixSeconds) 
     ])
 }
 
-fn account(organization: &str, account: &Account, now: UnixSeconds) -> Value {
+fn account(
+    organization: &str,
+    account: &Account,
+    version: &Option<String>,
+    now: UnixSeconds,
+) -> Value {
     json!([
         organization,
         account.balance,
@@ -207,34 +227,37 @@ fn account(organization: &str, account: &Account, now: UnixSeconds) -> Value {
         account.last_sequence,
         account.held,
         now,
+        version,
     ])
 }
 
-/// The statement of each table, in the order of `write`'s rows: the rows are `r`. Rows that
-/// exist are upserted on their key, each found by a probe of its unique index: written as
-/// `UPDATE … FROM` the rows, the planner took the rows' JSON for 100 rows whatever it held and
-/// hashed every row of the table to join them (auto_explain: all 1,000 accounts and all 1,000
-/// grants read for a batch of 32; told the keys again, it still scanned the grants).
+/// The statement of each table, in the order of `write`'s rows: the rows are `r`; `{written}`
+/// is true of the organizations whose account is written, `{unchanged}` the accounts' version
+/// check. Rows that exist are upserted on their key, each found by a probe of its unique index:
+/// written as `UPDATE … FROM` the rows, the planner took the rows' JSON for 100 rows whatever it
+/// held and hashed every row of the table to join them (auto_explain: all 1,000 accounts and
+/// all 1,000 grants read for a batch of 32; told the keys again, it still scanned the grants).
 const STATEMENTS: [(Fields, &str); 5] = [
     (
         CHANGED_GRANTS,
-        "INSERT INTO credit_grants ({columns}) SELECT {columns} FROM {rows} AS r WHERE true \
-         ON CONFLICT (id) DO UPDATE SET organization_id = excluded.organization_id, \
+        "INSERT INTO credit_grants ({columns}) SELECT {columns} FROM {rows} AS r \
+         WHERE {written} ON CONFLICT (id) DO UPDATE SET organization_id = excluded.organization_id, \
          amount = excluded.amount, remaining = excluded.remaining, expired = excluded.expired, \
          taken_back = excluded.taken_back, credited = excluded.credited",
     ),
     (
         MADE_GRANTS,
-        "INSERT INTO credit_grants ({columns}) SELECT {columns} FROM {rows} AS r WHERE true",
+        "INSERT INTO credit_grants ({columns}) SELECT {columns} FROM {rows} AS r WHERE {written}",
     ),
     (
         TRANSACTIONS,
-        "INSERT INTO credit_transactions ({columns}) SELECT {columns} FROM {rows} AS r WHERE true",
+        "INSERT INTO credit_transactions ({columns}) SELECT {columns} FROM {rows} AS r \
+         WHERE {written}",
     ),
     (
         RESERVATIONS,
         "INSERT INTO credit_reservations ({columns}) SELECT {columns} FROM {rows} AS r \
-         WHERE true ON CONFLICT (organization_id, number) DO UPDATE SET \
+         WHERE {written} ON CONFLICT (organization_id, number) DO UPDATE SET \
          settlement = excluded.settlement, captured = excluded.captured, \
          settled_sequence = excluded.settled_sequence, settled_balance = excluded.settled_balance",
     ),
@@ -243,7 +266,7 @@ const STATEMENTS: [(Fields, &str); 5] = [
         "INSERT INTO credit_accounts ({columns}) SELECT {columns} FROM {rows} AS r WHERE true \
          ON CONFLICT (organization_id) DO UPDATE SET balance = excluded.balance, \
          debt = excluded.debt, last_sequence = excluded.last_sequence, held = excluded.held, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at{unchanged}",
     ),
 ];
 
@@ -255,8 +278,12 @@ fn render(fields: Fields, statement: &str, rows: &str) -> String {
         .replace("{rows}", rows)
 }
 
-/// PostgreSQL: one statement, each table's rows the parameter of its place.
+/// PostgreSQL: one statement, each table's rows the parameter of its place. The accounts are
+/// written first (`a`, returning those written, which the statement answers); the versions
+/// (`v`) are the accounts' rows' last element; the other tables' rows are written for the
+/// accounts written.
 static POSTGRES_WRITE: LazyLock<String> = LazyLock::new(|| {
+    let accounts = STATEMENTS.len();
     let mut parts: Vec<String> = STATEMENTS
         .iter()
         .enumerate()
@@ -272,18 +299,33 @@ static POSTGRES_WRITE: LazyLock<String> = LazyLock::new(|| {
                 index + 1
             );
             render(fields, statement, &rows)
+                .replace(
+                    "{written}",
+                    "r.organization_id IN (SELECT organization_id FROM a)",
+                )
+                .replace(
+                    "{unchanged}",
+                    " WHERE CAST(credit_accounts.xmin AS text) = \
+                     (SELECT v.version FROM v WHERE v.organization_id = excluded.organization_id)",
+                )
         })
         .collect();
-    let last = parts.pop().expect("five statements");
-    let with: Vec<String> = parts
+    let written = parts.pop().expect("the accounts' statement is the last");
+    let others: Vec<String> = parts
         .iter()
         .enumerate()
-        .map(|(index, part)| format!("w{index} AS ({part})"))
+        .map(|(index, part)| format!(", w{index} AS ({part})"))
         .collect();
-    format!("WITH {} {last}", with.join(", "))
+    format!(
+        "WITH v AS MATERIALIZED (SELECT e.item ->> 0 AS organization_id, e.item ->> {version} \
+         AS version FROM jsonb_array_elements(CAST(${accounts} AS jsonb)) AS e(item)), \
+         a AS ({written} RETURNING organization_id){others} SELECT organization_id FROM a",
+        version = ACCOUNTS.len(),
+        others = others.concat(),
+    )
 });
 
-/// SQLite: a statement a table, its rows the one parameter.
+/// SQLite: a statement a table, its rows the one parameter (every decision there is locked).
 static SQLITE_WRITES: LazyLock<Vec<String>> = LazyLock::new(|| {
     STATEMENTS
         .iter()
@@ -295,6 +337,8 @@ static SQLITE_WRITES: LazyLock<Vec<String>> = LazyLock::new(|| {
                 .collect();
             let rows = format!("(SELECT {} FROM json_each(?))", values.join(", "));
             render(fields, statement, &rows)
+                .replace("{written}", "true")
+                .replace("{unchanged}", "")
         })
         .collect()
 });

@@ -3,7 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// An organization's credit account.
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "credit_accounts")]
 pub struct Model {
     /// Clerk's `org_…` id.

@@ -16,7 +16,9 @@ use billing_sync_projection::{
 };
 use billing_sync_store::Store;
 use billing_sync_store::credits::OrganizationRequests;
-use billing_sync_store::entities::{credit_accounts, credit_grants, credit_reservations};
+use billing_sync_store::entities::{
+    credit_accounts, credit_grants, credit_reservations, credit_transactions,
+};
 use billing_sync_store::sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Statement,
 };
@@ -458,6 +460,112 @@ billing_sync_testkit::postgres_test! {
             }
         }
     }
+    /// A decision made on an unlocked read is written only if no other replica wrote for the
+    /// organization since: here another replica's transaction spends the whole balance while
+    /// this replica's consume, decided on the balance before it, waits to write. That consume
+    /// must not be written (it would spend the credits twice); it is decided again on what the
+    /// other committed, and refused.
+    #[tokio::test]
+    async fn a_decision_is_not_written_over_what_another_replica_committed_since_its_read() {
+        use billing_sync_credits::Answer;
+        use billing_sync_store::sea_orm::{ConnectionTrait, Database, TransactionTrait};
+        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
+            return;
+        };
+        let store = migrated_store(&db.url).await;
+        let now = 1_800_000_000;
+        let request = |request: Request| OrganizationRequests {
+            organization_id: "org_x".to_owned(),
+            requests: vec![request],
+        };
+        let granted = store
+            .decide_credits(
+                &[request(Request::Grant {
+                    amount: 100,
+                    expires_at: None,
+                    key: "grant".to_owned(),
+                    reason: None,
+                })],
+                "credits",
+                now,
+            )
+            .await
+            .expect("grant");
+        assert!(matches!(granted[0][..], [Answer::Done { transaction: 1, balance: 100 }]), "{granted:?}");
+
+        // The other replica's transaction: the whole balance consumed, not yet committed.
+        let other = Database::connect(&db.url).await.expect("connect");
+        let spending = other.begin().await.expect("begin");
+        for sql in [
+            "UPDATE credit_accounts SET balance = 0, last_sequence = 2 \
+             WHERE organization_id = 'org_x'",
+            "UPDATE credit_grants SET remaining = 0 WHERE organization_id = 'org_x'",
+            "INSERT INTO credit_transactions (organization_id, sequence, kind, amount, \
+             balance_after, idempotency_key, fingerprint, created_at) \
+             VALUES ('org_x', 2, 'consume', -100, 0, 'elsewhere', 'elsewhere', 1800000000)",
+        ] {
+            spending.execute_unprepared(sql).await.expect(sql);
+        }
+
+        // This replica's consume reads the committed balance (100) and waits for the row.
+        let consuming = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .decide_credits(
+                        &[request(Request::Consume {
+                            amount: 60,
+                            key: "here".to_owned(),
+                            reason: None,
+                        })],
+                        "credits",
+                        now,
+                    )
+                    .await
+            }
+        });
+        let waiting = "SELECT count(*) AS waiting FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let row = other
+                .query_one_raw(Statement::from_string(other.get_database_backend(), waiting))
+                .await
+                .expect("pg_stat_activity")
+                .expect("a row");
+            if row.try_get::<i64>("", "waiting").expect("count") > 0 {
+                break;
+            }
+            assert!(
+                !consuming.is_finished() && tokio::time::Instant::now() < deadline,
+                "the consume never waited for the other transaction's lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        spending.commit().await.expect("commit");
+
+        let answers = consuming.await.expect("task").expect("decide");
+        assert!(
+            matches!(answers[0][..], [Answer::Insufficient { balance: 0 }]),
+            "decided again on the committed balance: {answers:?}"
+        );
+        let account = credit_accounts::Entity::find_by_id("org_x")
+            .one(store.connection())
+            .await
+            .expect("account")
+            .expect("its row");
+        assert_eq!((account.balance, account.last_sequence), (0, 2));
+        let keys: Vec<Option<String>> = credit_transactions::Entity::find()
+            .filter(credit_transactions::Column::OrganizationId.eq("org_x"))
+            .all(store.connection())
+            .await
+            .expect("ledger")
+            .into_iter()
+            .map(|row| row.idempotency_key)
+            .collect();
+        assert_eq!(keys, [Some("grant".to_owned()), Some("elsewhere".to_owned())]);
+    }
+
 }
 
 /// Runs `statement` under `EXPLAIN ANALYZE` and asserts that no step of its plan read more than
