@@ -377,6 +377,8 @@ struct Decided<'b> {
     untouched: Vec<&'b str>,
 }
 
+/// Loads `batch`'s organizations as `reading` says and lets the rules decide each request, in
+/// arrival order; writes nothing.
 async fn read_and_decide<'b>(
     db: &impl ConnectionTrait,
     batch: &'b [OrganizationRequests],
