@@ -1,10 +1,10 @@
 //! Writing what a batch's decisions changed: each table's rows as one parameter, a JSON array
 //! of arrays, so that the statements' text is the same whatever the batch and each connection
 //! prepares them once (`json_list`). On PostgreSQL every table in one statement (data-modifying
-//! `WITH`s): one round trip while the batch holds its accounts' locks, and a plan kept rather
-//! than literals parsed and planned each time (a batch of 32 organizations: 1.19 ms as one
-//! simple-protocol message of literals, 1.06 ms prepared, PostgreSQL's statement log). On SQLite
-//! (no `WITH` that writes) a statement a table that has rows.
+//! `WITH`s): one round trip (with its commit, when it is its own transaction), and a plan kept
+//! rather than literals parsed and planned each time (a batch of 32 organizations: 1.19 ms as
+//! one simple-protocol message of literals, 1.06 ms prepared, PostgreSQL's statement log). On
+//! SQLite (no `WITH` that writes) a statement a table that has rows.
 //!
 //! On PostgreSQL each account row is written only if it is still the version its decision read
 //! (its `xmin`; a row that was missing must still be), and each table's rows only for the
