@@ -14,9 +14,8 @@ use sea_orm::sea_query::{
     Expr, ExprTrait, Query, QueryStatementBuilder, SelectStatement, UnionType,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -331,16 +330,10 @@ async fn decide_unlocked(
         Reading::Unlocked,
     )
     .await?;
-    // The outbox hears of a crossed threshold in the transaction that crossed it.
+    // Alone, the write is its own transaction; the outbox hears of a crossed threshold in the
+    // transaction that crossed it.
     let written = if decided.went_up.is_empty() && decided.went_down.is_empty() {
-        write::write(
-            db,
-            &decided.ledgers,
-            &decided.decided,
-            &decided.versions,
-            now,
-        )
-        .await?
+        write_and_mark(db, &decided, now).await?
     } else {
         let txn = db.begin().await?;
         let written = write_and_mark(&txn, &decided, now).await?;
@@ -466,15 +459,16 @@ async fn read_and_decide<'b>(
     })
 }
 
-/// Writes `decided` in `txn`, and marks the outbox for the organizations whose balance crossed
-/// the low-balance threshold, those written; returns the organizations written.
+/// Writes `decided`, and marks the outbox for the organizations whose balance crossed the
+/// low-balance threshold, those written (in one transaction with the write when there are any);
+/// returns the organizations written.
 async fn write_and_mark<'b>(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     decided: &Decided<'b>,
     now: UnixSeconds,
 ) -> Result<HashSet<String>, DbErr> {
     let written = write::write(
-        txn,
+        db,
         &decided.ledgers,
         &decided.decided,
         &decided.versions,
@@ -488,7 +482,7 @@ async fn write_and_mark<'b>(
             .filter(|organization| written.contains(*organization))
             .collect()
     };
-    let backend = txn.get_database_backend();
+    let backend = db.get_database_backend();
     for mark in [
         crate::outbox::mark_statement(backend, &[], &was_written(&decided.went_up)),
         crate::outbox::balance_drop_statement(backend, &was_written(&decided.went_down)),
@@ -496,7 +490,7 @@ async fn write_and_mark<'b>(
     .into_iter()
     .flatten()
     {
-        txn.execute_raw(mark).await?;
+        db.execute_raw(mark).await?;
     }
     Ok(written)
 }
