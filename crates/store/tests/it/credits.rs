@@ -372,20 +372,18 @@ billing_sync_testkit::postgres_test! {
     async fn the_lookup_of_earlier_answers_probes_its_keys_however_long_the_history() {
         use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend};
         use billing_sync_store::credits::answers_to;
-        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
-            return;
-        };
-        let store = migrated_store(&db.url).await;
-        let connection = store.connection();
-        for sql in [
-            "ALTER TABLE credit_transactions SET (autovacuum_enabled = false)",
+        let Some((_db, store)) = unanalyzed_postgres_store(
+            "credit_transactions",
             "INSERT INTO credit_transactions (organization_id, sequence, kind, amount, \
              balance_after, idempotency_key, fingerprint, created_at) \
              SELECT 'org_hot', n, 'consume', -1, 0, 'old-' || n, 'f', 1700000000 \
              FROM generate_series(1, 20000) AS n",
-        ] {
-            connection.execute_unprepared(sql).await.expect(sql);
-        }
+        )
+        .await
+        else {
+            return;
+        };
+        let connection = store.connection();
         for half in [1, 6, 20, 100] {
             let keys: Vec<String> = (0..half)
                 .map(|n| format!("new-{n}"))
@@ -419,20 +417,18 @@ billing_sync_testkit::postgres_test! {
     async fn a_batch_reads_its_organizations_grants_however_many_others_hold_some() {
         use billing_sync_store::credits::grants_to_decide;
         use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend};
-        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
-            return;
-        };
-        let store = migrated_store(&db.url).await;
-        let connection = store.connection();
-        for sql in [
-            "ALTER TABLE credit_grants SET (autovacuum_enabled = false)",
+        let Some((_db, store)) = unanalyzed_postgres_store(
+            "credit_grants",
             "INSERT INTO credit_grants (organization_id, source, amount, remaining, expired, \
              taken_back, created_at, credited) \
              SELECT 'org_' || lpad(n::text, 5, '0'), 'api', 10, 10, 0, 0, 1700000000, true \
              FROM generate_series(1, 20000) AS n",
-        ] {
-            connection.execute_unprepared(sql).await.expect(sql);
-        }
+        )
+        .await
+        else {
+            return;
+        };
+        let connection = store.connection();
         for analyzed in [false, true] {
             if analyzed {
                 connection
@@ -566,6 +562,26 @@ billing_sync_testkit::postgres_test! {
         assert_eq!(keys, [Some("grant".to_owned()), Some("elsewhere".to_owned())]);
     }
 
+}
+
+/// A migrated PostgreSQL store whose `table` holds the rows `insert` makes, never analyzed
+/// (autovacuum off for the table, as when it has grown faster than autoanalyze), with its
+/// database (kept while the store is used); `None` as [`TestDatabase::create`] gives it.
+async fn unanalyzed_postgres_store(table: &str, insert: &str) -> Option<(TestDatabase, Store)> {
+    use billing_sync_store::sea_orm::ConnectionTrait;
+    let db = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await?;
+    let store = migrated_store(&db.url).await;
+    for sql in [
+        format!("ALTER TABLE {table} SET (autovacuum_enabled = false)"),
+        insert.to_owned(),
+    ] {
+        store
+            .connection()
+            .execute_unprepared(&sql)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+    Some((db, store))
 }
 
 /// Runs `statement` under `EXPLAIN ANALYZE` and asserts that no step of its plan read more than
