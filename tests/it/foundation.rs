@@ -415,7 +415,7 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
 
 #[tokio::test]
 async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
-    let cases: [(&str, &str, &[&str]); 15] = [
+    let cases: [(&str, &str, &[&str]); 16] = [
         (
             "CORS_ALLOWED_ORIGINS",
             "https://app.example.com/",
@@ -429,6 +429,7 @@ async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
         ("APP_BASE_URL", "app.example.com", &["serve"]),
         ("LISTEN_ADDR", "localhost", &["serve"]),
         ("LOG_FORMAT", "xml", &["serve"]),
+        ("WORKER_THREADS", "0", &["serve"]),
         ("RUST_LOG", "info,[bad", &["serve"]),
         // A misspelt level parsed as a target and silenced every log line.
         ("RUST_LOG", "inof", &["serve"]),
@@ -461,6 +462,19 @@ async fn each_bad_configuration_value_exits_2_with_one_line_naming_it() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn worker_threads_sets_how_many_threads_run_the_service() {
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("a database");
+    let server = Server::start(&db.url, &[("WORKER_THREADS", "3")]).await;
+    let listening = server
+        .wait_for_log("the listening line", |line| line.contains("\"listening\""))
+        .await;
+    let event: serde_json::Value = serde_json::from_str(&listening).expect("a JSON line");
+    assert_eq!(event["worker_threads"], 3, "{listening}");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@
 //! durable settings), or with `BILLING_SYNC_TEST_POSTGRES_URL` pointing at an admin URL of your
 //! own. `BENCH_INGEST_EVENTS` sets the events per level (default 8,000: 1,000 customers);
 //! `BENCH_SERVER_WORKER_THREADS` starts the server with that many runtime threads
-//! (`TOKIO_WORKER_THREADS`; default: one per core).
+//! (`WORKER_THREADS`; default: the server's own, half the cores).
 //!
 //! `BENCH_PEER_COMMAND` names another webhook receiver to run the same driver against, on the
 //! same cluster, after billing-sync at each level: a shell command started once with
@@ -351,7 +351,7 @@ async fn main() {
         ("RUST_LOG", "warn,billing_sync::startup=info"),
     ];
     if let Some(threads) = &worker_threads {
-        server_env.push(("TOKIO_WORKER_THREADS", threads.as_str()));
+        server_env.push(("WORKER_THREADS", threads.as_str()));
     }
     let server = Server::start(&server_db.url, &server_env).await;
     let peer = match std::env::var("BENCH_PEER_COMMAND") {
@@ -367,7 +367,9 @@ async fn main() {
         "webhook ingestion on PostgreSQL, {} cores, server runtime threads: {}; \
          subscription-lifecycle bodies of {}..{} bytes",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        worker_threads.as_deref().unwrap_or("one per core"),
+        worker_threads
+            .as_deref()
+            .unwrap_or("the default, half the cores"),
         sizes.iter().min().unwrap_or(&0),
         sizes.iter().max().unwrap_or(&0),
     );

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.common.runtime_threads())
         .enable_all()
         .build()
     {

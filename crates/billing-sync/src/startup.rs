@@ -209,7 +209,11 @@ impl App {
             TcpAcceptor::from_tokio(listener)?,
             self.connection_limits.clone(),
         );
-        tracing::info!(addr = %addr, "listening");
+        tracing::info!(
+            addr = %addr,
+            worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+            "listening"
+        );
         let routes = self.routes();
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes.boxed(), shutdown, Some(GRACE_PERIOD))
