@@ -14,6 +14,7 @@ mod m20261204_000006_lighter_ledger;
 mod m20261205_000007_billing_outbox;
 mod m20261206_000008_outbox_work_by_index;
 mod m20261207_000009_credit_reservations;
+mod m20261208_000010_ledger_rows_per_organization;
 
 /// Every migration of billing-sync, in the order they apply.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_billing_outbox::Migration),
             Box::new(m20261206_000008_outbox_work_by_index::Migration),
             Box::new(m20261207_000009_credit_reservations::Migration),
+            Box::new(m20261208_000010_ledger_rows_per_organization::Migration),
         ]
     }
 }
