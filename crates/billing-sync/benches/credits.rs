@@ -8,7 +8,7 @@
 //!
 //! Also printed: the server's and PostgreSQL's CPU time per consume (from `/proc`), and how many
 //! consumes the ledger's writer decided per transaction. Each measured run starts after a
-//! `VACUUM (ANALYZE)` of both designs' databases ([`vacuumed`]).
+//! `VACUUM (ANALYZE)` of both designs' databases and a checkpoint ([`settled`]).
 //!
 //! Then reservations: 64 callers on 100 organizations, each reserving 10 credits and capturing
 //! part of them (0 to 9), printed as settled reservations per second (goal: at least 2,000),
@@ -317,9 +317,9 @@ async fn main() {
     );
     for spread in [1, ORGANIZATIONS] {
         for callers in CALLERS {
-            vacuumed(&both).await;
+            settled(&both).await;
             let ceiling = ceiling(&raw, callers, count, spread).await;
-            vacuumed(&both).await;
+            settled(&both).await;
             let before = (
                 process_cpu(server.pid()),
                 cluster_cpu(postmaster),
@@ -382,7 +382,7 @@ async fn main() {
         (ORGANIZATIONS, 64),
         (ORGANIZATIONS, 1),
     ] {
-        vacuumed(&both).await;
+        settled(&both).await;
         let (pg_before, backends_before) = (cluster_cpu(postmaster), cluster_processes(postmaster));
         let naive = external::pgbench(&raw_db.url, spread, callers, seconds);
         // pgbench's backends count in the postmaster's CPU once it has reaped them: until
@@ -395,7 +395,7 @@ async fn main() {
         }
         let naive_pg = cluster_cpu(postmaster).saturating_sub(pg_before);
         assert_eq!(naive.failed, 0, "every naive debit committed");
-        vacuumed(&both).await;
+        settled(&both).await;
         let before = (process_cpu(server.pid()), cluster_cpu(postmaster));
         let served = external::wrk(
             &server.url("/api/v1/credits/consume"),
@@ -432,7 +432,7 @@ async fn main() {
     for n in 0..RESERVING {
         before.push(balance_and_held(&server, &organization(n, RESERVING)).await);
     }
-    vacuumed(&both).await;
+    settled(&both).await;
     let cpu_before = (process_cpu(server.pid()), cluster_cpu(postmaster));
     let settled = reserved_and_captured(&server, RESERVERS, reservations, RESERVING).await;
     let cpu_after = (process_cpu(server.pid()), cluster_cpu(postmaster));
@@ -461,11 +461,12 @@ async fn main() {
     );
 }
 
-/// `VACUUM (ANALYZE)` of both databases, before each measured run: the maintenance the rows of
-/// the run before call for (autovacuum of a ledger that grew by tens of thousands of rows) is
-/// done then, not during the next run, in whichever design's CPU happens to be measured. Each
-/// run still pays for the maintenance its own rows call for.
-async fn vacuumed(stores: &[&Store]) {
+/// `VACUUM (ANALYZE)` of both databases and a `CHECKPOINT`, before each measured run: the
+/// maintenance the rows of the run before call for (autovacuum of a ledger that grew by tens of
+/// thousands of rows, the checkpoint writing the pages they dirtied) is done then, not during
+/// the next run, in whichever design's CPU happens to be measured. Each run still pays for the
+/// maintenance its own rows call for.
+async fn settled(stores: &[&Store]) {
     for store in stores {
         store
             .connection()
@@ -473,4 +474,9 @@ async fn vacuumed(stores: &[&Store]) {
             .await
             .expect("VACUUM");
     }
+    stores[0]
+        .connection()
+        .execute_unprepared("CHECKPOINT")
+        .await
+        .expect("CHECKPOINT");
 }
