@@ -51,8 +51,6 @@ impl MigrationTrait for Migration {
                  SET (n_distinct = -0.01)",
                 "ALTER TABLE credit_transactions ALTER COLUMN idempotency_key \
                  SET (n_distinct = -1)",
-                // The setting counts from the next analyze: this one.
-                "ANALYZE credit_transactions",
             ],
         )
         .await
@@ -64,7 +62,6 @@ impl MigrationTrait for Migration {
             &[
                 "ALTER TABLE credit_transactions ALTER COLUMN organization_id RESET (n_distinct)",
                 "ALTER TABLE credit_transactions ALTER COLUMN idempotency_key RESET (n_distinct)",
-                "ANALYZE credit_transactions",
             ],
         )
         .await
