@@ -10,6 +10,14 @@
 //! (its `xmin`; a row that was missing must still be), and each table's rows only for the
 //! organizations whose account was: an organization another replica wrote for since the read
 //! writes nothing, all in the one statement. The write answers which organizations it wrote.
+//!
+//! One change escapes the accounts' versions: a customer's pending grant that names no
+//! organization yet is credited by a decision of the customer's organization, and if the
+//! customer is linked to another organization meanwhile, that one's decision may credit it too,
+//! each under its own account's version. So a changed grant is written only while its row names
+//! no organization or the same one, and a write one of whose grants another organization took
+//! since the read fails whole, with an error of its data ([`CLAIMED_ELSEWHERE`]): the batching
+//! writer then decides each organization again, on what was committed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
@@ -243,7 +251,7 @@ const STATEMENTS: [(Fields, &str); 5] = [
         "INSERT INTO credit_grants ({columns}) SELECT {columns} FROM {rows} AS r \
          WHERE {written} ON CONFLICT (id) DO UPDATE SET organization_id = excluded.organization_id, \
          amount = excluded.amount, remaining = excluded.remaining, expired = excluded.expired, \
-         taken_back = excluded.taken_back, credited = excluded.credited",
+         taken_back = excluded.taken_back, credited = excluded.credited{unclaimed}",
     ),
     (
         MADE_GRANTS,
@@ -308,6 +316,12 @@ static POSTGRES_WRITE: LazyLock<String> = LazyLock::new(|| {
                     " WHERE CAST(credit_accounts.xmin AS text) = \
                      (SELECT v.version FROM v WHERE v.organization_id = excluded.organization_id)",
                 )
+                .replace(
+                    "{unclaimed}",
+                    " WHERE credit_grants.organization_id IS NULL \
+                     OR credit_grants.organization_id = excluded.organization_id \
+                     RETURNING credit_grants.id",
+                )
         })
         .collect();
     let written = parts.pop().expect("the accounts' statement is the last");
@@ -316,14 +330,24 @@ static POSTGRES_WRITE: LazyLock<String> = LazyLock::new(|| {
         .enumerate()
         .map(|(index, part)| format!(", w{index} AS ({part})"))
         .collect();
+    // The changed grants are `w0`, their rows `$1`, a row's organization its second element.
     format!(
         "WITH v AS MATERIALIZED (SELECT e.item ->> 0 AS organization_id, e.item ->> {version} \
          AS version FROM jsonb_array_elements(CAST(${accounts} AS jsonb)) AS e(item)), \
-         a AS ({written} RETURNING organization_id){others} SELECT organization_id FROM a",
+         a AS ({written} RETURNING organization_id){others}, \
+         claimed AS (SELECT count(*) AS elsewhere FROM jsonb_array_elements(CAST($1 AS jsonb)) \
+         AS e(item) WHERE e.item ->> 1 IN (SELECT organization_id FROM a) \
+         AND CAST(e.item ->> 0 AS bigint) NOT IN (SELECT id FROM w0)) \
+         SELECT organization_id FROM a, claimed WHERE CASE WHEN claimed.elsewhere = 0 THEN true \
+         ELSE CAST('{CLAIMED_ELSEWHERE}: ' || claimed.elsewhere AS bigint) = 0 END",
         version = ACCOUNTS.len(),
         others = others.concat(),
     )
 });
+
+/// The words of the error that undoes a write one of whose grants another organization's
+/// decision credited since the read (see [`POSTGRES_WRITE`]'s `claimed`).
+const CLAIMED_ELSEWHERE: &str = "grants credited to another organization since the read";
 
 /// SQLite: a statement a table, its rows the one parameter (every decision there is locked).
 static SQLITE_WRITES: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -339,6 +363,7 @@ static SQLITE_WRITES: LazyLock<Vec<String>> = LazyLock::new(|| {
             render(fields, statement, &rows)
                 .replace("{written}", "true")
                 .replace("{unchanged}", "")
+                .replace("{unclaimed}", "")
         })
         .collect()
 });

@@ -484,6 +484,93 @@ billing_sync_testkit::postgres_test! {
         }
     }
 
+    /// A customer's pending grant that names no organization is credited once, even when the
+    /// customer is linked to another organization while a decision of the first is being made:
+    /// here the other organization's decision (another replica's transaction) credits the grant
+    /// while this one, which read it pending for `org_b`, waits to write. This write must not
+    /// take the grant (that organization's account and ledger have it) nor credit it: it fails
+    /// as its data's fault, and decided again the consume is refused.
+    #[tokio::test]
+    async fn a_pending_grant_another_organization_credited_since_the_read_is_not_credited_again() {
+        use billing_sync_credits::Answer;
+        use billing_sync_store::sea_orm::{ConnectionTrait, Database, TransactionTrait};
+        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
+            return;
+        };
+        let store = migrated_store(&db.url).await;
+        let now = 1_800_000_000;
+        for sql in [
+            "INSERT INTO stripe_customers (id, ordering_key, ordering_rank, synced_at, livemode, \
+             organization_id) VALUES ('cus_c', 1, 0, now(), false, 'org_b')",
+            "INSERT INTO credit_grants (customer_id, source, reference, amount, remaining, \
+             expired, taken_back, created_at, credited) \
+             VALUES ('cus_c', 'checkout', 'checkout:cs_1', 50, 0, 0, 0, 1800000000, false)",
+        ] {
+            store.connection().execute_unprepared(sql).await.expect(sql);
+        }
+
+        // The other organization's decision, after the customer was linked to it: it credits
+        // the grant, not yet committed.
+        let other = Database::connect(&db.url).await.expect("connect");
+        let crediting = other.begin().await.expect("begin");
+        crediting
+            .execute_unprepared(
+                "UPDATE credit_grants SET organization_id = 'org_a', credited = true, \
+                 remaining = 50 WHERE reference = 'checkout:cs_1'",
+            )
+            .await
+            .expect("credit to org_a");
+
+        let consume = || {
+            let store = store.clone();
+            async move {
+                store
+                    .decide_credits(
+                        &[OrganizationRequests {
+                            organization_id: "org_b".to_owned(),
+                            requests: vec![Request::Consume {
+                                amount: 10,
+                                key: "here".to_owned(),
+                                reason: None,
+                            }],
+                        }],
+                        "credits",
+                        now,
+                    )
+                    .await
+            }
+        };
+        // This decision reads the grant pending for org_b and waits for its row.
+        let consuming = tokio::spawn(consume());
+        until_it_waits_for_a_lock(&other, &consuming).await;
+        crediting.commit().await.expect("commit");
+
+        let failed = consuming.await.expect("task");
+        let err = failed.expect_err("a write whose grant was credited elsewhere fails");
+        assert!(!err.retryable(), "its data's fault, decided again in parts: {err}");
+        let grant = credit_grants::Entity::find()
+            .filter(credit_grants::Column::Reference.eq("checkout:cs_1"))
+            .one(store.connection())
+            .await
+            .expect("grant")
+            .expect("its row");
+        assert_eq!(grant.organization_id.as_deref(), Some("org_a"));
+        assert!(
+            credit_accounts::Entity::find_by_id("org_b")
+                .one(store.connection())
+                .await
+                .expect("account")
+                .is_none(),
+            "nothing of org_b's written"
+        );
+
+        let answers = consume().await.expect("decided again");
+        assert!(
+            matches!(answers[0][..], [Answer::Insufficient { balance: 0 }]),
+            "decided again without the grant: {answers:?}"
+        );
+    }
+
     /// A decision made on an unlocked read is written only if no other replica wrote for the
     /// organization since: here another replica's transaction spends the whole balance while
     /// this replica's consume, decided on the balance before it, waits to write. That consume
@@ -548,24 +635,7 @@ billing_sync_testkit::postgres_test! {
                     .await
             }
         });
-        let waiting = "SELECT count(*) AS waiting FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let row = other
-                .query_one_raw(Statement::from_string(other.get_database_backend(), waiting))
-                .await
-                .expect("pg_stat_activity")
-                .expect("a row");
-            if row.try_get::<i64>("", "waiting").expect("count") > 0 {
-                break;
-            }
-            assert!(
-                !consuming.is_finished() && tokio::time::Instant::now() < deadline,
-                "the consume never waited for the other transaction's lock"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        until_it_waits_for_a_lock(&other, &consuming).await;
         spending.commit().await.expect("commit");
 
         let answers = consuming.await.expect("task").expect("decide");
@@ -590,6 +660,36 @@ billing_sync_testkit::postgres_test! {
         assert_eq!(keys, [Some("grant".to_owned()), Some("elsewhere".to_owned())]);
     }
 
+}
+
+/// Returns once a statement of the test's database waits for a lock (another connection's
+/// uncommitted row), polling `pg_stat_activity` through `observer`; fails if `task` ends first.
+async fn until_it_waits_for_a_lock<T>(
+    observer: &DatabaseConnection,
+    task: &tokio::task::JoinHandle<T>,
+) {
+    use billing_sync_store::sea_orm::ConnectionTrait;
+    let waiting = "SELECT count(*) AS waiting FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let row = observer
+            .query_one_raw(Statement::from_string(
+                observer.get_database_backend(),
+                waiting,
+            ))
+            .await
+            .expect("pg_stat_activity")
+            .expect("a row");
+        if row.try_get::<i64>("", "waiting").expect("count") > 0 {
+            return;
+        }
+        assert!(
+            !task.is_finished() && tokio::time::Instant::now() < deadline,
+            "the decision never waited for the other transaction's lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// A migrated PostgreSQL store whose `table` holds the rows `insert` makes, never analyzed
