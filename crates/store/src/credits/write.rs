@@ -296,21 +296,8 @@ static POSTGRES_WRITE: LazyLock<String> = LazyLock::new(|| {
         .iter()
         .enumerate()
         .map(|(index, (fields, statement))| {
-            let values: Vec<String> = fields
-                .iter()
-                .enumerate()
-                .map(|(at, (name, ty))| format!("CAST(e.item ->> {at} AS {ty}) AS {name}"))
-                .collect();
-            let rows = format!(
-                "(SELECT {} FROM jsonb_array_elements(CAST(${} AS jsonb)) AS e(item))",
-                values.join(", "),
-                index + 1
-            );
-            render(fields, statement, &rows)
-                .replace(
-                    "{written}",
-                    "r.organization_id IN (SELECT organization_id FROM a)",
-                )
+            render(fields, statement, &rows_of(fields, index + 1))
+                .replace("{written}", WRITTEN_ON_POSTGRES)
                 .replace(
                     "{unchanged}",
                     " WHERE CAST(credit_accounts.xmin AS text) = \
@@ -330,20 +317,38 @@ static POSTGRES_WRITE: LazyLock<String> = LazyLock::new(|| {
         .enumerate()
         .map(|(index, part)| format!(", w{index} AS ({part})"))
         .collect();
-    // The changed grants are `w0`, their rows `$1`, a row's organization its second element.
+    // The changed grants are the first statement (`w0`, its rows `$1`): `claimed` counts
+    // those of the organizations written that it did not write.
     format!(
         "WITH v AS MATERIALIZED (SELECT e.item ->> 0 AS organization_id, e.item ->> {version} \
          AS version FROM jsonb_array_elements(CAST(${accounts} AS jsonb)) AS e(item)), \
          a AS ({written} RETURNING organization_id){others}, \
-         claimed AS (SELECT count(*) AS elsewhere FROM jsonb_array_elements(CAST($1 AS jsonb)) \
-         AS e(item) WHERE e.item ->> 1 IN (SELECT organization_id FROM a) \
-         AND CAST(e.item ->> 0 AS bigint) NOT IN (SELECT id FROM w0)) \
+         claimed AS (SELECT count(*) AS elsewhere FROM {changed} AS r \
+         WHERE {WRITTEN_ON_POSTGRES} AND r.id NOT IN (SELECT id FROM w0)) \
          SELECT organization_id FROM a, claimed WHERE CASE WHEN claimed.elsewhere = 0 THEN true \
          ELSE CAST('{CLAIMED_ELSEWHERE}: ' || claimed.elsewhere AS bigint) = 0 END",
         version = ACCOUNTS.len(),
         others = others.concat(),
+        changed = rows_of(CHANGED_GRANTS, 1),
     )
 });
+
+/// A table's rows on PostgreSQL: its `fields` out of the JSON array of arrays that is the
+/// statement's parameter `$parameter`.
+fn rows_of(fields: Fields, parameter: usize) -> String {
+    let values: Vec<String> = fields
+        .iter()
+        .enumerate()
+        .map(|(at, (name, ty))| format!("CAST(e.item ->> {at} AS {ty}) AS {name}"))
+        .collect();
+    format!(
+        "(SELECT {} FROM jsonb_array_elements(CAST(${parameter} AS jsonb)) AS e(item))",
+        values.join(", ")
+    )
+}
+
+/// PostgreSQL's `{written}`: the row is of an organization whose account was written (`a`).
+const WRITTEN_ON_POSTGRES: &str = "r.organization_id IN (SELECT organization_id FROM a)";
 
 /// The words of the error that undoes a write one of whose grants another organization's
 /// decision credited since the read (see [`POSTGRES_WRITE`]'s `claimed`).
