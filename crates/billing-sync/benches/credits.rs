@@ -474,6 +474,7 @@ async fn settled(stores: &[&Store]) {
             .await
             .expect("VACUUM");
     }
+    // A checkpoint is the whole cluster's: once, through either.
     stores[0]
         .connection()
         .execute_unprepared("CHECKPOINT")

@@ -316,23 +316,25 @@ async fn assert_ledger_explains(store: &Store, org: &str, balance: i64, case: u6
 /// decision makes one to lock it); one that is not refused keeps its row.
 async fn a_refused_consume_of_an_organization_without_a_ledger_writes_nothing(db: TestDatabase) {
     let store = migrated_store(&db.url).await;
-    let consume = |organization: &str, key: &str| OrganizationRequests {
-        organization_id: organization.to_owned(),
-        requests: vec![Request::Consume {
-            amount: 5,
-            key: key.to_owned(),
-            reason: None,
-        }],
+    let consume = |organization: &str, key: &str| {
+        one_request(
+            organization,
+            Request::Consume {
+                amount: 5,
+                key: key.to_owned(),
+                reason: None,
+            },
+        )
     };
-    let grant = OrganizationRequests {
-        organization_id: "org_granted".to_owned(),
-        requests: vec![Request::Grant {
+    let grant = one_request(
+        "org_granted",
+        Request::Grant {
             amount: 10,
             expires_at: None,
             key: "grant".to_owned(),
             reason: None,
-        }],
-    };
+        },
+    );
     let answers = store
         .decide_credits(
             &[
@@ -526,14 +528,11 @@ billing_sync_testkit::postgres_test! {
             async move {
                 store
                     .decide_credits(
-                        &[OrganizationRequests {
-                            organization_id: "org_b".to_owned(),
-                            requests: vec![Request::Consume {
-                                amount: 10,
-                                key: "here".to_owned(),
-                                reason: None,
-                            }],
-                        }],
+                        &[one_request("org_b", Request::Consume {
+                            amount: 10,
+                            key: "here".to_owned(),
+                            reason: None,
+                        })],
                         "credits",
                         now,
                     )
@@ -585,10 +584,7 @@ billing_sync_testkit::postgres_test! {
         };
         let store = migrated_store(&db.url).await;
         let now = 1_800_000_000;
-        let request = |request: Request| OrganizationRequests {
-            organization_id: "org_x".to_owned(),
-            requests: vec![request],
-        };
+        let request = |request: Request| one_request("org_x", request);
         let granted = store
             .decide_credits(
                 &[request(Request::Grant {
@@ -660,6 +656,14 @@ billing_sync_testkit::postgres_test! {
         assert_eq!(keys, [Some("grant".to_owned()), Some("elsewhere".to_owned())]);
     }
 
+}
+
+/// `organization`'s one request, as a decision takes it.
+fn one_request(organization: &str, request: Request) -> OrganizationRequests {
+    OrganizationRequests {
+        organization_id: organization.to_owned(),
+        requests: vec![request],
+    }
 }
 
 /// Returns once a statement of the test's database waits for a lock (another connection's
