@@ -16,6 +16,8 @@ pub struct Store {
     /// A credit decision that takes an organization's balance across this (either way) tells
     /// the outbox (`CREDITS_LOW_BALANCE_THRESHOLD`); none: balances tell it nothing.
     low_balance_threshold: Option<i64>,
+    /// The credit accounts this process last wrote (`credits::remembered`), shared by clones.
+    remembered_ledgers: std::sync::Arc<crate::credits::RememberedLedgers>,
 }
 
 /// One migration and whether it has been applied.
@@ -108,6 +110,7 @@ impl Store {
             db,
             target,
             low_balance_threshold: None,
+            remembered_ledgers: Default::default(),
         })
     }
 
@@ -131,6 +134,7 @@ impl Store {
             db: DatabaseConnection::default(),
             target: "no database".to_owned(),
             low_balance_threshold: None,
+            remembered_ledgers: Default::default(),
         }
     }
 
@@ -143,6 +147,11 @@ impl Store {
     /// See [`Store::with_low_balance_threshold`].
     pub(crate) fn low_balance_threshold(&self) -> Option<i64> {
         self.low_balance_threshold
+    }
+
+    /// The credit accounts this process last wrote.
+    pub(crate) fn remembered_ledgers(&self) -> &crate::credits::RememberedLedgers {
+        &self.remembered_ledgers
     }
 
     /// Checks that `url` is one billing-sync can use, without connecting, and returns where it

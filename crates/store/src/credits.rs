@@ -19,7 +19,11 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+mod remembered;
 mod write;
+
+use remembered::Recalled;
+pub(crate) use remembered::RememberedLedgers;
 
 use crate::Store;
 use crate::entities::{
@@ -65,7 +69,9 @@ impl Store {
     /// row is written only if it is still the version that was read (its `xmin`), and with it
     /// everything its organization's decision changed; an organization whose account another
     /// replica changed in between writes nothing, and is decided again with its account locked
-    /// (below). Two round trips a batch where the locked decision takes five (docs/proofs.md).
+    /// (below). Two round trips a batch where the locked decision takes five (docs/proofs.md);
+    /// one when every organization's account is the one this process remembers writing
+    /// (`remembered`: the write then also checks that nothing became due since).
     ///
     /// The locked decision (SQLite's only one): in one transaction, each organization's account
     /// row locked (sorted; SQLite writes one transaction at a time) before anything of it is
@@ -81,11 +87,39 @@ impl Store {
             let connection = self.connection();
             let threshold = self.low_balance_threshold();
             if connection.get_database_backend() != DbBackend::Postgres {
-                return decide_locked(connection, batch, credits_metadata_key, now, threshold)
-                    .await;
+                return decide_locked(
+                    connection,
+                    None,
+                    batch,
+                    credits_metadata_key,
+                    now,
+                    threshold,
+                )
+                .await;
             }
-            let mut answers =
-                decide_unlocked(connection, batch, credits_metadata_key, now, threshold).await?;
+            let remembered = self.remembered_ledgers();
+            let decide = |recall| {
+                decide_unlocked(
+                    connection,
+                    remembered,
+                    recall,
+                    batch,
+                    credits_metadata_key,
+                    now,
+                    threshold,
+                )
+            };
+            let mut answers = match decide(true).await {
+                // A key a remembered account did not know had been answered before: the unique
+                // index refused the write whole, and the batch is decided on reads, which find
+                // the earlier answers.
+                Err(err) if crate::error::database_code(&err).as_deref() == Some("23505") => {
+                    metrics::counter!("billing_sync_credits_remembered_refused_total").increment(1);
+                    remembered.forget(batch.iter().map(|o| o.organization_id.as_str()));
+                    decide(false).await?
+                }
+                result => result?,
+            };
             let lost: Vec<usize> = (0..answers.len())
                 .filter(|&at| answers[at].is_none())
                 .collect();
@@ -94,8 +128,15 @@ impl Store {
                     .increment(lost.len() as u64);
                 let again: Vec<OrganizationRequests> =
                     lost.iter().map(|&at| batch[at].clone()).collect();
-                let decided =
-                    decide_locked(connection, &again, credits_metadata_key, now, threshold).await?;
+                let decided = decide_locked(
+                    connection,
+                    Some(remembered),
+                    &again,
+                    credits_metadata_key,
+                    now,
+                    threshold,
+                )
+                .await?;
                 for (at, decided) in lost.into_iter().zip(decided) {
                     answers[at] = Some(decided);
                 }
@@ -246,6 +287,13 @@ impl Store {
         .map_err(|err| self.classify(err))
     }
 
+    /// How many organizations' decisions this store (and its clones) started from the account
+    /// it remembered writing rather than a read (`credits::remembered`): tests and benches
+    /// check that the one-round-trip path is taken.
+    pub fn credit_decisions_remembered(&self) -> u64 {
+        self.remembered_ledgers().recalled_so_far()
+    }
+
     /// Every transaction of the organization, oldest first (tests check the ledger with it).
     pub async fn credit_transactions(
         &self,
@@ -261,9 +309,11 @@ impl Store {
 }
 
 /// A batch decided on a locked read, in one transaction (SQLite's only way; on PostgreSQL the
-/// organizations whose accounts changed under an unlocked decision).
+/// organizations whose accounts changed under an unlocked decision, whose accounts are then
+/// remembered as written).
 async fn decide_locked(
     db: &DatabaseConnection,
+    remembered: Option<&RememberedLedgers>,
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
@@ -280,6 +330,7 @@ async fn decide_locked(
         now,
         low_balance_threshold,
         Reading::Locked,
+        None,
     )
     .await?;
     // An account row made only to lock it (an organization with no ledger yet) whose requests
@@ -305,14 +356,36 @@ async fn decide_locked(
         ));
     }
     txn.commit().await?;
+    if let Some(remembered) = remembered {
+        remember_written(remembered, &decided, &written);
+    }
     Ok(decided.answers)
+}
+
+/// Remembers the accounts `written` as `decided` left them, at the versions the write made.
+fn remember_written(
+    remembered: &RememberedLedgers,
+    decided: &Decided<'_>,
+    written: &HashMap<String, Option<String>>,
+) {
+    for (organization, version) in written {
+        if let (Some(version), Some(account)) =
+            (version, decided.ledgers.get(organization.as_str()))
+        {
+            remembered.remember(organization, account, version.clone());
+        }
+    }
 }
 
 /// A batch decided on one unlocked read, its write its own transaction (PostgreSQL): the
 /// answers of each organization whose decision was written or wrote nothing, `None` for those
 /// whose account another replica changed after the read (their decision was not written).
+/// With `recall`, an organization whose account is remembered may be decided on it instead of
+/// the read (`remembered`); either way, the accounts written are remembered.
 async fn decide_unlocked(
     db: &DatabaseConnection,
+    remembered: &RememberedLedgers,
+    recall: bool,
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
@@ -328,6 +401,7 @@ async fn decide_unlocked(
         now,
         low_balance_threshold,
         Reading::Unlocked,
+        recall.then_some(remembered),
     )
     .await?;
     // Alone, the write is its own transaction; the outbox hears of a crossed threshold in the
@@ -340,13 +414,23 @@ async fn decide_unlocked(
         txn.commit().await?;
         written
     };
+    remember_written(remembered, &decided, &written);
+    for organization in decided.decided.keys() {
+        if !written.contains_key(*organization) {
+            if decided.remembered.contains(organization) {
+                remembered.contended(organization);
+            } else {
+                remembered.forget([*organization]);
+            }
+        }
+    }
     Ok(batch
         .iter()
         .zip(decided.answers)
         .map(|(organization, answers)| {
             let organization = organization.organization_id.as_str();
             let lost =
-                decided.decided.contains_key(organization) && !written.contains(organization);
+                decided.decided.contains_key(organization) && !written.contains_key(organization);
             (!lost).then_some(answers)
         })
         .collect())
@@ -358,6 +442,8 @@ struct Decided<'b> {
     ledgers: HashMap<&'b str, Account>,
     /// The version of each organization's account row that was read (`None`: none was).
     versions: HashMap<&'b str, Option<String>>,
+    /// The organizations decided on their remembered accounts rather than a read.
+    remembered: HashSet<&'b str>,
     /// What each organization's decisions changed, those that changed anything.
     decided: BTreeMap<&'b str, Decisions>,
     /// The answers, per organization in the batch's order.
@@ -379,22 +465,59 @@ async fn read_and_decide<'b>(
     now: UnixSeconds,
     low_balance_threshold: Option<i64>,
     reading: Reading,
+    remembered: Option<&RememberedLedgers>,
 ) -> Result<Decided<'b>, DbErr> {
     let mut organizations: Vec<&str> = batch.iter().map(|o| o.organization_id.as_str()).collect();
     organizations.sort_unstable();
     organizations.dedup();
+    let recalled = remembered.map_or_else(HashMap::new, |remembered| {
+        recall(remembered, batch, &organizations, now)
+    });
     let Loaded {
         mut ledgers,
-        versions,
-    } = load(
-        db,
-        &organizations,
-        batch,
-        credits_metadata_key,
-        now,
-        reading,
-    )
-    .await?;
+        mut versions,
+    } = if recalled.is_empty() {
+        load(
+            db,
+            &organizations,
+            batch,
+            credits_metadata_key,
+            now,
+            reading,
+        )
+        .await?
+    } else if recalled.len() == organizations.len() {
+        Loaded::default()
+    } else {
+        let unread: Vec<&str> = organizations
+            .iter()
+            .copied()
+            .filter(|organization| !recalled.contains_key(organization))
+            .collect();
+        let unread_batch: Vec<OrganizationRequests> = batch
+            .iter()
+            .filter(|o| !recalled.contains_key(o.organization_id.as_str()))
+            .cloned()
+            .collect();
+        load(
+            db,
+            &unread,
+            &unread_batch,
+            credits_metadata_key,
+            now,
+            reading,
+        )
+        .await?
+    };
+    if let Some(ledgers) = remembered {
+        ledgers.recalled(recalled.len());
+        metrics::counter!("billing_sync_credits_remembered_total").increment(recalled.len() as u64);
+    }
+    let remembered: HashSet<&str> = recalled.keys().copied().collect();
+    for (organization, Recalled { account, version }) in recalled {
+        ledgers.insert(organization, account);
+        versions.insert(organization, Some(version));
+    }
     let mut answers = Vec::with_capacity(batch.len());
     let mut decided: BTreeMap<&str, Decisions> = BTreeMap::new();
     let balances_before: HashMap<&str, i64> = ledgers
@@ -451,6 +574,7 @@ async fn read_and_decide<'b>(
     Ok(Decided {
         ledgers,
         versions,
+        remembered,
         decided,
         answers,
         went_up,
@@ -459,19 +583,77 @@ async fn read_and_decide<'b>(
     })
 }
 
+/// The organizations of `batch` that may be decided on their remembered accounts, with them:
+/// each one remembered and fresh, every reservation its requests name open in it, and its
+/// decisions on it writing something and spending every key its requests name — the write
+/// checks that the account and what is due are as remembered, and the unique index that each
+/// key is new; what writes nothing (a refusal, an earlier answer) is checked by nothing, and
+/// is decided on a read. The decisions tried here are made again on the same account by the
+/// caller (the rules are a pure function: the same ones).
+fn recall<'b>(
+    remembered: &RememberedLedgers,
+    batch: &'b [OrganizationRequests],
+    organizations: &[&'b str],
+    now: UnixSeconds,
+) -> HashMap<&'b str, Recalled> {
+    let mut recalled = HashMap::new();
+    let mut of: HashMap<&str, Vec<&OrganizationRequests>> = HashMap::new();
+    for requests in batch {
+        of.entry(requests.organization_id.as_str())
+            .or_default()
+            .push(requests);
+    }
+    for organization in organizations {
+        let Some(remembered) = remembered.recall(organization) else {
+            continue;
+        };
+        let requests = &of[organization];
+        let every_request = || requests.iter().flat_map(|o| o.requests.iter());
+        if every_request()
+            .filter_map(Request::reservation)
+            .any(|number| !remembered.account.reservations.contains_key(&number))
+        {
+            continue;
+        }
+        let mut tried = remembered.account.clone();
+        let (mut writes, mut spent) = (false, HashSet::new());
+        for organization in requests {
+            let decisions = decide(&mut tried, now, &organization.requests);
+            writes |= !(decisions.transactions.is_empty()
+                && decisions.changed_grants.is_empty()
+                && decisions.changed_reservations.is_empty());
+            spent.extend(
+                decisions
+                    .transactions
+                    .into_iter()
+                    .filter_map(|made| made.idempotency_key),
+            );
+        }
+        if writes
+            && every_request()
+                .filter_map(Request::key)
+                .all(|key| spent.contains(key))
+        {
+            recalled.insert(*organization, remembered);
+        }
+    }
+    recalled
+}
+
 /// Writes `decided`, and marks the outbox for the organizations whose balance crossed the
 /// low-balance threshold, those written (in one transaction with the write when there are any);
-/// returns the organizations written.
+/// returns the organizations written, each with its account row's new version.
 async fn write_and_mark<'b>(
     db: &impl ConnectionTrait,
     decided: &Decided<'b>,
     now: UnixSeconds,
-) -> Result<HashSet<String>, DbErr> {
+) -> Result<HashMap<String, Option<String>>, DbErr> {
     let written = write::write(
         db,
         &decided.ledgers,
         &decided.decided,
         &decided.versions,
+        &decided.remembered,
         now,
     )
     .await?;
@@ -479,7 +661,7 @@ async fn write_and_mark<'b>(
         organizations
             .iter()
             .copied()
-            .filter(|organization| written.contains(*organization))
+            .filter(|organization| written.contains_key(*organization))
             .collect()
     };
     let backend = db.get_database_backend();
@@ -517,6 +699,7 @@ struct VersionedAccount {
 
 /// The organizations' accounts as loaded for the rules, and the version of each account row
 /// read (`None`: it had none, or the backend keeps none).
+#[derive(Default)]
 struct Loaded<'b> {
     ledgers: HashMap<&'b str, Account>,
     versions: HashMap<&'b str, Option<String>>,

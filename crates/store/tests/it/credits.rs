@@ -20,7 +20,7 @@ use billing_sync_store::entities::{
     credit_accounts, credit_grants, credit_reservations, credit_transactions,
 };
 use billing_sync_store::sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Statement,
+    ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, Statement,
 };
 use billing_sync_testkit::state::migrated_store;
 use billing_sync_testkit::{TestDatabase, each_backend};
@@ -40,7 +40,7 @@ const ORGANIZATIONS: [&str; 2] = ["org_a", "org_b"];
 const PLAN_CREDITS: i64 = 7;
 
 /// Records `changes` as one webhook event with a fresh id.
-async fn deliver(store: &Store, id: &mut u64, changes: Vec<Change>) {
+pub(crate) async fn deliver(store: &Store, id: &mut u64, changes: Vec<Change>) {
     *id += 1;
     let event = NewEvent {
         provider: Provider::Stripe,
@@ -259,6 +259,16 @@ async fn random_histories_through_the_store_agree_with_the_rules(db: TestDatabas
                 assert_ledger_explains(&store, org, balance, case, step).await;
             }
         }
+    }
+    // On PostgreSQL the histories went through decisions on remembered accounts too (the
+    // accounts this store last wrote), not only through reads.
+    let remembered = store.credit_decisions_remembered();
+    match store.connection().get_database_backend() {
+        DbBackend::Postgres => assert!(
+            remembered >= CASES,
+            "decisions on remembered accounts: {remembered}"
+        ),
+        _ => assert_eq!(remembered, 0),
     }
 }
 
@@ -659,7 +669,7 @@ billing_sync_testkit::postgres_test! {
 }
 
 /// `organization`'s one request, as a decision takes it.
-fn one_request(organization: &str, request: Request) -> OrganizationRequests {
+pub(crate) fn one_request(organization: &str, request: Request) -> OrganizationRequests {
     OrganizationRequests {
         organization_id: organization.to_owned(),
         requests: vec![request],
