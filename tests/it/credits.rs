@@ -679,9 +679,22 @@ billing_sync_testkit::postgres_test! {
         );
         assert!(transactions.iter().all(|t| t.balance_after >= 0));
         assert_eq!(transactions.last().expect("some").balance_after, 0);
+        // Replica A decided on the accounts it remembered writing too (alone after the kill),
+        // not only on reads: the path of one round trip was under the same test.
+        let metrics = a.get_text("/metrics").await;
+        let count = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .filter_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .sum()
+        };
+        let remembered = count("billing_sync_credits_remembered_total");
+        assert!(remembered > 0.0, "replica A's decisions on remembered accounts");
         println!(
-            "two replicas, one killed: {statuses:?} over {} answers",
-            answered.len()
+            "two replicas, one killed: {statuses:?} over {} answers; replica A decided {remembered} \
+             organizations on remembered accounts, {} batches refused by the keys' index",
+            answered.len(),
+            count("billing_sync_credits_remembered_refused_total"),
         );
     }
 }
