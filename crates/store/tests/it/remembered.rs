@@ -32,6 +32,31 @@ fn consume(amount: i64, key: &str) -> Request {
     }
 }
 
+/// Who a purchase names.
+enum Buyer<'a> {
+    Organization(&'a str),
+    Customer(&'a str),
+}
+
+/// A checkout session `session` that bought `credits`, paid by payment `pi_{session}`.
+fn checkout(session: &str, buyer: Buyer<'_>, credits: i64) -> Change {
+    let (organization_id, customer_id) = match buyer {
+        Buyer::Organization(organization) => (Some(organization.to_owned()), None),
+        Buyer::Customer(customer) => (None, Some(customer.to_owned())),
+    };
+    Change::CreditPurchase(CreditPurchase {
+        reference: format!("checkout:{session}"),
+        source: PurchaseSource::Checkout,
+        customer_id,
+        organization_id,
+        price_id: None,
+        quantity: None,
+        credits: Some(credits),
+        expires_at: None,
+        payment_id: Some(format!("pi_{session}")),
+    })
+}
+
 /// Grants `amount` to `organization` and consumes 1 twice: the second consume is decided on the
 /// account the first one's write left remembered. Returns the balance (`amount - 2`).
 async fn remembered_with(store: &Store, organization: &str, amount: i64) -> i64 {
@@ -83,17 +108,15 @@ billing_sync_testkit::postgres_test! {
             deliver(
                 &store,
                 &mut event_id,
-                vec![Change::CreditPurchase(CreditPurchase {
-                    reference: format!("checkout:cs_{by_customer}"),
-                    source: PurchaseSource::Checkout,
-                    customer_id: by_customer.then(|| customer.clone()),
-                    organization_id: (!by_customer).then(|| organization.clone()),
-                    price_id: None,
-                    quantity: None,
-                    credits: Some(50),
-                    expires_at: None,
-                    payment_id: Some(format!("pi_{by_customer}")),
-                })],
+                vec![checkout(
+                    &format!("cs_{by_customer}"),
+                    if by_customer {
+                        Buyer::Customer(&customer)
+                    } else {
+                        Buyer::Organization(&organization)
+                    },
+                    50,
+                )],
             )
             .await;
             let before = store.credit_decisions_remembered();
@@ -120,17 +143,7 @@ billing_sync_testkit::postgres_test! {
         deliver(
             &store,
             &mut event_id,
-            vec![Change::CreditPurchase(CreditPurchase {
-                reference: "checkout:cs_paid".to_owned(),
-                source: PurchaseSource::Checkout,
-                customer_id: None,
-                organization_id: Some("org_r".to_owned()),
-                price_id: None,
-                quantity: None,
-                credits: Some(100),
-                expires_at: None,
-                payment_id: Some("pi_paid".to_owned()),
-            })],
+            vec![checkout("cs_paid", Buyer::Organization("org_r"), 100)],
         )
         .await;
         // The purchase is credited by the first consume, then remembered.
@@ -146,7 +159,7 @@ billing_sync_testkit::postgres_test! {
             &mut event_id,
             vec![Change::ChargeRefund(ChargeRefund {
                 charge_id: "ch_paid".to_owned(),
-                payment_id: "pi_paid".to_owned(),
+                payment_id: "pi_cs_paid".to_owned(),
                 paid: 1_000,
                 refunded: 500,
             })],
