@@ -538,3 +538,12 @@ pub struct Decisions {
     /// The numbers in [`Account::reservations`] of the reservations to write (new or settled).
     pub changed_reservations: Vec<i64>,
 }
+
+impl Decisions {
+    /// Whether they ask nothing to be written: every request refused or repeated, nothing due.
+    pub fn write_nothing(&self) -> bool {
+        self.transactions.is_empty()
+            && self.changed_grants.is_empty()
+            && self.changed_reservations.is_empty()
+    }
+}

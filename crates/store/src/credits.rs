@@ -473,45 +473,21 @@ async fn read_and_decide<'b>(
     let recalled = remembered.map_or_else(HashMap::new, |remembered| {
         recall(remembered, batch, &organizations, now)
     });
+    let unread: Vec<&str> = organizations
+        .iter()
+        .copied()
+        .filter(|organization| !recalled.contains_key(organization))
+        .collect();
     let Loaded {
         mut ledgers,
         mut versions,
-    } = if recalled.is_empty() {
-        load(
-            db,
-            &organizations,
-            batch,
-            credits_metadata_key,
-            now,
-            reading,
-        )
-        .await?
-    } else if recalled.len() == organizations.len() {
+    } = if unread.is_empty() {
         Loaded::default()
     } else {
-        let unread: Vec<&str> = organizations
-            .iter()
-            .copied()
-            .filter(|organization| !recalled.contains_key(organization))
-            .collect();
-        let unread_batch: Vec<OrganizationRequests> = batch
-            .iter()
-            .filter(|o| !recalled.contains_key(o.organization_id.as_str()))
-            .cloned()
-            .collect();
-        load(
-            db,
-            &unread,
-            &unread_batch,
-            credits_metadata_key,
-            now,
-            reading,
-        )
-        .await?
+        load(db, &unread, batch, credits_metadata_key, now, reading).await?
     };
     if let Some(ledgers) = remembered {
         ledgers.recalled(recalled.len());
-        metrics::counter!("billing_sync_credits_remembered_total").increment(recalled.len() as u64);
     }
     let remembered: HashSet<&str> = recalled.keys().copied().collect();
     for (organization, Recalled { account, version }) in recalled {
@@ -541,11 +517,7 @@ async fn read_and_decide<'b>(
             .extend(decisions.changed_reservations);
     }
     // A read that found nothing due, or requests all refused or repeated: nothing to write.
-    decided.retain(|_, decisions| {
-        !(decisions.transactions.is_empty()
-            && decisions.changed_grants.is_empty()
-            && decisions.changed_reservations.is_empty())
-    });
+    decided.retain(|_, decisions| !decisions.write_nothing());
     let untouched: Vec<&str> = organizations
         .iter()
         .copied()
@@ -619,9 +591,7 @@ fn recall<'b>(
         let (mut writes, mut spent) = (false, HashSet::new());
         for organization in requests {
             let decisions = decide(&mut tried, now, &organization.requests);
-            writes |= !(decisions.transactions.is_empty()
-                && decisions.changed_grants.is_empty()
-                && decisions.changed_reservations.is_empty());
+            writes |= !decisions.write_nothing();
             spent.extend(
                 decisions
                     .transactions
@@ -714,9 +684,16 @@ async fn load<'b>(
     reading: Reading,
 ) -> Result<Loaded<'b>, DbErr> {
     let backend = db.get_database_backend();
-    // The earlier answers to the keys the batch names are read with the grants.
-    let keys: HashSet<(&str, &str)> = batch
-        .iter()
+    // Only the requests of the organizations loaded (a batch's others may be decided on their
+    // remembered accounts) name keys and reservations to read.
+    let loading: HashSet<&str> = organizations.iter().copied().collect();
+    let requests = || {
+        batch
+            .iter()
+            .filter(|organization| loading.contains(organization.organization_id.as_str()))
+    };
+    // The earlier answers to the keys the requests name are read with the grants.
+    let keys: HashSet<(&str, &str)> = requests()
         .flat_map(|organization| {
             let id = organization.organization_id.as_str();
             organization
@@ -855,8 +832,7 @@ async fn load<'b>(
         .filter(|(_, ledger)| ledger.held != 0)
         .map(|(organization, _)| *organization)
         .collect();
-    let named: HashSet<i64> = batch
-        .iter()
+    let named: HashSet<i64> = requests()
         .flat_map(|organization| {
             organization
                 .requests

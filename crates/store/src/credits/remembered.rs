@@ -60,10 +60,12 @@ pub(crate) struct RememberedLedgers {
 }
 
 impl RememberedLedgers {
-    /// Counts `organizations` decided on their remembered accounts.
+    /// Counts `organizations` decided on their remembered accounts (here for the store's
+    /// callers, and in the metrics).
     pub(crate) fn recalled(&self, organizations: usize) {
         self.recalled
             .fetch_add(organizations as u64, Ordering::Relaxed);
+        metrics::counter!("billing_sync_credits_remembered_total").increment(organizations as u64);
     }
 
     /// How many organizations were decided on their remembered accounts so far.
@@ -83,40 +85,32 @@ impl RememberedLedgers {
     /// Remembers `account` as written at row version `version`, when it has the shape a read
     /// would load; forgets the organization otherwise. Leaves a contended one alone.
     pub(crate) fn remember(&self, organization: &str, account: &Account, version: String) {
+        // Shaped before the lock is taken: other decisions wait on it.
+        let account = as_read(account);
         let mut entries = self.entries.lock().expect("remembered ledgers");
         if let Some(Entry::Contended { until }) = entries.get(organization)
             && Instant::now() < *until
         {
             return;
         }
-        let Some(account) = as_read(account) else {
+        let Some(account) = account else {
             entries.remove(organization);
             return;
         };
-        if entries.len() >= CAPACITY && !entries.contains_key(organization) {
-            forget_oldest(&mut entries);
-        }
-        entries.insert(
-            organization.to_owned(),
-            Entry::Written {
-                recalled: Recalled { account, version },
-                at: Instant::now(),
-            },
-        );
+        let entry = Entry::Written {
+            recalled: Recalled { account, version },
+            at: Instant::now(),
+        };
+        insert_within_capacity(&mut entries, organization, entry);
     }
 
     /// A decision on the organization's remembered account was not written.
     pub(crate) fn contended(&self, organization: &str) {
+        let entry = Entry::Contended {
+            until: Instant::now() + FRESH_FOR,
+        };
         let mut entries = self.entries.lock().expect("remembered ledgers");
-        if entries.len() >= CAPACITY && !entries.contains_key(organization) {
-            forget_oldest(&mut entries);
-        }
-        entries.insert(
-            organization.to_owned(),
-            Entry::Contended {
-                until: Instant::now() + FRESH_FOR,
-            },
-        );
+        insert_within_capacity(&mut entries, organization, entry);
     }
 
     /// Forgets the organizations (their decision failed; what is stored is unknown).
@@ -164,6 +158,15 @@ fn as_read(account: &Account) -> Option<Account> {
         answered: HashMap::new(),
         ..account.clone()
     })
+}
+
+/// Sets the organization's entry, first forgetting the oldest quarter when a new organization
+/// would pass [`CAPACITY`].
+fn insert_within_capacity(entries: &mut HashMap<String, Entry>, organization: &str, entry: Entry) {
+    if entries.len() >= CAPACITY && !entries.contains_key(organization) {
+        forget_oldest(entries);
+    }
+    entries.insert(organization.to_owned(), entry);
 }
 
 /// Forgets the quarter of `entries` written longest ago (contended ones first).
