@@ -39,6 +39,16 @@ const ORGANIZATIONS: [&str; 2] = ["org_a", "org_b"];
 /// Credits per unit of the plan's price, from its product's metadata.
 const PLAN_CREDITS: i64 = 7;
 
+/// Customer `customer` linked to `organization` (by its metadata).
+pub(crate) fn customer_link(customer: &str, organization: &str) -> Change {
+    Change::CustomerLink(CustomerLink {
+        customer_id: customer.to_owned(),
+        organization_id: organization.to_owned(),
+        linked_by: LinkedBy::Metadata,
+        livemode: false,
+    })
+}
+
 /// Records `changes` as one webhook event with a fresh id.
 pub(crate) async fn deliver(store: &Store, id: &mut u64, changes: Vec<Change>) {
     *id += 1;
@@ -97,12 +107,7 @@ async fn random_histories_through_the_store_agree_with_the_rules(db: TestDatabas
         deliver(
             &store,
             &mut event_id,
-            vec![Change::CustomerLink(CustomerLink {
-                customer_id: customer.clone(),
-                organization_id: orgs[0].clone(),
-                linked_by: LinkedBy::Metadata,
-                livemode: false,
-            })],
+            vec![customer_link(&customer, &orgs[0])],
         )
         .await;
         for step in 0..STEPS {

@@ -6,12 +6,12 @@
 
 use billing_sync_credits::{Answer, Request};
 use billing_sync_projection::PurchaseSource;
-use billing_sync_projection::{Change, ChargeRefund, CreditPurchase, CustomerLink, LinkedBy};
+use billing_sync_projection::{Change, ChargeRefund, CreditPurchase};
 use billing_sync_store::Store;
 use billing_sync_testkit::state::migrated_store;
 use billing_sync_testkit::{Backend, TestDatabase};
 
-use crate::credits::{deliver, one_request};
+use crate::credits::{customer_link, deliver, one_request};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -96,12 +96,7 @@ billing_sync_testkit::postgres_test! {
             deliver(
                 &store,
                 &mut event_id,
-                vec![Change::CustomerLink(CustomerLink {
-                    customer_id: customer.clone(),
-                    organization_id: organization.clone(),
-                    linked_by: LinkedBy::Metadata,
-                    livemode: false,
-                })],
+                vec![customer_link(&customer, &organization)],
             )
             .await;
             let balance = remembered_with(&store, &organization, 10).await;
