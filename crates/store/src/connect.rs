@@ -7,6 +7,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::{StoreError, is_connection_error};
+use crate::kept_connection::KeptConnection;
 
 /// A handle on the billing-sync database. Cheap to clone: it shares one connection pool.
 #[derive(Clone, Debug)]
@@ -18,6 +19,9 @@ pub struct Store {
     low_balance_threshold: Option<i64>,
     /// The credit accounts this process last wrote (`credits::remembered`), shared by clones.
     remembered_ledgers: std::sync::Arc<crate::credits::RememberedLedgers>,
+    /// PostgreSQL: the connection the ledger's writer keeps between its statements
+    /// (`kept_connection`), shared by clones.
+    kept_connection: Option<std::sync::Arc<KeptConnection>>,
 }
 
 /// One migration and whether it has been applied.
@@ -106,11 +110,15 @@ impl Store {
                 target: target.clone(),
                 source,
             })?;
+        let kept_connection = (!is_sqlite).then(|| {
+            KeptConnection::new(db.get_postgres_connection_pool().clone(), IDLE_BEFORE_PING)
+        });
         Ok(Store {
             db,
             target,
             low_balance_threshold: None,
             remembered_ledgers: Default::default(),
+            kept_connection,
         })
     }
 
@@ -135,6 +143,7 @@ impl Store {
             target: "no database".to_owned(),
             low_balance_threshold: None,
             remembered_ledgers: Default::default(),
+            kept_connection: None,
         }
     }
 
@@ -152,6 +161,11 @@ impl Store {
     /// The credit accounts this process last wrote.
     pub(crate) fn remembered_ledgers(&self) -> &crate::credits::RememberedLedgers {
         &self.remembered_ledgers
+    }
+
+    /// PostgreSQL: the connection the ledger's writer keeps between its statements.
+    pub(crate) fn kept_connection(&self) -> Option<&KeptConnection> {
+        self.kept_connection.as_deref()
     }
 
     /// Checks that `url` is one billing-sync can use, without connecting, and returns where it
@@ -249,8 +263,11 @@ impl Store {
         self.db.ping().await.map_err(|err| self.classify(err))
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pool, waiting for connections in use to be returned (the kept one first).
     pub async fn close(self) -> Result<(), StoreError> {
+        if let Some(kept) = &self.kept_connection {
+            kept.close().await;
+        }
         self.db.close().await.map_err(StoreError::from)
     }
 

@@ -33,6 +33,7 @@ use crate::entities::{
 };
 use crate::error::StoreError;
 use crate::json_list::{is_one_of, json_array};
+use crate::kept_connection::KeptConnection;
 
 /// One organization's requests in a batch, in arrival order.
 #[derive(Clone, Debug)]
@@ -86,7 +87,9 @@ impl Store {
         let result: Result<_, DbErr> = async {
             let connection = self.connection();
             let threshold = self.low_balance_threshold();
-            if connection.get_database_backend() != DbBackend::Postgres {
+            let kept = self.kept_connection();
+            let (DbBackend::Postgres, Some(kept)) = (connection.get_database_backend(), kept)
+            else {
                 return decide_locked(
                     connection,
                     None,
@@ -96,19 +99,10 @@ impl Store {
                     threshold,
                 )
                 .await;
-            }
-            let remembered = self.remembered_ledgers();
-            let decide = |recall| {
-                decide_unlocked(
-                    connection,
-                    remembered,
-                    recall,
-                    batch,
-                    credits_metadata_key,
-                    now,
-                    threshold,
-                )
             };
+            let remembered = self.remembered_ledgers();
+            let decide =
+                |recall| decide_unlocked(self, kept, recall, batch, credits_metadata_key, now);
             let mut answers = match decide(true).await {
                 // A key a remembered account did not know had been answered before: the unique
                 // index refused the write whole, and the batch is decided on reads, which find
@@ -381,25 +375,27 @@ fn remember_written(
 /// answers of each organization whose decision was written or wrote nothing, `None` for those
 /// whose account another replica changed after the read (their decision was not written).
 /// With `recall`, an organization whose account is remembered may be decided on it instead of
-/// the read (`remembered`); either way, the accounts written are remembered.
+/// the read (the store's remembered accounts); either way, the accounts written are
+/// remembered. The read, and the write when it is alone, run on the connection the store keeps
+/// (`kept`).
 async fn decide_unlocked(
-    db: &DatabaseConnection,
-    remembered: &RememberedLedgers,
+    store: &Store,
+    kept: &KeptConnection,
     recall: bool,
     batch: &[OrganizationRequests],
     credits_metadata_key: &str,
     now: UnixSeconds,
-    low_balance_threshold: Option<i64>,
 ) -> Result<Vec<Option<Vec<Answer>>>, DbErr> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    let remembered = store.remembered_ledgers();
     let decided = read_and_decide(
-        db,
+        kept,
         batch,
         credits_metadata_key,
         now,
-        low_balance_threshold,
+        store.low_balance_threshold(),
         Reading::Unlocked,
         recall.then_some(remembered),
     )
@@ -407,9 +403,9 @@ async fn decide_unlocked(
     // Alone, the write is its own transaction; the outbox hears of a crossed threshold in the
     // transaction that crossed it.
     let written = if decided.went_up.is_empty() && decided.went_down.is_empty() {
-        write_and_mark(db, &decided, now).await?
+        write_and_mark(kept, &decided, now).await?
     } else {
-        let txn = db.begin().await?;
+        let txn = store.connection().begin().await?;
         let written = write_and_mark(&txn, &decided, now).await?;
         txn.commit().await?;
         written

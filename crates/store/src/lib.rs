@@ -11,6 +11,7 @@ pub mod credits;
 pub mod entities;
 mod error;
 mod json_list;
+mod kept_connection;
 pub mod ledger;
 mod literal;
 mod memberships;

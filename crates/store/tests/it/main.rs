@@ -4,6 +4,7 @@
 
 mod changeset;
 mod credits;
+mod kept_connection;
 mod literals;
 mod reads;
 mod remembered;
