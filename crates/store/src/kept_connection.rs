@@ -59,32 +59,44 @@ impl KeptConnection {
         *self.kept.lock().await = Kept::Closed;
     }
 
-    /// Runs `statement` on the kept connection (taking one from the pool when none is kept, or
-    /// the one kept has been idle too long), or on a pooled one while another caller uses it.
+    /// Runs `run` on the kept connection (taking one from the pool when none is kept, or the
+    /// one kept has been idle too long), or on a pooled one while another caller uses it.
     async fn run<T>(
         &self,
         run: impl AsyncFnOnce(&mut PoolConnection<Postgres>) -> Result<T, sqlx::Error>,
     ) -> Result<T, DbErr> {
         let Ok(mut kept) = self.kept.try_lock() else {
-            let mut pooled = self.pool.acquire().await.map_err(acquire_error)?;
-            return run(&mut pooled).await.map_err(query_error);
+            return self.run_pooled(run).await;
         };
-        let mut connection = match std::mem::take(&mut *kept) {
-            Kept::Connection(connection, used) if used.elapsed() < self.idle_limit => connection,
-            // Dropped: back to the pool, which tests it on the way in.
-            Kept::Connection(..) | Kept::None => {
-                self.pool.acquire().await.map_err(acquire_error)?
+        let reusable = match std::mem::take(&mut *kept) {
+            Kept::Connection(connection, used) if used.elapsed() < self.idle_limit => {
+                Some(connection)
             }
             Kept::Closed => {
                 *kept = Kept::Closed;
-                let mut pooled = self.pool.acquire().await.map_err(acquire_error)?;
-                return run(&mut pooled).await.map_err(query_error);
+                drop(kept);
+                return self.run_pooled(run).await;
             }
+            // One idle too long is dropped here: back to the pool, which tests it on the way in.
+            Kept::Connection(..) | Kept::None => None,
+        };
+        let mut connection = match reusable {
+            Some(connection) => connection,
+            None => self.pool.acquire().await.map_err(acquire_error)?,
         };
         // Dropped on failure (or should this future be dropped midway): the pool tests it then.
         let result = run(&mut connection).await.map_err(query_error)?;
         *kept = Kept::Connection(connection, Instant::now());
         Ok(result)
+    }
+
+    /// Runs `run` on a connection of the pool, given back after it.
+    async fn run_pooled<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut PoolConnection<Postgres>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, DbErr> {
+        let mut pooled = self.pool.acquire().await.map_err(acquire_error)?;
+        run(&mut pooled).await.map_err(query_error)
     }
 }
 

@@ -14,6 +14,15 @@ use crate::credits::one_request;
 
 const NOW: i64 = 1_800_000_000;
 
+fn grant(amount: i64) -> Request {
+    Request::Grant {
+        amount,
+        expires_at: None,
+        key: "grant".to_owned(),
+        reason: None,
+    }
+}
+
 fn consume(key: &str) -> Request {
     Request::Consume {
         amount: 1,
@@ -59,13 +68,7 @@ billing_sync_testkit::postgres_test! {
         };
         let store = migrated_store(&db.url).await;
         let admin = Store::connect(&db.url).await.expect("admin");
-        let granted = Request::Grant {
-            amount: 10,
-            expires_at: None,
-            key: "grant".to_owned(),
-            reason: None,
-        };
-        decide(&store, granted).await.expect("grant");
+        decide(&store, grant(10)).await.expect("grant");
         decide(&store, consume("first")).await.expect("first");
         assert!(end_ledger_backends(&admin).await >= 1, "the kept connection's backend");
 
@@ -105,13 +108,7 @@ billing_sync_testkit::postgres_test! {
         };
         let store = migrated_store(&db.url).await;
         let writer = store.clone();
-        let granted = Request::Grant {
-            amount: 10,
-            expires_at: None,
-            key: "grant".to_owned(),
-            reason: None,
-        };
-        decide(&writer, granted).await.expect("grant");
+        decide(&writer, grant(10)).await.expect("grant");
         tokio::time::timeout(Duration::from_secs(30), store.close())
             .await
             .expect("the store closed, its kept connection given back")
