@@ -159,3 +159,56 @@ impl ConnectionTrait for KeptConnection {
             .map(|rows| rows.into_iter().map(QueryResult::from).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billing_sync_testkit::{Backend, TestDatabase};
+
+    /// The PostgreSQL process serving `kept`'s statement.
+    async fn backend_pid(kept: &KeptConnection) -> Result<i32, DbErr> {
+        let row = kept
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid() AS pid",
+            ))
+            .await?
+            .ok_or_else(|| DbErr::Custom("no row".to_owned()))?;
+        row.try_get::<i32>("", "pid")
+    }
+
+    /// Ends PostgreSQL process `pid`, waiting for it to exit.
+    async fn terminate(admin: &PgPool, pid: i32) {
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+            .bind(pid)
+            .fetch_one(admin)
+            .await
+            .expect("terminate");
+        assert!(ended);
+    }
+
+    billing_sync_testkit::postgres_test! {
+        /// Within its idle limit the connection is kept, unpinged: one the server closed fails
+        /// the next statement (and is not kept after it). Past the limit it goes back to the
+        /// pool, which tests it, and the statement runs on a live one.
+        #[tokio::test]
+        async fn a_connection_is_kept_within_its_idle_limit_and_given_back_past_it() {
+            let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+                return;
+            };
+            let pool = PgPool::connect(&db.url).await.expect("pool");
+            let admin = PgPool::connect(&db.url).await.expect("admin");
+
+            let kept = KeptConnection::new(pool.clone(), Duration::from_secs(3600));
+            terminate(&admin, backend_pid(&kept).await.expect("first")).await;
+            assert!(backend_pid(&kept).await.is_err(), "the kept connection was used");
+            backend_pid(&kept).await.expect("a fresh one after the failure");
+
+            let given_back = KeptConnection::new(pool, Duration::ZERO);
+            terminate(&admin, backend_pid(&given_back).await.expect("first")).await;
+            backend_pid(&given_back)
+                .await
+                .expect("a live connection, not the closed one");
+        }
+    }
+}
