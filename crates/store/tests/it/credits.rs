@@ -593,84 +593,135 @@ billing_sync_testkit::postgres_test! {
     #[tokio::test]
     async fn a_decision_is_not_written_over_what_another_replica_committed_since_its_read() {
         use billing_sync_credits::Answer;
-        use billing_sync_store::sea_orm::{ConnectionTrait, Database, TransactionTrait};
-        let Some(db) = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await else {
-            return;
-        };
-        let store = migrated_store(&db.url).await;
-        let now = 1_800_000_000;
-        let request = |request: Request| one_request("org_x", request);
-        let granted = store
-            .decide_credits(
-                &[request(Request::Grant {
-                    amount: 100,
-                    expires_at: None,
-                    key: "grant".to_owned(),
-                    reason: None,
-                })],
-                "credits",
-                now,
-            )
-            .await
-            .expect("grant");
-        assert!(matches!(granted[0][..], [Answer::Done { transaction: 1, balance: 100 }]), "{granted:?}");
-
-        // The other replica's transaction: the whole balance consumed, not yet committed.
-        let other = Database::connect(&db.url).await.expect("connect");
-        let spending = other.begin().await.expect("begin");
-        for sql in [
+        let Some((_db, store, answers)) = consumed_while_another_transaction_writes(&[
             "UPDATE credit_accounts SET balance = 0, last_sequence = 2 \
              WHERE organization_id = 'org_x'",
             "UPDATE credit_grants SET remaining = 0 WHERE organization_id = 'org_x'",
             "INSERT INTO credit_transactions (organization_id, sequence, kind, amount, \
              balance_after, idempotency_key, fingerprint, created_at) \
              VALUES ('org_x', 2, 'consume', -100, 0, 'elsewhere', 'elsewhere', 1800000000)",
-        ] {
-            spending.execute_unprepared(sql).await.expect(sql);
-        }
-
-        // This replica's consume reads the committed balance (100) and waits for the row.
-        let consuming = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .decide_credits(
-                        &[request(Request::Consume {
-                            amount: 60,
-                            key: "here".to_owned(),
-                            reason: None,
-                        })],
-                        "credits",
-                        now,
-                    )
-                    .await
-            }
-        });
-        until_it_waits_for_a_lock(&other, &consuming).await;
-        spending.commit().await.expect("commit");
-
-        let answers = consuming.await.expect("task").expect("decide");
+        ])
+        .await
+        else {
+            return;
+        };
         assert!(
             matches!(answers[0][..], [Answer::Insufficient { balance: 0 }]),
             "decided again on the committed balance: {answers:?}"
         );
-        let account = credit_accounts::Entity::find_by_id("org_x")
-            .one(store.connection())
-            .await
-            .expect("account")
-            .expect("its row");
-        assert_eq!((account.balance, account.last_sequence), (0, 2));
-        let keys: Vec<Option<String>> = credit_transactions::Entity::find()
-            .filter(credit_transactions::Column::OrganizationId.eq("org_x"))
-            .all(store.connection())
-            .await
-            .expect("ledger")
-            .into_iter()
-            .map(|row| row.idempotency_key)
-            .collect();
-        assert_eq!(keys, [Some("grant".to_owned()), Some("elsewhere".to_owned())]);
+        let (account, keys) = account_and_keys(&store).await;
+        assert_eq!((account, keys), ((0, 2), vec!["grant".to_owned(), "elsewhere".to_owned()]));
     }
 
+    /// The same when what the other transaction wrote adds no ledger row (an account and a grant
+    /// changed by hand, say): only the account's version can tell, since no ledger row of the
+    /// same sequence collides with the consume's.
+    #[tokio::test]
+    async fn a_decision_is_not_written_over_an_account_changed_since_its_read_without_a_ledger_row() {
+        use billing_sync_credits::Answer;
+        let Some((_db, store, answers)) = consumed_while_another_transaction_writes(&[
+            "UPDATE credit_accounts SET balance = 0 WHERE organization_id = 'org_x'",
+            "UPDATE credit_grants SET remaining = 0 WHERE organization_id = 'org_x'",
+        ])
+        .await
+        else {
+            return;
+        };
+        assert!(
+            matches!(answers[0][..], [Answer::Insufficient { balance: 0 }]),
+            "decided again on the committed balance: {answers:?}"
+        );
+        let (account, keys) = account_and_keys(&store).await;
+        assert_eq!((account, keys), ((0, 1), vec!["grant".to_owned()]), "the consume not written");
+    }
+
+}
+
+/// `org_x` granted 100, then another connection's transaction runs `other` (uncommitted) while
+/// this store decides a consume of 60 on the balance it read before; once the consume waits for
+/// the transaction's locks, the transaction commits. The database (kept while the store is
+/// used), the store, and the consume's answers.
+async fn consumed_while_another_transaction_writes(
+    other: &[&str],
+) -> Option<(TestDatabase, Store, Vec<Vec<billing_sync_credits::Answer>>)> {
+    use billing_sync_credits::Answer;
+    use billing_sync_store::sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let db = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await?;
+    let store = migrated_store(&db.url).await;
+    let now = 1_800_000_000;
+    let request = |request: Request| one_request("org_x", request);
+    let granted = store
+        .decide_credits(
+            &[request(Request::Grant {
+                amount: 100,
+                expires_at: None,
+                key: "grant".to_owned(),
+                reason: None,
+            })],
+            "credits",
+            now,
+        )
+        .await
+        .expect("grant");
+    assert!(
+        matches!(
+            granted[0][..],
+            [Answer::Done {
+                transaction: 1,
+                balance: 100
+            }]
+        ),
+        "{granted:?}"
+    );
+
+    // The other replica's transaction, not yet committed.
+    let connection = Database::connect(&db.url).await.expect("connect");
+    let writing = connection.begin().await.expect("begin");
+    for sql in other {
+        writing.execute_unprepared(sql).await.expect(sql);
+    }
+
+    // This replica's consume reads the committed balance (100) and waits for the rows.
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .decide_credits(
+                    &[request(Request::Consume {
+                        amount: 60,
+                        key: "here".to_owned(),
+                        reason: None,
+                    })],
+                    "credits",
+                    now,
+                )
+                .await
+        }
+    });
+    until_it_waits_for_a_lock(&connection, &consuming).await;
+    writing.commit().await.expect("commit");
+    let answers = consuming.await.expect("task").expect("decide");
+    Some((db, store, answers))
+}
+
+/// `org_x`'s balance and last sequence, and its ledger's keys in order.
+async fn account_and_keys(store: &Store) -> ((i64, i64), Vec<String>) {
+    use billing_sync_store::sea_orm::QueryOrder;
+    let account = credit_accounts::Entity::find_by_id("org_x")
+        .one(store.connection())
+        .await
+        .expect("account")
+        .expect("its row");
+    let keys = credit_transactions::Entity::find()
+        .filter(credit_transactions::Column::OrganizationId.eq("org_x"))
+        .order_by_asc(credit_transactions::Column::Sequence)
+        .all(store.connection())
+        .await
+        .expect("ledger")
+        .into_iter()
+        .filter_map(|row| row.idempotency_key)
+        .collect();
+    ((account.balance, account.last_sequence), keys)
 }
 
 /// `organization`'s one request, as a decision takes it.

@@ -38,8 +38,9 @@ async fn decide(store: &Store, request: Request) -> Result<Answer, billing_sync_
     Ok(answers.remove(0).remove(0))
 }
 
-/// Ends, through `admin`, the server processes whose last statement was the ledger's write
-/// (the kept connection's), waiting for each to exit; how many there were.
+/// Ends, through `admin`, the server processes whose last statement was one of the ledger's
+/// writes (the general one, or one spend's: the kept connection's), waiting for each to exit;
+/// how many there were.
 async fn end_ledger_backends(admin: &Store) -> usize {
     let ended = admin
         .connection()
@@ -47,7 +48,8 @@ async fn end_ledger_backends(admin: &Store) -> usize {
             DbBackend::Postgres,
             "SELECT pg_terminate_backend(pid, 10000) AS ended FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
-             AND query LIKE 'WITH v AS MATERIALIZED%'",
+             AND (query LIKE 'WITH v AS MATERIALIZED%' \
+             OR query LIKE 'WITH a AS (UPDATE credit_accounts%')",
         ))
         .await
         .expect("terminate");
