@@ -164,22 +164,7 @@ pub(super) async fn write(
     match backend {
         DbBackend::Postgres => {
             let values = rows.map(|rows| Value::Array(rows).to_string().into());
-            let written = db
-                .query_all_raw(Statement::from_sql_and_values(
-                    backend,
-                    POSTGRES_WRITE.as_str(),
-                    values,
-                ))
-                .await?;
-            written
-                .iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get::<String>("", "organization_id")?,
-                        Some(row.try_get::<String>("", "version")?),
-                    ))
-                })
-                .collect()
+            written_on_postgres(db, &POSTGRES_WRITE, values).await
         }
         _ => {
             for (sql, rows) in SQLITE_WRITES.iter().zip(rows) {
@@ -266,23 +251,33 @@ impl<'a> OneSpend<'a> {
                 .to_string()
                 .into(),
         ];
-        let written = db
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                ONE_SPEND_WRITE.as_str(),
-                values,
-            ))
-            .await?;
-        written
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<String>("", "organization_id")?,
-                    Some(row.try_get::<String>("", "version")?),
-                ))
-            })
-            .collect()
+        written_on_postgres(db, &ONE_SPEND_WRITE, values).await
     }
+}
+
+/// Runs a PostgreSQL write `statement` with `values`: the organizations it wrote, each with its
+/// account row's new version (the statement answers `organization_id, version`).
+async fn written_on_postgres(
+    db: &impl ConnectionTrait,
+    statement: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Result<HashMap<String, Option<String>>, DbErr> {
+    let written = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            statement,
+            values,
+        ))
+        .await?;
+    written
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String>("", "organization_id")?,
+                Some(row.try_get::<String>("", "version")?),
+            ))
+        })
+        .collect()
 }
 
 /// [`OneSpend`]'s statement: `$1` the organization, `$2`–`$6` its account's new state, `$7` the
