@@ -592,14 +592,17 @@ billing_sync_testkit::postgres_test! {
     /// other committed, and refused.
     #[tokio::test]
     async fn a_decision_is_not_written_over_what_another_replica_committed_since_its_read() {
-        let Some((_db, store)) = refused_while_another_transaction_writes(&[
+        let Some((_db, store)) = refused_while_another_transaction_writes(
+            &[
             "UPDATE credit_accounts SET balance = 0, last_sequence = 2 \
              WHERE organization_id = 'org_x'",
             "UPDATE credit_grants SET remaining = 0 WHERE organization_id = 'org_x'",
             "INSERT INTO credit_transactions (organization_id, sequence, kind, amount, \
              balance_after, idempotency_key, fingerprint, created_at) \
              VALUES ('org_x', 2, 'consume', -100, 0, 'elsewhere', 'elsewhere', 1800000000)",
-        ])
+            ],
+            1,
+        )
         .await
         else {
             return;
@@ -610,29 +613,43 @@ billing_sync_testkit::postgres_test! {
 
     /// The same when what the other transaction wrote adds no ledger row (an account and a grant
     /// changed by hand, say): only the account's version can tell, since no ledger row of the
-    /// same sequence collides with the consume's.
+    /// same sequence collides with the consume's. One consume (the one-spend statement) and two
+    /// (the general statement).
     #[tokio::test]
     async fn a_decision_is_not_written_over_an_account_changed_since_its_read_without_a_ledger_row() {
-        let Some((_db, store)) = refused_while_another_transaction_writes(&[
-            "UPDATE credit_accounts SET balance = 0 WHERE organization_id = 'org_x'",
-            "UPDATE credit_grants SET remaining = 0 WHERE organization_id = 'org_x'",
-        ])
-        .await
-        else {
-            return;
-        };
-        let (account, keys) = account_and_keys(&store).await;
-        assert_eq!((account, keys), ((0, 1), vec!["grant".to_owned()]), "the consume not written");
+        for consumes in [1, 2] {
+            let Some((_db, store)) = refused_while_another_transaction_writes(
+                &[
+                    "UPDATE credit_accounts SET balance = 0 WHERE organization_id = 'org_x'",
+                    "UPDATE credit_grants SET remaining = 0 WHERE organization_id = 'org_x'",
+                ],
+                consumes,
+            )
+            .await
+            else {
+                return;
+            };
+            let (account, keys) = account_and_keys(&store).await;
+            assert_eq!(
+                (account, keys),
+                ((0, 1), vec!["grant".to_owned()]),
+                "{consumes} consumes not written"
+            );
+        }
     }
 
 }
 
 /// `org_x` granted 100, then another connection's transaction runs `other` (uncommitted, taking
 /// `org_x`'s balance to 0) while this store decides a consume of 60 on the balance it read
-/// before; once the consume waits for the transaction's locks, the transaction commits, and the
-/// consume must be decided again on what it committed: refused. The database (kept while the
-/// store is used) and the store.
-async fn refused_while_another_transaction_writes(other: &[&str]) -> Option<(TestDatabase, Store)> {
+/// before (60 in `consumes` consumes of one batch: one is written by the one-spend statement,
+/// more by the general one); once the consume waits for the transaction's locks, the
+/// transaction commits, and each consume must be decided again on what it committed: refused.
+/// The database (kept while the store is used) and the store.
+async fn refused_while_another_transaction_writes(
+    other: &[&str],
+    consumes: usize,
+) -> Option<(TestDatabase, Store)> {
     use billing_sync_credits::Answer;
     use billing_sync_store::sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let db = TestDatabase::create(billing_sync_testkit::Backend::Postgres).await?;
@@ -676,11 +693,16 @@ async fn refused_while_another_transaction_writes(other: &[&str]) -> Option<(Tes
         async move {
             store
                 .decide_credits(
-                    &[request(Request::Consume {
-                        amount: 60,
-                        key: "here".to_owned(),
-                        reason: None,
-                    })],
+                    &[OrganizationRequests {
+                        organization_id: "org_x".to_owned(),
+                        requests: (0..consumes)
+                            .map(|n| Request::Consume {
+                                amount: 60 / consumes as i64,
+                                key: format!("here-{n}"),
+                                reason: None,
+                            })
+                            .collect(),
+                    }],
                     "credits",
                     now,
                 )
@@ -691,7 +713,9 @@ async fn refused_while_another_transaction_writes(other: &[&str]) -> Option<(Tes
     writing.commit().await.expect("commit");
     let answers = consuming.await.expect("task").expect("decide");
     assert!(
-        matches!(answers[0][..], [Answer::Insufficient { balance: 0 }]),
+        answers[0]
+            .iter()
+            .all(|answer| matches!(answer, Answer::Insufficient { balance: 0 })),
         "decided again on the committed balance: {answers:?}"
     );
     Some((db, store))
