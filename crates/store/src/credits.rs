@@ -87,9 +87,8 @@ impl Store {
         let result: Result<_, DbErr> = async {
             let connection = self.connection();
             let threshold = self.low_balance_threshold();
-            let kept = self.kept_connection();
-            let (DbBackend::Postgres, Some(kept)) = (connection.get_database_backend(), kept)
-            else {
+            // Kept on PostgreSQL only, where decisions may be made on an unlocked read.
+            let Some(kept) = self.kept_connection() else {
                 return decide_locked(
                     connection,
                     None,

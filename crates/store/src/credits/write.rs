@@ -205,6 +205,9 @@ impl<'a> OneSpend<'a> {
         decided: &'a BTreeMap<&str, Decisions>,
         versions: &'a HashMap<&str, Option<String>>,
     ) -> Option<Self> {
+        if backend != DbBackend::Postgres || decided.len() != 1 {
+            return None;
+        }
         let (organization, decisions) = decided.first_key_value()?;
         let account = &ledgers[organization];
         let (Some(version), [transaction], [index], []) = (
@@ -216,7 +219,7 @@ impl<'a> OneSpend<'a> {
             return None;
         };
         let grant = &account.grants[*index];
-        (backend == DbBackend::Postgres && decided.len() == 1).then_some(OneSpend {
+        Some(OneSpend {
             organization,
             account,
             version,
