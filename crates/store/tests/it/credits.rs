@@ -331,25 +331,8 @@ async fn assert_ledger_explains(store: &Store, org: &str, balance: i64, case: u6
 /// decision makes one to lock it); one that is not refused keeps its row.
 async fn a_refused_consume_of_an_organization_without_a_ledger_writes_nothing(db: TestDatabase) {
     let store = migrated_store(&db.url).await;
-    let consume = |organization: &str, key: &str| {
-        one_request(
-            organization,
-            Request::Consume {
-                amount: 5,
-                key: key.to_owned(),
-                reason: None,
-            },
-        )
-    };
-    let grant = one_request(
-        "org_granted",
-        Request::Grant {
-            amount: 10,
-            expires_at: None,
-            key: "grant".to_owned(),
-            reason: None,
-        },
-    );
+    let consume = |organization: &str, key: &str| one_request(organization, consume(5, key));
+    let grant = one_request("org_granted", grant(10));
     let answers = store
         .decide_credits(
             &[
@@ -543,11 +526,7 @@ billing_sync_testkit::postgres_test! {
             async move {
                 store
                     .decide_credits(
-                        &[one_request("org_b", Request::Consume {
-                            amount: 10,
-                            key: "here".to_owned(),
-                            reason: None,
-                        })],
+                        &[one_request("org_b", consume(10, "here"))],
                         "credits",
                         now,
                     )
@@ -657,16 +636,7 @@ async fn refused_while_another_transaction_writes(
     let now = 1_800_000_000;
     let request = |request: Request| one_request("org_x", request);
     let granted = store
-        .decide_credits(
-            &[request(Request::Grant {
-                amount: 100,
-                expires_at: None,
-                key: "grant".to_owned(),
-                reason: None,
-            })],
-            "credits",
-            now,
-        )
+        .decide_credits(&[request(grant(100))], "credits", now)
         .await
         .expect("grant");
     assert!(
@@ -696,11 +666,7 @@ async fn refused_while_another_transaction_writes(
                     &[OrganizationRequests {
                         organization_id: "org_x".to_owned(),
                         requests: (0..consumes)
-                            .map(|n| Request::Consume {
-                                amount: 60 / consumes as i64,
-                                key: format!("here-{n}"),
-                                reason: None,
-                            })
+                            .map(|n| consume(60 / consumes as i64, &format!("here-{n}")))
                             .collect(),
                     }],
                     "credits",
@@ -739,6 +705,25 @@ async fn account_and_keys(store: &Store) -> ((i64, i64), Vec<String>) {
         .filter_map(|row| row.idempotency_key)
         .collect();
     ((account.balance, account.last_sequence), keys)
+}
+
+/// The API's grant of `amount` credits that never expire, under the key `grant`.
+pub(crate) fn grant(amount: i64) -> Request {
+    Request::Grant {
+        amount,
+        expires_at: None,
+        key: "grant".to_owned(),
+        reason: None,
+    }
+}
+
+/// A consume of `amount` credits under `key`.
+pub(crate) fn consume(amount: i64, key: &str) -> Request {
+    Request::Consume {
+        amount,
+        key: key.to_owned(),
+        reason: None,
+    }
 }
 
 /// `organization`'s one request, as a decision takes it.

@@ -10,26 +10,9 @@ use billing_sync_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use billing_sync_testkit::state::migrated_store;
 use billing_sync_testkit::{Backend, TestDatabase};
 
-use crate::credits::one_request;
+use crate::credits::{consume, grant, one_request};
 
 const NOW: i64 = 1_800_000_000;
-
-fn grant(amount: i64) -> Request {
-    Request::Grant {
-        amount,
-        expires_at: None,
-        key: "grant".to_owned(),
-        reason: None,
-    }
-}
-
-fn consume(key: &str) -> Request {
-    Request::Consume {
-        amount: 1,
-        key: key.to_owned(),
-        reason: None,
-    }
-}
 
 async fn decide(store: &Store, request: Request) -> Result<Answer, billing_sync_store::StoreError> {
     let mut answers = store
@@ -71,12 +54,12 @@ billing_sync_testkit::postgres_test! {
         let store = migrated_store(&db.url).await;
         let admin = Store::connect(&db.url).await.expect("admin");
         decide(&store, grant(10)).await.expect("grant");
-        decide(&store, consume("first")).await.expect("first");
+        decide(&store, consume(1, "first")).await.expect("first");
         assert!(end_ledger_backends(&admin).await >= 1, "the kept connection's backend");
 
         let mut failures = 0;
         let answer = loop {
-            match decide(&store, consume("second")).await {
+            match decide(&store, consume(1, "second")).await {
                 Ok(answer) => break answer,
                 Err(err) => {
                     assert!(err.retryable(), "a closed connection is retried: {err}");
@@ -86,8 +69,8 @@ billing_sync_testkit::postgres_test! {
             }
         };
         assert!(matches!(answer, Answer::Done { balance: 8, .. }), "{answer:?}");
-        assert_eq!(decide(&store, consume("second")).await.expect("again"), answer);
-        let third = decide(&store, consume("third")).await.expect("third");
+        assert_eq!(decide(&store, consume(1, "second")).await.expect("again"), answer);
+        let third = decide(&store, consume(1, "third")).await.expect("third");
         assert!(matches!(third, Answer::Done { balance: 7, .. }), "{third:?}");
         let keys: Vec<_> = store
             .credit_transactions("org_kept")

@@ -11,7 +11,7 @@ use billing_sync_store::Store;
 use billing_sync_testkit::state::migrated_store;
 use billing_sync_testkit::{Backend, TestDatabase};
 
-use crate::credits::{customer_link, deliver, one_request};
+use crate::credits::{consume, customer_link, deliver, grant, one_request};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -22,14 +22,6 @@ async fn decide(store: &Store, organization: &str, request: Request) -> Answer {
         .await
         .expect("decide");
     answers.remove(0).remove(0)
-}
-
-fn consume(amount: i64, key: &str) -> Request {
-    Request::Consume {
-        amount,
-        key: key.to_owned(),
-        reason: None,
-    }
 }
 
 /// Who a purchase names.
@@ -60,13 +52,7 @@ fn checkout(session: &str, buyer: Buyer<'_>, credits: i64) -> Change {
 /// Grants `amount` to `organization` and consumes 1 twice: the second consume is decided on the
 /// account the first one's write left remembered. Returns the balance (`amount - 2`).
 async fn remembered_with(store: &Store, organization: &str, amount: i64) -> i64 {
-    let granted = Request::Grant {
-        amount,
-        expires_at: None,
-        key: "grant".to_owned(),
-        reason: None,
-    };
-    decide(store, organization, granted).await;
+    decide(store, organization, grant(amount)).await;
     decide(store, organization, consume(1, "first")).await;
     let before = store.credit_decisions_remembered();
     let answer = decide(store, organization, consume(1, "second")).await;
